@@ -1,0 +1,134 @@
+"""``volume-cli projects list|new|check``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich import box
+from rich.table import Table
+
+from volume_cli.cli import context
+from volume_cli.cli.options import JsonOption, ProjectsDirOption
+from volume_cli.cli.render import emit, short_path
+from volume_cli.errors import ConfigError
+from volume_cli.project.checking import CheckReport, check_projects
+from volume_cli.project.discovery import Discovery
+from volume_cli.project.scaffold import scaffold_project
+
+app = typer.Typer(help="List, create and validate projects.", no_args_is_help=True)
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    name: str
+    python_version: str
+    groups: int | None
+    packages: int | None
+    models: int
+    folder: Path
+    definition: str
+    error: str | None
+
+
+def project_rows(discovery: Discovery) -> list[ProjectRow]:
+    rows: list[ProjectRow] = []
+    for definition in discovery.projects.values():
+        try:
+            config = definition.dependencies
+            groups, packages, error = len(config.groups), config.package_count, None
+        except ConfigError as exc:
+            groups, packages, error = None, None, exc.message
+        rows.append(
+            ProjectRow(
+                name=definition.name,
+                python_version=definition.python_version,
+                groups=groups,
+                packages=packages,
+                models=len(definition.models),
+                folder=definition.folder,
+                definition=definition.definition_file.name,
+                error=error,
+            )
+        )
+    return rows
+
+
+@app.command("list")
+def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = False) -> None:
+    """Every discovered project: python, groups, package and model counts, folder."""
+    discovery = context.projects(projects_dir)
+    rows = project_rows(discovery)
+
+    def human(console: Console) -> None:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        for column in ("name", "python", "groups", "packages", "models", "folder"):
+            table.add_column(column, justify="right" if column in {"groups", "packages", "models"} else "left", overflow="fold")
+        for row in rows:
+            table.add_row(
+                row.name,
+                row.python_version,
+                "-" if row.groups is None else str(row.groups),
+                "[red]invalid[/]" if row.packages is None else str(row.packages),
+                str(row.models),
+                short_path(row.folder),
+            )
+        console.print(table)
+        if not rows:
+            console.print("no projects found; create one with: volume-cli projects new NAME --python 3.10")
+        for row in rows:
+            if row.error:
+                console.print(f"[red]{row.name}:[/] {row.error}", markup=True)
+        console.print(f"[dim]searched: {', '.join(short_path(folder) for folder in discovery.folders)}[/]")
+
+    emit(rows, as_json=as_json, human=human)
+    if any(row.error for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command("new")
+def new_command(
+    name: Annotated[str, typer.Argument(help="Project name: lowercase letters, digits and hyphens.")],
+    python: Annotated[str, typer.Option("--python", help="Python version of the workers, e.g. 3.10.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder to create the project in.", show_default=True)
+    ] = Path("projects"),
+) -> None:
+    """Create projects/<name>/ with a plugin class and a commented dependencies.yaml."""
+    result = scaffold_project(name=name, python_version=python, parent=directory)
+    console = Console()
+    console.print(f"created project [bold]{result.name}[/] in {short_path(result.folder)}")
+    for file in result.files:
+        console.print(f"  {short_path(file)}")
+    hint = "" if directory == Path("projects") else f" --projects-dir {directory}"
+    console.print(f"next: edit {short_path(result.files[1])}, then run: volume-cli projects check{hint}")
+
+
+@app.command("check")
+def check_command(
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
+    projects_dir: ProjectsDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate every project's configuration; non-zero exit on any problem."""
+    report = check_projects(list(projects_dir or ()), only=project)
+
+    def human(console: Console) -> None:
+        for check in report.projects:
+            if check.ok:
+                console.print(f"[green]ok[/]     {check.name}  [dim]{short_path(check.folder)}[/]")
+            else:
+                console.print(f"[red]error[/]  {check.name}  [dim]{short_path(check.folder)}[/]")
+                for problem in check.problems:
+                    console.print(f"         {problem}", markup=False)
+
+    emit(report, as_json=as_json, human=human)
+    failure = report.first_failure
+    if failure is not None:
+        raise ConfigError(failure.problems, hint=f"fix {failure.name}'s config, then run: volume-cli projects check")
+
+
+__all__ = ["CheckReport", "app"]

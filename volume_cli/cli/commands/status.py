@@ -1,0 +1,66 @@
+"""``volume-cli status``."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich import box
+from rich.table import Table
+
+from volume_cli.cli import context
+from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOption, ProjectsDirOption, RootOption
+from volume_cli.cli.render import emit, format_bytes, format_time
+from volume_cli.status import StatusReport, volume_status
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("status")
+    def status_command(
+        project: OptionalProjectOption = None,
+        root: RootOption = None,
+        projects_dir: ProjectsDirOption = None,
+        index_url: IndexUrlOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """What is installed on the volume, what drifted, sizes and free space."""
+        resolved = context.read_root(root)
+        discovery = context.projects(projects_dir)
+        if project:
+            discovery.get(project)
+        report = volume_status(resolved, discovery.projects, only=project, mirror=index_url)
+        emit(report, as_json=as_json, human=lambda console: render_status(console, report))
+
+
+def render_status(console: Console, report: StatusReport) -> None:
+    disk = report.disk
+    console.print(f"[bold]root[/]   {report.root}  [dim](from {report.root_source})[/]")
+    console.print(f"[bold]mount[/]  {report.mount.describe()}")
+    colour = "red" if disk.warning else "green"
+    console.print(
+        f"[bold]disk[/]   {format_bytes(disk.used_bytes)} used of {format_bytes(disk.total_bytes)} "
+        f"([{colour}]{disk.percent_used:.0f}%[/]), {format_bytes(disk.free_bytes)} free"
+    )
+    if not report.initialised:
+        console.print("[dim]no volume-cli metadata here yet: run volume-cli setup --project NAME[/]")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("project", "python", "deps", "generation", "installed", "packages", "deps size", "models", "models size"):
+        table.add_column(column, justify="right" if "size" in column or column == "packages" else "left")
+    for item in report.projects:
+        state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(item.state, "red")
+        table.add_row(
+            item.name,
+            item.python_version or "-",
+            f"[{state_colour}]{item.state}[/]",
+            item.generation or "-",
+            format_time(item.installed_at),
+            str(item.package_count) if item.deps_installed else "-",
+            format_bytes(item.deps_size_bytes) if item.deps_installed else "-",
+            f"{item.models_declared}" + (" (downloaded)" if item.models_downloaded_at else ""),
+            format_bytes(item.models_size_bytes) if item.models_downloaded_at else "-",
+        )
+    console.print(table)
+    for item in report.projects:
+        for problem in item.problems:
+            console.print(f"[red]{item.name}:[/] {problem}")
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")

@@ -1,0 +1,30 @@
+"""Turning CLI options into the explicit inputs the core takes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from volume_cli.layout import VolumeLayout
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.project.discovery import Discovery, discover
+from volume_cli.root import ResolvedRoot, require_writable, resolve_root
+
+
+def projects(projects_dirs: Sequence[Path] | None) -> Discovery:
+    return discover(list(projects_dirs or ()))
+
+
+def project(projects_dirs: Sequence[Path] | None, name: str) -> ProjectDefinition:
+    return projects(projects_dirs).get(name)
+
+
+def read_root(root: Path | None) -> ResolvedRoot:
+    return resolve_root(root)
+
+
+def write_layout(root: Path | None) -> VolumeLayout:
+    """The layout of a root we are about to write to, checked first."""
+    resolved = resolve_root(root)
+    require_writable(resolved.path)
+    return VolumeLayout(resolved.path)

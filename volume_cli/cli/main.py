@@ -1,0 +1,98 @@
+"""Entry point: builds the app, maps errors to one line plus the next command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from volume_cli import __version__
+from volume_cli.cli.commands import deps, models, projects, status, volume
+from volume_cli.cli.render import stderr_console
+from volume_cli.errors import VolumeCliError
+
+DEBUG_ENV = "VOLUME_CLI_DEBUG"
+
+app = typer.Typer(
+    name="volume-cli",
+    help="Python dependencies and AI models on a persistent network volume for GPU pods and serverless workers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(projects.app, name="projects")
+app.add_typer(deps.app, name="deps")
+app.add_typer(models.app, name="models")
+status.register(app)
+volume.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"volume-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    logging.basicConfig(
+        level=logging.DEBUG if _debug_enabled() else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"} or "--debug" in sys.argv[1:]
+
+
+def report_error(error: VolumeCliError) -> None:
+    stderr_console.print(f"[bold red]error:[/] {error.message}", markup=True, highlight=False)
+    problems = getattr(error, "problems", None)
+    if problems and len(problems) > 1:
+        for problem in problems:
+            stderr_console.print(f"  - {problem}", markup=False, highlight=False)
+    if error.hint:
+        stderr_console.print(f"[bold]next:[/] {error.hint}", markup=True, highlight=False)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point; exits with the command's status."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="volume-cli")
+    except VolumeCliError as error:
+        if _debug_enabled():
+            raise
+        report_error(error)
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        stderr_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        stderr_console.print("interrupted")
+        sys.exit(130)
+    except Exception as error:
+        if _debug_enabled():
+            raise
+        stderr_console.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {error}", markup=True, highlight=False
+        )
+        stderr_console.print(f"[bold]next:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it")
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,45 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Volume root. Default: $VOLUME_CLI_ROOT, then /workspace, then /runpod-volume.",
+        show_default=False,
+    ),
+]
+ProjectsDirOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--projects-dir",
+        help="Extra folder of projects (repeatable); also $VOLUME_CLI_PROJECTS_PATH.",
+        show_default=False,
+    ),
+]
+ProjectOption = Annotated[str, typer.Option("--project", "-p", help="Project name (see: volume-cli projects list).")]
+OptionalProjectOption = Annotated[
+    str | None, typer.Option("--project", "-p", help="Only this project.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+IndexUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--index-url",
+        envvar="VOLUME_CLI_INDEX_URL",
+        help="Mirror that replaces PyPI for groups without their own index_url "
+        "(e.g. https://pypi.tuna.tsinghua.edu.cn/simple).",
+        show_default=False,
+    ),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option("--wait", help="Seconds to wait for another run holding the project's lock (default: fail at once).", min=0),
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]

@@ -1,0 +1,82 @@
+"""One renderer: human text with rich, or JSON with ``--json``.
+
+Results go to stdout, progress and messages to stderr. rich honours
+``NO_COLOR`` and drops colour when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+
+stdout_console = Console(highlight=False, soft_wrap=True)
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, pydantic models, paths and datetimes as plain JSON data."""
+    if isinstance(value, BaseModel):
+        return to_jsonable(value.model_dump(mode="json"))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {field.name: to_jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        for name in _json_properties(type(value)):
+            data[name] = to_jsonable(getattr(value, name))
+        return data
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _json_properties(cls: type) -> list[str]:
+    # Derived facts (ok, state, percent_used) belong in the JSON too, so that
+    # scripts do not re-implement them.
+    return [name for name in ("ok", "state", "percent_used", "warning", "persistent") if isinstance(getattr(cls, name, None), property)]
+
+
+def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(to_jsonable(result), indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+    else:
+        human(stdout_console)
+
+
+def format_bytes(count: int | float | None) -> str:
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def format_time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+def short_path(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,1 @@
+"""Strict configuration: dependency groups, model sources, project files."""

@@ -1,0 +1,191 @@
+"""``dependencies.yaml``: named groups of requirements, each with its own index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from pydantic import AfterValidator, Field, ValidationError, field_validator
+
+from volume_cli.config.located_yaml import LocatedDocument, load_located_yaml
+from volume_cli.config.strict import StrictModel, validation_problems
+from volume_cli.errors import ConfigError
+
+PYPI_SIMPLE_URL = "https://pypi.org/simple"
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PYTHON_VERSION = re.compile(r"^3\.(\d{1,2})$")
+
+
+def check_python_version(value: str) -> str:
+    match = _PYTHON_VERSION.match(value)
+    if not match or int(match.group(1)) < 8:
+        raise ValueError(f"python version must look like '3.10' (3.8 or newer), got {value!r}")
+    return value
+
+
+def _check_requirement(value: str) -> str:
+    try:
+        requirement = Requirement(value)
+    except InvalidRequirement as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ValueError(f"invalid requirement {value!r}: {first_line}") from None
+    if requirement.url:
+        raise ValueError(
+            f"requirement {value!r} uses a direct URL; put the wheel on an index or use a find-links group"
+        )
+    return value
+
+
+def _check_index_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.match(r"^(https?|file)://\S+$", value):
+        raise ValueError(f"index URL must start with http://, https:// or file://, got {value!r}")
+    return value.rstrip("/")
+
+
+RequirementText = Annotated[str, AfterValidator(_check_requirement)]
+IndexUrl = Annotated[str, AfterValidator(_check_index_url)]
+PythonVersion = Annotated[str, AfterValidator(check_python_version)]
+
+
+class DependencyGroup(StrictModel):
+    packages: list[RequirementText] = Field(min_length=1)
+    index_url: IndexUrl | None = None
+    extra_index_urls: list[IndexUrl] = Field(default_factory=list)
+    no_deps: bool = False
+    description: str = ""
+
+    @property
+    def requirements(self) -> list[Requirement]:
+        return [Requirement(text) for text in self.packages]
+
+    def effective_index_url(self, mirror: str | None) -> str:
+        """The group's own index always wins; otherwise the mirror, else PyPI."""
+        return self.index_url or mirror or PYPI_SIMPLE_URL
+
+
+class DependencyMetadata(StrictModel):
+    python_version: PythonVersion | None = None
+    description: str = ""
+    project: str | None = None
+
+
+class DependencyConfig(StrictModel):
+    groups: dict[str, DependencyGroup] = Field(min_length=1)
+    install_order: list[str] | None = None
+    metadata: DependencyMetadata | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, groups: dict[str, DependencyGroup]) -> dict[str, DependencyGroup]:
+        for name in groups:
+            if not _GROUP_NAME.match(name):
+                raise ValueError(f"group name {name!r} may use letters, digits, '_', '-' and '.' only")
+        return groups
+
+    @property
+    def ordered_groups(self) -> list[tuple[str, DependencyGroup]]:
+        order = self.install_order or list(self.groups)
+        return [(name, self.groups[name]) for name in order]
+
+    @property
+    def package_count(self) -> int:
+        return sum(len(group.packages) for group in self.groups.values())
+
+    def content_hash(self, *, python_version: str, mirror: str | None) -> str:
+        """Hash of everything that decides what gets installed.
+
+        The effective index of every group is included, so switching the
+        global mirror counts as a change while reformatting the YAML does not.
+        """
+        payload = {
+            "python": python_version,
+            "groups": [
+                {
+                    "name": name,
+                    "packages": sorted(_normalised(text) for text in group.packages),
+                    "index": group.effective_index_url(mirror),
+                    "extra": list(group.extra_index_urls),
+                    "no_deps": group.no_deps,
+                }
+                for name, group in self.ordered_groups
+            ],
+        }
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _normalised(text: str) -> str:
+    requirement = Requirement(text)
+    requirement.name = canonicalize_name(requirement.name)
+    return str(requirement)
+
+
+def _duplicate_package_problems(document: LocatedDocument, config: DependencyConfig) -> list[str]:
+    problems: list[str] = []
+    first_seen: dict[str, str] = {}
+    for group_name, group in config.groups.items():
+        for index, requirement in enumerate(group.requirements):
+            name = canonicalize_name(requirement.name)
+            if name in first_seen and first_seen[name] != group_name:
+                problems.append(
+                    document.problem(
+                        ("groups", group_name, "packages", index),
+                        f"package {name!r} is already in group {first_seen[name]!r}; a package belongs to one group",
+                    )
+                )
+            elif name in first_seen:
+                problems.append(
+                    document.problem(("groups", group_name, "packages", index), f"package {name!r} is listed twice")
+                )
+            else:
+                first_seen[name] = group_name
+    return problems
+
+
+def _install_order_problems(document: LocatedDocument, config: DependencyConfig) -> list[str]:
+    if config.install_order is None:
+        return []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, name in enumerate(config.install_order):
+        if name not in config.groups:
+            known = ", ".join(config.groups)
+            problems.append(document.problem(("install_order", index), f"names group {name!r}, which does not exist (groups: {known})"))
+        elif name in seen:
+            problems.append(document.problem(("install_order", index), f"lists group {name!r} twice"))
+        seen.add(name)
+    for name in config.groups:
+        if name not in seen:
+            problems.append(document.problem(("install_order",), f"leaves out group {name!r}; list every group once"))
+    return problems
+
+
+def load_dependency_config(path: Path, *, plugin_python_version: str | None = None) -> DependencyConfig:
+    """Load and validate a ``dependencies.yaml``; every problem is located."""
+    hint = f"fix {path.name}, then run: volume-cli projects check"
+    document = load_located_yaml(path, hint=hint)
+    if not isinstance(document.data, dict):
+        raise ConfigError([document.problem((), "must be a mapping with a 'groups' key")], hint=hint)
+    try:
+        config = DependencyConfig.model_validate(document.data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(document, exc, model=DependencyConfig), hint=hint) from None
+    problems = _install_order_problems(document, config) + _duplicate_package_problems(document, config)
+    declared = config.metadata.python_version if config.metadata else None
+    if plugin_python_version and declared and declared != plugin_python_version:
+        problems.append(
+            document.problem(
+                ("metadata", "python_version"),
+                f"says {declared} but the project declares python_version {plugin_python_version}",
+            )
+        )
+    if problems:
+        raise ConfigError(problems, hint=hint)
+    return config

@@ -1,0 +1,117 @@
+"""Shared pieces of the strict config models and their located errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from volume_cli.config.located_yaml import LocatedDocument
+
+
+class StrictModel(BaseModel):
+    """Config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+_TYPE_WORDS = {
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str] | None:
+    """Walk ``model`` along ``loc`` (minus the last part) to list the allowed keys there."""
+    if model is None:
+        return None
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            current = _item_model(current)
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            current = _item_model(current)
+            continue
+        info = fields.get(part)
+        current = _item_model(info.annotation) if info is not None else None
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def _item_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _item_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validation_problems(
+    document: LocatedDocument,
+    error: ValidationError,
+    *,
+    model: type[BaseModel] | None = None,
+    prefix: Sequence[str | int] = (),
+) -> list[str]:
+    """Turn a pydantic error into one located, human line per problem."""
+    problems: list[str] = []
+    for item in error.errors(include_url=False):
+        loc = [*prefix, *_without_union_tags(item["loc"])]
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[len(prefix):])
+            text = f"unknown key {str(loc[-1])!r}"
+            if allowed:
+                text += f" (allowed: {', '.join(allowed)})"
+        elif kind == "missing":
+            text = "required key is missing"
+        elif kind in _TYPE_WORDS:
+            text = f"must be {_TYPE_WORDS[kind]}, got {_describe(item.get('input'))}"
+        elif kind in {"value_error", "assertion_error"}:
+            text = str(item["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        elif kind == "union_tag_invalid":
+            text = str(item["msg"])
+        else:
+            text = str(item["msg"])
+        problems.append(document.problem(loc, text))
+    return problems
+
+
+def _without_union_tags(loc: Sequence[str | int]) -> list[str | int]:
+    # pydantic inserts the discriminator value ("huggingface") after a list
+    # index for members of a tagged union; users never wrote that key.
+    kept: list[str | int] = []
+    for index, part in enumerate(loc):
+        after_index = index > 0 and isinstance(loc[index - 1], int)
+        if isinstance(part, str) and (part.startswith("function-") or (after_index and part in _UNION_TAGS)):
+            continue
+        kept.append(part)
+    return kept
+
+
+_UNION_TAGS = {"huggingface", "modelscope", "url", "local"}

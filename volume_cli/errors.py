@@ -1,0 +1,114 @@
+"""One error hierarchy for volume-cli.
+
+Every error carries a one-line message and, where there is one, the next
+command the user should run. The CLI maps these to exit codes and never shows
+a traceback for them unless ``--debug`` / ``VOLUME_CLI_DEBUG=1`` is set.
+"""
+
+from __future__ import annotations
+
+
+class VolumeCliError(Exception):
+    """Base class: an expected failure with a clear message for the user."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(VolumeCliError):
+    """The command line itself is wrong (bad option value, missing argument)."""
+
+    exit_code = 2
+
+
+class ConfigError(VolumeCliError):
+    """A project's configuration file is invalid.
+
+    ``problems`` holds every located problem (``file:line: key.path: what``);
+    the message is the first one so a single line still says what is wrong.
+    """
+
+    def __init__(self, problems: list[str], *, hint: str | None = None) -> None:
+        if not problems:
+            raise ValueError("ConfigError needs at least one problem")
+        message = problems[0] if len(problems) == 1 else f"{problems[0]} (and {len(problems) - 1} more)"
+        super().__init__(message, hint=hint)
+        self.problems = list(problems)
+
+
+class ProjectNotFoundError(VolumeCliError):
+    """No project with the requested name was discovered."""
+
+
+class DuplicateProjectError(ConfigError):
+    """Two project folders declare the same project name."""
+
+
+class RootError(VolumeCliError):
+    """The volume root is missing, not a directory or not writable."""
+
+
+class StateError(VolumeCliError):
+    """A metadata file on the volume is unreadable or from a newer tool."""
+
+
+class LockHeldError(VolumeCliError):
+    """Another live process holds the project's writer lock."""
+
+
+class InstallError(VolumeCliError):
+    """Installing dependencies failed; the current generation was kept."""
+
+
+class ResolutionError(InstallError):
+    """The resolver could not produce a lock for the project's requirements."""
+
+
+class SubprocessError(VolumeCliError):
+    """An external command (uv, python) failed.
+
+    ``command`` is the argv, ``log_path`` where the full output was kept.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: list[str],
+        returncode: int,
+        log_path: str | None = None,
+        tail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+        self.returncode = returncode
+        self.log_path = log_path
+        self.tail = tail
+
+
+class ModelError(VolumeCliError):
+    """A model could not be downloaded, verified or found."""
+
+
+class DownloadError(ModelError):
+    """A download failed after retries on every endpoint."""
+
+
+class ChecksumError(ModelError):
+    """Downloaded bytes do not match the expected checksum."""
+
+
+class DiskSpaceError(VolumeCliError):
+    """Not enough free space on the volume for the planned work."""
+
+
+class RuntimeCheckError(VolumeCliError):
+    """A worker-side check (python version, deps, models) failed."""

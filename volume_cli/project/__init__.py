@@ -1,0 +1,1 @@
+"""Projects: a plugin class (or a project.yaml) plus a dependencies.yaml."""

@@ -1,0 +1,156 @@
+"""``status``: what is on the volume, read from the metadata store.
+
+Sizes come from what installs recorded, never from walking the volume: on a
+network file system a ``du`` of a few hundred thousand files takes minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from volume_cli.errors import ConfigError, StateError
+from volume_cli.layout import VolumeLayout
+from volume_cli.mounts import MountInfo, inspect_mount
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.root import ResolvedRoot
+from volume_cli.store.state import ProjectState, read_project_state
+
+DISK_WARNING_PERCENT = 85.0
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+
+    @property
+    def percent_used(self) -> float:
+        return 100.0 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    @property
+    def warning(self) -> bool:
+        return self.percent_used >= DISK_WARNING_PERCENT
+
+
+@dataclass(frozen=True)
+class ProjectStatus:
+    name: str
+    python_version: str | None
+    folder: Path | None
+    deps_path: str
+    deps_installed: bool
+    generation: str | None = None
+    installed_at: datetime | None = None
+    package_count: int = 0
+    deps_size_bytes: int = 0
+    config_changed: bool | None = None
+    models_declared: int = 0
+    models_downloaded_at: datetime | None = None
+    models_size_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.problems:
+            return "error"
+        if not self.deps_installed:
+            return "not installed"
+        if self.config_changed:
+            return "config changed"
+        return "installed"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    root: Path
+    root_source: str
+    mount: MountInfo
+    disk: DiskUsage
+    initialised: bool
+    projects: list[ProjectStatus]
+    warnings: list[str]
+
+
+def disk_usage(path: Path) -> DiskUsage:
+    usage = shutil.disk_usage(path)
+    return DiskUsage(total_bytes=usage.total, used_bytes=usage.used, free_bytes=usage.free)
+
+
+def _known_state_names(layout: VolumeLayout) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(layout.projects_state_dir) if entry.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def project_status(
+    layout: VolumeLayout, name: str, definition: ProjectDefinition | None, *, mirror: str | None
+) -> ProjectStatus:
+    problems: list[str] = []
+    state: ProjectState | None = None
+    try:
+        state = read_project_state(layout, name)
+    except StateError as exc:
+        problems.append(exc.message)
+    python_version = definition.python_version if definition else (state.python_version if state else None)
+    config_changed: bool | None = None
+    if definition is None:
+        problems.append("installed on the volume but no project definition was found")
+    elif state is not None and state.deps is not None:
+        try:
+            config_changed = state.deps.config_hash != definition.config_hash(mirror=mirror)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    deps = state.deps if state else None
+    models = state.models if state else None
+    return ProjectStatus(
+        name=name,
+        python_version=python_version,
+        folder=definition.folder if definition else None,
+        deps_path=layout.relative(layout.deps_path(name, python_version)) if python_version else "",
+        deps_installed=deps is not None,
+        generation=deps.generation if deps else None,
+        installed_at=deps.installed_at if deps else None,
+        package_count=deps.package_count if deps else 0,
+        deps_size_bytes=deps.size_bytes if deps else 0,
+        config_changed=config_changed,
+        models_declared=len(definition.models) if definition else 0,
+        models_downloaded_at=models.downloaded_at if models else None,
+        models_size_bytes=models.size_bytes if models else 0,
+        problems=problems,
+    )
+
+
+def volume_status(
+    resolved: ResolvedRoot,
+    projects: dict[str, ProjectDefinition],
+    *,
+    only: str | None = None,
+    mirror: str | None = None,
+) -> StatusReport:
+    layout = VolumeLayout(resolved.path)
+    mount = inspect_mount(resolved.path)
+    disk = disk_usage(resolved.path)
+    warnings: list[str] = []
+    if mount.kind == "container-disk":
+        warnings.append(
+            f"{resolved.path} is on the container's own disk, not a network volume: everything here is lost when the pod is deleted"
+        )
+    if disk.warning:
+        warnings.append(f"the volume is {disk.percent_used:.0f}% full; free space or grow the volume")
+    names = [only] if only else sorted(set(projects) | set(_known_state_names(layout)))
+    reports = [project_status(layout, name, projects.get(name), mirror=mirror) for name in names]
+    return StatusReport(
+        root=resolved.path,
+        root_source=resolved.source,
+        mount=mount,
+        disk=disk,
+        initialised=(layout.metadata_dir / "volume.json").is_file(),
+        projects=reports,
+        warnings=warnings,
+    )
