@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from volume_cli import __version__
@@ -72,17 +71,13 @@ def report_error(error: VolumeCliError) -> None:
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point; exits with the command's status."""
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="volume-cli")
+        # Standalone mode: typer/click print usage errors (exit 2) and handle
+        # --help and Exit themselves; our own errors propagate to here.
+        app(args=argv, prog_name="volume-cli")
     except VolumeCliError as error:
         if _debug_enabled():
             raise
         report_error(error)
-        sys.exit(error.exit_code)
-    except click.exceptions.Abort:
-        stderr_console.print("aborted")
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         stderr_console.print("interrupted")
@@ -95,4 +90,3 @@ def run(argv: list[str] | None = None) -> None:
         )
         stderr_console.print(f"[bold]next:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it")
         sys.exit(1)
-    sys.exit(result if isinstance(result, int) else 0)

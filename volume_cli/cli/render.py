@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
 
 stdout_console = Console(highlight=False, soft_wrap=True)
@@ -24,8 +23,9 @@ stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, pydantic models, paths and datetimes as plain JSON data."""
-    if isinstance(value, BaseModel):
-        return to_jsonable(value.model_dump(mode="json"))
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and not isinstance(value, type):  # a pydantic model
+        return to_jsonable(model_dump(mode="json"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = {field.name: to_jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
         for name in _json_properties(type(value)):

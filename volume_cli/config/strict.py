@@ -80,7 +80,10 @@ def validation_problems(
 ) -> list[str]:
     """Turn a pydantic error into one located, human line per problem."""
     problems: list[str] = []
-    for item in error.errors(include_url=False):
+    # A misspelt key shows up as both "unknown key" and "required key is
+    # missing"; the unknown key is the cause, so it comes first.
+    errors = sorted(error.errors(include_url=False), key=lambda item: item["type"] == "missing")
+    for item in errors:
         loc = [*prefix, *_without_union_tags(item["loc"])]
         kind = item["type"]
         if kind == "extra_forbidden":

@@ -6,7 +6,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from volume_cli.cli import context
 from volume_cli.cli.options import IndexUrlOption, JsonOption, ProjectOption, ProjectsDirOption
 
 app = typer.Typer(help="Install, inspect and roll back a project's Python dependencies.", no_args_is_help=True)
@@ -20,6 +19,8 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """The project's dependency groups: index, flags and packages, in install order."""
+    from volume_cli.cli import context
+
     definition = context.project(projects_dir, project)
     config = definition.dependencies
     groups = [

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich import box
 from rich.table import Table
 
-from volume_cli.cli import context
 from volume_cli.cli.options import JsonOption, ProjectsDirOption
 from volume_cli.cli.render import emit, short_path
 from volume_cli.errors import ConfigError
-from volume_cli.project.checking import CheckReport, check_projects
-from volume_cli.project.discovery import Discovery
-from volume_cli.project.scaffold import scaffold_project
+
+if TYPE_CHECKING:
+    from volume_cli.project.discovery import Discovery
 
 app = typer.Typer(help="List, create and validate projects.", no_args_is_help=True)
 
@@ -60,6 +59,8 @@ def project_rows(discovery: Discovery) -> list[ProjectRow]:
 @app.command("list")
 def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = False) -> None:
     """Every discovered project: python, groups, package and model counts, folder."""
+    from volume_cli.cli import context
+
     discovery = context.projects(projects_dir)
     rows = project_rows(discovery)
 
@@ -98,6 +99,8 @@ def new_command(
     ] = Path("projects"),
 ) -> None:
     """Create projects/<name>/ with a plugin class and a commented dependencies.yaml."""
+    from volume_cli.project.scaffold import scaffold_project
+
     result = scaffold_project(name=name, python_version=python, parent=directory)
     console = Console()
     console.print(f"created project [bold]{result.name}[/] in {short_path(result.folder)}")
@@ -114,6 +117,8 @@ def check_command(
     as_json: JsonOption = False,
 ) -> None:
     """Validate every project's configuration; non-zero exit on any problem."""
+    from volume_cli.project.checking import check_projects
+
     report = check_projects(list(projects_dir or ()), only=project)
 
     def human(console: Console) -> None:
@@ -130,5 +135,3 @@ def check_command(
     if failure is not None:
         raise ConfigError(failure.problems, hint=f"fix {failure.name}'s config, then run: volume-cli projects check")
 
-
-__all__ = ["CheckReport", "app"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich import box
 from rich.table import Table
 
-from volume_cli.cli import context
 from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOption, ProjectsDirOption, RootOption
 from volume_cli.cli.render import emit, format_bytes, format_time
-from volume_cli.status import StatusReport, volume_status
+
+if TYPE_CHECKING:
+    from volume_cli.status import StatusReport
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +26,9 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """What is installed on the volume, what drifted, sizes and free space."""
+        from volume_cli.cli import context
+        from volume_cli.status import volume_status
+
         resolved = context.read_root(root)
         discovery = context.projects(projects_dir)
         if project:

@@ -1,0 +1,98 @@
+"""Shared fixtures: a temporary volume root, project folders, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads the developer's volume, projects path, caches or mirror."""
+    for name in ("VOLUME_CLI_ROOT", "VOLUME_CLI_PROJECTS_PATH", "VOLUME_CLI_INDEX_URL", "VOLUME_CLI_DEBUG", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache / "uv"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))
+    monkeypatch.setenv("HF_HOME", str(cache / "hf"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture
+def volume_root(tmp_path: Path) -> Path:
+    root = tmp_path / "volume"
+    root.mkdir()
+    return root
+
+
+@dataclass
+class ProjectsFolder:
+    path: Path
+
+    def add_yaml_project(
+        self, folder: str, *, name: str | None = None, python: str = "3.11", dependencies: str | None = None, extra: str = ""
+    ) -> Path:
+        project = self.path / folder
+        project.mkdir(parents=True, exist_ok=True)
+        (project / "project.yaml").write_text(
+            f"name: {name or folder.replace('_', '-')}\npython_version: \"{python}\"\n{textwrap.dedent(extra)}"
+        )
+        (project / "dependencies.yaml").write_text(
+            textwrap.dedent(dependencies)
+            if dependencies is not None
+            else "groups:\n  main:\n    packages:\n      - six==1.17.0\n"
+        )
+        return project
+
+
+@pytest.fixture
+def projects_folder(tmp_path: Path) -> ProjectsFolder:
+    folder = tmp_path / "projects"
+    folder.mkdir()
+    return ProjectsFolder(folder)
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Run the CLI in-process through its real entry point (error mapping included)."""
+    from volume_cli.cli.main import run
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        try:
+            run(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    yield invoke
+
+
+def volume_cli_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = shutil.which("volume-cli", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if script is None:
+        pytest.fail("the volume-cli console script is not installed next to this Python")
+    return [script]
