@@ -41,12 +41,18 @@ class ProjectsFolder:
     path: Path
 
     def add_yaml_project(
-        self, folder: str, *, name: str | None = None, python: str = "3.11", dependencies: str | None = None, extra: str = ""
+        self,
+        folder: str,
+        *,
+        name: str | None = None,
+        python: str = "3.11",
+        dependencies: str | None = None,
+        extra: str = "",
     ) -> Path:
         project = self.path / folder
         project.mkdir(parents=True, exist_ok=True)
         (project / "project.yaml").write_text(
-            f"name: {name or folder.replace('_', '-')}\npython_version: \"{python}\"\n{textwrap.dedent(extra)}"
+            f'name: {name or folder.replace("_", "-")}\npython_version: "{python}"\n{textwrap.dedent(extra)}'
         )
         (project / "dependencies.yaml").write_text(
             textwrap.dedent(dependencies)

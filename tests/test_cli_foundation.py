@@ -30,7 +30,10 @@ def installed_state(layout: VolumeLayout, name: str, python: str, config_hash: s
                 tool_version="0.1.0",
             ),
             models=ModelsRecord(
-                downloaded_at=datetime(2026, 1, 2, 3, 5, tzinfo=timezone.utc), config_hash="x", model_keys=["local/a"], size_bytes=4096
+                downloaded_at=datetime(2026, 1, 2, 3, 5, tzinfo=timezone.utc),
+                config_hash="x",
+                model_keys=["local/a"],
+                size_bytes=4096,
             ),
         ),
     )
@@ -52,7 +55,11 @@ def test_status_human_and_json_with_several_projects(cli, projects_folder: Proje
     human = cli(*args)
     assert human.exit_code == 0, human.stderr
     assert str(volume_root) in human.stdout and "disk" in human.stdout
-    lines = {line.split()[0]: line for line in human.stdout.splitlines() if line.strip() and line.split()[0] in {"alpha", "beta", "gamma", "orphan"}}
+    lines = {
+        line.split()[0]: line
+        for line in human.stdout.splitlines()
+        if line.strip() and line.split()[0] in {"alpha", "beta", "gamma", "orphan"}
+    }
     assert "installed" in lines["alpha"] and "123.5 MB" in lines["alpha"] and "g0002" in lines["alpha"]
     assert "config changed" in lines["beta"]
     assert "not installed" in lines["gamma"]

@@ -46,7 +46,10 @@ metadata:
 def test_valid_config_loads_with_order_and_indexes(tmp_path: Path) -> None:
     config = load_dependency_config(write(tmp_path, GOOD), plugin_python_version="3.10")
     assert [name for name, _ in config.ordered_groups] == ["pytorch", "standard", "funasr"]
-    assert config.groups["pytorch"].effective_index_url("https://mirror/simple") == "https://download.pytorch.org/whl/cu121"
+    assert (
+        config.groups["pytorch"].effective_index_url("https://mirror/simple")
+        == "https://download.pytorch.org/whl/cu121"
+    )
     assert config.groups["standard"].effective_index_url("https://mirror/simple") == "https://mirror/simple"
     assert config.groups["standard"].effective_index_url(None) == "https://pypi.org/simple"
     assert config.groups["funasr"].no_deps is True
@@ -55,7 +58,11 @@ def test_valid_config_loads_with_order_and_indexes(tmp_path: Path) -> None:
 
 def test_hash_ignores_formatting_but_not_content_or_mirror(tmp_path: Path) -> None:
     first = load_dependency_config(write(tmp_path, GOOD))
-    reformatted = load_dependency_config(write(tmp_path, GOOD.replace("pyyaml", "PyYAML").replace("[funasr==0.8.8]", "\n      - funasr==0.8.8"), "b.yaml"))
+    reformatted = load_dependency_config(
+        write(
+            tmp_path, GOOD.replace("pyyaml", "PyYAML").replace("[funasr==0.8.8]", "\n      - funasr==0.8.8"), "b.yaml"
+        )
+    )
     bumped = load_dependency_config(write(tmp_path, GOOD.replace("torch==2.4.1", "torch==2.4.2"), "c.yaml"))
     base = first.content_hash(python_version="3.10", mirror=None)
     assert reformatted.content_hash(python_version="3.10", mirror=None) == base
@@ -69,8 +76,18 @@ def test_hash_ignores_formatting_but_not_content_or_mirror(tmp_path: Path) -> No
     [
         ("groups:\n  a:\n    packages: [six]\n   bad: [\n", None, "invalid YAML", 4),
         ("groups:\n  a:\n    no_dep: true\n    packages: [six]\n", "groups.a.no_dep", "unknown key 'no_dep'", 3),
-        ("groups:\n  a:\n    packages: six==1.0\n", "groups.a.packages", "must be a list, got the string 'six==1.0'", 3),
-        ("groups:\n  a:\n    packages:\n      - six\n      - 'numpy>>1'\n", "groups.a.packages[1]", "invalid requirement 'numpy>>1'", 5),
+        (
+            "groups:\n  a:\n    packages: six==1.0\n",
+            "groups.a.packages",
+            "must be a list, got the string 'six==1.0'",
+            3,
+        ),
+        (
+            "groups:\n  a:\n    packages:\n      - six\n      - 'numpy>>1'\n",
+            "groups.a.packages[1]",
+            "invalid requirement 'numpy>>1'",
+            5,
+        ),
         (
             "groups:\n  a:\n    packages: [six]\n  b:\n    packages: [Six==1.0]\n",
             "groups.b.packages[0]",
@@ -89,7 +106,12 @@ def test_hash_ignores_formatting_but_not_content_or_mirror(tmp_path: Path) -> No
             "leaves out group 'b'",
             6,
         ),
-        ("groups:\n  a:\n    packages: [six]\n    index_url: ftp://x\n", "groups.a.index_url", "index URL must start with", 4),
+        (
+            "groups:\n  a:\n    packages: [six]\n    index_url: ftp://x\n",
+            "groups.a.index_url",
+            "index URL must start with",
+            4,
+        ),
         ("groups: {}\n", "groups", "at least 1 item", 1),
         ("groupz:\n  a:\n    packages: [six]\n", "groupz", "unknown key 'groupz'", 1),
         ("groups:\n  a:\n    packages: [six]\n  a:\n    packages: [idna]\n", "groups.a", "duplicate key", 4),
@@ -120,7 +142,9 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 def test_python_version_contradicting_plugin(tmp_path: Path) -> None:
     path = write(tmp_path, "groups:\n  a:\n    packages: [six]\nmetadata:\n  python_version: '3.11'\n")
     (problem,) = problems_of(path, plugin_python_version="3.10")
-    assert problem.startswith(f"{path}:5: metadata.python_version: says 3.11 but the project declares python_version 3.10")
+    assert problem.startswith(
+        f"{path}:5: metadata.python_version: says 3.11 but the project declares python_version 3.10"
+    )
 
 
 def test_all_problems_are_collected(tmp_path: Path) -> None:
@@ -142,7 +166,10 @@ def test_project_yaml_models_are_strict(tmp_path: Path) -> None:
         "  - source: url\n    url: https://x/y.bin\n    dest: /abs/y.bin\n": ("models[0].dest", "relative path"),
         "  - source: local\n    path: a\n    dest: b\n    revison: x\n": ("models[0].revison", "unknown key 'revison'"),
         "  - source: dropbox\n    path: a\n": ("models[0]", "source"),
-        "  - source: url\n    url: https://x/y\n    dest: a/b\n    sha256: xyz\n": ("models[0].sha256", "64 hex digits"),
+        "  - source: url\n    url: https://x/y\n    dest: a/b\n    sha256: xyz\n": (
+            "models[0].sha256",
+            "64 hex digits",
+        ),
     }
     for models, (key, words) in cases.items():
         (project / "project.yaml").write_text(f"name: p\npython_version: '3.10'\nmodels:\n{models}")
@@ -155,7 +182,11 @@ def test_project_yaml_models_are_strict(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "words"),
-    [("name", "Bad_Name", "project name must be"), ("python_version", "3", "python version must look like '3.10'"), ("python_version", "2.7", "python version must look like '3.10' (3.8 or newer), got '2.7'")],
+    [
+        ("name", "Bad_Name", "project name must be"),
+        ("python_version", "3", "python version must look like '3.10'"),
+        ("python_version", "2.7", "python version must look like '3.10' (3.8 or newer), got '2.7'"),
+    ],
 )
 def test_project_yaml_name_and_python(tmp_path: Path, field: str, value: str, words: str) -> None:
     project = tmp_path / "p"

@@ -21,7 +21,7 @@ def test_repo_projects_are_discovered_from_a_checkout(tmp_path: Path) -> None:
     speaker = discovery.get("speaker-diarization")
     assert speaker.python_version == "3.10"
     assert speaker.plugin is not None
-    assert [model.key for model in speaker.models][0] == "modelscope/iic/speech_campplus_speaker-diarization_common"
+    assert speaker.models[0].key == "modelscope/iic/speech_campplus_speaker-diarization_common"
     groups = speaker.dependencies.groups
     assert groups["pytorch"].index_url == "https://download.pytorch.org/whl/cu121"
     assert groups["funasr"].no_deps and groups["funasr"].packages == ["funasr==0.8.8"]

@@ -115,7 +115,12 @@ def test_live_lease_from_another_host_is_respected(tmp_path: Path) -> None:
     path = tmp_path / "demo.lock"
     now = datetime.now(timezone.utc)
     live = LockRecord(
-        owner_id="other", host="another-pod", pid=1, command="setup", started_at=now, lease_expires_at=now + timedelta(minutes=1)
+        owner_id="other",
+        host="another-pod",
+        pid=1,
+        command="setup",
+        started_at=now,
+        lease_expires_at=now + timedelta(minutes=1),
     )
     path.write_text(live.model_dump_json())
     with pytest.raises(LockHeldError, match="another-pod"):
@@ -130,7 +135,14 @@ def test_holder_that_lost_its_lock_refuses_to_commit(tmp_path: Path) -> None:
         # Another pod decided our lease expired (we were paused) and took over.
         now = datetime.now(timezone.utc)
         path.write_text(
-            LockRecord(owner_id="thief", host="h", pid=1, command="x", started_at=now, lease_expires_at=now + timedelta(minutes=1)).model_dump_json()
+            LockRecord(
+                owner_id="thief",
+                host="h",
+                pid=1,
+                command="x",
+                started_at=now,
+                lease_expires_at=now + timedelta(minutes=1),
+            ).model_dump_json()
         )
         with pytest.raises(LockHeldError, match="lost the lock"):
             lock.ensure_held()

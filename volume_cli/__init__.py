@@ -21,7 +21,15 @@ _EXPORTS = {
     "LocalModel": "volume_cli.config.model_sources",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "HookContext",
+    "HuggingFaceModel",
+    "LocalModel",
+    "ModelScopeModel",
+    "Project",
+    "UrlModel",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from volume_cli.config.model_sources import HuggingFaceModel, LocalModel, ModelScopeModel, UrlModel

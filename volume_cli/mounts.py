@@ -12,7 +12,21 @@ from pathlib import Path
 from typing import Literal
 
 NETWORK_FS_TYPES = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "9p", "virtiofs", "gcsfuse", "beegfs", "gpfs"}
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "9p",
+        "virtiofs",
+        "gcsfuse",
+        "beegfs",
+        "gpfs",
+    }
 )
 MountKind = Literal["network-volume", "separate-mount", "container-disk", "unknown"]
 

@@ -13,7 +13,9 @@ from typing import Protocol
 class Task(Protocol):
     def advance(self, amount: float = 1) -> None: ...
 
-    def update(self, *, completed: float | None = None, total: float | None = None, description: str | None = None) -> None: ...
+    def update(
+        self, *, completed: float | None = None, total: float | None = None, description: str | None = None
+    ) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -35,7 +37,9 @@ class _NullTask:
     def advance(self, amount: float = 1) -> None:
         pass
 
-    def update(self, *, completed: float | None = None, total: float | None = None, description: str | None = None) -> None:
+    def update(
+        self, *, completed: float | None = None, total: float | None = None, description: str | None = None
+    ) -> None:
         pass
 
     def finish(self) -> None:

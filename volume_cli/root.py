@@ -53,7 +53,9 @@ def _checked_dir(path: Path, origin: str) -> Path:
 def require_writable(root: Path) -> None:
     """Fail clearly before any work when the root cannot be written."""
     if not os.access(root, os.W_OK | os.X_OK):
-        raise RootError(f"volume root {root} is not writable by this user", hint=f"check the mount and permissions of {root}")
+        raise RootError(
+            f"volume root {root} is not writable by this user", hint=f"check the mount and permissions of {root}"
+        )
     try:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".volume-cli-write-check-"):
             pass

@@ -40,6 +40,8 @@ IndexUrlOption = Annotated[
 ]
 WaitOption = Annotated[
     float,
-    typer.Option("--wait", help="Seconds to wait for another run holding the project's lock (default: fail at once).", min=0),
+    typer.Option(
+        "--wait", help="Seconds to wait for another run holding the project's lock (default: fail at once).", min=0
+    ),
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]

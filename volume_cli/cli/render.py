@@ -47,7 +47,11 @@ def to_jsonable(value: Any) -> Any:
 def _json_properties(cls: type) -> list[str]:
     # Derived facts (ok, state, percent_used) belong in the JSON too, so that
     # scripts do not re-implement them.
-    return [name for name in ("ok", "state", "percent_used", "warning", "persistent") if isinstance(getattr(cls, name, None), property)]
+    return [
+        name
+        for name in ("ok", "state", "percent_used", "warning", "persistent")
+        if isinstance(getattr(cls, name, None), property)
+    ]
 
 
 def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:

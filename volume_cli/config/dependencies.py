@@ -157,7 +157,11 @@ def _install_order_problems(document: LocatedDocument, config: DependencyConfig)
     for index, name in enumerate(config.install_order):
         if name not in config.groups:
             known = ", ".join(config.groups)
-            problems.append(document.problem(("install_order", index), f"names group {name!r}, which does not exist (groups: {known})"))
+            problems.append(
+                document.problem(
+                    ("install_order", index), f"names group {name!r}, which does not exist (groups: {known})"
+                )
+            )
         elif name in seen:
             problems.append(document.problem(("install_order", index), f"lists group {name!r} twice"))
         seen.add(name)

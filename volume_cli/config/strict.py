@@ -87,7 +87,7 @@ def validation_problems(
         loc = [*prefix, *_without_union_tags(item["loc"])]
         kind = item["type"]
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(model, loc[len(prefix):])
+            allowed = _allowed_keys(model, loc[len(prefix) :])
             text = f"unknown key {str(loc[-1])!r}"
             if allowed:
                 text += f" (allowed: {', '.join(allowed)})"

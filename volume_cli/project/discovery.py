@@ -48,7 +48,9 @@ def _holds_projects(folder: Path) -> bool:
         return False
 
 
-def search_path(extra_dirs: Sequence[str | os.PathLike[str]] = (), *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[Path]:
+def search_path(
+    extra_dirs: Sequence[str | os.PathLike[str]] = (), *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> list[Path]:
     environ = os.environ if env is None else env
     folders: list[Path] = [Path(folder) for folder in extra_dirs]
     folders += [Path(part) for part in environ.get(PROJECTS_PATH_ENV, "").split(os.pathsep) if part.strip()]
@@ -78,7 +80,9 @@ class Discovery:
             ) from None
 
 
-def discover(extra_dirs: Sequence[str | os.PathLike[str]] = (), *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Discovery:
+def discover(
+    extra_dirs: Sequence[str | os.PathLike[str]] = (), *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Discovery:
     folders = search_path(extra_dirs, env=env, cwd=cwd)
     for folder in folders[: len(extra_dirs)]:
         if not folder.is_dir():
@@ -105,7 +109,8 @@ def _candidate_folders(folder: Path) -> list[Path]:
     return [
         child
         for child in children
-        if not child.name.startswith((".", "_")) and ((child / PLUGIN_FILE).is_file() or (child / PROJECT_YAML).is_file())
+        if not child.name.startswith((".", "_"))
+        and ((child / PLUGIN_FILE).is_file() or (child / PROJECT_YAML).is_file())
     ]
 
 
@@ -159,7 +164,10 @@ def _load_plugin(path: Path) -> ProjectDefinition:
     classes = [
         value
         for value in vars(module).values()
-        if inspect.isclass(value) and issubclass(value, Project) and value is not Project and value.__module__ == module_name
+        if inspect.isclass(value)
+        and issubclass(value, Project)
+        and value is not Project
+        and value.__module__ == module_name
     ]
     if len(classes) != 1:
         found = ", ".join(cls.__name__ for cls in classes) or "none"

@@ -181,7 +181,11 @@ class LeaseLock:
                 age = time.time() - self.path.stat().st_mtime
             except FileNotFoundError:
                 return None
-            placeholder_expiry = _now() - timedelta(seconds=1) if age > self.lease_seconds else _now() + timedelta(seconds=self.lease_seconds - age)
+            placeholder_expiry = (
+                _now() - timedelta(seconds=1)
+                if age > self.lease_seconds
+                else _now() + timedelta(seconds=self.lease_seconds - age)
+            )
             return LockRecord(
                 owner_id="unreadable",
                 host="unknown",

@@ -36,8 +36,12 @@ def list_command(
         for name, group in config.ordered_groups
     ]
 
+    group_packages = {name: group.packages for name, group in config.ordered_groups}
+
     def human(console: Console) -> None:
-        console.print(f"[bold]{definition.name}[/]  python {definition.python_version}  [dim]{definition.dependencies_path}[/]")
+        console.print(
+            f"[bold]{definition.name}[/]  python {definition.python_version}  [dim]{definition.dependencies_path}[/]"
+        )
         for entry in groups:
             flags = " no_deps" if entry["no_deps"] else ""
             console.print(f"\n[bold]{entry['group']}[/]  {entry['index_url']} [dim]({entry['index_source']}){flags}[/]")
@@ -45,10 +49,14 @@ def list_command(
                 console.print(f"  [dim]{entry['description']}[/]")
             table = Table(show_header=False, show_edge=False, box=None, pad_edge=False)
             table.add_column("package")
-            for package in entry["packages"]:  # type: ignore[attr-defined]
+            for package in group_packages[str(entry["group"])]:
                 table.add_row(f"  {package}")
             console.print(table)
 
     from volume_cli.cli.render import emit
 
-    emit({"project": definition.name, "python_version": definition.python_version, "groups": groups}, as_json=as_json, human=human)
+    emit(
+        {"project": definition.name, "python_version": definition.python_version, "groups": groups},
+        as_json=as_json,
+        human=human,
+    )

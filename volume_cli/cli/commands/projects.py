@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from volume_cli.cli.options import JsonOption, ProjectsDirOption
@@ -67,7 +67,9 @@ def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = F
     def human(console: Console) -> None:
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
         for column in ("name", "python", "groups", "packages", "models", "folder"):
-            table.add_column(column, justify="right" if column in {"groups", "packages", "models"} else "left", overflow="fold")
+            table.add_column(
+                column, justify="right" if column in {"groups", "packages", "models"} else "left", overflow="fold"
+            )
         for row in rows:
             table.add_row(
                 row.name,
@@ -134,4 +136,3 @@ def check_command(
     failure = report.first_failure
     if failure is not None:
         raise ConfigError(failure.problems, hint=f"fix {failure.name}'s config, then run: volume-cli projects check")
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOption, ProjectsDirOption, RootOption
@@ -49,10 +49,22 @@ def render_status(console: Console, report: StatusReport) -> None:
     if not report.initialised:
         console.print("[dim]no volume-cli metadata here yet: run volume-cli setup --project NAME[/]")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for column in ("project", "python", "deps", "generation", "installed", "packages", "deps size", "models", "models size"):
+    for column in (
+        "project",
+        "python",
+        "deps",
+        "generation",
+        "installed",
+        "packages",
+        "deps size",
+        "models",
+        "models size",
+    ):
         table.add_column(column, justify="right" if "size" in column or column == "packages" else "left")
     for item in report.projects:
-        state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(item.state, "red")
+        state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(
+            item.state, "red"
+        )
         table.add_row(
             item.name,
             item.python_version or "-",
