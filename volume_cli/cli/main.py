@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from volume_cli import __version__
-from volume_cli.cli.commands import deps, models, projects, status, volume
+from volume_cli.cli.commands import consumer, deps, models, projects, status, volume
 from volume_cli.cli.render import stderr_console
 from volume_cli.errors import VolumeCliError
 
@@ -30,6 +30,7 @@ app.add_typer(deps.app, name="deps")
 app.add_typer(models.app, name="models")
 status.register(app)
 volume.register(app)
+consumer.register(app)
 
 
 def _version(value: bool) -> None:

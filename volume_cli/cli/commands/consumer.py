@@ -1,0 +1,74 @@
+"""``volume-cli env`` and ``volume-cli doctor``: the worker's side of the volume."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, cast
+
+import typer
+from rich.console import Console
+
+from volume_cli.cli.options import JsonOption, ProjectOption, ProjectsDirOption, RootOption
+from volume_cli.cli.render import emit
+
+if TYPE_CHECKING:
+    from volume_cli.consumer_env import EnvFormat
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("env")
+    def env_command(
+        project: ProjectOption,
+        mount: Annotated[
+            Path | None,
+            typer.Option("--mount", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
+        ] = None,
+        output_format: Annotated[
+            str, typer.Option("--format", help="shell (for eval), dotenv, dockerfile or json.")
+        ] = "shell",
+        root: RootOption = None,
+        projects_dir: ProjectsDirOption = None,
+    ) -> None:
+        """Print PYTHONPATH and model cache variables for a worker: eval "$(volume-cli env -p P)"."""
+        from volume_cli.cli import context
+        from volume_cli.consumer_env import consumer_env, render_env
+        from volume_cli.errors import UsageError
+        from volume_cli.layout import VolumeLayout
+
+        if output_format not in {"shell", "dotenv", "dockerfile", "json"}:
+            raise UsageError(f"--format must be shell, dotenv, dockerfile or json, got {output_format!r}")
+        definition = context.project(projects_dir, project)
+        layout = VolumeLayout(context.read_root(root).path)
+        result = consumer_env(
+            layout=layout, project=definition.name, python_version=definition.python_version, mount=mount
+        )
+        sys.stdout.write(render_env(result, cast("EnvFormat", output_format)))
+
+    @app.command("doctor")
+    def doctor_command(
+        project: ProjectOption,
+        root: RootOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Run the worker's start-up checks (python version, deps, models) from here."""
+        from volume_cli.cli import context
+        from volume_cli.errors import RuntimeCheckError
+        from volume_cli.runtime import inspect
+
+        found = inspect(project, context.read_root(root).path)
+
+        def human(console: Console) -> None:
+            console.print(f"project  {found.project}")
+            console.print(f"root     {found.root}")
+            console.print(f"python   needs {found.python_version or '?'}, this is {found.running_python}")
+            console.print(f"deps     {found.deps_generation or 'missing'}")
+            console.print(f"models   {'complete' if found.models_complete else 'missing'}")
+            if found.ok:
+                console.print("[green]ok[/]: a worker can activate this project")
+
+        emit(found, as_json=as_json, human=human)
+        if found.problems:
+            message, hint = found.problems[0]
+            extra = [f"{other}" for other, _ in found.problems[1:]]
+            raise RuntimeCheckError(message + (f" (also: {'; '.join(extra)})" if extra else ""), hint=hint)

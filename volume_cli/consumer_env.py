@@ -1,0 +1,52 @@
+"""``volume-cli env``: what a consumer (worker, notebook) sets to use the volume."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from volume_cli.layout import VolumeLayout
+from volume_cli.runtime import cache_variables, deps_path
+from volume_cli.store.state import read_project_state
+
+EnvFormat = Literal["shell", "dotenv", "dockerfile", "json"]
+
+
+@dataclass(frozen=True)
+class ConsumerEnv:
+    project: str
+    mount: Path
+    variables: dict[str, str]
+    models_complete: bool
+
+
+def consumer_env(*, layout: VolumeLayout, project: str, python_version: str, mount: Path | None) -> ConsumerEnv:
+    """Variables for the volume as seen at ``mount`` (default: where it is now)."""
+    seen_at = mount or layout.root
+    state = read_project_state(layout, project)
+    models_complete = bool(state and state.models is not None)
+    variables = {"PYTHONPATH": str(deps_path(seen_at, project, python_version)), **cache_variables(seen_at)}
+    if models_complete:
+        # Every model is on the volume: a worker must never call the hub.
+        variables["HF_HUB_OFFLINE"] = "1"
+    return ConsumerEnv(project=project, mount=seen_at, variables=variables, models_complete=models_complete)
+
+
+def render_env(env: ConsumerEnv, style: EnvFormat) -> str:
+    if style == "json":
+        return json.dumps(env.variables, indent=2) + "\n"
+    lines: list[str] = []
+    for name, value in env.variables.items():
+        if style == "shell":
+            if name == "PYTHONPATH":  # keep what the shell already had, after ours
+                lines.append(f'export PYTHONPATH={shlex.quote(value)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+            else:
+                lines.append(f"export {name}={shlex.quote(value)}")
+        elif style == "dotenv":
+            lines.append(f"{name}={value}")
+        else:
+            lines.append(f"ENV {name}={json.dumps(value)}")
+    return "\n".join(lines) + "\n"
