@@ -1,0 +1,46 @@
+"""Generate docs/cli.md from the app itself; a test fails when it drifts.
+
+    python -m volume_cli.cli.reference docs/cli.md
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer.main
+
+HEADER = """# CLI reference
+
+Generated from the app by `python -m volume_cli.cli.reference docs/cli.md`; do not edit by hand
+(a test fails when this file and the app disagree).
+"""
+
+
+def _walk(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    found = [(path, command)]
+    for name in sorted(getattr(command, "commands", {}) or {}):
+        found += _walk(command.commands[name], [*path, name])
+    return found
+
+
+def render_reference() -> str:
+    from volume_cli.cli.main import app
+
+    root = typer.main.get_command(app)
+    sections = [HEADER]
+    for path, command in _walk(root, ["volume-cli"]):
+        # A fixed width keeps the file identical whatever terminal regenerates it.
+        context = command.make_context(
+            " ".join(path), [], resilient_parsing=True, terminal_width=100, max_content_width=100
+        )
+        help_text = command.get_help(context)
+        sections.append(f"## `{' '.join(path)}`\n\n```text\n{help_text.rstrip()}\n```\n")
+    return "\n".join(sections)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/cli.md")
+    target.write_text(render_reference())
+    print(target)
