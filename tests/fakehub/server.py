@@ -45,8 +45,23 @@ _FIXED_TS = 1704067200  # 2024-01-01T00:00:00Z (ModelScope uses unix seconds)
 # Used when add_hf_repo(lfs=None): files with these suffixes are stored as LFS,
 # mirroring the default .gitattributes of a Hub repo.
 _DEFAULT_LFS_SUFFIXES = (
-    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".gguf",
-    ".msgpack", ".model", ".npy", ".npz", ".pkl", ".tar", ".zip", ".gz", ".parquet",
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".onnx",
+    ".gguf",
+    ".msgpack",
+    ".model",
+    ".npy",
+    ".npz",
+    ".pkl",
+    ".tar",
+    ".zip",
+    ".gz",
+    ".parquet",
 )
 
 
@@ -69,7 +84,7 @@ class _File:
     pointer_size: int | None
 
     @classmethod
-    def make(cls, path: str, data: bytes, lfs: bool) -> "_File":
+    def make(cls, path: str, data: bytes, lfs: bool) -> _File:
         sha256 = hashlib.sha256(data).hexdigest()
         if lfs:
             pointer = _lfs_pointer(sha256, len(data))
@@ -157,7 +172,7 @@ def _parse_range(header: str | None, size: int):
     header = header.strip()
     if not header.startswith("bytes=") or "," in header:
         return None  # ignore what we do not understand, like many servers
-    spec = header[len("bytes="):].strip()
+    spec = header[len("bytes=") :].strip()
     start_s, _, end_s = spec.partition("-")
     try:
         if start_s == "":  # suffix range: last N bytes
@@ -182,7 +197,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
-    hub: "FakeHub"
+    hub: FakeHub
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -192,10 +207,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------
     @property
-    def hub(self) -> "FakeHub":
+    def hub(self) -> FakeHub:
         return self.server.hub  # type: ignore[attr-defined]
 
-    def log_message(self, format, *args):  # noqa: A002 - silence stderr
+    def log_message(self, format, *args):
         pass
 
     def setup(self):
@@ -222,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         target = unquote(self.path)
-        hub._record(method, self.path, dict(self.headers.items()))
+        hub._record(method, self.path, {k.lower(): v for k, v in self.headers.items()})
 
         rule = hub._take_rule(method, target, ("hang", "fail"))
         if rule is not None and rule.kind == "hang":
@@ -281,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         chunk = max(1, int(bps) // 20)
         for i in range(0, len(data), chunk):
-            piece = data[i: i + chunk]
+            piece = data[i : i + chunk]
             self.wfile.write(piece)
             self.wfile.flush()
             time.sleep(len(piece) / float(bps))
@@ -306,15 +321,16 @@ class FakeHub:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         if self._server is not None:
             return self
         server = _Server((self.host, self._port), _Handler)
         server.hub = self
         self._server = server
         self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"FakeHub:{self._port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"FakeHub:{self._port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -338,7 +354,7 @@ class FakeHub:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -365,7 +381,7 @@ class FakeHub:
 
     @property
     def request_log(self) -> list[dict]:
-        """Like `requests` but with the request headers: [{method, path, headers}]."""
+        """Like `requests` but with the request headers: [{method, path, headers}] (header names lower-cased)."""
         with self._lock:
             return [dict(e) for e in self._log]
 
@@ -384,8 +400,15 @@ class FakeHub:
             (self._conns.add if add else self._conns.discard)(conn)
 
     # -- fault injection ------------------------------------------------------------
-    def fail_next(self, n: int = 1, status: int = 500, match: str | None = None, *,
-                  method: str | None = None, retry_after: float | None = None) -> None:
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        match: str | None = None,
+        *,
+        method: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         """Answer the next `n` matching requests with `status` (JSON error body)."""
         with self._lock:
             self._rules.append(_Rule("fail", n, match, method, status=status, retry_after=retry_after))
@@ -408,8 +431,9 @@ class FakeHub:
                     keep.append(rule)
             self._rules = keep
 
-    def truncate_next(self, n: int = 1, match: str | None = None, after_bytes: int = 0, *,
-                      method: str | None = None) -> None:
+    def truncate_next(
+        self, n: int = 1, match: str | None = None, after_bytes: int = 0, *, method: str | None = None
+    ) -> None:
         """For the next `n` matching responses that carry a body: send the headers with the
         full Content-Length, then close the connection after `after_bytes` body bytes."""
         with self._lock:
@@ -442,10 +466,7 @@ class FakeHub:
             path = path.strip("/")
             if isinstance(data, str):
                 data = data.encode()
-            if lfs is None:
-                is_lfs = path.lower().endswith(_DEFAULT_LFS_SUFFIXES)
-            else:
-                is_lfs = path in lfs
+            is_lfs = path.lower().endswith(_DEFAULT_LFS_SUFFIXES) if lfs is None else path in lfs
             out.append(_File.make(path, bytes(data), is_lfs))
         return out
 
@@ -456,15 +477,20 @@ class FakeHub:
             h.update(f"{f.path}\0{f.blob_id}\0{int(f.lfs)}\n".encode())
         return h.hexdigest()
 
-    def _put(self, table: dict, kind: str, repo_id: str, repo_type: str, files: dict, lfs,
-             revision: str, tag: bool) -> str:
+    def _put(
+        self, table: dict, kind: str, repo_id: str, repo_type: str, files: dict, lfs, revision: str, tag: bool
+    ) -> str:
         norm = self._normalize_files(files, lfs)
         sha = self._commit_sha(kind, repo_type, repo_id, norm)
         with self._lock:
             repo = table.get((repo_type, repo_id))
             if repo is None:
-                repo = _Repo(kind, repo_type, repo_id, default_branch=revision if not tag else
-                             ("master" if kind == "ms" else "main"))
+                repo = _Repo(
+                    kind,
+                    repo_type,
+                    repo_id,
+                    default_branch=revision if not tag else ("master" if kind == "ms" else "main"),
+                )
                 table[(repo_type, repo_id)] = repo
             repo.commits[sha] = {f.path: f for f in norm}
             (repo.tags if tag else repo.branches)[revision] = sha
@@ -472,8 +498,7 @@ class FakeHub:
                 repo.default_branch = revision
         return sha
 
-    def add_hf_repo(self, repo_id: str, files: dict, revision: str = "main", repo_type: str = "model",
-                    lfs=None) -> str:
+    def add_hf_repo(self, repo_id: str, files: dict, revision: str = "main", repo_type: str = "model", lfs=None) -> str:
         """Create/update an HF repo: point branch `revision` at a commit with exactly `files`.
 
         `lfs`: iterable of paths stored as LFS (None = by weight-file suffix, e.g. .safetensors).
@@ -487,8 +512,15 @@ class FakeHub:
                 raise KeyError(f"unknown HF repo {repo_type}/{repo_id}")
         return self.add_hf_repo(repo_id, files, revision=branch, repo_type=repo_type, lfs=lfs)
 
-    def add_ms_repo(self, repo_id: str, files: dict, revision: str = "master", repo_type: str = "model",
-                    lfs=None, tag: bool | None = None) -> str:
+    def add_ms_repo(
+        self,
+        repo_id: str,
+        files: dict,
+        revision: str = "master",
+        repo_type: str = "model",
+        lfs=None,
+        tag: bool | None = None,
+    ) -> str:
         """Create/update a ModelScope repo. `revision` is a branch ("master") or, when
         `tag` is true (default: any name other than master/main), a tag. Returns the commit id."""
         if tag is None:
@@ -617,8 +649,12 @@ class FakeHub:
 
     @staticmethod
     def _hf_dir_entry(path: str, sha: str, expand: bool) -> dict:
-        e = {"type": "directory", "oid": hashlib.sha1(f"tree {sha} {path}".encode()).hexdigest(),
-             "size": 0, "path": path}
+        e = {
+            "type": "directory",
+            "oid": hashlib.sha1(f"tree {sha} {path}".encode()).hexdigest(),
+            "size": 0,
+            "path": path,
+        }
         if expand:
             e["lastCommit"] = {"id": sha, "title": "fakehub commit", "date": _FIXED_ISO}
         return e
@@ -644,14 +680,13 @@ class FakeHub:
         root = path_in_repo.strip("/")
         dirs = self._all_dirs(files)
         if root and root not in dirs:
-            return _hf_error(404, "EntryNotFound", f"{root} does not exist on {rev}",
-                             {"X-Repo-Commit": sha})
+            return _hf_error(404, "EntryNotFound", f"{root} does not exist on {rev}", {"X-Repo-Commit": sha})
         prefix = root + "/" if root else ""
 
         def inside(p: str) -> bool:
             if not p.startswith(prefix) or p == root:
                 return False
-            return recursive or "/" not in p[len(prefix):]
+            return recursive or "/" not in p[len(prefix) :]
 
         entries = [self._hf_dir_entry(d, sha, expand) for d in sorted(dirs) if inside(d)]
         entries += [self._hf_file_entry(files[p], sha, expand) for p in sorted(files) if inside(p)]
@@ -662,7 +697,7 @@ class FakeHub:
             start = int(query.get("cursor") or 0)
         except ValueError:
             return _hf_error(400, None, "bad cursor")
-        chunk = entries[start: start + page]
+        chunk = entries[start : start + page]
         headers = {"X-Repo-Commit": sha}
         if start + page < len(entries):
             q = {k: v for k, v in query.items() if k != "cursor"}
@@ -701,7 +736,7 @@ class FakeHub:
         if len(segs) < i + 3:
             return _hf_error(404, "EntryNotFound", "missing revision or filename")
         rev = segs[i + 1]
-        filename = "/".join(segs[i + 2:])
+        filename = "/".join(segs[i + 2 :])
         if method not in ("GET", "HEAD"):
             return _hf_error(405, None, "Method not allowed")
         repo, sha, files = self._snapshot(self._hf, repo_type, repo_id, rev)
@@ -724,8 +759,11 @@ class FakeHub:
     # ---- shared file body with Range support ----
     @staticmethod
     def _file_response(f: _File, req_headers, extra: dict) -> _Response:
-        h = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-             "Content-Disposition": f'attachment; filename="{posixpath.basename(f.path)}"'}
+        h = {
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": f'attachment; filename="{posixpath.basename(f.path)}"',
+        }
         h.update(extra)
         rng = _parse_range(req_headers.get("Range"), f.size)
         if rng == "bad":
@@ -735,7 +773,7 @@ class FakeHub:
             return _Response(200, h, f.data)
         start, end = rng
         h["Content-Range"] = f"bytes {start}-{end}/{f.size}"
-        return _Response(206, h, f.data[start: end + 1])
+        return _Response(206, h, f.data[start : end + 1])
 
     # ---- ModelScope ----
     def _route_ms(self, method, rest, query, headers) -> _Response:
@@ -767,16 +805,27 @@ class FakeHub:
         owner, name = repo.repo_id.split("/", 1)
         with self._lock:
             sha = repo.resolve(None)
-        return _ms_ok({
-            "Id": int(hashlib.sha1(repo.repo_id.encode()).hexdigest()[:8], 16),
-            "Name": name, "Path": owner, "ChineseName": "", "Description": "fakehub",
-            "CreatedTime": _FIXED_TS, "LastUpdatedTime": _FIXED_TS, "Revision": sha,
-            "Downloads": 0, "Stars": 0, "IsPublished": 1, "Visibility": 5,
-        })
+        return _ms_ok(
+            {
+                "Id": int(hashlib.sha1(repo.repo_id.encode()).hexdigest()[:8], 16),
+                "Name": name,
+                "Path": owner,
+                "ChineseName": "",
+                "Description": "fakehub",
+                "CreatedTime": _FIXED_TS,
+                "LastUpdatedTime": _FIXED_TS,
+                "Revision": sha,
+                "Downloads": 0,
+                "Stars": 0,
+                "IsPublished": 1,
+                "Visibility": 5,
+            }
+        )
 
     def _ms_revisions(self, repo: _Repo) -> _Response:
         def detail(name, sha):
             return {"Revision": name, "CreatedAt": _FIXED_TS, "CommitId": sha, "Message": "", "Author": "fakehub"}
+
         with self._lock:
             branches = [detail(n, s) for n, s in repo.branches.items()]
             tags = [detail(n, s) for n, s in repo.tags.items()]
@@ -795,19 +844,23 @@ class FakeHub:
         prefix = root + "/" if root else ""
 
         def inside(p: str) -> bool:
-            return p.startswith(prefix) and p != root and (recursive or "/" not in p[len(prefix):])
+            return p.startswith(prefix) and p != root and (recursive or "/" not in p[len(prefix) :])
 
         def entry(path: str, f: _File | None) -> dict:
             return {
-                "Name": posixpath.basename(path), "Path": path,
+                "Name": posixpath.basename(path),
+                "Path": path,
                 "Type": "blob" if f else "tree",
                 "Size": f.size if f else 0,
                 "Sha256": f.sha256 if f else "",
                 "Id": f.blob_id if f else hashlib.sha1(f"tree {sha} {path}".encode()).hexdigest(),
                 "IsLFS": bool(f and f.lfs),
                 "Mode": "33188" if f else "16384",
-                "Revision": sha, "CommitId": sha, "CommitMessage": "fakehub commit",
-                "CommitterName": "fakehub", "CommittedDate": _FIXED_TS,
+                "Revision": sha,
+                "CommitId": sha,
+                "CommitMessage": "fakehub commit",
+                "CommitterName": "fakehub",
+                "CommittedDate": _FIXED_TS,
             }
 
         out = [entry(d, None) for d in sorted(dirs) if inside(d)]
