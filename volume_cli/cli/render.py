@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +19,9 @@ from typing import Any
 from rich.console import Console
 
 stdout_console = Console(highlight=False, soft_wrap=True)
+if not stdout_console.is_terminal and "COLUMNS" not in os.environ:
+    # Piped into a file or a log: rich would wrap tables at 80 columns.
+    stdout_console = Console(highlight=False, soft_wrap=True, width=160)
 stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
