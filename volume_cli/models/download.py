@@ -1,0 +1,148 @@
+"""``download``: plan offline, then list, check space and fetch only what is missing.
+
+A model whose manifest matches the files present is skipped without a
+single request, so a start-up check works with the hub unreachable.
+One model failing does not stop the others; the run then raises a
+``ModelDownloadError`` carrying the full result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+from volume_cli.errors import ChecksumError, ModelError
+from volume_cli.layout import VolumeLayout
+from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
+from volume_cli.models.engine import Engine, EngineSettings, WorkItem, present_outcome
+from volume_cli.models.http import RetryPolicy
+from volume_cli.models.manifest import models_config_hash, read_manifest
+from volume_cli.models.plan import unique_specs
+from volume_cli.models.results import DownloadResult, ModelChecksumError, ModelDownloadError, ModelOutcome
+from volume_cli.models.sources import SourceContext
+from volume_cli.progress import NullProgress, Progress
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.store.state import ModelsRecord, ProjectState, read_project_state, utc_now, write_project_state
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 4
+DEFAULT_WORKERS = 8
+
+
+def download(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    hf_endpoints: Sequence[str] | None = None,
+    modelscope_endpoints: Sequence[str] | None = None,
+    refresh: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    max_workers: int = DEFAULT_WORKERS,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = 0.5,
+    consumer_modelscope_version: str | None = None,
+    lock_wait_seconds: float = 3600.0,
+    env: Mapping[str, str] | None = None,
+) -> DownloadResult:
+    """Make every model of ``project`` present and verified on the volume."""
+    started = time.monotonic()
+    reporter: Progress = progress if progress is not None else NullProgress()
+    environ = os.environ if env is None else env
+    context = SourceContext(layout, reporter, environ, consumer_modelscope_version, utc_now())
+    settings = EngineSettings(
+        hf_endpoints=resolve_endpoints(hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT),
+        modelscope_endpoints=resolve_endpoints(
+            modelscope_endpoints, env=environ, env_var="MODELSCOPE_ENDPOINT", default=MODELSCOPE_DEFAULT_ENDPOINT
+        ),
+        policy=RetryPolicy(timeout=timeout, retries=retries, backoff=backoff),
+        max_workers=max_workers,
+        lock_wait_seconds=lock_wait_seconds,
+        dry_run=dry_run,
+    )
+    engine = Engine(context, settings, project.folder)
+    specs = unique_specs(project.models)
+    outcomes: dict[str, ModelOutcome] = {}
+    items: list[WorkItem] = []
+    for spec in specs:
+        plan = engine.plan(spec, refresh=refresh)
+        if plan.state == "present":
+            outcomes[spec.key] = present_outcome(plan)
+            continue
+        try:
+            prepared = engine.prepare_item(plan)
+        except (ModelError, OSError) as exc:
+            outcomes[spec.key] = engine.record_failure(spec, exc)
+            continue
+        if isinstance(prepared, WorkItem):
+            items.append(prepared)
+        else:
+            outcomes[spec.key] = prepared
+
+    needed, free = engine.check_space(items) if items else (0, None)
+    if dry_run:
+        for item in items:
+            outcomes[item.plan.key] = ModelOutcome(
+                key=item.plan.key, source=item.plan.spec.source, action="planned", size_bytes=item.bytes_needed
+            )
+    elif items:
+        overall = reporter.task("models", total=float(needed), unit="bytes")
+        try:
+            for item in items:
+                try:
+                    outcomes[item.plan.key] = engine.apply(item, overall)
+                except (ModelError, OSError) as exc:
+                    outcomes[item.plan.key] = engine.record_failure(item.plan.spec, exc)
+        finally:
+            overall.finish()
+
+    result = DownloadResult(
+        project=project.name,
+        models=tuple(outcomes[spec.key] for spec in specs),
+        dry_run=dry_run,
+        network_used=engine.network_used,
+        bytes_needed=needed,
+        free_bytes=free,
+        seconds=time.monotonic() - started,
+    )
+    if engine.failures:
+        _raise_failures(result, engine.failures)
+    if not dry_run:
+        record_project_models(layout, project)
+    return result
+
+
+def _raise_failures(result: DownloadResult, failures: dict[str, Exception]) -> None:
+    first_key, first = next(iter(failures.items()))
+    count = len(failures)
+    message = f"{first_key}: {first}" if count == 1 else f"{count} models failed; first: {first_key}: {first}"
+    hint = getattr(first, "hint", None)
+    if all(isinstance(exc, ChecksumError) for exc in failures.values()):
+        raise ModelChecksumError(message, result=result, failures=failures, hint=hint)
+    raise ModelDownloadError(message, result=result, failures=failures, hint=hint)
+
+
+def record_project_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
+    """Update ProjectState.models when every model is present (skipped when already recorded)."""
+    specs = unique_specs(project.models)
+    manifests = [read_manifest(layout, spec.key) for spec in specs]
+    size = sum(manifest.total_size for manifest in manifests if manifest is not None)
+    config_hash = models_config_hash(specs)
+    state = read_project_state(layout, project.name)
+    if (
+        state is not None
+        and state.models is not None
+        and state.models.config_hash == config_hash
+        and state.models.size_bytes == size
+    ):
+        return  # nothing new: the start-up no-op writes nothing
+    record = ModelsRecord(
+        downloaded_at=utc_now(), config_hash=config_hash, model_keys=[spec.key for spec in specs], size_bytes=size
+    )
+    # Read again right before writing: the deps engine may have written the same file meanwhile.
+    state = read_project_state(layout, project.name)
+    if state is None:
+        state = ProjectState(project=project.name, python_version=project.python_version)
+    write_project_state(layout, state.model_copy(update={"models": record}))

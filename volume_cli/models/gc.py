@@ -1,0 +1,89 @@
+"""Removing models: explicitly (``remove``) or every one no project references (``gc``).
+
+Only what a manifest says a model owns is removed (its folder or file and
+the links we made), never other files under models/. A model another
+process holds the lock of (being downloaded) is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from volume_cli.errors import LockHeldError
+from volume_cli.layout import VolumeLayout
+from volume_cli.models.fsops import remove_empty_parents, remove_path, staging_dir, tree_bytes
+from volume_cli.models.manifest import ModelManifest, all_manifests, delete_manifest, model_lock_path, safe_key
+from volume_cli.models.results import GcResult, RemovedModel
+from volume_cli.progress import NullProgress, Progress
+from volume_cli.store.lock import LeaseLock
+
+
+def gc(
+    *, layout: VolumeLayout, referenced_keys: Collection[str], dry_run: bool = False, progress: Progress | None = None
+) -> GcResult:
+    """Remove every model on the volume whose key no project references (a shared model is one key)."""
+    referenced = set(referenced_keys)
+    manifests = all_manifests(layout)
+    doomed = [manifest for manifest in manifests if manifest.key not in referenced]
+    kept = tuple(sorted(manifest.key for manifest in manifests if manifest.key in referenced))
+    result = _remove_all(layout, doomed, kept, dry_run, progress or NullProgress())
+    if not dry_run:
+        _remove_orphan_partials(layout, referenced)
+    return result
+
+
+def _remove_orphan_partials(layout: VolumeLayout, referenced: set[str]) -> None:
+    """Partial downloads of models no project wants any more (a run killed before it finished)."""
+    keep = {safe_key(key) for key in referenced}
+    try:
+        entries = list(staging_dir(layout).iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name.removesuffix(".part") not in keep:
+            remove_path(entry)
+
+
+def remove(
+    *, layout: VolumeLayout, keys: Iterable[str], dry_run: bool = False, progress: Progress | None = None
+) -> GcResult:
+    wanted = set(keys)
+    manifests = [manifest for manifest in all_manifests(layout) if manifest.key in wanted]
+    return _remove_all(layout, manifests, (), dry_run, progress or NullProgress())
+
+
+def _remove_all(
+    layout: VolumeLayout, manifests: list[ModelManifest], kept: tuple[str, ...], dry_run: bool, progress: Progress
+) -> GcResult:
+    removed = []
+    for manifest in manifests:
+        target = layout.absolute(manifest.target)
+        if dry_run:
+            removed.append(RemovedModel(manifest.key, tree_bytes(target), manifest.target))
+            continue
+        try:
+            with LeaseLock(model_lock_path(layout, manifest.key), command=f"models remove {manifest.key}"):
+                freed = _remove_model(layout, manifest)
+        except LockHeldError as exc:
+            progress.warn(f"{manifest.key}: not removed, {exc}")
+            continue
+        progress.info(f"removed {manifest.key}")
+        removed.append(RemovedModel(manifest.key, freed, manifest.target))
+    return GcResult(removed=tuple(removed), kept=kept, dry_run=dry_run)
+
+
+def _remove_model(layout: VolumeLayout, manifest: ModelManifest) -> int:
+    target = layout.absolute(manifest.target)
+    freed = tree_bytes(target)
+    # The manifest goes first: a crash half-way leaves untracked files, never a manifest promising missing ones.
+    delete_manifest(layout, manifest.key)
+    for link in manifest.links:
+        path = layout.absolute(link)
+        if path.is_symlink():
+            path.unlink()
+            remove_empty_parents(path.parent, layout.models_dir)
+    remove_path(target)
+    remove_empty_parents(target.parent, layout.models_dir)
+    remove_path(staging_dir(layout) / safe_key(manifest.key))
+    remove_path(staging_dir(layout) / f"{safe_key(manifest.key)}.part")
+    return freed

@@ -1,0 +1,134 @@
+"""What every remote source (HuggingFace, ModelScope, URL) provides to the download engine."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from volume_cli.config.model_sources import ModelSpec
+from volume_cli.layout import VolumeLayout
+from volume_cli.models.checksums import Checksum
+from volume_cli.models.endpoints import EndpointPool
+from volume_cli.models.http import HttpClient
+from volume_cli.models.manifest import ManifestFile, ModelManifest
+from volume_cli.progress import Progress
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def is_pinned(revision: str | None) -> bool:
+    """A 40-hex commit cannot move; a branch or tag name can."""
+    return bool(revision and _COMMIT.match(revision))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int | None
+    sha256: str | None = None
+    git_sha1: str | None = None
+    revision: str | None = None
+
+    @property
+    def checksum(self) -> Checksum | None:
+        if self.sha256:
+            return Checksum("sha256", self.sha256)
+        if self.git_sha1:
+            return Checksum("git-sha1", self.git_sha1)
+        return None
+
+    def as_manifest(self, *, size: int | None = None, sha256: str | None = None) -> ManifestFile:
+        return ManifestFile(
+            path=self.path,
+            size=size if size is not None else (self.size or 0),
+            sha256=self.sha256 or sha256,
+            git_sha1=self.git_sha1,
+            revision=self.revision,
+        )
+
+    @classmethod
+    def from_manifest(cls, entry: ManifestFile) -> RemoteFile:
+        return cls(entry.path, entry.size, entry.sha256, entry.git_sha1, entry.revision)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files of one model at one resolved revision."""
+
+    resolved_commit: str | None
+    files: tuple[RemoteFile, ...]
+    endpoint: str | None
+
+
+@dataclass(frozen=True)
+class FileJob:
+    file: RemoteFile
+    final: Path
+    partial: Path
+    url_for: Callable[[str], str]
+    present: bool
+
+    @property
+    def size(self) -> int:
+        return self.file.size or 0
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    layout: VolumeLayout
+    progress: Progress
+    env: Mapping[str, str]
+    consumer_modelscope_version: str | None
+    now: datetime
+
+
+class RemoteSource(Protocol):
+    """One adapter per remote source kind; all network goes through ``pool`` and ``http``."""
+
+    def list_remote(self, spec: ModelSpec, *, pool: EndpointPool, http: HttpClient) -> Listing: ...
+
+    def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
+        """Local rearrangement before files are fetched (e.g. a ModelScope layout change)."""
+
+    def file_jobs(self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None) -> list[FileJob]: ...
+
+    def finalize(
+        self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None, fetched_sha256: Mapping[str, str]
+    ) -> ModelManifest: ...
+
+    def auth_token(self) -> str | None: ...
+
+    def is_current(self, manifest: ModelManifest) -> bool:
+        """The on-volume arrangement (links, layout) is what this run would write."""
+        ...
+
+
+def _normalize(pattern: str) -> str:
+    return pattern + "*" if pattern.endswith("/") else pattern
+
+
+def filter_paths(
+    files: Sequence[RemoteFile], allow: Sequence[str] | None, ignore: Sequence[str] | None
+) -> tuple[RemoteFile, ...]:
+    """huggingface_hub's rules: keep what matches an allow pattern (if any), drop what matches an ignore pattern."""
+    kept = []
+    for entry in files:
+        if allow and not any(fnmatch.fnmatchcase(entry.path, _normalize(pattern)) for pattern in allow):
+            continue
+        if ignore and any(fnmatch.fnmatchcase(entry.path, _normalize(pattern)) for pattern in ignore):
+            continue
+        kept.append(entry)
+    return tuple(sorted(kept, key=lambda item: item.path))
+
+
+def check_repo_path(path: str) -> str:
+    """Refuse file names from a hub that would escape the model folder."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in path:
+        raise ValueError(f"unsafe file path in repository listing: {path!r}")
+    return path

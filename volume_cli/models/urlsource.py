@@ -1,0 +1,88 @@
+"""A single file from a plain URL into ``models/<dest>``.
+
+The partial download is ``.volume-cli-staging/<key>.part`` on the volume
+(resumed with ``Range``); it is renamed to the destination only after its
+sha256 matched the configured one (or, without one, was computed for the
+manifest). A wrong checksum leaves nothing at the destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from volume_cli.config.model_sources import ModelSpec, UrlModel
+from volume_cli.models.endpoints import EndpointPool
+from volume_cli.models.fsops import staging_dir
+from volume_cli.models.http import HttpClient
+from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
+from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext
+
+
+def _as_url(spec: ModelSpec) -> UrlModel:
+    if not isinstance(spec, UrlModel):
+        raise TypeError(f"not a URL model: {spec.key}")
+    return spec
+
+
+def url_origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class UrlSource:
+    def __init__(self, context: SourceContext) -> None:
+        self.context = context
+
+    def auth_token(self) -> str | None:
+        return None  # arbitrary hosts never get a hub token
+
+    def destination(self, spec: UrlModel) -> Path:
+        return self.context.layout.models_dir / spec.dest
+
+    def list_remote(self, spec: ModelSpec, *, pool: EndpointPool, http: HttpClient) -> Listing:
+        url_spec = _as_url(spec)
+        size, endpoint = pool.call(lambda _origin: http.head_size(url_spec.url, headers={}))
+        name = PurePosixPath(url_spec.dest).name
+        return Listing(None, (RemoteFile(path=name, size=size, sha256=url_spec.sha256),), endpoint)
+
+    def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
+        return None
+
+    def is_current(self, manifest: ModelManifest) -> bool:
+        return True
+
+    def file_jobs(self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None) -> list[FileJob]:
+        url_spec = _as_url(spec)
+        entry = listing.files[0]
+        return [
+            FileJob(
+                file=entry,
+                final=self.destination(url_spec),
+                partial=staging_dir(self.context.layout) / f"{safe_key(url_spec.key)}.part",
+                url_for=lambda _origin: url_spec.url,
+                present=False,  # a URL model is only planned when its file is missing or damaged
+            )
+        ]
+
+    def finalize(
+        self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None, fetched_sha256: Mapping[str, str]
+    ) -> ModelManifest:
+        url_spec = _as_url(spec)
+        destination = self.destination(url_spec)
+        entry = listing.files[0]
+        size = destination.stat().st_size
+        layout = self.context.layout
+        return ModelManifest(
+            key=url_spec.key,
+            source="url",
+            model_id=url_spec.url,
+            spec_hash=spec_hash(url_spec),
+            target=layout.relative(destination),
+            files_root=layout.relative(destination.parent),
+            files=[entry.as_manifest(size=size, sha256=fetched_sha256.get(entry.path))],
+            total_size=size,
+            endpoint=listing.endpoint,
+            downloaded_at=self.context.now,
+        )
