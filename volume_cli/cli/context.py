@@ -28,3 +28,10 @@ def write_layout(root: Path | None) -> VolumeLayout:
     resolved = resolve_root(root)
     require_writable(resolved.path)
     return VolumeLayout(resolved.path)
+
+
+def consumer_modelscope_version(layout: VolumeLayout, definition: ProjectDefinition) -> str | None:
+    """The modelscope version the project's workers import, from its lock (None if unlocked)."""
+    from volume_cli.deps.locked import locked_version
+
+    return locked_version(layout, definition.name, "modelscope")

@@ -137,7 +137,8 @@ class _PlainTask:
     def finish(self) -> None:
         if self.total is not None:
             self.completed = self.total
-        self.view.emit(self.line() + " done")
+        if self.completed:  # an empty task (nothing to do) is not worth a log line
+            self.view.emit(self.line() + " done")
 
 
 class PlainProgressView:

@@ -48,12 +48,15 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+_DERIVED = ("ok", "state", "percent_used", "warning", "persistent", "complete", "present", "bytes_freed", "bytes_downloaded")
+
+
 def _json_properties(cls: type) -> list[str]:
     # Derived facts (ok, state, percent_used) belong in the JSON too, so that
     # scripts do not re-implement them.
     return [
         name
-        for name in ("ok", "state", "percent_used", "warning", "persistent")
+        for name in _DERIVED
         if isinstance(getattr(cls, name, None), property)
     ]
 

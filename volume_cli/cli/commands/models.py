@@ -1,7 +1,279 @@
-"""``volume-cli models ...``."""
+"""``volume-cli models list|download|verify|ensure|rm|gc``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from volume_cli.cli.options import (
+    DryRunOption,
+    JsonOption,
+    OptionalProjectOption,
+    ProjectOption,
+    ProjectsDirOption,
+    RootOption,
+)
+from volume_cli.cli.render import emit, format_bytes
+
+if TYPE_CHECKING:
+    from volume_cli.layout import VolumeLayout
+    from volume_cli.models import DownloadResult, GcResult, VerifyResult
+    from volume_cli.project.definition import ProjectDefinition
 
 app = typer.Typer(help="Download, verify and inspect a project's models.", no_args_is_help=True)
+
+HfEndpointOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--hf-endpoint",
+        help="HuggingFace endpoint, repeatable, tried in order (e.g. https://hf-mirror.com then https://huggingface.co). "
+        "Default: $HF_ENDPOINT, then huggingface.co.",
+        show_default=False,
+    ),
+]
+MsEndpointOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--modelscope-endpoint",
+        help="ModelScope endpoint, repeatable, tried in order. Default: $MODELSCOPE_ENDPOINT, then modelscope.cn.",
+        show_default=False,
+    ),
+]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds a request may stay silent.", min=1)]
+RetriesOption = Annotated[
+    int, typer.Option("--retries", help="Retries per request on errors, timeouts and 5xx.", min=0)
+]
+
+
+def render_download(console: Console, result: DownloadResult) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("model", "action", "revision", "size", "fetched", "endpoint"):
+        table.add_column(column, justify="right" if column in {"size", "fetched"} else "left", overflow="fold")
+    for model in result.models:
+        colour = "red" if model.action == "failed" else ("green" if model.action == "present" else "cyan")
+        table.add_row(
+            model.key,
+            f"[{colour}]{model.action}[/]",
+            (model.resolved_commit or model.requested_revision or "-")[:12],
+            format_bytes(model.size_bytes),
+            format_bytes(model.bytes_downloaded) if model.bytes_downloaded else "-",
+            model.endpoint or ("local disk" if not result.network_used else "-"),
+        )
+    console.print(table)
+    for model in result.failed:
+        console.print(f"[red]{model.key}:[/] {model.error}", markup=True)
+    network = (
+        "no network requests" if not result.network_used else f"{format_bytes(result.bytes_downloaded)} downloaded"
+    )
+    console.print(
+        f"{len(result.models)} model(s), {network}, {result.seconds:.1f}s" + (" (dry run)" if result.dry_run else "")
+    )
+
+
+def _models_context(
+    projects_dir: list[Path] | None, project: str, root: Path | None, *, write: bool
+) -> tuple[ProjectDefinition, VolumeLayout]:
+    from volume_cli.cli import context
+    from volume_cli.layout import VolumeLayout
+
+    definition = context.project(projects_dir, project)
+    layout = context.write_layout(root) if write else VolumeLayout(context.read_root(root).path)
+    return definition, layout
+
+
+@app.command("download")
+def download_command(
+    project: ProjectOption,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    hf_endpoint: HfEndpointOption = None,
+    modelscope_endpoint: MsEndpointOption = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Ask the hub whether unpinned revisions moved.")] = False,
+    dry_run: DryRunOption = False,
+    timeout: TimeoutOption = 30.0,
+    retries: RetriesOption = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Download the project's models into the shared models/ folder; present ones cost no request."""
+    from volume_cli.cli.context import consumer_modelscope_version
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.models import download
+
+    definition, layout = _models_context(projects_dir, project, root, write=not dry_run)
+    with ProgressView() as progress:
+        result = download(
+            layout=layout,
+            project=definition,
+            hf_endpoints=hf_endpoint,
+            modelscope_endpoints=modelscope_endpoint,
+            refresh=refresh,
+            dry_run=dry_run,
+            progress=progress,
+            timeout=timeout,
+            retries=retries,
+            consumer_modelscope_version=consumer_modelscope_version(layout, definition),
+        )
+    emit(result, as_json=as_json, human=lambda console: render_download(console, result))
+
+
+@app.command("ensure")
+def ensure_command(
+    project: ProjectOption,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    hf_endpoint: HfEndpointOption = None,
+    modelscope_endpoint: MsEndpointOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start-up mode: no-op when models are present, else download (DOWNLOAD_MODELS_ON_STARTUP=false skips).
+
+    Exits 0 only when every model is complete."""
+    from volume_cli.cli.context import consumer_modelscope_version
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.errors import ModelError
+    from volume_cli.models import ensure
+
+    definition, layout = _models_context(projects_dir, project, root, write=False)
+    with ProgressView() as progress:
+        result = ensure(
+            layout=layout,
+            project=definition,
+            hf_endpoints=hf_endpoint,
+            modelscope_endpoints=modelscope_endpoint,
+            progress=progress,
+            consumer_modelscope_version=consumer_modelscope_version(layout, definition),
+        )
+
+    def human(console: Console) -> None:
+        state = "complete" if result.complete else f"incomplete (missing: {', '.join(result.missing)})"
+        console.print(f"models of {result.project}: {state}" + (f" — {result.reason}" if result.reason else ""))
+
+    emit(result, as_json=as_json, human=human)
+    if not result.complete:
+        raise ModelError(
+            f"models of {result.project} are incomplete: {', '.join(result.missing)}",
+            hint=f"volume-cli models download --project {result.project}",
+        )
+
+
+@app.command("list")
+def list_command(
+    project: OptionalProjectOption = None,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Models desired by projects versus present on the volume, with revision and size."""
+    from volume_cli.cli import context
+    from volume_cli.layout import VolumeLayout
+    from volume_cli.models import list_models
+
+    discovery = context.projects(projects_dir)
+    definitions = [discovery.get(project)] if project else list(discovery.projects.values())
+    layout = VolumeLayout(context.read_root(root).path)
+    rows = list_models(layout=layout, projects=definitions)
+
+    def human(console: Console) -> None:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        for column in ("model", "state", "wanted by", "revision", "size"):
+            table.add_column(column, justify="right" if column == "size" else "left", overflow="fold")
+        for row in rows:
+            colour = "green" if row.state == "present" else ("yellow" if row.desired_by else "dim")
+            table.add_row(
+                row.key,
+                f"[{colour}]{row.state}[/]",
+                ", ".join(row.desired_by) or "(no project)",
+                (row.resolved_commit or row.requested_revision or "-")[:12],
+                format_bytes(row.size_bytes) if row.size_bytes else "-",
+            )
+        console.print(table)
+
+    emit(rows, as_json=as_json, human=human)
+
+
+@app.command("verify")
+def verify_command(
+    project: OptionalProjectOption = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Hash every file against its recorded checksum.")] = False,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check presence and sizes (--deep: checksums); non-zero exit and the damaged files when not intact."""
+    from volume_cli.cli import context
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.errors import ModelError
+    from volume_cli.layout import VolumeLayout
+    from volume_cli.models import verify
+
+    definition = context.project(projects_dir, project) if project else None
+    layout = VolumeLayout(context.read_root(root).path)
+    with ProgressView() as progress:
+        result = verify(layout=layout, project=definition, deep=deep, progress=progress)
+    emit(result, as_json=as_json, human=lambda console: render_verify(console, result))
+    if not result.ok:
+        damaged = [model.key for model in result.models if not model.ok]
+        target = f" --project {project}" if project else ""
+        raise ModelError(
+            f"{len(damaged)} model(s) missing or damaged: {', '.join(damaged)}",
+            hint=f"volume-cli models download{target or ' --project NAME'}  (re-fetches exactly the damaged files)",
+        )
+
+
+def render_verify(console: Console, result: VerifyResult) -> None:
+    for model in result.models:
+        mark = "[green]ok[/]     " if model.ok else f"[red]{model.state:<7}[/]"
+        console.print(f"{mark} {model.key}  [dim]{model.checked_files} files, {format_bytes(model.checked_bytes)}[/]")
+        for damaged in model.damaged:
+            console.print(f"         {damaged.path}: {damaged.problem}", markup=False)
+    console.print(
+        f"{'deep (checksums)' if result.deep else 'quick (presence and sizes)'} check of {len(result.models)} model(s)"
+    )
+
+
+def _render_gc(console: Console, result: GcResult) -> None:
+    verb = "would remove" if result.dry_run else "removed"
+    for removed in result.removed:
+        console.print(f"{verb} {removed.key}  {format_bytes(removed.bytes_freed)}  [dim]{removed.path}[/]")
+    console.print(f"{verb} {len(result.removed)} model(s), {format_bytes(result.bytes_freed)}; kept {len(result.kept)}")
+
+
+@app.command("rm")
+def rm_command(
+    keys: Annotated[
+        list[str], typer.Argument(help="Model keys as shown by models list, e.g. huggingface/model/org/name.")
+    ],
+    root: RootOption = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove models from the volume by key (even ones a project still wants)."""
+    from volume_cli.cli import context
+    from volume_cli.models import remove
+
+    layout = context.write_layout(root)
+    result = remove(layout=layout, keys=keys, dry_run=dry_run)
+    emit(result, as_json=as_json, human=lambda console: _render_gc(console, result))
+
+
+@app.command("gc")
+def gc_command(
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove models no discovered project references (a model shared by projects counts once)."""
+    from volume_cli.cli import context
+    from volume_cli.models import gc
+
+    discovery = context.projects(projects_dir)
+    referenced = {spec.key for definition in discovery.projects.values() for spec in definition.models}
+    layout = context.write_layout(root)
+    result = gc(layout=layout, referenced_keys=referenced, dry_run=dry_run)
+    emit(result, as_json=as_json, human=lambda console: _render_gc(console, result))
