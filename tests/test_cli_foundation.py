@@ -14,6 +14,10 @@ from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, write
 
 
 def installed_state(layout: VolumeLayout, name: str, python: str, config_hash: str) -> None:
+    """A state record plus the generation link it names (no real distributions, no lock)."""
+    generation = layout.generations_dir(name, python) / "g0002"
+    generation.mkdir(parents=True)
+    layout.deps_path(name, python).symlink_to(Path(".generations") / name / "g0002")
     write_project_state(
         layout,
         ProjectState(
@@ -60,7 +64,8 @@ def test_status_human_and_json_with_several_projects(cli, projects_folder: Proje
         for line in human.stdout.splitlines()
         if line.strip() and line.split()[0] in {"alpha", "beta", "gamma", "orphan"}
     }
-    assert "installed" in lines["alpha"] and "123.5 MB" in lines["alpha"] and "g0002" in lines["alpha"]
+    # Recorded size and generation; no lock was ever made for this hand-built state.
+    assert "differs from lock" in lines["alpha"] and "123.5 MB" in lines["alpha"] and "g0002" in lines["alpha"]
     assert "config changed" in lines["beta"]
     assert "not installed" in lines["gamma"]
     assert "error" in lines["orphan"] and "no project definition was found" in human.stdout
@@ -69,7 +74,8 @@ def test_status_human_and_json_with_several_projects(cli, projects_folder: Proje
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     states = {item["name"]: item for item in data["projects"]}
-    assert states["alpha"]["state"] == "installed" and states["alpha"]["config_changed"] is False
+    assert states["alpha"]["state"] == "differs from lock" and states["alpha"]["config_changed"] is False
+    assert states["alpha"]["deps"]["current_generation"] == "g0002"
     assert states["alpha"]["deps_path"] == "python-deps/py3.11/alpha"
     assert states["beta"]["state"] == "config changed"
     assert states["gamma"]["deps_installed"] is False

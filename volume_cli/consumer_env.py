@@ -10,6 +10,7 @@ from typing import Literal
 
 from volume_cli.layout import VolumeLayout
 from volume_cli.runtime import cache_variables, deps_path
+from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
 
 EnvFormat = Literal["shell", "dotenv", "dockerfile", "json"]
@@ -50,3 +51,21 @@ def render_env(env: ConsumerEnv, style: EnvFormat) -> str:
         else:
             lines.append(f"ENV {name}={json.dumps(value)}")
     return "\n".join(lines) + "\n"
+
+
+RUNTIME_FILE = ".metadata/runtime/volume_cli_runtime.py"
+
+
+def write_runtime_copy(layout: VolumeLayout) -> Path:
+    """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
+    from volume_cli import runtime
+
+    source = Path(runtime.__file__).read_bytes()
+    target = layout.absolute(RUNTIME_FILE)
+    try:
+        if target.read_bytes() == source:
+            return target
+    except OSError:
+        pass
+    atomic_write_bytes(target, source)
+    return target

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from volume_cli.errors import ConfigError, StateError
 from volume_cli.layout import VolumeLayout
@@ -18,6 +19,10 @@ from volume_cli.mounts import MountInfo, inspect_mount
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.root import ResolvedRoot
 from volume_cli.store.state import ProjectState, read_project_state
+
+if TYPE_CHECKING:
+    from volume_cli.deps import DepsStatus, StoreUsage
+    from volume_cli.models import ModelsStatus
 
 DISK_WARNING_PERCENT = 85.0
 
@@ -52,6 +57,9 @@ class ProjectStatus:
     models_declared: int = 0
     models_downloaded_at: datetime | None = None
     models_size_bytes: int = 0
+    models_missing: list[str] = field(default_factory=list)
+    deps: DepsStatus | None = None
+    models: ModelsStatus | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -62,6 +70,10 @@ class ProjectStatus:
             return "not installed"
         if self.config_changed:
             return "config changed"
+        if self.deps is not None and self.deps.generation_differs_from_lock:
+            return "differs from lock"
+        if self.models_missing:
+            return "models missing"
         return "installed"
 
 
@@ -74,6 +86,7 @@ class StatusReport:
     initialised: bool
     projects: list[ProjectStatus]
     warnings: list[str]
+    store: StoreUsage | None = None
 
 
 def disk_usage(path: Path) -> DiskUsage:
@@ -108,6 +121,24 @@ def project_status(
             problems.extend(exc.problems)
     deps = state.deps if state else None
     models = state.models if state else None
+    deps_detail: DepsStatus | None = None
+    models_detail: ModelsStatus | None = None
+    missing: list[str] = []
+    if definition is not None and not problems:
+        from volume_cli.deps import deps_status
+        from volume_cli.models import models_status
+
+        try:
+            deps_detail = deps_status(layout=layout, project=definition, mirror=mirror)
+            models_detail = models_status(layout=layout, project=definition)
+        except (ConfigError, StateError) as exc:
+            problems.append(exc.message)
+        if models_detail is not None:
+            missing = [model.key for model in models_detail.models if not model.present]
+        if deps is not None and deps_detail is not None and not deps_detail.installed:
+            problems.append(
+                f"recorded as installed but {deps_detail.deps_path} is missing: run volume-cli deps install"
+            )
     return ProjectStatus(
         name=name,
         python_version=python_version,
@@ -122,6 +153,9 @@ def project_status(
         models_declared=len(definition.models) if definition else 0,
         models_downloaded_at=models.downloaded_at if models else None,
         models_size_bytes=models.size_bytes if models else 0,
+        models_missing=missing,
+        deps=deps_detail,
+        models=models_detail,
         problems=problems,
     )
 
@@ -145,6 +179,9 @@ def volume_status(
         warnings.append(f"the volume is {disk.percent_used:.0f}% full; free space or grow the volume")
     names = [only] if only else sorted(set(projects) | set(_known_state_names(layout)))
     reports = [project_status(layout, name, projects.get(name), mirror=mirror) for name in names]
+    from volume_cli.deps import store_usage
+
+    store = store_usage(layout=layout) if layout.store_dir.is_dir() else None
     return StatusReport(
         root=resolved.path,
         root_source=resolved.source,
@@ -153,4 +190,5 @@ def volume_status(
         initialised=(layout.metadata_dir / "volume.json").is_file(),
         projects=reports,
         warnings=warnings,
+        store=store,
     )

@@ -35,3 +35,10 @@ def consumer_modelscope_version(layout: VolumeLayout, definition: ProjectDefinit
     from volume_cli.deps.locked import locked_version
 
     return locked_version(layout, definition.name, "modelscope")
+
+
+def write_runtime(layout: VolumeLayout) -> None:
+    """Keep the standalone runtime file on the volume current (for workers with nothing installed)."""
+    from volume_cli.consumer_env import write_runtime_copy
+
+    write_runtime_copy(layout)

@@ -1,6 +1,6 @@
 """Generate docs/cli.md from the app itself; a test fails when it drifts.
 
-    python -m volume_cli.cli.reference docs/cli.md
+python -m volume_cli.cli.reference docs/cli.md
 """
 
 from __future__ import annotations

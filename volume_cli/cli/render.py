@@ -27,6 +27,9 @@ stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, pydantic models, paths and datetimes as plain JSON data."""
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and not isinstance(value, type):  # the core's own JSON shape
+        return to_jsonable(to_dict())
     model_dump = getattr(value, "model_dump", None)
     if callable(model_dump) and not isinstance(value, type):  # a pydantic model
         return to_jsonable(model_dump(mode="json"))
@@ -48,17 +51,23 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-_DERIVED = ("ok", "state", "percent_used", "warning", "persistent", "complete", "present", "bytes_freed", "bytes_downloaded")
+_DERIVED = (
+    "ok",
+    "state",
+    "percent_used",
+    "warning",
+    "persistent",
+    "complete",
+    "present",
+    "bytes_freed",
+    "bytes_downloaded",
+)
 
 
 def _json_properties(cls: type) -> list[str]:
     # Derived facts (ok, state, percent_used) belong in the JSON too, so that
     # scripts do not re-implement them.
-    return [
-        name
-        for name in _DERIVED
-        if isinstance(getattr(cls, name, None), property)
-    ]
+    return [name for name in _DERIVED if isinstance(getattr(cls, name, None), property)]
 
 
 def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:

@@ -1,25 +1,50 @@
-"""``volume-cli deps ...``."""
+"""``volume-cli deps list|lock|install|rollback|check``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from volume_cli.cli.options import IndexUrlOption, JsonOption, ProjectOption, ProjectsDirOption
+from volume_cli.cli.options import (
+    DryRunOption,
+    IndexUrlOption,
+    JsonOption,
+    ProjectOption,
+    ProjectsDirOption,
+    RootOption,
+    WaitOption,
+)
+from volume_cli.cli.render import emit, format_bytes
+
+if TYPE_CHECKING:
+    from volume_cli.deps import CheckReport, InstallPlan, InstallResult, PackageRow
 
 app = typer.Typer(help="Install, inspect and roll back a project's Python dependencies.", no_args_is_help=True)
+
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Rebuild every distribution of the generation from the lock.")
+]
+UpgradeOption = Annotated[
+    bool, typer.Option("--upgrade", help="Re-resolve unpinned requirements to the newest allowed versions.")
+]
 
 
 @app.command("list")
 def list_command(
     project: ProjectOption,
+    root: RootOption = None,
     projects_dir: ProjectsDirOption = None,
     index_url: IndexUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The project's dependency groups: index, flags and packages, in install order."""
+    """The project's groups (index, flags, packages in install order) and desired versus installed versions."""
     from volume_cli.cli import context
+    from volume_cli.errors import RootError
 
     definition = context.project(projects_dir, project)
     config = definition.dependencies
@@ -35,7 +60,15 @@ def list_command(
         }
         for name, group in config.ordered_groups
     ]
+    packages: list[PackageRow] = []
+    try:
+        from volume_cli.deps import list_packages
+        from volume_cli.layout import VolumeLayout
 
+        layout = VolumeLayout(context.read_root(root).path)
+        packages = list(list_packages(layout=layout, project=definition, mirror=index_url))
+    except RootError:
+        pass  # no volume here: show the config alone
     group_packages = {name: group.packages for name, group in config.ordered_groups}
 
     def human(console: Console) -> None:
@@ -47,16 +80,222 @@ def list_command(
             console.print(f"\n[bold]{entry['group']}[/]  {entry['index_url']} [dim]({entry['index_source']}){flags}[/]")
             if entry["description"]:
                 console.print(f"  [dim]{entry['description']}[/]")
-            table = Table(show_header=False, show_edge=False, box=None, pad_edge=False)
-            table.add_column("package")
             for package in group_packages[str(entry["group"])]:
-                table.add_row(f"  {package}")
+                console.print(f"  {package}", markup=False)
+        if packages:
+            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+            for column in ("package", "group", "locked", "installed", "status"):
+                table.add_column(column)
+            for row in packages:
+                colour = "green" if row.status == "ok" else "yellow"
+                table.add_row(
+                    row.name,
+                    row.group or "(dependency)",
+                    row.locked_version or "-",
+                    row.installed_version or "-",
+                    f"[{colour}]{row.status}[/]",
+                )
+            console.print()
             console.print(table)
 
-    from volume_cli.cli.render import emit
-
     emit(
-        {"project": definition.name, "python_version": definition.python_version, "groups": groups},
+        {
+            "project": definition.name,
+            "python_version": definition.python_version,
+            "groups": groups,
+            "packages": packages,
+        },
         as_json=as_json,
         human=human,
     )
+
+
+@app.command("lock")
+def lock_command(
+    project: ProjectOption,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    index_url: IndexUrlOption = None,
+    upgrade: UpgradeOption = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the pylock.toml here.")] = None,
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Resolve every group together for the project's Python into a PEP 751 pylock.toml."""
+    from volume_cli.cli import context
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.deps import lock_project
+
+    definition = context.project(projects_dir, project)
+    layout = context.write_layout(root)
+    with ProgressView() as progress:
+        result = lock_project(
+            layout=layout,
+            project=definition,
+            mirror=index_url,
+            upgrade=upgrade,
+            output=output,
+            progress=progress,
+            wait_seconds=wait,
+        )
+
+    def human(console: Console) -> None:
+        state = "changed" if result.changed else "unchanged"
+        console.print(f"locked {len(result.packages)} distributions for Python {result.python_version} ({state})")
+        console.print(f"  {result.path}")
+        if result.output:
+            console.print(f"  exported to {result.output}")
+
+    emit(result, as_json=as_json, human=human)
+
+
+def render_plan(console: Console, plan: InstallPlan) -> None:
+    rows = [
+        ("add", "green", plan.add),
+        ("upgrade", "cyan", plan.upgrade),
+        ("downgrade", "yellow", plan.downgrade),
+        ("reinstall", "cyan", plan.reinstall),
+        ("remove", "red", plan.remove),
+    ]
+    for label, colour, changes in rows:
+        for change in changes:
+            versions = " → ".join(version for version in (change.installed_version, change.locked_version) if version)
+            console.print(f"  [{colour}]{label:<9}[/] {change.name} {versions}")
+    console.print(f"  {len(plan.unchanged)} unchanged" + ("" if plan.has_changes else " — nothing to do"))
+
+
+def render_install(console: Console, result: InstallResult) -> None:
+    if result.noop:
+        console.print(
+            f"{result.project}: up to date (generation {result.generation}, {result.package_count} packages, "
+            f"{result.seconds:.2f}s, no resolver or network)"
+        )
+        return
+    title = "plan" if result.dry_run else "installed"
+    console.print(f"[bold]{result.project}[/] (python {result.python_version}) {title}:")
+    render_plan(console, result.plan)
+    if not result.dry_run:
+        console.print(
+            f"generation {result.generation} is current ({result.package_count} packages; "
+            f"{result.installed_count} installed, {result.reused_count} reused from the store, "
+            f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
+        )
+        console.print(f"PYTHONPATH={result.deps_path}")
+        if result.previous_generation:
+            console.print(f"[dim]undo with: volume-cli deps rollback --project {result.project}[/]")
+
+
+@app.command("install")
+def install_command(
+    project: ProjectOption,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    index_url: IndexUrlOption = None,
+    force: ForceOption = False,
+    upgrade: UpgradeOption = False,
+    dry_run: DryRunOption = False,
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Install what changed into a new generation and switch to it atomically (--dry-run: print the plan)."""
+    from volume_cli.cli import context
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.deps import install
+
+    definition = context.project(projects_dir, project)
+    layout = context.write_layout(root)
+    with ProgressView() as progress:
+        result = install(
+            layout=layout,
+            project=definition,
+            mirror=index_url,
+            force=force,
+            upgrade=upgrade,
+            dry_run=dry_run,
+            progress=progress,
+            wait_seconds=wait,
+        )
+    if not dry_run:
+        context.write_runtime(layout)
+    emit(result, as_json=as_json, human=lambda console: render_install(console, result))
+
+
+@app.command("rollback")
+def rollback_command(
+    project: ProjectOption,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    dry_run: DryRunOption = False,
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the previous generation current again (one atomic rename)."""
+    from volume_cli.cli import context
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.deps import rollback
+
+    definition = context.project(projects_dir, project)
+    layout = context.write_layout(root)
+    with ProgressView() as progress:
+        result = rollback(layout=layout, project=definition, progress=progress, wait_seconds=wait, dry_run=dry_run)
+
+    def human(console: Console) -> None:
+        verb = "would switch" if result.dry_run else "switched"
+        console.print(f"{result.project}: {verb} from {result.from_generation} to {result.to_generation}")
+
+    emit(result, as_json=as_json, human=human)
+
+
+def render_check(console: Console, report: CheckReport) -> None:
+    console.print(
+        f"{report.project}: generation {report.generation or '-'}: {report.distributions_checked} distributions, "
+        f"{report.files_checked} files, {report.modules_imported} modules imported"
+        + (f" with {report.interpreter}" if report.interpreter else "")
+    )
+    for line in report.problems:
+        console.print(f"  [red]{line}[/]")
+    for name in report.missing:
+        console.print(f"  [red]missing[/]   {name}")
+    for name in report.extra:
+        console.print(f"  [yellow]extra[/]     {name}")
+    for mismatch in report.wrong_versions:
+        console.print(f"  [red]version[/]   {mismatch.name}: locked {mismatch.locked}, installed {mismatch.installed}")
+    for name in report.wrong_builds:
+        console.print(f"  [red]build[/]     {name}")
+    for problem in report.file_problems:
+        console.print(f"  [red]{problem.problem:<9}[/] {problem.distribution}: {problem.path}")
+    for failure in report.import_failures:
+        console.print(f"  [red]import[/]    {failure.distribution}: {failure.module}: {failure.error}")
+    for note in report.notes:
+        console.print(f"  [dim]{note}[/]")
+    if report.ok:
+        console.print("[green]ok[/]")
+
+
+@app.command("check")
+def check_command(
+    project: ProjectOption,
+    root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    imports: Annotated[
+        bool, typer.Option("--imports/--no-imports", help="Import each distribution's top-level modules.")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the current generation with the lock and RECORD hashes; import each distribution's modules."""
+    from volume_cli.cli import context
+    from volume_cli.cli.progress_view import ProgressView
+    from volume_cli.deps import check
+    from volume_cli.errors import InstallError
+    from volume_cli.layout import VolumeLayout
+
+    definition = context.project(projects_dir, project)
+    layout = VolumeLayout(context.read_root(root).path)
+    with ProgressView() as progress:
+        report = check(layout=layout, project=definition, imports=imports, progress=progress)
+    emit(report, as_json=as_json, human=lambda console: render_check(console, report))
+    if not report.ok:
+        raise InstallError(
+            f"dependencies of {definition.name} do not match the lock",
+            hint=f"volume-cli deps install --project {definition.name} --force",
+        )

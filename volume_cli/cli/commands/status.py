@@ -77,6 +77,28 @@ def render_status(console: Console, report: StatusReport) -> None:
             format_bytes(item.models_size_bytes) if item.models_downloaded_at else "-",
         )
     console.print(table)
+    if report.store is not None:
+        store = report.store
+        console.print(
+            f"[bold]store[/]  {store.entries} distributions, {format_bytes(store.size_bytes)}; "
+            f"{store.shared_entries} shared by several projects ({format_bytes(store.saved_bytes)} saved)"
+            + (f"; {store.unreferenced_entries} unused (volume-cli gc)" if store.unreferenced_entries else "")
+        )
+    for item in report.projects:
+        if item.deps is not None and item.deps.installed:
+            deps = item.deps
+            drift = []
+            if deps.config_changed_since_lock:
+                drift.append("config changed since lock")
+            if deps.generation_differs_from_lock:
+                drift.append("generation differs from lock")
+            console.print(
+                f"[bold]{item.name}[/]: lock {(deps.lock_hash or '-').removeprefix('sha256:')[:12]}, {deps.locked_packages or 0} locked / "
+                f"{deps.installed_packages or 0} installed, {len(deps.generations_kept)} generation(s) kept"
+                + (f"; [yellow]{', '.join(drift)}[/]" if drift else "")
+            )
+        if item.models_missing and item.deps_installed:
+            console.print(f"[yellow]{item.name}:[/] models missing: {', '.join(item.models_missing)}")
     for item in report.projects:
         for problem in item.problems:
             console.print(f"[red]{item.name}:[/] {problem}")

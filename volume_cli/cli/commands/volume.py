@@ -1,9 +1,111 @@
-"""Whole-volume commands: ``setup``, ``gc``."""
+"""Whole-volume commands: ``setup`` and ``gc``."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption
+from volume_cli.cli.options import (
+    DryRunOption,
+    IndexUrlOption,
+    JsonOption,
+    ProjectOption,
+    ProjectsDirOption,
+    RootOption,
+    WaitOption,
+)
+from volume_cli.cli.render import emit, format_bytes
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("setup")
+    def setup_command(
+        project: ProjectOption,
+        root: RootOption = None,
+        projects_dir: ProjectsDirOption = None,
+        index_url: IndexUrlOption = None,
+        hf_endpoint: HfEndpointOption = None,
+        modelscope_endpoint: MsEndpointOption = None,
+        force: Annotated[bool, typer.Option("--force", help="Rebuild the dependencies from the lock.")] = False,
+        wait: WaitOption = 0,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Install the project's dependencies, then download its models; non-zero exit if either failed."""
+        from volume_cli.cli import context
+        from volume_cli.cli.progress_view import ProgressView
+        from volume_cli.errors import VolumeCliError
+        from volume_cli.setup_flow import run_setup
+
+        definition = context.project(projects_dir, project)
+        _ = definition.dependencies  # a config error stops here, before any work
+        layout = context.write_layout(root)
+        with ProgressView() as progress:
+            result = run_setup(
+                layout=layout,
+                project=definition,
+                mirror=index_url,
+                force=force,
+                hf_endpoints=hf_endpoint,
+                modelscope_endpoints=modelscope_endpoint,
+                progress=progress,
+                wait_seconds=wait,
+            )
+
+        def human(console: Console) -> None:
+            console.print(f"[bold]setup {result.project}[/] on {layout.root}")
+            for step in result.steps:
+                mark = "[green]ok[/]    " if step.ok else "[red]FAILED[/]"
+                console.print(f"  {mark} {step.step:<7} {step.summary}")
+                if step.error:
+                    console.print(f"         {step.error}", markup=False)
+            if result.ok:
+                deps_path = layout.deps_path(definition.name, definition.python_version)
+                console.print(f"PYTHONPATH={deps_path}")
+                console.print(f"[dim]for workers: volume-cli env --project {definition.name} --mount /runpod-volume[/]")
+
+        emit(result, as_json=as_json, human=human)
+        failed = [step for step in result.steps if not step.ok]
+        if failed:
+            first = failed[0]
+            names = ", ".join(step.step for step in failed)
+            raise VolumeCliError(f"setup of {definition.name} failed ({names}): {first.error}", hint=first.hint)
+
+    @app.command("gc")
+    def gc_command(
+        root: RootOption = None,
+        grace_hours: Annotated[
+            float,
+            typer.Option("--grace-hours", help="Keep old generations this long: workers may still run on them.", min=0),
+        ] = 24.0,
+        dry_run: DryRunOption = False,
+        wait: WaitOption = 0,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Remove generations that are neither current nor previous, then store entries nothing uses."""
+        from volume_cli.cli import context
+        from volume_cli.cli.progress_view import ProgressView
+        from volume_cli.deps import gc
+
+        layout = context.write_layout(root)
+        with ProgressView() as progress:
+            report = gc(
+                layout=layout, grace_seconds=grace_hours * 3600, dry_run=dry_run, progress=progress, wait_seconds=wait
+            )
+
+        def human(console: Console) -> None:
+            verb = "would remove" if report.dry_run else "removed"
+            for generation in report.generations_removed:
+                console.print(f"{verb} generation {generation}")
+            for entry in report.entries_removed:
+                console.print(f"{verb} store entry {entry}", markup=False)
+            console.print(
+                f"{verb} {len(report.generations_removed)} generation(s) and {len(report.entries_removed)} store "
+                f"entr{'y' if len(report.entries_removed) == 1 else 'ies'}, {format_bytes(report.bytes_freed)}; "
+                f"kept {report.generations_kept} generation(s), {report.entries_kept} entries"
+                + (f" ({len(report.young_entries_kept)} too young to judge)" if report.young_entries_kept else "")
+            )
+
+        emit(report, as_json=as_json, human=human)

@@ -1,0 +1,105 @@
+"""``setup``: deps install, then models download, with one summary.
+
+Each step runs even when the other failed (they are independent and a user
+on a temporary pod wants as much done as possible), but the run as a whole
+fails when any step failed: never "done" after a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from volume_cli.errors import VolumeCliError
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import Progress
+from volume_cli.project.base import HookContext
+from volume_cli.project.definition import ProjectDefinition
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: str
+    ok: bool
+    summary: str
+    result: Any = None
+    error: str | None = None
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    project: str
+    steps: list[StepOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+
+def _run_step(name: str, action: Callable[[], tuple[str, Any]]) -> StepOutcome:
+    try:
+        summary, result = action()
+    except VolumeCliError as error:
+        return StepOutcome(step=name, ok=False, summary="failed", error=error.message, hint=error.hint)
+    return StepOutcome(step=name, ok=True, summary=summary, result=result)
+
+
+def run_setup(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    force: bool = False,
+    hf_endpoints: Sequence[str] | None = None,
+    modelscope_endpoints: Sequence[str] | None = None,
+    progress: Progress,
+    wait_seconds: float = 0,
+) -> SetupResult:
+    from volume_cli import __version__
+    from volume_cli.consumer_env import write_runtime_copy
+    from volume_cli.deps import install
+    from volume_cli.deps.locked import locked_version
+    from volume_cli.models import download
+    from volume_cli.store.state import ensure_volume_info
+
+    ensure_volume_info(layout, __version__)
+
+    def deps_step() -> tuple[str, Any]:
+        progress.step(f"dependencies of {project.name}")
+        result = install(
+            layout=layout, project=project, mirror=mirror, force=force, progress=progress, wait_seconds=wait_seconds
+        )
+        write_runtime_copy(layout)
+        if result.noop:
+            return f"up to date (generation {result.generation}, {result.package_count} packages)", result
+        plan = result.plan
+        changes = len(plan.add) + len(plan.upgrade) + len(plan.downgrade) + len(plan.reinstall) + len(plan.remove)
+        return f"generation {result.generation}: {changes} change(s), {result.package_count} packages", result
+
+    def models_step() -> tuple[str, Any]:
+        progress.step(f"models of {project.name}")
+        result = download(
+            layout=layout,
+            project=project,
+            hf_endpoints=hf_endpoints,
+            modelscope_endpoints=modelscope_endpoints,
+            progress=progress,
+            consumer_modelscope_version=locked_version(layout, project.name, "modelscope"),
+        )
+        if project.plugin is not None:
+            project.plugin.after_models(
+                HookContext(
+                    project=project.name,
+                    python_version=project.python_version,
+                    root=layout.root,
+                    project_folder=project.folder,
+                    deps_path=layout.deps_path(project.name, project.python_version),
+                    models_dir=layout.models_dir,
+                )
+            )
+        fetched = sum(1 for model in result.models if model.action != "present")
+        return f"{len(result.models)} model(s), {fetched} fetched or repaired", result
+
+    return SetupResult(project=project.name, steps=[_run_step("deps", deps_step), _run_step("models", models_step)])
