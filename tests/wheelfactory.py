@@ -156,17 +156,31 @@ class IndexServer:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.requests: list[str] = []
+        self._described: dict[tuple[str, int, int], tuple[str, bytes | None]] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Headers and body go out in two writes; with Nagle on, each small
+            # response waits for a delayed ACK (~40 ms) and a resolution crawls.
+            disable_nagle_algorithm = True
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+            head_only = False
+
             def do_HEAD(self) -> None:
-                self._head_only = True
-                self.do_GET()
+                self.head_only = True
+                try:
+                    self._serve()
+                finally:
+                    self.head_only = False  # the connection is kept alive for the next request
 
             def do_GET(self) -> None:
+                self._serve()
+
+            def _serve(self) -> None:
                 server.requests.append(self.path)
                 parts = [part for part in self.path.split("?")[0].split("/") if part]
                 if len(parts) == 2 and parts[0] == "files" and parts[1].endswith(".whl.metadata"):
@@ -196,7 +210,7 @@ class IndexServer:
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if not getattr(self, "_head_only", False):
+                if not self.head_only:
                     self.wfile.write(data)
 
         self._handler = Handler
@@ -235,6 +249,16 @@ class IndexServer:
             by_name.setdefault(name, []).append(path)
         return by_name
 
+    def _describe(self, path: Path) -> tuple[str, bytes | None]:
+        """sha256 and METADATA of a wheel, cached while the file is unchanged (big wheels in the bench)."""
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        cached = self._described.get(key)
+        if cached is None:
+            cached = (hashlib.sha256(path.read_bytes()).hexdigest(), _wheel_metadata(path))
+            self._described[key] = cached
+        return cached
+
     def _root_page(self) -> str:
         links = "".join(f'<a href="/simple/{name}/">{name}</a>\n' for name in self._wheels())
         return f"<!DOCTYPE html><html><body>\n{links}</body></html>"
@@ -245,8 +269,7 @@ class IndexServer:
             return None
         links = []
         for path in wheels:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            metadata = _wheel_metadata(path)
+            digest, metadata = self._describe(path)
             core = f' data-core-metadata="sha256={hashlib.sha256(metadata).hexdigest()}"' if metadata else ""
             href = f"/files/{html.escape(path.name)}#sha256={digest}"
             links.append(f'<a href="{href}"{core}>{html.escape(path.name)}</a>\n')

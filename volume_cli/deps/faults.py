@@ -1,0 +1,28 @@
+"""Named crash points, so tests can kill an install at the worst moments.
+
+``VOLUME_CLI_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself when it
+reaches ``<point>``: no cleanup handler runs, exactly like a pod being
+evicted. Unset (always, outside tests) it costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_ENV = "VOLUME_CLI_TEST_CRASH_AT"
+
+POINTS = (
+    "staged",  # uv finished installing into the staging folder
+    "entries-distributed",  # files moved into temp entries, none in the store yet
+    "first-entry-stored",  # one entry renamed into the store
+    "forest-built",  # new generation folder complete under its temp name
+    "generation-recorded",  # generation record written, folder not yet renamed
+    "before-switch",  # generation in place, current link not yet switched
+    "switched",  # current link switched, state.json not yet written
+)
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

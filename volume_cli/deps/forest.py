@@ -1,0 +1,113 @@
+"""Generations: symlink forests over store entries, switched by one rename.
+
+A generation folder holds one relative symlink per top-level item of each
+entry. A folder several entries provide (``nvidia/``, ``google/``, a shared
+``__pycache__``) or that native code needs real (see ``store._real_dirs``)
+becomes a real folder whose children link onward, recursively.
+``pyX.Y/<project>`` is a relative symlink to the current generation, replaced
+atomically, so a worker sees the whole old set or the whole new set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from volume_cli.deps.documents import EntryInfo
+from volume_cli.errors import InstallError
+from volume_cli.layout import VolumeLayout
+from volume_cli.store.atomic import temp_path_for
+
+TEMP_PREFIX = ".tmp-"
+
+
+def new_generation_name() -> str:
+    return time.strftime("g%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Node:
+    """A forest path: who provides it, and whether it must be a real folder."""
+
+    providers: list[tuple[str, bool]]  # (entry, is_dir)
+    real: bool = False
+
+
+def _link(target: Path, link: Path) -> None:
+    os.symlink(os.path.relpath(target, link.parent), link)
+
+
+def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> int:
+    """Fill the empty ``folder`` with links to ``entries``; returns the number of links made."""
+    real_dirs = {(entry.entry, path) for entry in entries for path in entry.real_dirs}
+    real_paths = {path for _, path in real_dirs}
+    top: dict[str, _Node] = {}
+    # Sorted so a clash of plain files (two wheels shipping one README) resolves the same way every time.
+    for entry in sorted(entries, key=lambda e: e.entry):
+        for item in entry.top_level:
+            node = top.setdefault(item.name, _Node(providers=[]))
+            node.providers.append((entry.entry, item.is_dir))
+    return _fill(layout, folder, "", top, real_paths)
+
+
+def _fill(layout: VolumeLayout, folder: Path, prefix: str, nodes: dict[str, _Node], real_paths: set[str]) -> int:
+    links = 0
+    for name, node in sorted(nodes.items()):
+        path = f"{prefix}{name}"
+        dirs = [entry for entry, is_dir in node.providers if is_dir]
+        if len(dirs) > 1 or (dirs and path in real_paths):
+            (folder / name).mkdir()
+            children: dict[str, _Node] = {}
+            for entry in dirs:
+                for child in os.scandir(layout.store_dir / entry / path):
+                    children.setdefault(child.name, _Node(providers=[])).providers.append(
+                        (entry, child.is_dir(follow_symlinks=False))
+                    )
+            links += _fill(layout, folder / name, f"{path}/", children, real_paths)
+            continue
+        entry = dirs[0] if dirs else node.providers[0][0]
+        _link(layout.store_dir / entry / path, folder / name)
+        links += 1
+    return links
+
+
+def temp_generation_dir(layout: VolumeLayout, project: str, python_version: str, generation: str) -> Path:
+    return layout.generations_dir(project, python_version) / f"{TEMP_PREFIX}{generation}"
+
+
+def generation_dir(layout: VolumeLayout, project: str, python_version: str, generation: str) -> Path:
+    return layout.generations_dir(project, python_version) / generation
+
+
+def current_generation(layout: VolumeLayout, project: str, python_version: str) -> str | None:
+    """The generation ``pyX.Y/<project>`` points at (one readlink), or None."""
+    link = layout.deps_path(project, python_version)
+    try:
+        target = os.readlink(link)
+    except (FileNotFoundError, OSError):
+        return None
+    return Path(target).name or None
+
+
+def switch_current(layout: VolumeLayout, project: str, python_version: str, generation: str) -> None:
+    """Point ``pyX.Y/<project>`` at ``generation`` with one atomic rename."""
+    link = layout.deps_path(project, python_version)
+    target = generation_dir(layout, project, python_version, generation)
+    if not target.is_dir():
+        raise InstallError(f"generation {generation} of {project} is missing on the volume")
+    if link.is_dir() and not link.is_symlink():
+        # A plain folder from an older volume-cli: keep it as a generation so
+        # nothing is lost, then the link can take its place.
+        legacy = generation_dir(layout, project, python_version, f"legacy-{new_generation_name()}")
+        legacy.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(link, legacy)
+    temp = temp_path_for(link)
+    os.symlink(os.path.relpath(target, link.parent), temp)
+    try:
+        os.replace(temp, link)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

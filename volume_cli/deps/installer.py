@@ -1,0 +1,489 @@
+"""Install: bring the current generation to the lock, changing only what differs.
+
+1. No-op fast path: if the recorded state says the current generation was
+   built from this config hash and lock, and it is intact, return at once:
+   no resolver, no network, a handful of file operations.
+2. Under the project's writer lock: reuse or make the lock, read what is
+   installed from disk, plan, install the missing distributions with ONE uv
+   call into a staging folder, move them into store entries, link a new
+   generation, record it, and switch ``pyX.Y/<project>`` with one rename.
+
+A crash anywhere before the switch leaves the current generation untouched;
+half-built staging folders and generations are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from volume_cli import __version__
+from volume_cli.config.dependencies import PYPI_SIMPLE_URL
+from volume_cli.deps.documents import (
+    EntryInfo,
+    GenerationRecord,
+    LockedPackage,
+    LockInfo,
+    generation_record_path,
+    lock_info_path,
+)
+from volume_cli.deps.faults import crash_point
+from volume_cli.deps.forest import (
+    TEMP_PREFIX,
+    build_forest,
+    current_generation,
+    generation_dir,
+    new_generation_name,
+    switch_current,
+    temp_generation_dir,
+)
+from volume_cli.deps.locking import project_lock
+from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
+from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
+from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.store import (
+    Harvest,
+    Staging,
+    cleanup_stale_staging,
+    entry_key,
+    harvest,
+    new_staging,
+    read_manifest,
+    remove_tree,
+)
+from volume_cli.deps.uvtool import default_cache_dir, failing_package, uv_binary, uv_environment
+from volume_cli.errors import InstallError, SubprocessError
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import Progress
+from volume_cli.project.base import HookContext
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.runner import run
+from volume_cli.store.documents import read_document, write_document
+from volume_cli.store.state import DepsRecord, ProjectState, read_project_state, utc_now, write_project_state
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    project: str
+    python_version: str
+    plan: InstallPlan
+    noop: bool
+    dry_run: bool
+    generation: str | None
+    previous_generation: str | None
+    deps_path: Path
+    lock_hash: str | None
+    package_count: int
+    installed_count: int = 0  # distributions uv installed in this run
+    reused_count: int = 0  # changed distributions found in the store already
+    bytes_added: int = 0
+    link_count: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["deps_path"] = str(self.deps_path)
+        data["plan"] = self.plan.to_dict()
+        return data
+
+
+def fast_noop_record(
+    layout: VolumeLayout, project: str, python_version: str, config_hash: str
+) -> tuple[GenerationRecord, str | None] | None:
+    """The current generation's record and the previous generation when nothing needs doing, else None.
+
+    Cost: read state.json, one readlink, read the generation record and
+    lock.json, one stat. No lock is taken: it only reads.
+    """
+    state = read_project_state(layout, project)
+    if state is None or state.deps is None or state.deps.config_hash != config_hash:
+        return None
+    current = current_generation(layout, project, python_version)
+    if current is None or current != state.deps.generation:
+        return None
+    record = read_document(generation_record_path(layout, project, current), GenerationRecord)
+    if record is None or record.config_hash != config_hash or record.lock_hash != state.deps.lock_hash:
+        return None
+    if record.python_version != python_version:
+        return None
+    lock = read_document(lock_info_path(layout, project), LockInfo)
+    if lock is None or lock.pylock_sha256 != record.lock_hash or lock.config_hash != config_hash:
+        return None
+    if not layout.deps_path(project, python_version).is_dir():  # the link resolves
+        return None
+    return record, state.deps.previous_generation
+
+
+def _fresh_lock(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    config_hash: str,
+    target: TargetPython,
+    upgrade: bool,
+    cache_dir: Path,
+    progress: Progress,
+    store: bool,
+) -> CurrentLock:
+    current = read_current_lock(layout, project.name)
+    if (
+        not upgrade
+        and current is not None
+        and current.info.config_hash == config_hash
+        and current.info.python_version == target.version
+    ):
+        return current
+    return resolve(
+        layout=layout,
+        project=project.name,
+        config=project.dependencies,
+        config_hash=config_hash,
+        target=target,
+        mirror=mirror,
+        upgrade=upgrade,
+        cache_dir=cache_dir,
+        progress=progress,
+        store=store,
+    )
+
+
+def _cleanup(layout: VolumeLayout, project: str, python_version: str) -> None:
+    """Remove what killed runs left: stale staging folders, this project's unfinished generations."""
+    cleanup_stale_staging(layout)
+    folder = layout.generations_dir(project, python_version)
+    try:
+        children = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for child in children:
+        # We hold the project's lock, so no live run is building these.
+        if child.name.startswith((TEMP_PREFIX, ".trash-")):
+            remove_tree(Path(child.path))
+
+
+def plan_install(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    force: bool = False,
+    upgrade: bool = False,
+    cache_dir: Path | None = None,
+    progress: Progress,
+) -> InstallPlan:
+    """What ``install`` would do; changes nothing (a stale lock is resolved in a temp folder)."""
+    return _plan(
+        layout=layout, project=project, mirror=mirror, force=force, upgrade=upgrade,
+        cache_dir=cache_dir or default_cache_dir(), progress=progress, store=False,
+    )[0]
+
+
+def _plan(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    force: bool,
+    upgrade: bool,
+    cache_dir: Path,
+    progress: Progress,
+    store: bool,
+) -> tuple[InstallPlan, CurrentLock, TargetPython]:
+    python_version = project.python_version
+    target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
+    lock = _fresh_lock(
+        layout=layout, project=project, mirror=mirror, config_hash=project.config_hash(mirror=mirror),
+        target=target, upgrade=upgrade, cache_dir=cache_dir, progress=progress, store=store,
+    )
+    current = current_generation(layout, project.name, python_version)
+    installed = read_installed(layout.deps_path(project.name, python_version)) if current else {}
+    plan = compute_plan(
+        project=project.name,
+        python_version=python_version,
+        current_generation=current,
+        lock_hash=lock.info.pylock_sha256,
+        locked=lock.info.packages,
+        installed=installed,
+        force=force,
+    )
+    return plan, lock, target
+
+
+def install(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    force: bool = False,
+    upgrade: bool = False,
+    dry_run: bool = False,
+    cache_dir: Path | None = None,
+    progress: Progress,
+    wait_seconds: float = 0,
+) -> InstallResult:
+    started = time.monotonic()
+    python_version = project.python_version
+    config_hash = project.config_hash(mirror=mirror)
+    deps_path = layout.deps_path(project.name, python_version)
+    if not force and not upgrade:
+        fast = fast_noop_record(layout, project.name, python_version, config_hash)
+        if fast is not None:
+            record, previous = fast
+            plan = InstallPlan(project.name, python_version, record.generation, record.lock_hash)
+            return InstallResult(
+                project=project.name, python_version=python_version, plan=plan, noop=True, dry_run=dry_run,
+                generation=record.generation, previous_generation=previous, deps_path=deps_path,
+                lock_hash=record.lock_hash, package_count=len(record.entries), link_count=record.link_count,
+                seconds=time.monotonic() - started,
+            )
+    cache = cache_dir or default_cache_dir()
+    if dry_run:
+        plan, lock, _ = _plan(
+            layout=layout, project=project, mirror=mirror, force=force, upgrade=upgrade,
+            cache_dir=cache, progress=progress, store=False,
+        )
+        return InstallResult(
+            project=project.name, python_version=python_version, plan=plan, noop=not plan.has_changes, dry_run=True,
+            generation=plan.current_generation, previous_generation=None, deps_path=deps_path,
+            lock_hash=lock.info.pylock_sha256, package_count=len(lock.info.packages),
+            seconds=time.monotonic() - started,
+        )
+    with project_lock(layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress) as lease:
+        _cleanup(layout, project.name, python_version)
+        plan, lock, target = _plan(
+            layout=layout, project=project, mirror=mirror, force=force, upgrade=upgrade,
+            cache_dir=cache, progress=progress, store=True,
+        )
+        current = plan.current_generation
+        current_record = (
+            read_document(generation_record_path(layout, project.name, current), GenerationRecord) if current else None
+        )
+        if not plan.has_changes and current is not None and current_record is not None:
+            record = current_record.model_copy(update={"config_hash": config_hash, "lock_hash": lock.info.pylock_sha256})
+            write_document(generation_record_path(layout, project.name, current), record)
+            state = read_project_state(layout, project.name)
+            previous = None
+            if state is not None and state.deps is not None:
+                # A run killed right after its switch left state.json naming the generation before.
+                same = state.deps.generation == current
+                previous = state.deps.previous_generation if same else state.deps.generation
+            _write_state(layout, project, record, previous=previous, new_bytes=0)
+            return InstallResult(
+                project=project.name, python_version=python_version, plan=plan, noop=True, dry_run=False,
+                generation=current, previous_generation=previous, deps_path=deps_path,
+                lock_hash=record.lock_hash, package_count=len(record.entries), link_count=record.link_count,
+                seconds=time.monotonic() - started,
+            )
+        entries, harvested, reused = _materialize(
+            layout=layout, plan=plan, lock=lock, target=target, force=force, current_record=current_record,
+            cache_dir=cache, mirror=mirror, progress=progress,
+        )
+        progress.step(f"linking {len(entries)} distributions")
+        generation = new_generation_name()
+        building = temp_generation_dir(layout, project.name, python_version, generation)
+        building.mkdir(parents=True)
+        ordered = [entries[name] for name in sorted(entries)]
+        links = build_forest(layout, building, ordered)
+        crash_point("forest-built")
+        record = GenerationRecord(
+            generation=generation,
+            project=project.name,
+            python_version=python_version,
+            path=layout.relative(generation_dir(layout, project.name, python_version, generation)),
+            config_hash=config_hash,
+            lock_hash=lock.info.pylock_sha256,
+            tool_version=__version__,
+            link_count=links,
+            entries=ordered,
+        )
+        write_document(generation_record_path(layout, project.name, generation), record)
+        crash_point("generation-recorded")
+        os.rename(building, generation_dir(layout, project.name, python_version, generation))
+        crash_point("before-switch")
+        missing = [name for name in reused if not (layout.store_dir / name).is_dir()]
+        if missing:
+            raise InstallError(
+                f"store entries disappeared while installing (a concurrent gc?): {', '.join(missing)}",
+                hint="run the install again",
+            )
+        lease.ensure_held()
+        switch_current(layout, project.name, python_version, generation)
+        crash_point("switched")
+        _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
+    progress.info(
+        f"{project.name}: generation {generation} ({len(entries)} distributions, "
+        f"{len(harvested.entries)} installed, {harvested.new_bytes} bytes added)"
+    )
+    _run_hook(layout, project)
+    return InstallResult(
+        project=project.name, python_version=python_version, plan=plan, noop=False, dry_run=False,
+        generation=generation, previous_generation=current, deps_path=deps_path,
+        lock_hash=record.lock_hash, package_count=len(entries), installed_count=len(harvested.entries),
+        reused_count=len(reused), bytes_added=harvested.new_bytes, link_count=links,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _materialize(
+    *,
+    layout: VolumeLayout,
+    plan: InstallPlan,
+    lock: CurrentLock,
+    target: TargetPython,
+    force: bool,
+    current_record: GenerationRecord | None,
+    cache_dir: Path,
+    mirror: str | None,
+    progress: Progress,
+) -> tuple[dict[str, EntryInfo], Harvest, list[str]]:
+    """Entries for every locked package: kept, found in the store, or installed now."""
+    locked = lock.info.by_name()
+    recorded = {entry.entry: entry for entry in current_record.entries} if current_record else {}
+    entries: dict[str, EntryInfo] = {}
+    needed: list[LockedPackage] = []
+    reused: list[str] = []
+    for change in plan.unchanged:
+        info = recorded.get(change.entry or "")
+        if info is None and change.entry:
+            manifest = read_manifest(layout, change.entry)
+            info = manifest.info if manifest else None
+        if info is None:
+            needed.append(locked[change.name])
+        else:
+            entries[change.name] = info
+    for change in plan.to_install:
+        package = locked[change.name]
+        if not force:
+            manifest = read_manifest(layout, entry_key(package, target.version))
+            if manifest is not None:
+                # Another project (or an older generation) has it: link, do not install.
+                os.utime(layout.store_dir / manifest.info.entry)  # young again: gc leaves it alone
+                entries[change.name] = manifest.info
+                reused.append(manifest.info.entry)
+                continue
+        needed.append(package)
+    if not needed:
+        return entries, Harvest(entries={}, new_bytes=0, created=()), reused
+    keys = {package.name: entry_key(package, target.version, forced=force) for package in needed}
+    staging = new_staging(layout)
+    try:
+        _uv_install(layout=layout, packages=needed, staging=staging, target=target, cache_dir=cache_dir,
+                    mirror=mirror, progress=progress)
+        crash_point("staged")
+        progress.step(f"storing {len(needed)} distributions")
+        harvested = harvest(layout=layout, staging=staging, packages=needed, keys=keys, python_version=target.version)
+    finally:
+        remove_tree(staging.root)
+    entries.update(harvested.entries)
+    return entries, harvested, reused
+
+
+def _uv_install(
+    *,
+    layout: VolumeLayout,
+    packages: list[LockedPackage],
+    staging: Staging,
+    target: TargetPython,
+    cache_dir: Path,
+    mirror: str | None,
+    progress: Progress,
+) -> None:
+    lines: list[str] = []
+    for package in packages:
+        artifact = package.artifact
+        if package.wheel is None and target.interpreter is None:
+            raise InstallError(
+                f"{package.name}=={package.version} has no wheel for Python {target.version} and no Python "
+                f"{target.version} interpreter is available to build its sdist",
+                hint=f"install Python {target.version} on this machine, or pin a version of {package.name} with wheels",
+            )
+        digest = f" --hash=sha256:{artifact.sha256}" if artifact.sha256 else ""
+        lines.append(f"{package.name} @ {artifact.url}{digest}")
+    requirements = staging.root / "requirements.txt"
+    requirements.write_text("\n".join(lines) + "\n")
+    uv = uv_binary()
+    command: list[str] = [
+        uv, "pip", "install", "--no-config", "--target", str(staging.target), "--no-deps",
+        "--link-mode", "copy", "-r", str(requirements),
+    ]
+    if all(package.artifact.sha256 for package in packages):
+        command.append("--require-hashes")
+    if target.interpreter is not None:
+        command += ["--python", str(target.interpreter), "--compile-bytecode"]
+    else:
+        command += ["--python", sys.executable, "--python-version", target.version,
+                    "--python-platform", UV_PLATFORM, "--only-binary", ":all:"]
+    if any(package.wheel is None for package in packages):
+        # Building an sdist needs its build backend from an index.
+        command += ["--default-index", mirror or PYPI_SIMPLE_URL]
+    else:
+        command.append("--no-index")
+    task = progress.task(f"installing {len(packages)} distributions", total=len(packages))
+    progress.step(f"installing {len(packages)} distributions with uv")
+
+    def on_line(line: str) -> None:
+        if line.startswith(" + "):
+            task.advance()
+        elif line.startswith(("Prepared ", "Downloaded ", "Built ")):
+            progress.info(line.strip())
+
+    with tempfile.TemporaryDirectory(prefix="volume-cli-uv-") as config_home:
+        env = uv_environment(cache_dir=cache_dir, config_home=Path(config_home))
+        try:
+            run(command, label="uv-pip-install", env=env, cwd=staging.root, on_line=on_line, log_dir=layout.logs_dir)
+        except SubprocessError as exc:
+            culprit = failing_package(exc.tail, [package.name for package in packages])
+            about = f" ({culprit})" if culprit else ""
+            last = exc.tail.strip().splitlines()[-6:]
+            raise InstallError(
+                f"installing failed{about}; the current generation was kept:\n" + "\n".join(last),
+                hint=f"full log: {exc.log_path}" if exc.log_path else None,
+            ) from exc
+        finally:
+            task.finish()
+
+
+def _write_state(
+    layout: VolumeLayout, project: ProjectDefinition, record: GenerationRecord, *, previous: str | None, new_bytes: int
+) -> None:
+    state = read_project_state(layout, project.name) or ProjectState(project=project.name, python_version=project.python_version)
+    deps = DepsRecord(
+        generation=record.generation,
+        previous_generation=previous if previous != record.generation else None,
+        generation_path=record.path,
+        config_hash=record.config_hash,
+        lock_hash=record.lock_hash,
+        installed_at=utc_now(),
+        package_count=len(record.entries),
+        size_bytes=record.size_bytes,
+        new_bytes=new_bytes,
+        tool_version=__version__,
+    )
+    write_project_state(layout, state.model_copy(update={"python_version": project.python_version, "deps": deps}))
+
+
+def _run_hook(layout: VolumeLayout, project: ProjectDefinition) -> None:
+    if project.plugin is None:
+        return
+    context = HookContext(
+        project=project.name,
+        python_version=project.python_version,
+        root=layout.root,
+        project_folder=project.folder,
+        deps_path=layout.deps_path(project.name, project.python_version),
+        models_dir=layout.models_dir,
+    )
+    try:
+        project.plugin.after_install(context)
+    except Exception as exc:
+        raise InstallError(
+            f"{project.name}: the new generation is installed, but the plugin's after_install hook failed: "
+            f"{type(exc).__name__}: {exc}",
+            hint=f"fix {project.definition_file}, then run the install again",
+        ) from exc

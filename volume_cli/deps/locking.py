@@ -1,0 +1,23 @@
+"""The writer locks the engine takes: one per project, one for gc."""
+
+from __future__ import annotations
+
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import Progress
+from volume_cli.store.lock import LeaseLock, LockRecord, lock_path
+
+GC_LOCK_NAME = "volume-gc"
+
+
+def project_lock(layout: VolumeLayout, project: str, *, command: str, wait_seconds: float, progress: Progress) -> LeaseLock:
+    def on_wait(holder: LockRecord) -> None:
+        progress.info(f"waiting up to {wait_seconds:.0f}s for {holder.describe()} to finish")
+
+    return LeaseLock(lock_path(layout.locks_dir, project), command=command, wait_seconds=wait_seconds, on_wait=on_wait)
+
+
+def gc_lock(layout: VolumeLayout, *, wait_seconds: float, progress: Progress) -> LeaseLock:
+    def on_wait(holder: LockRecord) -> None:
+        progress.info(f"waiting for {holder.describe()} to finish")
+
+    return LeaseLock(lock_path(layout.locks_dir, GC_LOCK_NAME), command="deps gc", wait_seconds=wait_seconds, on_wait=on_wait)

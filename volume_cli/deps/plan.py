@@ -1,0 +1,139 @@
+"""What is installed (read from disk) and what an install would change.
+
+The truth for "installed" is the generation's ``*.dist-info`` folders and
+their METADATA, never a recorded list: a record can be stale, the disk
+cannot. Each dist-info in a forest is a link into a store entry, which tells
+which build is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from volume_cli.deps.documents import LockedPackage
+from volume_cli.deps.store import base_key, entry_key, read_metadata_fields
+
+
+@dataclass(frozen=True)
+class InstalledDistribution:
+    name: str
+    version: str
+    dist_info: str
+    entry: str | None  # the store entry it links to; None for a plain folder
+
+
+def read_installed(generation: Path) -> dict[str, InstalledDistribution]:
+    """Distributions in a generation folder, from their dist-info METADATA; {} if there is none."""
+    installed: dict[str, InstalledDistribution] = {}
+    try:
+        children = list(os.scandir(generation))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    for child in children:
+        if not child.name.endswith(".dist-info"):
+            continue
+        entry: str | None = None
+        if child.is_symlink():
+            entry = Path(os.readlink(child.path)).parent.name
+        try:
+            fields = read_metadata_fields(Path(child.path) / "METADATA")
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # a dangling link: not installed, whatever its name says
+        if "Name" not in fields:
+            continue
+        name = canonicalize_name(fields["Name"])
+        installed[name] = InstalledDistribution(name=name, version=fields.get("Version", ""), dist_info=child.name, entry=entry)
+    return installed
+
+
+@dataclass(frozen=True)
+class PackageChange:
+    name: str
+    installed_version: str | None
+    locked_version: str | None
+    entry: str | None = None  # the entry currently installed
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    project: str
+    python_version: str
+    current_generation: str | None
+    lock_hash: str | None
+    add: tuple[PackageChange, ...] = ()
+    upgrade: tuple[PackageChange, ...] = ()
+    downgrade: tuple[PackageChange, ...] = ()
+    reinstall: tuple[PackageChange, ...] = ()
+    remove: tuple[PackageChange, ...] = ()
+    unchanged: tuple[PackageChange, ...] = field(default=(), repr=False)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.add or self.upgrade or self.downgrade or self.reinstall or self.remove)
+
+    @property
+    def to_install(self) -> tuple[PackageChange, ...]:
+        return self.add + self.upgrade + self.downgrade + self.reinstall
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["has_changes"] = self.has_changes
+        return data
+
+
+def _newer(locked: str, installed: str) -> bool:
+    try:
+        return Version(locked) > Version(installed)
+    except InvalidVersion:
+        return locked > installed
+
+
+def compute_plan(
+    *,
+    project: str,
+    python_version: str,
+    current_generation: str | None,
+    lock_hash: str | None,
+    locked: list[LockedPackage],
+    installed: dict[str, InstalledDistribution],
+    force: bool = False,
+) -> InstallPlan:
+    add: list[PackageChange] = []
+    upgrade: list[PackageChange] = []
+    downgrade: list[PackageChange] = []
+    reinstall: list[PackageChange] = []
+    unchanged: list[PackageChange] = []
+    for package in locked:
+        current = installed.get(package.name)
+        if current is None:
+            add.append(PackageChange(package.name, None, package.version))
+            continue
+        change = PackageChange(package.name, current.version, package.version, current.entry)
+        if current.version != package.version:
+            (upgrade if _newer(package.version, current.version) else downgrade).append(change)
+        elif force or current.entry is None or base_key(current.entry) != entry_key(package, python_version):
+            reinstall.append(change)  # same version, other build (index changed) or forced
+        else:
+            unchanged.append(change)
+    locked_names = {package.name for package in locked}
+    remove = [
+        PackageChange(name, dist.version, None, dist.entry) for name, dist in sorted(installed.items()) if name not in locked_names
+    ]
+    return InstallPlan(
+        project=project,
+        python_version=python_version,
+        current_generation=current_generation,
+        lock_hash=lock_hash,
+        add=tuple(add),
+        upgrade=tuple(upgrade),
+        downgrade=tuple(downgrade),
+        reinstall=tuple(reinstall),
+        remove=tuple(remove),
+        unchanged=tuple(unchanged),
+    )

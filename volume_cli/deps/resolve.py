@@ -1,0 +1,222 @@
+"""Resolving a project's groups together into a lock, with uv.
+
+All groups go into one generated ``pyproject.toml`` so there is one joint
+resolution. A group with its own ``index_url`` pins its packages to that
+index through ``[tool.uv.sources]`` and an ``explicit`` index (torch from the
+CUDA index, everything else from the default). ``no_deps`` packages get
+``[[tool.uv.dependency-metadata]]`` with no requirements, so they are locked
+without their dependencies. ``environments`` restricts the universal lock to
+CPython X.Y on linux x86_64, so the lock is the same whatever machine runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from volume_cli import __version__
+from volume_cli.config.dependencies import PYPI_SIMPLE_URL, DependencyConfig
+from volume_cli.deps.documents import (
+    LockInfo,
+    lock_info_path,
+    pylock_path,
+    uv_lock_path,
+)
+from volume_cli.deps.pylock import TOOL_TABLE, parse_pylock, select_packages
+from volume_cli.deps.python import TargetPython
+from volume_cli.deps.uvtool import failing_package, uv_binary, uv_environment
+from volume_cli.errors import ResolutionError, StateError, SubprocessError
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import Progress
+from volume_cli.runner import run
+from volume_cli.store.atomic import atomic_write_text
+from volume_cli.store.documents import read_document, write_document
+
+
+@dataclass(frozen=True)
+class CurrentLock:
+    info: LockInfo
+    text: str
+
+
+def _toml(value: object) -> str:
+    # JSON strings and lists are valid TOML basic strings and arrays.
+    return json.dumps(value)
+
+
+def generated_pyproject(config: DependencyConfig, *, project: str, python_version: str, mirror: str | None) -> str:
+    target_marker = f"sys_platform == 'linux' and platform_machine == 'x86_64' and python_version == '{python_version}'"
+    requirements: list[str] = []
+    sources: dict[str, str] = {}
+    no_deps: list[str] = []
+    index_names: dict[str, str] = {}
+    extra_indexes: list[str] = []
+    for _group_name, group in config.ordered_groups:
+        for requirement in group.requirements:
+            name = canonicalize_name(requirement.name)
+            requirements.append(str(requirement))
+            if group.index_url:
+                index_name = index_names.setdefault(group.index_url, f"pinned-{len(index_names) + 1}")
+                sources[name] = index_name
+            if group.no_deps:
+                no_deps.append(name)
+        for url in group.extra_index_urls:
+            if url not in extra_indexes:
+                extra_indexes.append(url)
+    lines = [
+        "[project]",
+        f"name = {_toml('volume-cli-lock-' + project)}",
+        'version = "0"',
+        # The runner's Python need not be X.Y: ``environments`` narrows the
+        # resolution to X.Y while any Python >= 3.8 may drive uv.
+        'requires-python = ">=3.8"',
+        f"dependencies = {_toml(requirements)}",
+        "",
+        "[tool.uv]",
+        "package = false",
+        f"environments = {_toml([target_marker])}",
+        f"required-environments = {_toml([target_marker])}",
+        "",
+    ]
+    for no_deps_name in no_deps:
+        lines += ["[[tool.uv.dependency-metadata]]", f"name = {_toml(no_deps_name)}", "requires-dist = []", ""]
+    for url, index_name in index_names.items():
+        lines += ["[[tool.uv.index]]", f"name = {_toml(index_name)}", f"url = {_toml(url)}", "explicit = true", ""]
+    for position, url in enumerate(extra_indexes, start=1):
+        lines += ["[[tool.uv.index]]", f"name = {_toml(f'extra-{position}')}", f"url = {_toml(url)}", ""]
+    lines += ["[[tool.uv.index]]", 'name = "default"', f"url = {_toml(mirror or PYPI_SIMPLE_URL)}", "default = true", ""]
+    if sources:
+        lines.append("[tool.uv.sources]")
+        lines += [f"{_toml(package)} = {{ index = {_toml(pinned)} }}" for package, pinned in sources.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _groups_by_package(config: DependencyConfig) -> dict[str, str]:
+    return {
+        canonicalize_name(Requirement(text).name): group_name
+        for group_name, group in config.groups.items()
+        for text in group.packages
+    }
+
+
+def sha256_text(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_current_lock(layout: VolumeLayout, project: str) -> CurrentLock | None:
+    """The stored lock, or None when there is none or its two files disagree (a crash between writes)."""
+    info = read_document(lock_info_path(layout, project), LockInfo)
+    if info is None:
+        return None
+    try:
+        text = pylock_path(layout, project).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"{pylock_path(layout, project)}: cannot read: {exc.strerror or exc}") from None
+    if sha256_text(text) != info.pylock_sha256:
+        return None
+    return CurrentLock(info=info, text=text)
+
+
+def resolve(
+    *,
+    layout: VolumeLayout,
+    project: str,
+    config: DependencyConfig,
+    config_hash: str,
+    target: TargetPython,
+    mirror: str | None,
+    upgrade: bool,
+    cache_dir: Path,
+    progress: Progress,
+    store: bool = True,
+) -> CurrentLock:
+    """Resolve the lock; with ``store`` keep it (pylock.toml, uv.lock, lock.json) under the project lock."""
+    progress.step(f"resolving {config.package_count} requirements for Python {target.version} (linux x86_64)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="volume-cli-lock-") as scratch:
+        folder = Path(scratch)
+        config_home = folder / "config"
+        config_home.mkdir()
+        work = folder / "project"
+        work.mkdir()
+        (work / "pyproject.toml").write_text(
+            generated_pyproject(config, project=project, python_version=target.version, mirror=mirror)
+        )
+        previous = uv_lock_path(layout, project)
+        if previous.is_file() and not upgrade:
+            # uv keeps every locked version that still satisfies the config.
+            shutil.copyfile(previous, work / "uv.lock")
+        env = uv_environment(cache_dir=cache_dir, config_home=config_home)
+        uv = uv_binary()
+        lock_command = [uv, "lock", "--python", sys.executable]
+        if upgrade:
+            lock_command.append("--upgrade")
+        export_command = [uv, "export", "--frozen", "--format", "pylock.toml", "--no-header", "-o", "pylock.toml",
+                          "--python", sys.executable]
+        try:
+            run(lock_command, label="uv-lock", env=env, cwd=work, log_dir=layout.logs_dir, on_line=_resolver_line(progress))
+            run(export_command, label="uv-export", env=env, cwd=work, log_dir=layout.logs_dir)
+        except SubprocessError as exc:
+            culprit = failing_package(exc.tail, _groups_by_package(config))
+            about = f" for {culprit}" if culprit else ""
+            last = exc.tail.strip().splitlines()[-6:]
+            raise ResolutionError(
+                f"resolving {project}'s dependencies failed{about}:\n" + "\n".join(last),
+                hint=f"full log: {exc.log_path}" if exc.log_path else None,
+            ) from exc
+        exported = (work / "pylock.toml").read_text(encoding="utf-8")
+        uv_lock_text = (work / "uv.lock").read_text(encoding="utf-8")
+    pylock_text = _with_tool_table(exported, project=project, python_version=target.version, config_hash=config_hash)
+    packages = select_packages(
+        parse_pylock(pylock_text, source="uv export"),
+        target=target,
+        groups_by_package=_groups_by_package(config),
+        source="uv export",
+    )
+    info = LockInfo(
+        project=project,
+        python_version=target.version,
+        config_hash=config_hash,
+        pylock_sha256=sha256_text(pylock_text),
+        tool_version=__version__,
+        packages=packages,
+    )
+    if not store:
+        return CurrentLock(info=info, text=pylock_text)
+    # lock.json last: it names the pylock's hash, so a crash in between leaves a lock that is not trusted.
+    atomic_write_text(pylock_path(layout, project), pylock_text)
+    atomic_write_text(uv_lock_path(layout, project), uv_lock_text)
+    write_document(lock_info_path(layout, project), info)
+    progress.info(f"locked {len(packages)} packages")
+    return CurrentLock(info=info, text=pylock_text)
+
+
+def _with_tool_table(exported: str, *, project: str, python_version: str, config_hash: str) -> str:
+    table = (
+        f"\n[tool.{TOOL_TABLE}]\n"
+        f"project = {_toml(project)}\n"
+        f"python-version = {_toml(python_version)}\n"
+        f"config-hash = {_toml(config_hash)}\n"
+        'platform = "manylinux_x86_64"\n'
+    )
+    return exported.rstrip("\n") + "\n" + table
+
+
+def _resolver_line(progress: Progress) -> Callable[[str], None]:
+    def on_line(line: str) -> None:
+        if line.startswith(("Resolved ", "warning:")):
+            progress.info(line.strip())
+
+    return on_line

@@ -1,0 +1,77 @@
+"""``rollback``: make the previous generation current again, with one rename."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from volume_cli import __version__
+from volume_cli.deps.documents import GenerationRecord, generation_record_path
+from volume_cli.deps.forest import current_generation, generation_dir, switch_current
+from volume_cli.deps.locking import project_lock
+from volume_cli.errors import InstallError
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import Progress
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.store.documents import read_document
+from volume_cli.store.state import DepsRecord, read_project_state, utc_now, write_project_state
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    project: str
+    python_version: str
+    from_generation: str
+    to_generation: str
+    dry_run: bool
+
+
+def rollback(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    progress: Progress,
+    wait_seconds: float = 0,
+    dry_run: bool = False,
+) -> RollbackResult:
+    """Switch to the previous generation; the one left becomes the previous (so rollback twice undoes it).
+
+    The lock is not changed: status then reports that the generation differs
+    from the lock, and the next install applies the lock again.
+    """
+    python_version = project.python_version
+    with project_lock(layout, project.name, command="deps rollback", wait_seconds=wait_seconds, progress=progress) as lease:
+        state = read_project_state(layout, project.name)
+        current = current_generation(layout, project.name, python_version)
+        previous = state.deps.previous_generation if state and state.deps else None
+        if current is None:
+            raise InstallError(f"{project.name} has no installed generation for Python {python_version}")
+        if previous is None or previous == current:
+            raise InstallError(
+                f"{project.name} has no previous generation to roll back to",
+                hint="a previous generation exists after a second install",
+            )
+        record = read_document(generation_record_path(layout, project.name, previous), GenerationRecord)
+        if record is None or not generation_dir(layout, project.name, python_version, previous).is_dir():
+            raise InstallError(
+                f"previous generation {previous} of {project.name} is gone (collected by gc?)",
+                hint="run: volume-cli deps install",
+            )
+        if not dry_run:
+            lease.ensure_held()
+            switch_current(layout, project.name, python_version, previous)
+            assert state is not None and state.deps is not None
+            deps = DepsRecord(
+                generation=previous,
+                previous_generation=current,
+                generation_path=record.path,
+                config_hash=record.config_hash,
+                lock_hash=record.lock_hash,
+                installed_at=utc_now(),
+                package_count=len(record.entries),
+                size_bytes=record.size_bytes,
+                new_bytes=0,
+                tool_version=__version__,
+            )
+            write_project_state(layout, state.model_copy(update={"deps": deps}))
+            progress.info(f"{project.name}: now on generation {previous} (was {current})")
+    return RollbackResult(project.name, python_version, current, previous, dry_run)

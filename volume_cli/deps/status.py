@@ -1,0 +1,208 @@
+"""Status data for the CLI: per project and for the whole store.
+
+Status reads recorded documents only (state.json, lock.json, generation
+records, one readlink per project) and never walks a forest, so it stays
+fast on a network volume with many projects. ``list_packages`` is the
+exception by design: it reads the generation's dist-info METADATA, the truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from volume_cli.deps.documents import GenerationRecord, LockInfo, generation_records_dir, lock_info_path
+from volume_cli.deps.forest import current_generation
+from volume_cli.deps.plan import read_installed
+from volume_cli.deps.resolve import read_current_lock
+from volume_cli.deps.store import read_manifest
+from volume_cli.errors import StateError
+from volume_cli.layout import VolumeLayout
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.store.documents import read_document
+from volume_cli.store.lock import describe_lock, lock_path
+from volume_cli.store.state import read_project_state
+
+
+@dataclass(frozen=True)
+class DepsStatus:
+    project: str
+    python_version: str
+    deps_path: str
+    installed: bool
+    current_generation: str | None
+    previous_generation: str | None
+    generations_kept: tuple[str, ...]
+    config_hash: str
+    lock_hash: str | None  # of the stored lock
+    lock_config_hash: str | None  # config hash the stored lock was resolved from
+    generation_lock_hash: str | None  # lock the current generation was built from
+    locked_packages: int | None
+    installed_packages: int | None
+    installed_at: datetime | None
+    size_bytes: int | None
+    config_changed_since_lock: bool
+    generation_differs_from_lock: bool
+    writer: dict[str, object] | None  # who holds the project's lock, if anyone
+
+    @property
+    def in_sync(self) -> bool:
+        return self.installed and not self.config_changed_since_lock and not self.generation_differs_from_lock
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["installed_at"] = self.installed_at.isoformat() if self.installed_at else None
+        data["in_sync"] = self.in_sync
+        return data
+
+
+def deps_status(*, layout: VolumeLayout, project: ProjectDefinition, mirror: str | None) -> DepsStatus:
+    python_version = project.python_version
+    config_hash = project.config_hash(mirror=mirror)
+    state = read_project_state(layout, project.name)
+    deps = state.deps if state else None
+    lock = read_document(lock_info_path(layout, project.name), LockInfo)
+    current = current_generation(layout, project.name, python_version)
+    records = sorted(
+        name.removesuffix(".json")
+        for name in _listdir(generation_records_dir(layout, project.name))
+        if name.endswith(".json")
+    )
+    generation_lock = deps.lock_hash if deps and deps.generation == current else None
+    return DepsStatus(
+        project=project.name,
+        python_version=python_version,
+        deps_path=str(layout.deps_path(project.name, python_version)),
+        installed=current is not None,
+        current_generation=current,
+        previous_generation=deps.previous_generation if deps else None,
+        generations_kept=tuple(records),
+        config_hash=config_hash,
+        lock_hash=lock.pylock_sha256 if lock else None,
+        lock_config_hash=lock.config_hash if lock else None,
+        generation_lock_hash=generation_lock,
+        locked_packages=len(lock.packages) if lock else None,
+        installed_packages=deps.package_count if deps and deps.generation == current else None,
+        installed_at=deps.installed_at if deps else None,
+        size_bytes=deps.size_bytes if deps else None,
+        config_changed_since_lock=lock is None or lock.config_hash != config_hash,
+        generation_differs_from_lock=current is None or lock is None or generation_lock != lock.pylock_sha256,
+        writer=describe_lock(lock_path(layout.locks_dir, project.name)),
+    )
+
+
+def _listdir(folder: os.PathLike[str] | str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    entries: int
+    size_bytes: int
+    referenced_entries: int
+    unreferenced_entries: int
+    unreferenced_bytes: int
+    shared_entries: int  # used by two or more projects
+    shared_bytes: int  # size of those entries, stored once
+    saved_bytes: int  # what storing them once per project would have cost on top
+    project_bytes: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def store_usage(*, layout: VolumeLayout) -> StoreUsage:
+    sizes: dict[str, int] = {}
+    users: dict[str, set[str]] = {}
+    project_bytes: Counter[str] = Counter()
+    for project in _listdir(layout.projects_state_dir):
+        records_dir = generation_records_dir(layout, project)
+        seen: set[str] = set()
+        for name in _listdir(records_dir):
+            if not name.endswith(".json"):
+                continue
+            try:
+                record = read_document(records_dir / name, GenerationRecord)
+            except StateError:
+                continue
+            if record is None:
+                continue
+            for entry in record.entries:
+                sizes[entry.entry] = entry.size_bytes
+                users.setdefault(entry.entry, set()).add(project)
+                if entry.entry not in seen:
+                    seen.add(entry.entry)
+                    project_bytes[project] += entry.size_bytes
+    on_disk = [name for name in _listdir(layout.store_dir) if not name.startswith(".")]
+    unreferenced = [name for name in on_disk if name not in users]
+    unreferenced_bytes = 0
+    for name in unreferenced:
+        manifest = read_manifest(layout, name)
+        unreferenced_bytes += manifest.info.size_bytes if manifest else 0
+    present = [name for name in on_disk if name in users]
+    shared = [name for name in present if len(users[name]) > 1]
+    return StoreUsage(
+        entries=len(on_disk),
+        size_bytes=sum(sizes[name] for name in present) + unreferenced_bytes,
+        referenced_entries=len(present),
+        unreferenced_entries=len(unreferenced),
+        unreferenced_bytes=unreferenced_bytes,
+        shared_entries=len(shared),
+        shared_bytes=sum(sizes[name] for name in shared),
+        saved_bytes=sum(sizes[name] * (len(users[name]) - 1) for name in shared),
+        project_bytes=dict(project_bytes),
+    )
+
+
+@dataclass(frozen=True)
+class PackageRow:
+    name: str
+    group: str | None  # config group that asks for it; None for a dependency
+    requirement: str | None  # as written in the config
+    locked_version: str | None
+    installed_version: str | None
+    status: str  # ok | not installed | differs | not locked | extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_packages(*, layout: VolumeLayout, project: ProjectDefinition, mirror: str | None) -> list[PackageRow]:
+    """Desired (config + lock) against installed (the current generation's dist-info), per package."""
+    del mirror  # the lock already reflects the mirror it was made with; kept for a uniform API
+    requested: dict[str, tuple[str | None, str | None]] = {}
+    for config_group, group in project.dependencies.ordered_groups:
+        for text in group.packages:
+            requested[canonicalize_name(Requirement(text).name)] = (config_group, text)
+    lock = read_current_lock(layout, project.name)
+    locked = {package.name: package.version for package in lock.info.packages} if lock else {}
+    current = current_generation(layout, project.name, project.python_version)
+    installed = read_installed(layout.deps_path(project.name, project.python_version)) if current else {}
+    rows: list[PackageRow] = []
+    for name in sorted(set(requested) | set(locked) | set(installed)):
+        group_name, requirement = requested.get(name, (None, None))
+        locked_version = locked.get(name)
+        dist = installed.get(name)
+        installed_version = dist.version if dist else None
+        if locked_version is None and installed_version is not None and name not in requested:
+            status = "extra"
+        elif locked_version is None:
+            status = "not locked"
+        elif installed_version is None:
+            status = "not installed"
+        elif installed_version != locked_version:
+            status = "differs"
+        else:
+            status = "ok"
+        rows.append(PackageRow(name, group_name, requirement, locked_version, installed_version, status))
+    return rows
+

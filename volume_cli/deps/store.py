@@ -1,0 +1,359 @@
+"""The distribution store: one immutable folder per (distribution, build, Python).
+
+``<root>/python-deps/.store/<name>-<version>-<hash12>-pyX.Y/`` holds one
+installed distribution laid out like site-packages, plus a manifest. Entries
+are built in a private staging folder on the volume and appear in the store
+with one rename, so an entry in the store is always complete; two installers
+racing for one entry both build it, the first rename wins and the loser
+discards its copy. A staging folder left by a killed installer is recognised
+by its name (host and pid) and removed by the next run.
+
+On a network volume every file operation is a round trip, so files are moved
+with the fewest renames: a folder whose files all belong to one distribution
+moves with one rename; only folders shared by several distributions (a
+top-level ``__pycache__``, ``bin``, namespace packages) are split.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import posixpath
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
+from volume_cli.deps.elf import is_shared_library, search_paths
+from volume_cli.deps.faults import crash_point
+from volume_cli.errors import InstallError
+from volume_cli.layout import VolumeLayout
+from volume_cli.store.documents import read_document, write_document
+
+STALE_STAGING_SECONDS = 6 * 3600.0
+FORCED_MARKER = "-f"
+
+
+def entry_key(package: LockedPackage, python_version: str, *, forced: bool = False) -> str:
+    key = f"{package.name}-{package.version}-{package.artifact_hash[:12]}-py{python_version}"
+    return f"{key}{FORCED_MARKER}{uuid.uuid4().hex[:8]}" if forced else key
+
+
+def base_key(entry: str) -> str:
+    """The entry key without the suffix a forced rebuild adds."""
+    head, marker, tail = entry.rpartition(FORCED_MARKER)
+    if marker and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail) and "-py" in head:
+        return head
+    return entry
+
+
+def read_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
+    return read_document(layout.store_dir / entry / ENTRY_MANIFEST, EntryManifest)
+
+
+# -- staging ------------------------------------------------------------------------
+def staging_parent(layout: VolumeLayout) -> Path:
+    return layout.deps_dir / ".staging"
+
+
+@dataclass(frozen=True)
+class Staging:
+    root: Path
+
+    @property
+    def target(self) -> Path:
+        return self.root / "target"
+
+    @property
+    def entries(self) -> Path:
+        return self.root / "entries"
+
+
+def new_staging(layout: VolumeLayout) -> Staging:
+    host = socket.gethostname().replace("-", "_")
+    staging = Staging(staging_parent(layout) / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging.target.mkdir(parents=True)
+    staging.entries.mkdir()
+    return staging
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_is_stale(name: str, *, age_seconds: float, max_age_seconds: float) -> bool:
+    """A staging folder of a dead process on this host, or one too old to belong to a live install."""
+    host, _, rest = name.partition("-")
+    pid_text = rest.split("-", 1)[0]
+    ours = host == socket.gethostname().replace("-", "_") and pid_text.isdigit()
+    if ours and int(pid_text) != os.getpid() and not _process_alive(int(pid_text)):
+        return True
+    return age_seconds > max_age_seconds
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` after renaming it aside, so nobody sees it half-deleted."""
+    aside = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:6]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    except OSError:
+        aside = path
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STALE_STAGING_SECONDS) -> int:
+    parent = staging_parent(layout)
+    try:
+        children = list(os.scandir(parent))
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    now = time.time()
+    for child in children:
+        try:
+            age = now - child.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        if child.name.startswith(".trash-") or staging_is_stale(child.name, age_seconds=age, max_age_seconds=max_age_seconds):
+            shutil.rmtree(child.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+# -- harvesting a staged install into entries --------------------------------------------
+@dataclass
+class _Staged:
+    name: str
+    version: str
+    dist_info: str
+    files: dict[str, int] = field(default_factory=dict)  # path -> size from RECORD
+
+
+def read_metadata_fields(path: Path) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.strip():
+                break
+            key, sep, value = line.partition(":")
+            if sep and key in ("Name", "Version") and key not in fields:
+                fields[key] = value.strip()
+    return fields
+
+
+def read_record(path: Path) -> list[tuple[str, str, str]]:
+    """RECORD rows as (path, hash, size); paths are POSIX, relative to site-packages."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [(row[0], row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "") for row in csv.reader(handle) if row]
+
+
+def _staged_distributions(target: Path) -> dict[str, _Staged]:
+    staged: dict[str, _Staged] = {}
+    for child in os.scandir(target):
+        if not child.name.endswith(".dist-info") or not child.is_dir(follow_symlinks=False):
+            continue
+        folder = Path(child.path)
+        fields = read_metadata_fields(folder / "METADATA")
+        name = canonicalize_name(fields.get("Name", child.name.split("-", 1)[0]))
+        dist = _Staged(name=name, version=fields.get("Version", ""), dist_info=child.name)
+        for path, _hash, size in read_record(folder / "RECORD"):
+            normal = posixpath.normpath(path)
+            if normal.startswith(("../", "/")) or normal == "..":
+                continue  # outside the target: nothing of ours
+            dist.files[normal] = int(size) if size.isdigit() else 0
+        staged[name] = dist
+    return staged
+
+
+class _Ownership:
+    """Which distribution owns each staged path, from the RECORDs.
+
+    Bytecode is not in RECORD; a ``__pycache__/x.cpython-310.pyc`` belongs to
+    whoever owns ``x.py`` next to the ``__pycache__``.
+    """
+
+    def __init__(self, staged: Iterable[_Staged]) -> None:
+        self.file_owner: dict[str, str] = {}
+        self.dir_owners: dict[str, set[str]] = {}
+        for dist in staged:
+            for path in dist.files:
+                self.file_owner[path] = dist.name
+                parent = posixpath.dirname(path)
+                self._own_dirs(parent, dist.name)
+                if path.endswith(".py"):
+                    self._own_dirs(posixpath.join(parent, "__pycache__"), dist.name)
+
+    def _own_dirs(self, folder: str, owner: str) -> None:
+        while folder:
+            self.dir_owners.setdefault(folder, set()).add(owner)
+            folder = posixpath.dirname(folder)
+
+    def owner_of_file(self, path: str) -> str | None:
+        owner = self.file_owner.get(path)
+        if owner is not None:
+            return owner
+        parent = posixpath.dirname(path)
+        if posixpath.basename(parent) == "__pycache__":
+            stem = posixpath.basename(path).split(".", 1)[0]
+            return self.file_owner.get(posixpath.join(posixpath.dirname(parent), f"{stem}.py"))
+        return None
+
+
+@dataclass
+class _EntryBuild:
+    key: str
+    folder: Path
+    moved: list[tuple[str, bool]] = field(default_factory=list)  # (path, is_dir)
+    made_dirs: set[str] = field(default_factory=set)
+
+    def destination(self, path: str) -> Path:
+        parent = posixpath.dirname(path)
+        if parent and parent not in self.made_dirs:
+            (self.folder / parent).mkdir(parents=True, exist_ok=True)
+            while parent:
+                self.made_dirs.add(parent)
+                parent = posixpath.dirname(parent)
+        return self.folder / path
+
+
+def _distribute(target: Path, ownership: _Ownership, builds: dict[str, _EntryBuild], folder: str = "") -> None:
+    for child in os.scandir(target / folder if folder else target):
+        path = posixpath.join(folder, child.name) if folder else child.name
+        if child.is_dir(follow_symlinks=False):
+            owners = ownership.dir_owners.get(path, set())
+            if len(owners) == 1:
+                build = builds.get(next(iter(owners)))
+                if build is not None:
+                    os.rename(child.path, build.destination(path))
+                    build.moved.append((path, True))
+            elif len(owners) > 1:
+                _distribute(target, ownership, builds, path)
+            continue
+        owner = ownership.owner_of_file(path)
+        build = builds.get(owner) if owner else None
+        if build is not None:
+            os.rename(child.path, build.destination(path))
+            build.moved.append((path, False))
+
+
+def _real_dirs(build: _EntryBuild, dist: _Staged) -> list[str]:
+    """Folders that must be real directories in a forest for this entry's native code to load.
+
+    glibc expands ``$ORIGIN`` from the path a library was opened by, and the
+    kernel resolves ``..`` physically, so ``$ORIGIN/../../nvidia/...`` from a
+    symlinked ``torch/`` would climb into the store entry instead of the
+    forest. Libraries whose search path leaves their own entry need every
+    folder above them to be real in the forest.
+    """
+    own_paths = set(dist.files)
+    own_dirs = {posixpath.dirname(path) for path in dist.files}
+    for folder in list(own_dirs):
+        while folder:
+            own_dirs.add(folder)
+            folder = posixpath.dirname(folder)
+    real: set[str] = set()
+    for path in dist.files:
+        if not is_shared_library(posixpath.basename(path)):
+            continue
+        folder = posixpath.dirname(path)
+        for entry in search_paths(build.folder / path):
+            if "$ORIGIN" not in entry and "${ORIGIN}" not in entry:
+                continue
+            relative = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", folder or ".", 1)
+            resolved = posixpath.normpath(relative)
+            if resolved.startswith("..") or resolved in own_dirs or resolved in own_paths:
+                continue
+            chain = folder
+            while chain:
+                real.add(chain)
+                chain = posixpath.dirname(chain)
+    return sorted(real)
+
+
+@dataclass(frozen=True)
+class Harvest:
+    entries: dict[str, EntryInfo]  # canonical name -> entry
+    new_bytes: int
+    created: tuple[str, ...]
+
+
+def harvest(
+    *,
+    layout: VolumeLayout,
+    staging: Staging,
+    packages: list[LockedPackage],
+    keys: dict[str, str],
+    python_version: str,
+    on_entry: Callable[[str], None] | None = None,
+) -> Harvest:
+    """Move each staged distribution into its store entry; returns the entries by name."""
+    staged = _staged_distributions(staging.target)
+    for package in packages:
+        found = staged.get(package.name)
+        if found is None:
+            raise InstallError(f"uv reported success but {package.name}=={package.version} is not in the staging folder")
+        if found.version != package.version:
+            raise InstallError(f"{package.name}: locked {package.version} but the artifact installed {found.version}")
+    wanted = {package.name: staged[package.name] for package in packages}
+    builds = {name: _EntryBuild(key=keys[name], folder=staging.entries / keys[name]) for name in wanted}
+    for build in builds.values():
+        build.folder.mkdir()
+    _distribute(staging.target, _Ownership(staged.values()), builds)
+    crash_point("entries-distributed")
+    layout.store_dir.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, EntryInfo] = {}
+    created: list[str] = []
+    new_bytes = 0
+    by_name = {package.name: package for package in packages}
+    for position, (name, dist) in enumerate(sorted(wanted.items())):
+        build = builds[name]
+        top: dict[str, bool] = {}
+        for path, is_dir in build.moved:
+            head, _, rest = path.partition("/")
+            top[head] = top.get(head, False) or is_dir or bool(rest)
+        info = EntryInfo(
+            entry=build.key,
+            name=name,
+            version=dist.version,
+            top_level=[TopItem(name=item, is_dir=is_dir) for item, is_dir in sorted(top.items())],
+            real_dirs=_real_dirs(build, dist),
+            size_bytes=sum(dist.files.values()),
+            file_count=len(dist.files),
+        )
+        manifest = EntryManifest(info=info, artifact_sha256=by_name[name].artifact_hash, python_version=python_version)
+        write_document(build.folder / ENTRY_MANIFEST, manifest)
+        final = layout.store_dir / build.key
+        try:
+            os.rename(build.folder, final)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # Another installer put the same distribution in place first: use theirs.
+            existing = read_manifest(layout, build.key)
+            if existing is None:
+                raise InstallError(f"store entry {final} exists but has no manifest", hint="run: volume-cli deps gc") from None
+            info = existing.info
+        else:
+            created.append(build.key)
+            new_bytes += info.size_bytes
+        entries[name] = info
+        if on_entry is not None:
+            on_entry(name)
+        if position == 0:
+            crash_point("first-entry-stored")
+    return Harvest(entries=entries, new_bytes=new_bytes, created=tuple(created))

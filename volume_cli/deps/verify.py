@@ -1,0 +1,252 @@
+"""``check``: is the current generation what the lock says, byte for byte, and does it import?
+
+Compared with the stored lock: missing, extra, wrong versions and builds
+(from the dist-info METADATA on disk), files changed since install (RECORD
+hashes). With an interpreter of X.Y, each distribution's real top-level
+modules (from top_level.txt or RECORD, never guessed from the package name:
+scikit-learn is ``sklearn``) are imported in a fresh isolated process.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import posixpath
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from volume_cli.deps.forest import current_generation
+from volume_cli.deps.plan import InstalledDistribution, read_installed
+from volume_cli.deps.python import find_interpreter
+from volume_cli.deps.resolve import read_current_lock
+from volume_cli.deps.store import base_key, entry_key, read_record
+from volume_cli.deps.uvtool import uv_binary
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import Progress
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.runner import run
+
+# Not modules anyone imports: data folders of wheels, and test/build files
+# some wheels ship at top level by mistake.
+_NOT_MODULES = {"bin", "include", "share", "etc", "man", "lib", "__pycache__", "tests", "test", "conftest", "setup"}
+
+
+@dataclass(frozen=True)
+class VersionMismatch:
+    name: str
+    locked: str
+    installed: str
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    distribution: str
+    path: str
+    problem: str  # "changed" or "missing"
+
+
+@dataclass(frozen=True)
+class ImportFailure:
+    distribution: str
+    module: str
+    error: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    project: str
+    python_version: str
+    generation: str | None
+    lock_hash: str | None
+    problems: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    wrong_versions: tuple[VersionMismatch, ...] = ()
+    wrong_builds: tuple[str, ...] = ()
+    file_problems: tuple[FileProblem, ...] = ()
+    import_failures: tuple[ImportFailure, ...] = ()
+    distributions_checked: int = 0
+    files_checked: int = 0
+    modules_imported: int = 0
+    interpreter: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.problems or self.missing or self.extra or self.wrong_versions or self.wrong_builds
+            or self.file_problems or self.import_failures
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def _record_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def _verify_files(root: Path, dist: InstalledDistribution) -> tuple[list[FileProblem], list[str]]:
+    problems: list[FileProblem] = []
+    paths: list[str] = []
+    for path, digest, _size in read_record(root / dist.dist_info / "RECORD"):
+        normal = posixpath.normpath(path)
+        if normal.startswith(("../", "/")):
+            continue
+        paths.append(normal)
+        if not digest.startswith("sha256="):
+            continue
+        try:
+            actual = _record_digest(root / normal)
+        except FileNotFoundError:
+            problems.append(FileProblem(dist.name, normal, "missing"))
+            continue
+        if actual != digest:
+            problems.append(FileProblem(dist.name, normal, "changed"))
+    return problems, paths
+
+
+def top_level_modules(record_paths: list[str], top_level_txt: list[str] | None = None) -> list[str]:
+    """Importable top-level modules of a distribution, from its RECORD paths.
+
+    A folder without ``__init__.py`` is a namespace package: its modules are
+    one level down (``google/protobuf`` → ``google.protobuf``). ``top_level.txt``
+    narrows the list where it agrees with RECORD (it may be stale or absent).
+    """
+    found = _modules(record_paths, "")
+    if top_level_txt:
+        wanted = {name.strip().replace("/", ".") for name in top_level_txt if name.strip()}
+        narrowed = [module for module in found if module.split(".")[0] in {w.split(".")[0] for w in wanted}]
+        if narrowed:
+            return narrowed
+    return found
+
+
+def _is_code(name: str) -> bool:
+    return name.endswith(".py") or name.endswith(".so")
+
+
+def _modules(paths: list[str], prefix: str) -> list[str]:
+    names: set[str] = set()
+    folders: dict[str, list[str]] = {}
+    for path in paths:
+        head, sep, rest = path.partition("/")
+        if not sep:
+            if _is_code(head):
+                names.add(head.split(".", 1)[0])
+            continue
+        folders.setdefault(head, []).append(rest)
+    for folder, inside in folders.items():
+        if "." in folder or "-" in folder or folder in _NOT_MODULES or not folder.isidentifier():
+            continue
+        if "__init__.py" in inside or any(_is_code(name) and name.startswith("__init__.") for name in inside):
+            names.add(folder)
+        elif any(_is_code(posixpath.basename(name)) for name in inside):
+            names.update(f"{folder}.{module}" for module in _modules(inside, f"{prefix}{folder}."))
+    return sorted(name for name in names if name.split(".")[0] not in _NOT_MODULES and name.split(".")[-1].isidentifier())
+
+
+_IMPORT_SCRIPT = """
+import importlib, json, sys
+path, wanted, out = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, path)
+failures = []
+for dist, module in json.load(open(wanted)):
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:
+        failures.append([dist, module, f"{type(exc).__name__}: {exc}"[:500]])
+json.dump(failures, open(out, "w"))
+"""
+
+
+def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress) -> CheckReport:
+    python_version = project.python_version
+    generation = current_generation(layout, project.name, python_version)
+    lock = read_current_lock(layout, project.name)
+    report = functools.partial(
+        CheckReport, project.name, python_version, generation, lock.info.pylock_sha256 if lock else None
+    )
+    if generation is None:
+        return report(problems=(f"no generation installed for Python {python_version}",))
+    root = layout.deps_path(project.name, python_version)
+    if not root.is_dir():
+        return report(problems=(f"{root} points at a missing generation",))
+    progress.step(f"checking {project.name} generation {generation}")
+    installed = read_installed(root)
+    problems: list[str] = []
+    missing: list[str] = []
+    wrong_versions: list[VersionMismatch] = []
+    wrong_builds: list[str] = []
+    extra: list[str] = []
+    if lock is None:
+        problems.append("no lock stored for this project")
+    else:
+        locked = lock.info.by_name()
+        for name, package in sorted(locked.items()):
+            dist = installed.get(name)
+            if dist is None:
+                missing.append(name)
+            elif dist.version != package.version:
+                wrong_versions.append(VersionMismatch(name, package.version, dist.version))
+            elif dist.entry is not None and base_key(dist.entry) != entry_key(package, python_version):
+                wrong_builds.append(name)
+        extra = sorted(set(installed) - set(locked))
+    file_problems: list[FileProblem] = []
+    modules: list[tuple[str, str]] = []
+    files_checked = 0
+    task = progress.task("verifying files", total=len(installed))
+    for name, dist in sorted(installed.items()):
+        found, paths = _verify_files(root, dist)
+        file_problems += found
+        files_checked += len(paths)
+        top_txt = root / dist.dist_info / "top_level.txt"
+        listed = top_txt.read_text().splitlines() if top_txt.is_file() else None
+        modules += [(name, module) for module in top_level_modules(paths, listed)]
+        task.advance()
+    task.finish()
+    interpreter = find_interpreter(python_version, uv_binary())
+    failures: list[ImportFailure] = []
+    notes: list[str] = []
+    if imports and interpreter is None:
+        notes.append(f"no Python {python_version} interpreter here: imports not tested")
+    elif imports and modules:
+        progress.step(f"importing {len(modules)} modules with Python {python_version}")
+        failures = _import_all(layout, interpreter, root, modules)  # type: ignore[arg-type]
+    return report(
+        problems=tuple(problems),
+        missing=tuple(missing),
+        extra=tuple(extra),
+        wrong_versions=tuple(wrong_versions),
+        wrong_builds=tuple(wrong_builds),
+        file_problems=tuple(file_problems),
+        import_failures=tuple(failures),
+        distributions_checked=len(installed),
+        files_checked=files_checked,
+        modules_imported=len(modules) - len(failures) if imports and interpreter else 0,
+        interpreter=str(interpreter) if interpreter else None,
+        notes=tuple(notes),
+    )
+
+
+def _import_all(layout: VolumeLayout, interpreter: Path, root: Path, modules: list[tuple[str, str]]) -> list[ImportFailure]:
+    with tempfile.TemporaryDirectory(prefix="volume-cli-check-") as scratch:
+        wanted, out, script = Path(scratch, "wanted.json"), Path(scratch, "out.json"), Path(scratch, "check.py")
+        wanted.write_text(json.dumps(modules))
+        script.write_text(_IMPORT_SCRIPT)
+        result = run([str(interpreter), "-I", str(script), str(root), str(wanted), str(out)],
+                     label="import-check", cwd=Path(scratch), log_dir=layout.logs_dir, check=False)
+        if result.returncode != 0 or not out.is_file():
+            tail = " | ".join(result.lines[-3:])
+            return [ImportFailure("*", "*", f"import check crashed (exit {result.returncode}): {tail}")]
+        return [ImportFailure(dist, module, error) for dist, module, error in json.loads(out.read_text())]

@@ -1,0 +1,118 @@
+"""The one place that runs external commands (uv, python).
+
+Every command is logged, its output lines (stdout and stderr merged, in
+order) are streamed to an optional callback so callers can show progress,
+and on failure the full output is kept in a log file and ``SubprocessError``
+is raised naming the command, with the last lines as ``tail``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from volume_cli.errors import SubprocessError
+from volume_cli.store.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 25
+LineCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    command: tuple[str, ...]
+    returncode: int
+    lines: tuple[str, ...]
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def format_command(command: Sequence[str]) -> str:
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def run(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    label: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    on_line: LineCallback | None = None,
+    log_dir: Path | None = None,
+    check: bool = True,
+) -> RunResult:
+    """Run ``command`` to completion and return its merged output.
+
+    ``label`` names the step in messages and log file names ("uv-lock").
+    With ``check`` a non-zero exit raises ``SubprocessError``; the full
+    output then goes to ``log_dir/<time>-<label>-<id>.log`` when a
+    ``log_dir`` is given. ``env`` replaces the environment entirely.
+    """
+    argv = [os.fspath(part) for part in command]
+    log.info("running %s", format_command(argv))
+    started = time.monotonic()
+    lines: list[str] = []
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise SubprocessError(
+            f"{label}: cannot run {argv[0]}: {exc.strerror or exc}", command=argv, returncode=-1
+        ) from None
+    assert process.stdout is not None
+    with process:
+        for raw in process.stdout:
+            line = raw.rstrip("\n")
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+    returncode = process.wait()
+    result = RunResult(tuple(argv), returncode, tuple(lines), time.monotonic() - started)
+    log.debug("%s exited %d after %.2fs", label, returncode, result.seconds)
+    if check and returncode != 0:
+        log_path = write_log(log_dir, label, result) if log_dir is not None else None
+        tail = "\n".join(lines[-TAIL_LINES:])
+        where = f"; full log: {log_path}" if log_path else ""
+        raise SubprocessError(
+            f"{label} failed (exit {returncode}): {format_command(argv)}{where}",
+            command=argv,
+            returncode=returncode,
+            log_path=str(log_path) if log_path else None,
+            tail=tail,
+        )
+    return result
+
+
+def write_log(log_dir: Path, label: str, result: RunResult) -> Path | None:
+    """Keep a command's full output; a failure to write must not hide the real error."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = log_dir / f"{stamp}-{label}-{uuid.uuid4().hex[:6]}.log"
+    text = f"$ {format_command(result.command)}\n# exit {result.returncode} after {result.seconds:.1f}s\n{result.output}\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)
+        return None
+    return path
