@@ -7,6 +7,7 @@ fails when any step failed: never "done" after a failure.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,8 @@ def run_setup(
                     models_dir=layout.models_dir,
                 )
             )
-        fetched = sum(1 for model in result.models if model.action != "present")
-        return f"{len(result.models)} model(s), {fetched} fetched or repaired", result
+        actions = Counter(model.action for model in result.models)
+        detail = ", ".join(f"{count} {action}" for action, count in sorted(actions.items()))
+        return f"{len(result.models)} model(s)" + (f": {detail}" if detail else ""), result
 
     return SetupResult(project=project.name, steps=[_run_step("deps", deps_step), _run_step("models", models_step)])
