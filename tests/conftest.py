@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import NullProgress
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +26,11 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
     monkeypatch.setenv("UV_CACHE_DIR", str(cache / "uv"))
+    monkeypatch.setenv("VOLUME_CLI_UV_CACHE", str(cache / "uv"))
+    for key in list(os.environ):
+        # A developer's index settings must never reach the tests' local indexes.
+        if key.startswith(("UV_INDEX", "UV_EXTRA_INDEX", "UV_DEFAULT_INDEX", "PIP_INDEX", "PIP_EXTRA")):
+            monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -34,6 +42,16 @@ def volume_root(tmp_path: Path) -> Path:
     root = tmp_path / "volume"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def layout(volume_root: Path) -> VolumeLayout:
+    return VolumeLayout(volume_root)
+
+
+@pytest.fixture
+def progress() -> NullProgress:
+    return NullProgress()
 
 
 @dataclass

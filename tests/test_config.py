@@ -75,7 +75,12 @@ def test_hash_ignores_formatting_but_not_content_or_mirror(tmp_path: Path) -> No
     ("text", "key", "words", "line"),
     [
         ("groups:\n  a:\n    packages: [six]\n   bad: [\n", None, "invalid YAML", 4),
-        ("groups:\n  a:\n    no_dep: true\n    packages: [six]\n", "groups.a.no_dep", "unknown key 'no_dep'", 3),
+        (
+            "groups:\n  a:\n    no_dep: true\n    packages: [six]\n",
+            "groups.a.no_dep",
+            "unknown key 'no_dep' (allowed: description, extra_index_urls, index_url, no_deps, packages)",
+            3,
+        ),
         (
             "groups:\n  a:\n    packages: six==1.0\n",
             "groups.a.packages",
@@ -164,7 +169,10 @@ def test_project_yaml_models_are_strict(tmp_path: Path) -> None:
         "  - source: huggingface\n    repo_id: not a repo\n": ("models[0].repo_id", "owner/name"),
         "  - source: url\n    url: https://x/y.bin\n    dest: ../escape.bin\n": ("models[0].dest", "'..'"),
         "  - source: url\n    url: https://x/y.bin\n    dest: /abs/y.bin\n": ("models[0].dest", "relative path"),
-        "  - source: local\n    path: a\n    dest: b\n    revison: x\n": ("models[0].revison", "unknown key 'revison'"),
+        "  - source: local\n    path: a\n    dest: b\n    revison: x\n": (
+            "models[0].revison",
+            "unknown key 'revison' (allowed: dest, path, source)",
+        ),
         "  - source: dropbox\n    path: a\n": ("models[0]", "source"),
         "  - source: url\n    url: https://x/y\n    dest: a/b\n    sha256: xyz\n": (
             "models[0].sha256",

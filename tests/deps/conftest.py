@@ -17,35 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wheelfactory import IndexServer, build_wheel
 
-from volume_cli.layout import VolumeLayout
-from volume_cli.progress import NullProgress
-
 from .helpers import Projects
 
 
-@pytest.fixture(autouse=True)
-def isolated_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "uv-cache"
-    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
-    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
-    monkeypatch.setenv("VOLUME_CLI_UV_CACHE", str(cache))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    for key in list(os.environ):
-        if key.startswith(("UV_INDEX", "UV_EXTRA_INDEX", "UV_DEFAULT_INDEX", "PIP_INDEX", "PIP_EXTRA")):
-            monkeypatch.delenv(key)
-    return cache
-
-
 @pytest.fixture
-def layout(tmp_path: Path) -> VolumeLayout:
-    root = tmp_path / "volume"
-    root.mkdir()
-    return VolumeLayout(root)
-
-
-@pytest.fixture
-def progress() -> NullProgress:
-    return NullProgress()
+def isolated_uv() -> Path:
+    """The per-test uv cache the root conftest set up (local disk, never the volume)."""
+    return Path(os.environ["UV_CACHE_DIR"])
 
 
 @pytest.fixture

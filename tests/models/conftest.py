@@ -13,8 +13,6 @@ import pytest
 import yaml
 
 from tests.fakehub import FakeHub
-from volume_cli.layout import VolumeLayout
-from volume_cli.progress import NullProgress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import load_project_folder
 
@@ -26,18 +24,6 @@ FAST: dict[str, Any] = {"timeout": 3.0, "retries": 2, "backoff": 0.01}
 def hub() -> Iterator[FakeHub]:
     with FakeHub() as server:
         yield server
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> VolumeLayout:
-    root = tmp_path / "volume"
-    root.mkdir()
-    return VolumeLayout(root)
-
-
-@pytest.fixture
-def progress() -> NullProgress:
-    return NullProgress()
 
 
 @dataclass

@@ -36,7 +36,7 @@ def _check_requirement(value: str) -> str:
         raise ValueError(f"invalid requirement {value!r}: {first_line}") from None
     if requirement.url:
         raise ValueError(
-            f"requirement {value!r} uses a direct URL; put the wheel on an index or use a find-links group"
+            f"requirement {value!r} uses a direct URL; serve the wheel from an index and set the group's index_url"
         )
     return value
 

@@ -43,32 +43,36 @@ def _describe(value: Any) -> str:
 
 
 def _allowed_keys(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str] | None:
-    """Walk ``model`` along ``loc`` (minus the last part) to list the allowed keys there."""
+    """Walk ``model`` along pydantic's raw ``loc`` (minus the last part) to list the allowed keys there."""
     if model is None:
         return None
-    current: Any = model
+    candidates: list[type[BaseModel]] = [model]
     for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
-            current = _item_model(current)
+        inner = [
+            member
+            for candidate in candidates
+            if isinstance(part, str) and part in candidate.model_fields
+            for member in _models_in(candidate.model_fields[part].annotation)
+        ]
+        if inner:
+            candidates = inner
             continue
-        fields = getattr(current, "model_fields", None)
-        if fields is None:
-            current = _item_model(current)
-            continue
-        info = fields.get(part)
-        current = _item_model(info.annotation) if info is not None else None
-    fields = getattr(current, "model_fields", None)
-    return sorted(fields) if fields else None
+        # A list index or a mapping key (a group name) keeps the item models;
+        # a union tag ("local") picks the member whose source it is.
+        tagged = [candidate for candidate in candidates if _source_tag(candidate) == part]
+        candidates = tagged or candidates
+    return sorted(candidates[0].model_fields) if len(candidates) == 1 else None
 
 
-def _item_model(annotation: Any) -> Any:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _item_model(arg)
-        if found is not None:
-            return found
-    return None
+        return [annotation]
+    return [model for arg in getattr(annotation, "__args__", ()) or () for model in _models_in(arg)]
+
+
+def _source_tag(model: type[BaseModel]) -> object:
+    field = model.model_fields.get("source")
+    return field.default if field is not None else None
 
 
 def validation_problems(
@@ -87,7 +91,7 @@ def validation_problems(
         loc = [*prefix, *_without_union_tags(item["loc"])]
         kind = item["type"]
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(model, loc[len(prefix) :])
+            allowed = _allowed_keys(model, item["loc"])
             text = f"unknown key {str(loc[-1])!r}"
             if allowed:
                 text += f" (allowed: {', '.join(allowed)})"

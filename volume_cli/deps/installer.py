@@ -485,5 +485,5 @@ def _run_hook(layout: VolumeLayout, project: ProjectDefinition) -> None:
         raise InstallError(
             f"{project.name}: the new generation is installed, but the plugin's after_install hook failed: "
             f"{type(exc).__name__}: {exc}",
-            hint=f"fix {project.definition_file}, then run the install again",
+            hint=f"fix {project.definition_file}, then run: volume-cli deps install --project {project.name} --force",
         ) from exc

@@ -36,6 +36,7 @@ from volume_cli.deps.faults import crash_point
 from volume_cli.errors import InstallError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
+from volume_cli.store.lock import process_alive
 
 STALE_STAGING_SECONDS = 6 * 3600.0
 FORCED_MARKER = "-f"
@@ -84,22 +85,12 @@ def new_staging(layout: VolumeLayout) -> Staging:
     return staging
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def staging_is_stale(name: str, *, age_seconds: float, max_age_seconds: float) -> bool:
     """A staging folder of a dead process on this host, or one too old to belong to a live install."""
     host, _, rest = name.partition("-")
     pid_text = rest.split("-", 1)[0]
     ours = host == socket.gethostname().replace("-", "_") and pid_text.isdigit()
-    if ours and int(pid_text) != os.getpid() and not _process_alive(int(pid_text)):
+    if ours and int(pid_text) != os.getpid() and not process_alive(int(pid_text)):
         return True
     return age_seconds > max_age_seconds
 

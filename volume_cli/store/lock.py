@@ -59,7 +59,8 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +199,7 @@ class LeaseLock:
     def _is_stale(self, holder: LockRecord) -> bool:
         if holder.expired(_now()):
             return True
-        return holder.host == self.host and holder.pid > 0 and not _process_alive(holder.pid)
+        return holder.host == self.host and holder.pid > 0 and not process_alive(holder.pid)
 
     def _take_over(self, stale: LockRecord) -> None:
         # Move the stale file aside under a name only we use, then check we

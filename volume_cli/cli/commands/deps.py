@@ -168,7 +168,7 @@ def render_install(console: Console, result: InstallResult) -> None:
     if result.noop:
         console.print(
             f"{result.project}: up to date (generation {result.generation}, {result.package_count} packages, "
-            f"{result.seconds:.2f}s, no resolver or network)"
+            f"{result.seconds:.2f}s)"
         )
         return
     title = "plan" if result.dry_run else "installed"
@@ -297,5 +297,5 @@ def check_command(
     if not report.ok:
         raise InstallError(
             f"dependencies of {definition.name} do not match the lock",
-            hint=f"volume-cli deps install --project {definition.name} --force",
+            hint=f"volume-cli deps install --project {definition.name}  (add --force to rebuild damaged files)",
         )
