@@ -287,3 +287,22 @@ def test_handler_example_runs_against_a_test_volume(volume: Volume, tmp_path: Pa
     env = {"PATH": os.environ["PATH"], "VOLUME_CLI_ROOT": str(volume.root), "VOLUME_CLI_PROJECT": "handler-demo"}
     model_type, version, entry = json.loads(import_from(Path(), code, env=env))
     assert model_type == "tiny-demo" and version == "1.0" and "/.generations/handler-demo/" in entry
+
+
+@pytest.mark.e2e
+def test_models_gc_keeps_models_of_projects_set_up_elsewhere(volume: Volume, tmp_path: Path) -> None:
+    story_project(volume, "kept")
+    volume.run("setup", "--project", "kept")
+    elsewhere = tmp_path / "other-projects"
+    elsewhere.mkdir()
+    # From a pod that only knows an unrelated project, gc must not delete "kept"'s models.
+    argv_projects = ["--projects-dir", str(elsewhere)]
+    (elsewhere / "other").mkdir()
+    (elsewhere / "other" / "project.yaml").write_text(f'name: other\npython_version: "{PY}"\n')
+    (elsewhere / "other" / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [beta]\n")
+    result = json.loads(volume.run("models", "gc", *argv_projects, "--json").stdout)
+    assert result["removed"] == []
+    assert volume.run("models", "verify", "--project", "kept").returncode == 0
+    # models rm removes explicitly, and verify then fails for that project
+    volume.run("models", "rm", "local/story/local-weights", "--root", str(volume.root))
+    assert volume.run("models", "verify", "--project", "kept", check=False).returncode == 1

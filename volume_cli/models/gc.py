@@ -7,6 +7,7 @@ process holds the lock of (being downloaded) is left alone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable
 
 from volume_cli.errors import LockHeldError
@@ -16,6 +17,7 @@ from volume_cli.models.manifest import ModelManifest, all_manifests, delete_mani
 from volume_cli.models.results import GcResult, RemovedModel
 from volume_cli.progress import NullProgress, Progress
 from volume_cli.store.lock import LeaseLock
+from volume_cli.store.state import read_project_state
 
 
 def gc(
@@ -87,3 +89,20 @@ def _remove_model(layout: VolumeLayout, manifest: ModelManifest) -> int:
     remove_path(staging_dir(layout) / safe_key(manifest.key))
     remove_path(staging_dir(layout) / f"{safe_key(manifest.key)}.part")
     return freed
+
+
+def keys_recorded_on_volume(layout: VolumeLayout, *, exclude: Collection[str]) -> set[str]:
+    """Model keys that the volume's project records (other than ``exclude``) say were downloaded."""
+    keys: set[str] = set()
+    try:
+        names = [entry.name for entry in os.scandir(layout.projects_state_dir) if entry.is_dir()]
+    except FileNotFoundError:
+        return keys
+    for name in names:
+        if name in exclude:
+            continue
+        # An unreadable record raises: gc must not guess which models it protects.
+        state = read_project_state(layout, name)
+        if state is not None and state.models is not None:
+            keys.update(state.models.model_keys)
+    return keys

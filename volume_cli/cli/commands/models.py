@@ -268,12 +268,18 @@ def gc_command(
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Remove models no discovered project references (a model shared by projects counts once)."""
+    """Remove models no project references (a model shared by projects counts once).
+
+    Projects recorded on the volume but not found here still count as referencing their models."""
     from volume_cli.cli import context
     from volume_cli.models import gc
+    from volume_cli.models.gc import keys_recorded_on_volume
 
     discovery = context.projects(projects_dir)
     referenced = {spec.key for definition in discovery.projects.values() for spec in definition.models}
     layout = context.write_layout(root)
+    # Projects set up from another pod (whose folders are not found here) keep their models:
+    # the volume's own records say what they use. Remove those explicitly with models rm.
+    referenced |= keys_recorded_on_volume(layout, exclude=set(discovery.projects))
     result = gc(layout=layout, referenced_keys=referenced, dry_run=dry_run)
     emit(result, as_json=as_json, human=lambda console: _render_gc(console, result))
