@@ -23,16 +23,18 @@ fi
 
 if [[ -n "${VOLUME_CLI_ROOT:-}" ]]; then
     export VOLUME_CLI_ROOT
-    export HF_HOME="${HF_HOME:-$VOLUME_CLI_ROOT/models/huggingface}"
-    export HF_HUB_CACHE="${HF_HUB_CACHE:-$HF_HOME/hub}"
-    export MODELSCOPE_CACHE="${MODELSCOPE_CACHE:-$VOLUME_CLI_ROOT/models/modelscope}"
-    export TORCH_HOME="${TORCH_HOME:-$VOLUME_CLI_ROOT/models/torch}"
+    # The volume's caches win over any the base image set: models were ensured there.
+    export HF_HOME="$VOLUME_CLI_ROOT/models/huggingface"
+    export HF_HUB_CACHE="$HF_HOME/hub"
+    export MODELSCOPE_CACHE="$VOLUME_CLI_ROOT/models/modelscope"
+    export TORCH_HOME="$VOLUME_CLI_ROOT/models/torch"
 fi
 # Client scratch space stays on the container's local disk, not the network volume.
 export HF_XET_CACHE="${HF_XET_CACHE:-/tmp/volume-cli-scratch/hf-xet}"
 
 # MODELS_REQUIRED=false starts the worker even when models could not be made complete.
-if ! volume-cli models ensure --project "$PROJECT"; then
+# Its report goes to stderr (the container log); stdout belongs to the worker.
+if ! volume-cli models ensure --project "$PROJECT" >&2; then
     if [[ "${MODELS_REQUIRED:-true}" != "false" ]]; then
         echo "start.sh: models for $PROJECT are not complete; not starting the worker" >&2
         exit 1

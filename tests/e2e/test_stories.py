@@ -306,3 +306,71 @@ def test_models_gc_keeps_models_of_projects_set_up_elsewhere(volume: Volume, tmp
     # models rm removes explicitly, and verify then fails for that project
     volume.run("models", "rm", "local/story/local-weights", "--root", str(volume.root))
     assert volume.run("models", "verify", "--project", "kept", check=False).returncode == 1
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.e2e
+def test_start_script_ensures_models_then_starts_the_worker(volume: Volume) -> None:
+    story_project(volume)
+    volume.run("setup", "--project", "story")
+    volume.hub.clear_requests()
+    cli_dir = str(Path(volume_cli_path()).parent)
+    env = {
+        **volume.env,
+        "PATH": f"{cli_dir}:{os.environ['PATH']}",
+        "PROJECT": "story",
+        "VOLUME_CLI_ROOT": str(volume.root),
+        "VOLUME_CLI_PROJECTS_PATH": str(volume.projects),
+    }
+    worker = [sys.executable, "-c", "import os; print(os.environ['HF_HUB_OFFLINE'], os.environ['HF_HUB_CACHE'])"]
+    started = subprocess.run(["bash", str(EXAMPLES / "start.sh"), *worker], capture_output=True, text=True, env=env)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split() == ["1", str(volume.root / "models" / "huggingface" / "hub")]
+    assert volume.hub.requests == []  # models present: no request at start-up
+
+    # a model went missing and start-up downloads are off: the worker must not start
+    shutil.rmtree(volume.root / "models" / "story")
+    refused = subprocess.run(
+        ["bash", str(EXAMPLES / "start.sh"), *worker],
+        capture_output=True,
+        text=True,
+        env={**env, "DOWNLOAD_MODELS_ON_STARTUP": "false"},
+    )
+    assert refused.returncode == 1 and "not complete" in refused.stderr and refused.stdout == ""
+
+
+def volume_cli_path() -> str:
+    from tests.conftest import volume_cli_command
+
+    return volume_cli_command()[0]
+
+
+def test_serverless_dockerfile_matches_env_output(tmp_path: Path) -> None:
+    """The example's ENV lines are what `env --format dockerfile` prints for the demo project."""
+    root = tmp_path / "root"
+    root.mkdir()
+    printed = subprocess.run(
+        [
+            volume_cli_path(),
+            "env",
+            "--project",
+            "demo",
+            "--root",
+            str(root),
+            "--mount",
+            "/runpod-volume",
+            "--format",
+            "dockerfile",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout.splitlines()
+    dockerfile = (EXAMPLES / "serverless" / "Dockerfile").read_text().splitlines()
+    env_lines = [line for line in dockerfile if line.startswith("ENV ") and "VOLUME_CLI_PROJECT" not in line]
+    # HF_HUB_OFFLINE is printed only once every model is present; the example assumes a set-up volume.
+    assert [line for line in env_lines if "HF_HUB_OFFLINE" not in line] == printed
+    assert 'ENV HF_HUB_OFFLINE="1"' in env_lines
