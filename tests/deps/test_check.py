@@ -134,3 +134,18 @@ def test_list_packages_compares_config_lock_and_disk(
         "delta": (None, None, "1.0", "extra"),
         "epsilon": ("extra", "3.0", None, "not installed"),
     }
+
+
+def test_import_check_does_not_fall_back_to_the_running_environment(
+    layout: VolumeLayout, projects: Projects, wheels: Path, index: IndexServer, progress: NullProgress, isolated_uv: Path
+) -> None:
+    # The checking interpreter has PyYAML installed; a `yaml` module gone from the generation must
+    # still fail the check instead of being imported from the interpreter's own site-packages.
+    build_wheel(wheels, "yaml-shadow", "1.0", files={"yaml/__init__.py": "SHADOW = True\n"}, top_level=["yaml"])
+    project = projects.make("shadow", {"main": {"packages": ["yaml-shadow"]}})
+    install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    assert check(layout=layout, project=project, progress=progress).ok
+    os.unlink(layout.deps_path("shadow", PY).resolve() / "yaml")
+    report = check(layout=layout, project=project, progress=progress)
+    assert not report.ok
+    assert [(failure.distribution, failure.module) for failure in report.import_failures] == [("yaml-shadow", "yaml")]

@@ -244,7 +244,8 @@ def _import_all(layout: VolumeLayout, interpreter: Path, root: Path, modules: li
         wanted, out, script = Path(scratch, "wanted.json"), Path(scratch, "out.json"), Path(scratch, "check.py")
         wanted.write_text(json.dumps(modules))
         script.write_text(_IMPORT_SCRIPT)
-        result = run([str(interpreter), "-I", str(script), str(root), str(wanted), str(out)],
+        # -S: no site-packages, so a module missing from the generation cannot be found elsewhere
+        result = run([str(interpreter), "-I", "-S", str(script), str(root), str(wanted), str(out)],
                      label="import-check", cwd=Path(scratch), log_dir=layout.logs_dir, check=False)
         if result.returncode != 0 or not out.is_file():
             tail = " | ".join(result.lines[-3:])
