@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,30 @@ def test_not_enough_free_space_fails_before_any_download(
     assert "free" in str(caught.value)
     assert not resolve_requests(hub)
     assert not layout.hf_hub_cache.exists()
+
+
+def test_project_config_endpoints_come_after_cli_and_before_the_environment(tmp_path: Path) -> None:
+    from volume_cli.models import download
+    from volume_cli.project.discovery import load_project_folder
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "dependencies.yaml").write_text("groups:\n  a:\n    packages: [six]\n")
+    (folder / "project.yaml").write_text(
+        "name: p\npython_version: '3.11'\nhf_endpoints: [http://127.0.0.1:9/, http://127.0.0.1:10]\n"
+        "models:\n  - source: huggingface\n    repo_id: org/model\n"
+    )
+    project = load_project_folder(folder)
+    assert project.spec.hf_endpoints == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    root = tmp_path / "root"
+    root.mkdir()
+    with FakeHub() as hub:
+        hub.add_hf_repo("org/model", {"config.json": b"{}"})
+        env = {"HF_ENDPOINT": "http://127.0.0.1:11"}
+        # config endpoints are dead: the env one is not consulted, so the run fails naming both
+        with pytest.raises(DownloadError) as info:
+            download(layout=VolumeLayout(root), project=project, env=env, **FAST)
+        assert "127.0.0.1:10" in str(info.value) and "127.0.0.1:11" not in str(info.value)
+        # the CLI's list wins over the config
+        result = download(layout=VolumeLayout(root), project=project, hf_endpoints=[hub.url], env=env, **FAST)
+        assert result.models[0].endpoint == hub.url

@@ -53,9 +53,15 @@ def download(
     environ = os.environ if env is None else env
     context = SourceContext(layout, reporter, environ, consumer_modelscope_version, utc_now())
     settings = EngineSettings(
-        hf_endpoints=resolve_endpoints(hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT),
+        # The order of precedence: the caller's list (CLI), the project's config, the environment, the hub.
+        hf_endpoints=resolve_endpoints(
+            hf_endpoints or project.spec.hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT
+        ),
         modelscope_endpoints=resolve_endpoints(
-            modelscope_endpoints, env=environ, env_var="MODELSCOPE_ENDPOINT", default=MODELSCOPE_DEFAULT_ENDPOINT
+            modelscope_endpoints or project.spec.modelscope_endpoints,
+            env=environ,
+            env_var="MODELSCOPE_ENDPOINT",
+            default=MODELSCOPE_DEFAULT_ENDPOINT,
         ),
         policy=RetryPolicy(timeout=timeout, retries=retries, backoff=backoff),
         max_workers=max_workers,

@@ -46,6 +46,8 @@ class Project:
     description: ClassVar[str] = ""
     dependencies_file: ClassVar[str] = "dependencies.yaml"
     models: ClassVar[Sequence[ModelSpec]] = ()
+    hf_endpoints: ClassVar[Sequence[str]] = ()
+    modelscope_endpoints: ClassVar[Sequence[str]] = ()
 
     def after_install(self, context: HookContext) -> None:
         """Runs after a new dependency generation became current."""

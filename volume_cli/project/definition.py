@@ -27,6 +27,15 @@ def check_project_name(value: str) -> str:
 ProjectName = Annotated[str, AfterValidator(check_project_name)]
 
 
+def _check_endpoint(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+EndpointUrl = Annotated[str, AfterValidator(_check_endpoint)]
+
+
 class ProjectSpec(StrictModel):
     """What a plugin class or a project.yaml declares."""
 
@@ -35,6 +44,10 @@ class ProjectSpec(StrictModel):
     description: str = ""
     dependencies_file: str = Field(default="dependencies.yaml", min_length=1)
     models: list[ModelSpec] = Field(default_factory=list)
+    # Hub endpoints in the order to try (e.g. https://hf-mirror.com then https://huggingface.co);
+    # --hf-endpoint / --modelscope-endpoint replace them, and they replace HF_ENDPOINT / MODELSCOPE_ENDPOINT.
+    hf_endpoints: list[EndpointUrl] = Field(default_factory=list)
+    modelscope_endpoints: list[EndpointUrl] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)

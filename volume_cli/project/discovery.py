@@ -179,6 +179,8 @@ def _load_plugin(path: Path) -> ProjectDefinition:
         "description": plugin_class.description or (inspect.getdoc(plugin_class) or "").split("\n\n")[0],
         "dependencies_file": plugin_class.dependencies_file,
         "models": [_model_as_data(model) for model in plugin_class.models],
+        "hf_endpoints": list(plugin_class.hf_endpoints),
+        "modelscope_endpoints": list(plugin_class.modelscope_endpoints),
     }
     document = LocatedDocument(path=path, data=data, lines={})
     definition_spec = _validate_spec(document, data)
