@@ -99,3 +99,31 @@ def test_volume_info_written_once(tmp_path: Path) -> None:
     first = ensure_volume_info(layout, "0.1.0")
     second = ensure_volume_info(layout, "9.9.9")
     assert first.created_at == second.created_at and second.created_by == "0.1.0"
+
+
+def test_concurrent_state_updates_from_two_processes_keep_both_records(tmp_path: Path) -> None:
+    """The deps and models engines update one state.json; neither may undo the other."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from datetime import datetime, timezone
+        from pathlib import Path
+        from volume_cli.layout import VolumeLayout
+        from volume_cli.store.state import DepsRecord, ModelsRecord, update_project_state
+        layout, kind = VolumeLayout(Path(sys.argv[1])), sys.argv[2]
+        now = datetime.now(timezone.utc)
+        for index in range(25):
+            if kind == "deps":
+                record = DepsRecord(generation=f"g{index}", generation_path="x", config_hash="c", installed_at=now,
+                                    package_count=index, size_bytes=index, tool_version="t")
+                update_project_state(layout, "demo", "3.11", lambda s: s.model_copy(update={"deps": record}))
+            else:
+                record = ModelsRecord(downloaded_at=now, config_hash="m", model_keys=[f"k{index}"], size_bytes=index)
+                update_project_state(layout, "demo", "3.11", lambda s: s.model_copy(update={"models": record}))
+        """
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), kind]) for kind in ("deps", "models")]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0]
+    state = read_project_state(VolumeLayout(tmp_path), "demo")
+    assert state is not None and state.deps is not None and state.models is not None
+    assert state.deps.generation == "g24" and state.models.model_keys == ["k24"]

@@ -58,14 +58,10 @@ def run_setup(
     progress: Progress,
     wait_seconds: float = 0,
 ) -> SetupResult:
-    from volume_cli import __version__
     from volume_cli.consumer_env import write_runtime_copy
     from volume_cli.deps import install
     from volume_cli.deps.locked import locked_version
     from volume_cli.models import download
-    from volume_cli.store.state import ensure_volume_info
-
-    ensure_volume_info(layout, __version__)
 
     def deps_step() -> tuple[str, Any]:
         progress.step(f"dependencies of {project.name}")

@@ -25,9 +25,14 @@ def read_root(root: Path | None) -> ResolvedRoot:
 
 def write_layout(root: Path | None) -> VolumeLayout:
     """The layout of a root we are about to write to, checked first."""
+    from volume_cli import __version__
+    from volume_cli.store.state import ensure_volume_info
+
     resolved = resolve_root(root)
     require_writable(resolved.path)
-    return VolumeLayout(resolved.path)
+    layout = VolumeLayout(resolved.path)
+    ensure_volume_info(layout, __version__)  # one read once the volume is initialised
+    return layout
 
 
 def consumer_modelscope_version(layout: VolumeLayout, definition: ProjectDefinition) -> str | None:

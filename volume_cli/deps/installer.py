@@ -64,7 +64,7 @@ from volume_cli.project.base import HookContext
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
 from volume_cli.store.documents import read_document, write_document
-from volume_cli.store.state import DepsRecord, ProjectState, read_project_state, utc_now, write_project_state
+from volume_cli.store.state import DepsRecord, read_project_state, update_project_state, utc_now
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,14 @@ def plan_install(
 ) -> InstallPlan:
     """What ``install`` would do; changes nothing (a stale lock is resolved in a temp folder)."""
     return _plan(
-        layout=layout, project=project, mirror=mirror, force=force, upgrade=upgrade,
-        cache_dir=cache_dir or default_cache_dir(), progress=progress, store=False,
+        layout=layout,
+        project=project,
+        mirror=mirror,
+        force=force,
+        upgrade=upgrade,
+        cache_dir=cache_dir or default_cache_dir(),
+        progress=progress,
+        store=False,
     )[0]
 
 
@@ -198,8 +204,15 @@ def _plan(
     python_version = project.python_version
     target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
     lock = _fresh_lock(
-        layout=layout, project=project, mirror=mirror, config_hash=project.config_hash(mirror=mirror),
-        target=target, upgrade=upgrade, cache_dir=cache_dir, progress=progress, store=store,
+        layout=layout,
+        project=project,
+        mirror=mirror,
+        config_hash=project.config_hash(mirror=mirror),
+        target=target,
+        upgrade=upgrade,
+        cache_dir=cache_dir,
+        progress=progress,
+        store=store,
     )
     current = current_generation(layout, project.name, python_version)
     installed = read_installed(layout.deps_path(project.name, python_version)) if current else {}
@@ -237,35 +250,66 @@ def install(
             record, previous = fast
             plan = InstallPlan(project.name, python_version, record.generation, record.lock_hash)
             return InstallResult(
-                project=project.name, python_version=python_version, plan=plan, noop=True, dry_run=dry_run,
-                generation=record.generation, previous_generation=previous, deps_path=deps_path,
-                lock_hash=record.lock_hash, package_count=len(record.entries), link_count=record.link_count,
+                project=project.name,
+                python_version=python_version,
+                plan=plan,
+                noop=True,
+                dry_run=dry_run,
+                generation=record.generation,
+                previous_generation=previous,
+                deps_path=deps_path,
+                lock_hash=record.lock_hash,
+                package_count=len(record.entries),
+                link_count=record.link_count,
                 seconds=time.monotonic() - started,
             )
     cache = cache_dir or default_cache_dir()
     if dry_run:
         plan, lock, _ = _plan(
-            layout=layout, project=project, mirror=mirror, force=force, upgrade=upgrade,
-            cache_dir=cache, progress=progress, store=False,
+            layout=layout,
+            project=project,
+            mirror=mirror,
+            force=force,
+            upgrade=upgrade,
+            cache_dir=cache,
+            progress=progress,
+            store=False,
         )
         return InstallResult(
-            project=project.name, python_version=python_version, plan=plan, noop=not plan.has_changes, dry_run=True,
-            generation=plan.current_generation, previous_generation=None, deps_path=deps_path,
-            lock_hash=lock.info.pylock_sha256, package_count=len(lock.info.packages),
+            project=project.name,
+            python_version=python_version,
+            plan=plan,
+            noop=not plan.has_changes,
+            dry_run=True,
+            generation=plan.current_generation,
+            previous_generation=None,
+            deps_path=deps_path,
+            lock_hash=lock.info.pylock_sha256,
+            package_count=len(lock.info.packages),
             seconds=time.monotonic() - started,
         )
-    with project_lock(layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress) as lease:
+    with project_lock(
+        layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
+    ) as lease:
         _cleanup(layout, project.name, python_version)
         plan, lock, target = _plan(
-            layout=layout, project=project, mirror=mirror, force=force, upgrade=upgrade,
-            cache_dir=cache, progress=progress, store=True,
+            layout=layout,
+            project=project,
+            mirror=mirror,
+            force=force,
+            upgrade=upgrade,
+            cache_dir=cache,
+            progress=progress,
+            store=True,
         )
         current = plan.current_generation
         current_record = (
             read_document(generation_record_path(layout, project.name, current), GenerationRecord) if current else None
         )
         if not plan.has_changes and current is not None and current_record is not None:
-            record = current_record.model_copy(update={"config_hash": config_hash, "lock_hash": lock.info.pylock_sha256})
+            record = current_record.model_copy(
+                update={"config_hash": config_hash, "lock_hash": lock.info.pylock_sha256}
+            )
             write_document(generation_record_path(layout, project.name, current), record)
             state = read_project_state(layout, project.name)
             previous = None
@@ -275,14 +319,29 @@ def install(
                 previous = state.deps.previous_generation if same else state.deps.generation
             _write_state(layout, project, record, previous=previous, new_bytes=0)
             return InstallResult(
-                project=project.name, python_version=python_version, plan=plan, noop=True, dry_run=False,
-                generation=current, previous_generation=previous, deps_path=deps_path,
-                lock_hash=record.lock_hash, package_count=len(record.entries), link_count=record.link_count,
+                project=project.name,
+                python_version=python_version,
+                plan=plan,
+                noop=True,
+                dry_run=False,
+                generation=current,
+                previous_generation=previous,
+                deps_path=deps_path,
+                lock_hash=record.lock_hash,
+                package_count=len(record.entries),
+                link_count=record.link_count,
                 seconds=time.monotonic() - started,
             )
         entries, harvested, reused = _materialize(
-            layout=layout, plan=plan, lock=lock, target=target, force=force, current_record=current_record,
-            cache_dir=cache, mirror=mirror, progress=progress,
+            layout=layout,
+            plan=plan,
+            lock=lock,
+            target=target,
+            force=force,
+            current_record=current_record,
+            cache_dir=cache,
+            mirror=mirror,
+            progress=progress,
         )
         progress.step(f"linking {len(entries)} distributions")
         generation = new_generation_name()
@@ -322,10 +381,20 @@ def install(
     )
     _run_hook(layout, project)
     return InstallResult(
-        project=project.name, python_version=python_version, plan=plan, noop=False, dry_run=False,
-        generation=generation, previous_generation=current, deps_path=deps_path,
-        lock_hash=record.lock_hash, package_count=len(entries), installed_count=len(harvested.entries),
-        reused_count=len(reused), bytes_added=harvested.new_bytes, link_count=links,
+        project=project.name,
+        python_version=python_version,
+        plan=plan,
+        noop=False,
+        dry_run=False,
+        generation=generation,
+        previous_generation=current,
+        deps_path=deps_path,
+        lock_hash=record.lock_hash,
+        package_count=len(entries),
+        installed_count=len(harvested.entries),
+        reused_count=len(reused),
+        bytes_added=harvested.new_bytes,
+        link_count=links,
         seconds=time.monotonic() - started,
     )
 
@@ -373,8 +442,15 @@ def _materialize(
     keys = {package.name: entry_key(package, target.version, forced=force) for package in needed}
     staging = new_staging(layout)
     try:
-        _uv_install(layout=layout, packages=needed, staging=staging, target=target, cache_dir=cache_dir,
-                    mirror=mirror, progress=progress)
+        _uv_install(
+            layout=layout,
+            packages=needed,
+            staging=staging,
+            target=target,
+            cache_dir=cache_dir,
+            mirror=mirror,
+            progress=progress,
+        )
         crash_point("staged")
         progress.step(f"storing {len(needed)} distributions")
         harvested = harvest(layout=layout, staging=staging, packages=needed, keys=keys, python_version=target.version)
@@ -409,16 +485,33 @@ def _uv_install(
     requirements.write_text("\n".join(lines) + "\n")
     uv = uv_binary()
     command: list[str] = [
-        uv, "pip", "install", "--no-config", "--target", str(staging.target), "--no-deps",
-        "--link-mode", "copy", "-r", str(requirements),
+        uv,
+        "pip",
+        "install",
+        "--no-config",
+        "--target",
+        str(staging.target),
+        "--no-deps",
+        "--link-mode",
+        "copy",
+        "-r",
+        str(requirements),
     ]
     if all(package.artifact.sha256 for package in packages):
         command.append("--require-hashes")
     if target.interpreter is not None:
         command += ["--python", str(target.interpreter), "--compile-bytecode"]
     else:
-        command += ["--python", sys.executable, "--python-version", target.version,
-                    "--python-platform", UV_PLATFORM, "--only-binary", ":all:"]
+        command += [
+            "--python",
+            sys.executable,
+            "--python-version",
+            target.version,
+            "--python-platform",
+            UV_PLATFORM,
+            "--only-binary",
+            ":all:",
+        ]
     if any(package.wheel is None for package in packages):
         # Building an sdist needs its build backend from an index.
         command += ["--default-index", mirror or PYPI_SIMPLE_URL]
@@ -452,7 +545,6 @@ def _uv_install(
 def _write_state(
     layout: VolumeLayout, project: ProjectDefinition, record: GenerationRecord, *, previous: str | None, new_bytes: int
 ) -> None:
-    state = read_project_state(layout, project.name) or ProjectState(project=project.name, python_version=project.python_version)
     deps = DepsRecord(
         generation=record.generation,
         previous_generation=previous if previous != record.generation else None,
@@ -465,7 +557,12 @@ def _write_state(
         new_bytes=new_bytes,
         tool_version=__version__,
     )
-    write_project_state(layout, state.model_copy(update={"python_version": project.python_version, "deps": deps}))
+    update_project_state(
+        layout,
+        project.name,
+        project.python_version,
+        lambda current: current.model_copy(update={"python_version": project.python_version, "deps": deps}),
+    )
 
 
 def _run_hook(layout: VolumeLayout, project: ProjectDefinition) -> None:

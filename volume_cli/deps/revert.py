@@ -13,7 +13,7 @@ from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.store.documents import read_document
-from volume_cli.store.state import DepsRecord, read_project_state, utc_now, write_project_state
+from volume_cli.store.state import DepsRecord, read_project_state, update_project_state, utc_now
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ def rollback(
     from the lock, and the next install applies the lock again.
     """
     python_version = project.python_version
-    with project_lock(layout, project.name, command="deps rollback", wait_seconds=wait_seconds, progress=progress) as lease:
+    with project_lock(
+        layout, project.name, command="deps rollback", wait_seconds=wait_seconds, progress=progress
+    ) as lease:
         state = read_project_state(layout, project.name)
         current = current_generation(layout, project.name, python_version)
         previous = state.deps.previous_generation if state and state.deps else None
@@ -72,6 +74,8 @@ def rollback(
                 new_bytes=0,
                 tool_version=__version__,
             )
-            write_project_state(layout, state.model_copy(update={"deps": deps}))
+            update_project_state(
+                layout, project.name, python_version, lambda current: current.model_copy(update={"deps": deps})
+            )
             progress.info(f"{project.name}: now on generation {previous} (was {current})")
     return RollbackResult(project.name, python_version, current, previous, dry_run)

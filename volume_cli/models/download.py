@@ -23,7 +23,7 @@ from volume_cli.models.results import DownloadResult, ModelChecksumError, ModelD
 from volume_cli.models.sources import SourceContext
 from volume_cli.progress import NullProgress, Progress
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.store.state import ModelsRecord, ProjectState, read_project_state, utc_now, write_project_state
+from volume_cli.store.state import ModelsRecord, read_project_state, update_project_state, utc_now
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 4
@@ -147,8 +147,6 @@ def record_project_models(layout: VolumeLayout, project: ProjectDefinition) -> N
     record = ModelsRecord(
         downloaded_at=utc_now(), config_hash=config_hash, model_keys=[spec.key for spec in specs], size_bytes=size
     )
-    # Read again right before writing: the deps engine may have written the same file meanwhile.
-    state = read_project_state(layout, project.name)
-    if state is None:
-        state = ProjectState(project=project.name, python_version=project.python_version)
-    write_project_state(layout, state.model_copy(update={"models": record}))
+    update_project_state(
+        layout, project.name, project.python_version, lambda current: current.model_copy(update={"models": record})
+    )

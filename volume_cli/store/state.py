@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -99,6 +100,30 @@ def read_project_state(layout: VolumeLayout, project: str) -> ProjectState | Non
 
 def write_project_state(layout: VolumeLayout, state: ProjectState) -> None:
     write_document(project_state_path(layout, state.project), state.model_copy(update={"updated_at": utc_now()}))
+
+
+def update_project_state(
+    layout: VolumeLayout, project: str, python_version: str, change: Callable[[ProjectState], ProjectState]
+) -> ProjectState:
+    """Read, change and write a project's state under a short lock of its own.
+
+    The deps engine and the models engine both update state.json, possibly
+    from two pods at once; without this lock one would undo the other's
+    record. It is separate from the project's writer lock, which an install
+    holds for minutes.
+    """
+    from volume_cli.store.lock import LeaseLock, lock_path
+
+    with LeaseLock(
+        lock_path(layout.locks_dir, f"{project}.state"),
+        command="update project state",
+        wait_seconds=60,
+        lease_seconds=30,
+    ):
+        current = read_project_state(layout, project) or ProjectState(project=project, python_version=python_version)
+        changed = change(current)
+        write_project_state(layout, changed)
+        return changed
 
 
 def ensure_volume_info(layout: VolumeLayout, tool_version: str) -> VolumeInfo:
