@@ -18,6 +18,20 @@ DOCUMENTS: list[tuple[str, str, str, str]] = [
     ("volume", "volume_cli.store.state", "VolumeInfo", ".metadata/volume.json"),
     ("project-state", "volume_cli.store.state", "ProjectState", ".metadata/projects/<project>/state.json"),
     ("lock", "volume_cli.store.lock", "LockRecord", ".metadata/locks/<name>.lock"),
+    ("deps-lock-info", "volume_cli.deps.documents", "LockInfo", ".metadata/projects/<project>/lock.json"),
+    (
+        "deps-generation",
+        "volume_cli.deps.documents",
+        "GenerationRecord",
+        ".metadata/projects/<project>/generations/<generation>.json",
+    ),
+    (
+        "deps-store-entry",
+        "volume_cli.deps.documents",
+        "EntryManifest",
+        "python-deps/.store/<entry>/.volume-cli-entry.json",
+    ),
+    ("model-manifest", "volume_cli.models.manifest", "ModelManifest", ".metadata/models/<model key>.json"),
 ]
 
 
