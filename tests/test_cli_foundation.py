@@ -180,3 +180,14 @@ def test_help_does_not_import_hub_libraries() -> None:
 def test_python_dash_m_and_version() -> None:
     result = subprocess.run([sys.executable, "-m", "volume_cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("volume-cli ")
+
+
+def test_status_never_imports_hub_libraries(volume_root: Path) -> None:
+    probe = (
+        "import sys\nfrom volume_cli.cli.main import run\n"
+        f"try:\n    run(['status', '--root', {str(volume_root)!r}, '--json'])\nexcept SystemExit as exit_:\n    code = exit_.code\n"
+        "heavy = [m for m in ('modelscope', 'huggingface_hub', 'torch', 'requests') if m in sys.modules]\n"
+        "print('HEAVY', heavy, 'EXIT', code, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=volume_root)
+    assert "HEAVY [] EXIT 0" in result.stderr, result.stderr
