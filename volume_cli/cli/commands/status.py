@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOption, ProjectsDirOption, RootOption
-from volume_cli.cli.render import emit, format_bytes, format_time
+from volume_cli.cli.render import emit, format_bytes
 
 if TYPE_CHECKING:
     from volume_cli.status import StatusReport
@@ -51,16 +51,20 @@ def render_status(console: Console, report: StatusReport) -> None:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for column in (
         "project",
-        "python",
+        "py",
         "deps",
         "generation",
         "installed",
-        "packages",
-        "deps size",
+        "pkgs",
         "models",
-        "models size",
+        "size",
     ):
-        table.add_column(column, justify="right" if "size" in column or column == "packages" else "left")
+        table.add_column(
+            column,
+            justify="right" if column in {"size", "pkgs"} else "left",
+            # names are what users copy into the next command: never cut them
+            no_wrap=column in {"project", "generation", "deps", "installed", "size"},
+        )
     for item in report.projects:
         state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(
             item.state, "red"
@@ -70,13 +74,15 @@ def render_status(console: Console, report: StatusReport) -> None:
             item.python_version or "-",
             f"[{state_colour}]{item.state}[/]",
             item.generation or "-",
-            format_time(item.installed_at),
+            item.installed_at.strftime("%Y-%m-%d") if item.installed_at else "-",
             str(item.package_count) if item.deps_installed else "-",
-            format_bytes(item.deps_size_bytes) if item.deps_installed else "-",
-            f"{item.models_declared}" + (" (downloaded)" if item.models_downloaded_at else ""),
-            format_bytes(item.models_size_bytes) if item.models_downloaded_at else "-",
+            f"{item.models_declared - len(item.models_missing)}/{item.models_declared}",
+            format_bytes(item.deps_size_bytes + item.models_size_bytes)
+            if item.deps_installed or item.models_downloaded_at
+            else "-",
         )
     console.print(table)
+    console.print("[dim]models: present/declared; size: dependencies + models, recorded at install[/]")
     if report.store is not None:
         store = report.store
         console.print(
