@@ -45,9 +45,15 @@ class ActivationError(_Base):
 
 
 def cache_variables(root: Path) -> dict[str, str]:
-    """Model cache variables for a volume seen at ``root``."""
+    """Model cache variables for a volume seen at ``root``, and read-only bytecode.
+
+    Store entries on the volume are shared and immutable: a worker must not
+    write ``__pycache__`` files into them (with many workers, that is a
+    write storm on the network file system and it changes installed files).
+    """
     models = root / "models"
     return {
+        "PYTHONDONTWRITEBYTECODE": "1",
         "HF_HOME": str(models / "huggingface"),
         "HF_HUB_CACHE": str(models / "huggingface" / "hub"),
         "MODELSCOPE_CACHE": str(models / "modelscope"),
@@ -176,6 +182,7 @@ def activate(
     # process must keep importing from one generation for its whole life.
     sys.path[:] = [item for item in sys.path if item not in (stable, str(entry))]
     sys.path.insert(0, str(entry))
+    sys.dont_write_bytecode = True
     environment = cache_variables(found.root)
     if offline and found.models_complete:
         environment["HF_HUB_OFFLINE"] = "1"

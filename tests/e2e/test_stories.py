@@ -160,6 +160,7 @@ def test_story_4_serverless_worker_with_only_the_env(volume: Volume, tmp_path: P
         volume.run("env", "--project", "story", "--mount", str(worker_root), "--format", "json").stdout
     )
     assert env_json["HF_HUB_OFFLINE"] == "1" and env_json["PYTHONPATH"].startswith(str(worker_root))
+    assert env_json["PYTHONDONTWRITEBYTECODE"] == "1"  # workers never write into shared store entries
     _remount(volume, tmp_path)
     volume.hub.clear_requests()
     worker_env = {"PATH": os.environ["PATH"], **env_json}
@@ -179,14 +180,14 @@ def test_story_4_serverless_worker_with_only_the_env(volume: Volume, tmp_path: P
         f"activation = runpy.run_path({str(runtime)!r})['activate']('story', {str(worker_root)!r});"
         "import alpha;"
         "print(json.dumps([str(activation.sys_path_entry), os.environ['HF_HUB_OFFLINE'], alpha.VERSION,"
-        " any('volume_cli' in name for name in sys.modules)]))"
+        " any('volume_cli' in name for name in sys.modules), sys.dont_write_bytecode]))"
     )
-    entry, offline, version, imported_tool = json.loads(
+    entry, offline, version, imported_tool, no_bytecode = json.loads(
         # -S: no site-packages, so neither volume-cli nor anything else installed is importable
         import_from(Path(), activate, env={"PATH": os.environ["PATH"]}, flags=("-S",))
     )
     assert entry.startswith(str(worker_root / "python-deps" / f"py{PY}" / ".generations")) and offline == "1"
-    assert version == "1.0" and imported_tool is False
+    assert version == "1.0" and imported_tool is False and no_bytecode is True
 
 
 @pytest.mark.e2e
