@@ -60,7 +60,6 @@ def run_setup(
 ) -> SetupResult:
     from volume_cli.consumer_env import write_runtime_copy
     from volume_cli.deps import install
-    from volume_cli.deps.locked import locked_version
     from volume_cli.models import download
 
     def deps_step() -> tuple[str, Any]:
@@ -83,7 +82,6 @@ def run_setup(
             hf_endpoints=hf_endpoints,
             modelscope_endpoints=modelscope_endpoints,
             progress=progress,
-            consumer_modelscope_version=locked_version(layout, project.name, "modelscope"),
         )
         if project.plugin is not None:
             project.plugin.after_models(

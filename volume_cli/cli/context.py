@@ -35,13 +35,6 @@ def write_layout(root: Path | None) -> VolumeLayout:
     return layout
 
 
-def consumer_modelscope_version(layout: VolumeLayout, definition: ProjectDefinition) -> str | None:
-    """The modelscope version the project's workers import, from its lock (None if unlocked)."""
-    from volume_cli.deps.locked import locked_version
-
-    return locked_version(layout, definition.name, "modelscope")
-
-
 def write_runtime(layout: VolumeLayout) -> None:
     """Keep the standalone runtime file on the volume current (for workers with nothing installed)."""
     from volume_cli.consumer_env import write_runtime_copy

@@ -51,6 +51,11 @@ def download(
     started = time.monotonic()
     reporter: Progress = progress if progress is not None else NullProgress()
     environ = os.environ if env is None else env
+    if consumer_modelscope_version is None:
+        # The modelscope the project's workers import decides the layout they read.
+        from volume_cli.deps.locked import locked_version
+
+        consumer_modelscope_version = locked_version(layout, project.name, "modelscope")
     context = SourceContext(layout, reporter, environ, consumer_modelscope_version, utc_now())
     settings = EngineSettings(
         # The order of precedence: the caller's list (CLI), the project's config, the environment, the hub.

@@ -100,7 +100,6 @@ def download_command(
     as_json: JsonOption = False,
 ) -> None:
     """Download the project's models into the shared models/ folder; present ones cost no request."""
-    from volume_cli.cli.context import consumer_modelscope_version
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.models import download
 
@@ -116,7 +115,6 @@ def download_command(
             progress=progress,
             timeout=timeout,
             retries=retries,
-            consumer_modelscope_version=consumer_modelscope_version(layout, definition),
         )
     emit(result, as_json=as_json, human=lambda console: render_download(console, result))
 
@@ -133,7 +131,6 @@ def ensure_command(
     """Start-up mode: no-op when models are present, else download (DOWNLOAD_MODELS_ON_STARTUP=false skips).
 
     Exits 0 only when every model is complete."""
-    from volume_cli.cli.context import consumer_modelscope_version
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.errors import ModelError
     from volume_cli.models import ensure
@@ -146,7 +143,6 @@ def ensure_command(
             hf_endpoints=hf_endpoint,
             modelscope_endpoints=modelscope_endpoint,
             progress=progress,
-            consumer_modelscope_version=consumer_modelscope_version(layout, definition),
         )
 
     def human(console: Console) -> None:
