@@ -114,11 +114,6 @@ def project_status(
     config_changed: bool | None = None
     if definition is None:
         problems.append("installed on the volume but no project definition was found")
-    elif state is not None and state.deps is not None:
-        try:
-            config_changed = state.deps.config_hash != definition.config_hash(mirror=mirror)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
     deps = state.deps if state else None
     models = state.models if state else None
     deps_detail: DepsStatus | None = None
@@ -129,10 +124,14 @@ def project_status(
         from volume_cli.models import models_status
 
         try:
-            deps_detail = deps_status(layout=layout, project=definition, mirror=mirror)
+            deps_detail = deps_status(layout=layout, project=definition, mirror=mirror, state=state)
             models_detail = models_status(layout=layout, project=definition)
-        except (ConfigError, StateError) as exc:
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except StateError as exc:
             problems.append(exc.message)
+        if deps is not None and deps_detail is not None:
+            config_changed = deps.config_hash != deps_detail.config_hash
         if models_detail is not None:
             missing = [model.key for model in models_detail.models if not model.present]
         if deps is not None and deps_detail is not None and not deps_detail.installed:

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -27,7 +27,7 @@ from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.store.documents import read_document
 from volume_cli.store.lock import describe_lock, lock_path
-from volume_cli.store.state import read_project_state
+from volume_cli.store.state import ProjectState, read_project_state
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,18 @@ class DepsStatus:
         return data
 
 
-def deps_status(*, layout: VolumeLayout, project: ProjectDefinition, mirror: str | None) -> DepsStatus:
+def deps_status(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    state: ProjectState | Literal["read"] | None = "read",
+) -> DepsStatus:
+    """``state``: the project's state when the caller has read it already (one read less per project)."""
     python_version = project.python_version
     config_hash = project.config_hash(mirror=mirror)
-    state = read_project_state(layout, project.name)
+    if state == "read":
+        state = read_project_state(layout, project.name)
     deps = state.deps if state else None
     lock = read_document(lock_info_path(layout, project.name), LockInfo)
     current = current_generation(layout, project.name, python_version)
@@ -205,4 +213,3 @@ def list_packages(*, layout: VolumeLayout, project: ProjectDefinition, mirror: s
             status = "ok"
         rows.append(PackageRow(name, group_name, requirement, locked_version, installed_version, status))
     return rows
-
