@@ -11,7 +11,11 @@ METADATA = Path(__file__).resolve().parent.parent / "metadata"
 
 def test_committed_schemas_match_the_models() -> None:
     rendered = render_schemas()
-    stale = [name for name, text in rendered.items() if not (METADATA / name).is_file() or (METADATA / name).read_text() != text]
+    stale = [
+        name
+        for name, text in rendered.items()
+        if not (METADATA / name).is_file() or (METADATA / name).read_text() != text
+    ]
     assert not stale, f"regenerate with: python -m volume_cli.store.schemas metadata  (stale: {stale})"
     extra = {path.name for path in METADATA.glob("*.schema.json")} - set(rendered)
     assert not extra, f"schemas without a model: {extra}"

@@ -66,7 +66,9 @@ def build_wheel(
     if requires_python:
         metadata_lines.append(f"Requires-Python: {requires_python}")
     metadata_lines += [f"Requires-Dist: {requirement}" for requirement in requires]
-    contents: dict[str, bytes] = {path: data.encode() if isinstance(data, str) else data for path, data in files.items()}
+    contents: dict[str, bytes] = {
+        path: data.encode() if isinstance(data, str) else data for path, data in files.items()
+    }
     contents[f"{dist_info}/METADATA"] = ("\n".join(metadata_lines) + "\n").encode()
     root_is_purelib = "true" if tag.endswith("-none-any") else "false"
     wheel_lines = ["Wheel-Version: 1.0", "Generator: wheelfactory", f"Root-Is-Purelib: {root_is_purelib}"]
@@ -118,7 +120,17 @@ def compile_extension(
     out.parent.mkdir(parents=True, exist_ok=True)
     source_path = out_dir / f"{module}.c"
     source_path.write_text(source)
-    command = ["gcc", "-shared", "-fPIC", "-O1", "-DPy_LIMITED_API=0x03080000", f"-I{include}", "-o", str(out), str(source_path)]
+    command = [
+        "gcc",
+        "-shared",
+        "-fPIC",
+        "-O1",
+        "-DPy_LIMITED_API=0x03080000",
+        f"-I{include}",
+        "-o",
+        str(out),
+        str(source_path),
+    ]
     for library in libraries:
         command += [f"-L{library.parent}", f"-l:{library.name}"]
     if rpath:

@@ -109,7 +109,9 @@ def write_log(log_dir: Path, label: str, result: RunResult) -> Path | None:
     """Keep a command's full output; a failure to write must not hide the real error."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     path = log_dir / f"{stamp}-{label}-{uuid.uuid4().hex[:6]}.log"
-    text = f"$ {format_command(result.command)}\n# exit {result.returncode} after {result.seconds:.1f}s\n{result.output}\n"
+    text = (
+        f"$ {format_command(result.command)}\n# exit {result.returncode} after {result.seconds:.1f}s\n{result.output}\n"
+    )
     try:
         atomic_write_text(path, text)
     except OSError as exc:

@@ -34,7 +34,9 @@ def wheels(tmp_path: Path) -> Path:
     build_wheel(folder, "alpha", "2.0", requires=["beta>=1"])
     build_wheel(folder, "beta", "1.0")
     build_wheel(folder, "beta", "1.5")
-    build_wheel(folder, "gamma", "1.0", files={"gamma.py": "VALUE = 'gamma'\n"}, top_level=["gamma"], requires=["delta"])
+    build_wheel(
+        folder, "gamma", "1.0", files={"gamma.py": "VALUE = 'gamma'\n"}, top_level=["gamma"], requires=["delta"]
+    )
     build_wheel(folder, "delta", "1.0")
     build_wheel(folder, "epsilon", "1.0")
     build_wheel(folder, "epsilon", "3.0")

@@ -32,6 +32,7 @@ class Projects:
         (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": groups}))
         return load_project_folder(folder)
 
+
 _DRIVER = """
 import json, sys
 from pathlib import Path
@@ -102,5 +103,7 @@ def tree_snapshot(root: Path) -> dict[str, str]:
         for name in dirs + files:
             path = Path(folder, name)
             relative = str(path.relative_to(root))
-            snapshot[relative] = "link:" + os.readlink(path) if path.is_symlink() else ("dir" if path.is_dir() else "file")
+            snapshot[relative] = (
+                "link:" + os.readlink(path) if path.is_symlink() else ("dir" if path.is_dir() else "file")
+            )
     return snapshot

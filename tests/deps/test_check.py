@@ -19,9 +19,17 @@ from .helpers import PY, Projects
 
 def test_modules_come_from_record_not_from_the_package_name() -> None:
     record = [
-        "sklearn/__init__.py", "sklearn/_core.cpython-311-x86_64-linux-gnu.so", "scikit_learn-1.5.dist-info/RECORD",
-        "scikit_learn.libs/libgomp.so.1", "yaml/__init__.py", "_yaml.cpython-311-x86_64-linux-gnu.so",
-        "google/protobuf/__init__.py", "google/_upb/_message.abi3.so", "bin/umap", "tests/test_x.py", "six.py",
+        "sklearn/__init__.py",
+        "sklearn/_core.cpython-311-x86_64-linux-gnu.so",
+        "scikit_learn-1.5.dist-info/RECORD",
+        "scikit_learn.libs/libgomp.so.1",
+        "yaml/__init__.py",
+        "_yaml.cpython-311-x86_64-linux-gnu.so",
+        "google/protobuf/__init__.py",
+        "google/_upb/_message.abi3.so",
+        "bin/umap",
+        "tests/test_x.py",
+        "six.py",
         "__pycache__/six.cpython-311.pyc",
     ]
     assert top_level_modules(record) == ["_yaml", "google._upb._message", "google.protobuf", "six", "sklearn", "yaml"]
@@ -36,7 +44,12 @@ def _odd_wheels(folder: Path) -> None:
 
 
 def test_check_is_clean_after_install_and_finds_every_kind_of_problem(
-    layout: VolumeLayout, projects: Projects, wheels: Path, index: IndexServer, progress: NullProgress, isolated_uv: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    wheels: Path,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
 ) -> None:
     _odd_wheels(wheels)
     project = projects.make("demo", {"main": {"packages": ["alpha==1.0", "py-widgets", "umap-thing"]}})
@@ -55,13 +68,20 @@ def test_check_is_clean_after_install_and_finds_every_kind_of_problem(
     os.symlink(os.readlink(generation / "py_widgets-1.0.dist-info"), generation / "stray-9.dist-info")
     report = check(layout=layout, project=project, progress=progress, imports=False)
     assert not report.ok
-    assert [(p.distribution, p.path, p.problem) for p in report.file_problems] == [("alpha", "alpha/__init__.py", "changed")]
+    assert [(p.distribution, p.path, p.problem) for p in report.file_problems] == [
+        ("alpha", "alpha/__init__.py", "changed")
+    ]
     assert report.missing == ("umap-thing",)
     assert report.modules_imported == 0
 
 
 def test_check_reports_modules_that_fail_to_import(
-    layout: VolumeLayout, projects: Projects, wheels: Path, index: IndexServer, progress: NullProgress, isolated_uv: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    wheels: Path,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
 ) -> None:
     _odd_wheels(wheels)
     project = projects.make("demo", {"main": {"packages": ["broken-dist", "py-widgets"]}})
@@ -122,12 +142,19 @@ def test_status_of_twenty_projects_is_fast(
 def test_list_packages_compares_config_lock_and_disk(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
-    install(layout=layout, project=projects.make("demo", {"m": {"packages": ["alpha==1.0", "delta"]}}),
-            mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    install(
+        layout=layout,
+        project=projects.make("demo", {"m": {"packages": ["alpha==1.0", "delta"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
     project = projects.make("demo", {"m": {"packages": ["alpha==2.0"]}, "extra": {"packages": ["epsilon"]}})
     lock_project(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
-    rows = {row.name: (row.group, row.locked_version, row.installed_version, row.status)
-            for row in list_packages(layout=layout, project=project, mirror=index.url)}
+    rows = {
+        row.name: (row.group, row.locked_version, row.installed_version, row.status)
+        for row in list_packages(layout=layout, project=project, mirror=index.url)
+    }
     assert rows == {
         "alpha": ("m", "2.0", "1.0", "differs"),
         "beta": (None, "1.5", "1.5", "ok"),
@@ -137,7 +164,12 @@ def test_list_packages_compares_config_lock_and_disk(
 
 
 def test_import_check_does_not_fall_back_to_the_running_environment(
-    layout: VolumeLayout, projects: Projects, wheels: Path, index: IndexServer, progress: NullProgress, isolated_uv: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    wheels: Path,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
 ) -> None:
     # The checking interpreter has PyYAML installed; a `yaml` module gone from the generation must
     # still fail the check instead of being imported from the interpreter's own site-packages.

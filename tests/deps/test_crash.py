@@ -51,7 +51,9 @@ def test_sigkill_during_install_keeps_a_whole_generation_and_the_rerun_converges
 
     rerun = install(layout=layout, project=new, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     assert import_values(path, {"a": "alpha.VERSION", "g": "gamma.VALUE", "e": "epsilon.VERSION"}) == {
-        "a": "2.0", "g": "gamma", "e": "3.0",
+        "a": "2.0",
+        "g": "gamma",
+        "e": "3.0",
     }
     _assert_converged(layout, "demo")
     assert check(layout=layout, project=new, progress=progress, imports=False).ok

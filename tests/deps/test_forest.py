@@ -32,16 +32,29 @@ def _native_wheels(folder: Path, scratch: Path) -> None:
     """vendorlib ships libvendor.so; nativeext's extension finds it via $ORIGIN/../vendorlib/lib (like torch → nvidia)."""
     library = compile_shared_library("int vendor_value(void) { return 42; }\n", scratch / "libvendor.so")
     build_wheel(
-        folder, "vendorlib", "1.0", tag="py3-none-manylinux_2_17_x86_64",
+        folder,
+        "vendorlib",
+        "1.0",
+        tag="py3-none-manylinux_2_17_x86_64",
         files={"vendorlib/__init__.py": "", "vendorlib/lib/libvendor.so": library.read_bytes()},
     )
     extension = compile_extension(
-        "_core", extension_source("_core", "vendor_value() + 1"), scratch / "ext",
-        rpath="$ORIGIN/../vendorlib/lib", libraries=[library],
+        "_core",
+        extension_source("_core", "vendor_value() + 1"),
+        scratch / "ext",
+        rpath="$ORIGIN/../vendorlib/lib",
+        libraries=[library],
     )
     build_wheel(
-        folder, "nativeext", "1.0", tag=f"{PY_TAG}-abi3-manylinux_2_17_x86_64", requires=["vendorlib"],
-        files={"nativeext/__init__.py": "from ._core import value\n", "nativeext/_core.abi3.so": extension.read_bytes()},
+        folder,
+        "nativeext",
+        "1.0",
+        tag=f"{PY_TAG}-abi3-manylinux_2_17_x86_64",
+        requires=["vendorlib"],
+        files={
+            "nativeext/__init__.py": "from ._core import value\n",
+            "nativeext/_core.abi3.so": extension.read_bytes(),
+        },
     )
 
 
@@ -87,7 +100,9 @@ def test_namespace_package_split_across_distributions(
         project = projects.make("ns", {"main": {"packages": ["nsp-a", "nsp-b", "topmod-one", "topmod-two"]}})
         install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     path = layout.deps_path("ns", PY)
-    values = import_values(path, {"a": "nsp.a.X", "b": "nsp.b.X", "d": "nsp.b.deep.Y", "one": "topone.X", "two": "toptwo.X"})
+    values = import_values(
+        path, {"a": "nsp.a.X", "b": "nsp.b.X", "d": "nsp.b.deep.Y", "one": "topone.X", "two": "toptwo.X"}
+    )
     assert values == {"a": "a", "b": "b", "d": 1, "one": 1, "two": 2}
     generation = path.resolve()
     assert (generation / "nsp").is_dir() and not (generation / "nsp").is_symlink()
@@ -119,7 +134,11 @@ def test_a_310_project_installed_from_another_python_imports_with_310(
 
 @pytest.mark.skipif(PY310 is None, reason="needs a pyenv CPython 3.10 to import what was installed")
 def test_without_an_interpreter_wheels_install_by_tag(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path,
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("volume_cli.deps.installer.find_interpreter", lambda version, uv=None: None)
@@ -146,7 +165,12 @@ def test_a_wheel_for_another_python_is_refused_naming_the_package(
 
 
 def test_forest_survives_a_moved_volume_root(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, tmp_path: Path, progress: NullProgress, isolated_uv: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    tmp_path: Path,
+    progress: NullProgress,
+    isolated_uv: Path,
 ) -> None:
     """Pods mount at /workspace, workers at /runpod-volume: every link must be relative."""
     project = projects.make("demo", {"main": {"packages": ["alpha==1.0", "gamma"]}})

@@ -25,8 +25,13 @@ def test_gc_keeps_current_previous_and_young_generations_and_shared_entries(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
     def apply(name: str, packages: list[str]) -> str:
-        result = install(layout=layout, project=projects.make(name, {"m": {"packages": packages}}),
-                         mirror=index.url, cache_dir=isolated_uv, progress=progress)
+        result = install(
+            layout=layout,
+            project=projects.make(name, {"m": {"packages": packages}}),
+            mirror=index.url,
+            cache_dir=isolated_uv,
+            progress=progress,
+        )
         return str(result.generation)
 
     first = apply("one", ["alpha==1.0", "epsilon==3.0"])
@@ -65,8 +70,13 @@ def test_gc_keeps_current_previous_and_young_generations_and_shared_entries(
 def test_gc_leaves_young_unreferenced_entries_and_removes_leftovers(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
-    install(layout=layout, project=projects.make("one", {"m": {"packages": ["delta"]}}),
-            mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    install(
+        layout=layout,
+        project=projects.make("one", {"m": {"packages": ["delta"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
     # an entry an install just made but has not linked yet, and an unfinished generation of a killed run
     young = layout.store_dir / "young-1.0-000000000000-py3.11"
     young.mkdir()

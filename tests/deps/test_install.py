@@ -82,21 +82,35 @@ def test_add_upgrade_downgrade_remove_change_only_what_differs(
     assert _entry_of(layout, "demo", "beta-1.0.dist-info") == beta_entry  # the unchanged entry is shared
     path = layout.deps_path("demo", PY)
     assert import_values(path, {"a": "alpha.VERSION", "e": "epsilon.VERSION", "g": "gamma.VALUE"}) == {
-        "a": "2.0", "e": "1.0", "g": "gamma",
+        "a": "2.0",
+        "e": "1.0",
+        "g": "gamma",
     }
 
     third = apply(["epsilon==1.0", "gamma"])  # alpha goes, and beta with it: nothing needs it now
     assert _names(third.plan.remove) == ["alpha", "beta"]  # type: ignore[attr-defined]
     assert third.installed_count == 0  # type: ignore[attr-defined]
     listing = sorted(name for name in os.listdir(path) if not name.startswith("__"))
-    assert listing == ["delta", "delta-1.0.dist-info", "epsilon", "epsilon-1.0.dist-info", "gamma-1.0.dist-info", "gamma.py"]
+    assert listing == [
+        "delta",
+        "delta-1.0.dist-info",
+        "epsilon",
+        "epsilon-1.0.dist-info",
+        "gamma-1.0.dist-info",
+        "gamma.py",
+    ]
 
     fourth = apply(["epsilon==1.0", "gamma", "alpha==2.0", "beta==1.0"])  # back: entries are in the store already
     assert fourth.installed_count == 0 and fourth.reused_count == 2  # type: ignore[attr-defined]
 
 
 def test_unpinned_requirements_stay_locked_until_upgrade(
-    layout: VolumeLayout, projects: Projects, wheels: Path, index: IndexServer, progress: NullProgress, isolated_uv: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    wheels: Path,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
 ) -> None:
     project = projects.make("demo", {"main": {"packages": ["epsilon"]}})
     install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
@@ -113,7 +127,9 @@ def test_unpinned_requirements_stay_locked_until_upgrade(
     lock_text = (layout.project_state_dir("demo") / "pylock.toml").read_text()
     assert 'name = "epsilon"\nversion = "3.0"' in lock_text
 
-    upgraded = install(layout=layout, project=changed, mirror=index.url, cache_dir=isolated_uv, progress=progress, upgrade=True)
+    upgraded = install(
+        layout=layout, project=changed, mirror=index.url, cache_dir=isolated_uv, progress=progress, upgrade=True
+    )
     assert [(c.name, c.locked_version) for c in upgraded.plan.upgrade] == [("epsilon", "4.0")]
 
 
@@ -168,7 +184,12 @@ def test_no_deps_group_is_locked_without_its_dependencies(
 
 
 def test_a_group_index_pins_its_packages_in_one_joint_resolution(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, tmp_path: Path, progress: NullProgress, isolated_uv: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    tmp_path: Path,
+    progress: NullProgress,
+    isolated_uv: Path,
 ) -> None:
     # Both indexes serve shared==1.0, with different content; the group's index must win.
     build_wheel(index.folder, "shared", "1.0", build_tag="main", requires=["beta==1.0"])
@@ -197,7 +218,9 @@ def test_force_reinstalls_into_new_entries(
     project = projects.make("demo", {"main": {"packages": ["alpha==1.0"]}})
     first = install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     old_entry = _entry_of(layout, "demo", "alpha-1.0.dist-info")
-    forced = install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, force=True)
+    forced = install(
+        layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, force=True
+    )
     assert not forced.noop and forced.generation != first.generation
     assert _names(forced.plan.reinstall) == ["alpha", "beta"] and forced.installed_count == 2
     new_entry = _entry_of(layout, "demo", "alpha-1.0.dist-info")
@@ -210,8 +233,13 @@ def test_force_reinstalls_into_new_entries(
 def test_rollback_switches_to_the_previous_generation_and_back(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
-    one = install(layout=layout, project=projects.make("demo", {"m": {"packages": ["alpha==1.0"]}}),
-                  mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    one = install(
+        layout=layout,
+        project=projects.make("demo", {"m": {"packages": ["alpha==1.0"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
     project = projects.make("demo", {"m": {"packages": ["alpha==2.0"]}})
     two = install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     path = layout.deps_path("demo", PY)
@@ -242,11 +270,18 @@ def test_rollback_without_a_previous_generation_fails_clearly(
 def test_dry_run_returns_the_plan_and_changes_nothing(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
-    install(layout=layout, project=projects.make("demo", {"m": {"packages": ["alpha==1.0"]}}),
-            mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    install(
+        layout=layout,
+        project=projects.make("demo", {"m": {"packages": ["alpha==1.0"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
     before = tree_snapshot(layout.root)
     project = projects.make("demo", {"m": {"packages": ["alpha==2.0", "delta"]}})
-    result = install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, dry_run=True)
+    result = install(
+        layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, dry_run=True
+    )
     assert result.dry_run and not result.noop
     data = json.loads(json.dumps(result.to_dict()))
     assert [change["name"] for change in data["plan"]["add"]] == ["delta"]
@@ -331,10 +366,20 @@ def test_a_failing_uv_install_names_the_package_and_keeps_the_generation(
 def test_two_projects_share_store_entries(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
-    install(layout=layout, project=projects.make("one", {"m": {"packages": ["alpha==1.0"]}}),
-            mirror=index.url, cache_dir=isolated_uv, progress=progress)
-    second = install(layout=layout, project=projects.make("two", {"m": {"packages": ["alpha==1.0", "delta"]}}),
-                     mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    install(
+        layout=layout,
+        project=projects.make("one", {"m": {"packages": ["alpha==1.0"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
+    second = install(
+        layout=layout,
+        project=projects.make("two", {"m": {"packages": ["alpha==1.0", "delta"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
     assert second.installed_count == 1 and second.reused_count == 2
     assert _entry_of(layout, "one", "alpha-1.0.dist-info") == _entry_of(layout, "two", "alpha-1.0.dist-info")
     assert len([name for name in os.listdir(layout.store_dir) if name.startswith("alpha-")]) == 1
@@ -359,15 +404,21 @@ def test_the_plugin_hook_runs_after_a_new_generation_becomes_current(
     (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta]\n")
     from volume_cli.project.discovery import load_project_folder
 
-    result = install(layout=layout, project=load_project_folder(folder), mirror=index.url, cache_dir=isolated_uv,
-                     progress=progress)
+    result = install(
+        layout=layout, project=load_project_folder(folder), mirror=index.url, cache_dir=isolated_uv, progress=progress
+    )
     assert (layout.root / "hook.txt").read_text().endswith(str(result.generation))
 
     (folder / "fail").touch()
     (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta, epsilon]\n")
     with pytest.raises(InstallError, match="after_install hook failed: RuntimeError: boom"):
-        install(layout=layout, project=load_project_folder(folder), mirror=index.url, cache_dir=isolated_uv,
-                progress=progress)
+        install(
+            layout=layout,
+            project=load_project_folder(folder),
+            mirror=index.url,
+            cache_dir=isolated_uv,
+            progress=progress,
+        )
     # the hook runs after the switch: the new generation is current
     assert import_values(layout.deps_path("hooked", PY), {"e": "epsilon.VERSION"}) == {"e": "3.0"}
 

@@ -172,7 +172,9 @@ def _orphan_generations(
             records = generation_records_dir(layout, project)
             for name in _listdir(generations_root / project):
                 generation = name.removeprefix(TEMP_PREFIX)
-                if linked.get((python_dir, project)) == name or ((records / f"{generation}.json").exists() and name == generation):
+                if linked.get((python_dir, project)) == name or (
+                    (records / f"{generation}.json").exists() and name == generation
+                ):
                     continue
                 path = generations_root / project / name
                 age = _age(path, now)
@@ -182,4 +184,3 @@ def _orphan_generations(
                 if not dry_run:
                     remove_tree(path)
     return removed
-

@@ -24,7 +24,7 @@ def search_paths(path: Path) -> list[str]:
             header = handle.read(64)
             if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
                 return []
-            phoff, = struct.unpack_from("<Q", header, 0x20)
+            (phoff,) = struct.unpack_from("<Q", header, 0x20)
             phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
             handle.seek(phoff)
             table = handle.read(phentsize * phnum)

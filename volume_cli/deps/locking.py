@@ -9,7 +9,9 @@ from volume_cli.store.lock import LeaseLock, LockRecord, lock_path
 GC_LOCK_NAME = "volume-gc"
 
 
-def project_lock(layout: VolumeLayout, project: str, *, command: str, wait_seconds: float, progress: Progress) -> LeaseLock:
+def project_lock(
+    layout: VolumeLayout, project: str, *, command: str, wait_seconds: float, progress: Progress
+) -> LeaseLock:
     def on_wait(holder: LockRecord) -> None:
         progress.info(f"waiting up to {wait_seconds:.0f}s for {holder.describe()} to finish")
 
@@ -20,4 +22,6 @@ def gc_lock(layout: VolumeLayout, *, wait_seconds: float, progress: Progress) ->
     def on_wait(holder: LockRecord) -> None:
         progress.info(f"waiting for {holder.describe()} to finish")
 
-    return LeaseLock(lock_path(layout.locks_dir, GC_LOCK_NAME), command="deps gc", wait_seconds=wait_seconds, on_wait=on_wait)
+    return LeaseLock(
+        lock_path(layout.locks_dir, GC_LOCK_NAME), command="deps gc", wait_seconds=wait_seconds, on_wait=on_wait
+    )

@@ -48,7 +48,9 @@ def read_installed(generation: Path) -> dict[str, InstalledDistribution]:
         if "Name" not in fields:
             continue
         name = canonicalize_name(fields["Name"])
-        installed[name] = InstalledDistribution(name=name, version=fields.get("Version", ""), dist_info=child.name, entry=entry)
+        installed[name] = InstalledDistribution(
+            name=name, version=fields.get("Version", ""), dist_info=child.name, entry=entry
+        )
     return installed
 
 
@@ -123,7 +125,9 @@ def compute_plan(
             unchanged.append(change)
     locked_names = {package.name for package in locked}
     remove = [
-        PackageChange(name, dist.version, None, dist.entry) for name, dist in sorted(installed.items()) if name not in locked_names
+        PackageChange(name, dist.version, None, dist.entry)
+        for name, dist in sorted(installed.items())
+        if name not in locked_names
     ]
     return InstallPlan(
         project=project,

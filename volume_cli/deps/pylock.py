@@ -40,7 +40,9 @@ def _file(raw: Mapping[str, Any]) -> LockedFile:
     filename = str(raw.get("name") or url.rsplit("/", 1)[-1].split("#", 1)[0])
     hashes = raw.get("hashes") or {}
     size = raw.get("size")
-    return LockedFile(url=url, filename=filename, sha256=hashes.get("sha256"), size=int(size) if size is not None else None)
+    return LockedFile(
+        url=url, filename=filename, sha256=hashes.get("sha256"), size=int(size) if size is not None else None
+    )
 
 
 def select_packages(

@@ -93,7 +93,13 @@ def generated_pyproject(config: DependencyConfig, *, project: str, python_versio
         lines += ["[[tool.uv.index]]", f"name = {_toml(index_name)}", f"url = {_toml(url)}", "explicit = true", ""]
     for position, url in enumerate(extra_indexes, start=1):
         lines += ["[[tool.uv.index]]", f"name = {_toml(f'extra-{position}')}", f"url = {_toml(url)}", ""]
-    lines += ["[[tool.uv.index]]", 'name = "default"', f"url = {_toml(mirror or PYPI_SIMPLE_URL)}", "default = true", ""]
+    lines += [
+        "[[tool.uv.index]]",
+        'name = "default"',
+        f"url = {_toml(mirror or PYPI_SIMPLE_URL)}",
+        "default = true",
+        "",
+    ]
     if sources:
         lines.append("[tool.uv.sources]")
         lines += [f"{_toml(package)} = {{ index = {_toml(pinned)} }}" for package, pinned in sources.items()]
@@ -163,10 +169,27 @@ def resolve(
         lock_command = [uv, "lock", "--python", sys.executable]
         if upgrade:
             lock_command.append("--upgrade")
-        export_command = [uv, "export", "--frozen", "--format", "pylock.toml", "--no-header", "-o", "pylock.toml",
-                          "--python", sys.executable]
+        export_command = [
+            uv,
+            "export",
+            "--frozen",
+            "--format",
+            "pylock.toml",
+            "--no-header",
+            "-o",
+            "pylock.toml",
+            "--python",
+            sys.executable,
+        ]
         try:
-            run(lock_command, label="uv-lock", env=env, cwd=work, log_dir=layout.logs_dir, on_line=_resolver_line(progress))
+            run(
+                lock_command,
+                label="uv-lock",
+                env=env,
+                cwd=work,
+                log_dir=layout.logs_dir,
+                on_line=_resolver_line(progress),
+            )
             run(export_command, label="uv-export", env=env, cwd=work, log_dir=layout.logs_dir)
         except SubprocessError as exc:
             culprit = failing_package(exc.tail, _groups_by_package(config))

@@ -120,7 +120,9 @@ def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STAL
             age = now - child.stat(follow_symlinks=False).st_mtime
         except FileNotFoundError:
             continue
-        if child.name.startswith(".trash-") or staging_is_stale(child.name, age_seconds=age, max_age_seconds=max_age_seconds):
+        if child.name.startswith(".trash-") or staging_is_stale(
+            child.name, age_seconds=age, max_age_seconds=max_age_seconds
+        ):
             shutil.rmtree(child.path, ignore_errors=True)
             removed += 1
     return removed
@@ -150,7 +152,11 @@ def read_metadata_fields(path: Path) -> dict[str, str]:
 def read_record(path: Path) -> list[tuple[str, str, str]]:
     """RECORD rows as (path, hash, size); paths are POSIX, relative to site-packages."""
     with open(path, encoding="utf-8", newline="") as handle:
-        return [(row[0], row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "") for row in csv.reader(handle) if row]
+        return [
+            (row[0], row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "")
+            for row in csv.reader(handle)
+            if row
+        ]
 
 
 def _staged_distributions(target: Path) -> dict[str, _Staged]:
@@ -297,7 +303,9 @@ def harvest(
     for package in packages:
         found = staged.get(package.name)
         if found is None:
-            raise InstallError(f"uv reported success but {package.name}=={package.version} is not in the staging folder")
+            raise InstallError(
+                f"uv reported success but {package.name}=={package.version} is not in the staging folder"
+            )
         if found.version != package.version:
             raise InstallError(f"{package.name}: locked {package.version} but the artifact installed {found.version}")
     wanted = {package.name: staged[package.name] for package in packages}
@@ -337,7 +345,9 @@ def harvest(
             # Another installer put the same distribution in place first: use theirs.
             existing = read_manifest(layout, build.key)
             if existing is None:
-                raise InstallError(f"store entry {final} exists but has no manifest", hint="run: volume-cli deps gc") from None
+                raise InstallError(
+                    f"store entry {final} exists but has no manifest", hint="run: volume-cli deps gc"
+                ) from None
             info = existing.info
         else:
             created.append(build.key)

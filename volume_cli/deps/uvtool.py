@@ -17,8 +17,25 @@ from volume_cli.errors import InstallError
 CACHE_ENV = "VOLUME_CLI_UV_CACHE"
 
 # Settings that would change what uv resolves or where it looks.
-_SCRUBBED_PREFIXES = ("UV_INDEX", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX", "UV_FIND_LINKS", "UV_NO_INDEX", "UV_CONFIG_FILE")
-_SCRUBBED = {"UV_PYTHON", "UV_SYSTEM_PYTHON", "UV_TARGET", "UV_PREFIX", "UV_NO_CACHE", "VIRTUAL_ENV", "CONDA_PREFIX", "UV_LINK_MODE", "UV_COMPILE_BYTECODE"}
+_SCRUBBED_PREFIXES = (
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_CONFIG_FILE",
+)
+_SCRUBBED = {
+    "UV_PYTHON",
+    "UV_SYSTEM_PYTHON",
+    "UV_TARGET",
+    "UV_PREFIX",
+    "UV_NO_CACHE",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "UV_LINK_MODE",
+    "UV_COMPILE_BYTECODE",
+}
 
 
 def uv_binary() -> str:

@@ -78,8 +78,13 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not (
-            self.problems or self.missing or self.extra or self.wrong_versions or self.wrong_builds
-            or self.file_problems or self.import_failures
+            self.problems
+            or self.missing
+            or self.extra
+            or self.wrong_versions
+            or self.wrong_builds
+            or self.file_problems
+            or self.import_failures
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +158,9 @@ def _modules(paths: list[str], prefix: str) -> list[str]:
             names.add(folder)
         elif any(_is_code(posixpath.basename(name)) for name in inside):
             names.update(f"{folder}.{module}" for module in _modules(inside, f"{prefix}{folder}."))
-    return sorted(name for name in names if name.split(".")[0] not in _NOT_MODULES and name.split(".")[-1].isidentifier())
+    return sorted(
+        name for name in names if name.split(".")[0] not in _NOT_MODULES and name.split(".")[-1].isidentifier()
+    )
 
 
 _IMPORT_SCRIPT = """
@@ -239,14 +246,21 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
     )
 
 
-def _import_all(layout: VolumeLayout, interpreter: Path, root: Path, modules: list[tuple[str, str]]) -> list[ImportFailure]:
+def _import_all(
+    layout: VolumeLayout, interpreter: Path, root: Path, modules: list[tuple[str, str]]
+) -> list[ImportFailure]:
     with tempfile.TemporaryDirectory(prefix="volume-cli-check-") as scratch:
         wanted, out, script = Path(scratch, "wanted.json"), Path(scratch, "out.json"), Path(scratch, "check.py")
         wanted.write_text(json.dumps(modules))
         script.write_text(_IMPORT_SCRIPT)
         # -S: no site-packages, so a module missing from the generation cannot be found elsewhere
-        result = run([str(interpreter), "-I", "-S", str(script), str(root), str(wanted), str(out)],
-                     label="import-check", cwd=Path(scratch), log_dir=layout.logs_dir, check=False)
+        result = run(
+            [str(interpreter), "-I", "-S", str(script), str(root), str(wanted), str(out)],
+            label="import-check",
+            cwd=Path(scratch),
+            log_dir=layout.logs_dir,
+            check=False,
+        )
         if result.returncode != 0 or not out.is_file():
             tail = " | ".join(result.lines[-3:])
             return [ImportFailure("*", "*", f"import check crashed (exit {result.returncode}): {tail}")]
