@@ -196,6 +196,8 @@ class Engine:
         if report.endpoints:
             manifest = manifest.model_copy(update={"endpoint": report.endpoints[-1]})
         write_manifest(self.context.layout, manifest)
+        if isinstance(adapter, ModelScopeSource):
+            adapter.publish(spec, manifest, current)  # the switch comes after the manifest: a kill converges forward
         remove_path(staging_dir(self.context.layout) / safe_key(spec.key))
         action = _ACTION_FOR_STATE.get(item.plan.state, "downloaded")
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)

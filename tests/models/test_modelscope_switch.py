@@ -1,0 +1,191 @@
+"""ModelScope updates switch whole revisions; a complete shared model is never moved.
+
+A reader polls the folder a ModelScope release reads while the engine
+updates the model: every observation must be one whole revision (config and
+weights of the same commit), and no file may ever be missing. Two projects
+whose workers import different modelscope releases share one model: running
+their start-up checks in turn must neither move the files nor claim to
+fetch anything.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fakehub import FakeHub
+from tests.models.conftest import FAST, ProjectMaker
+from volume_cli import models
+from volume_cli.layout import VolumeLayout
+from volume_cli.models.manifest import read_manifest
+
+MODEL = "owner/switch.model"
+KEY = f"modelscope/{MODEL}"
+WEIGHT_SIZE = 200_000
+
+
+def _revision(number: int) -> dict[str, bytes]:
+    tag = str(number).encode()
+    return {
+        "configuration.json": b'{"rev": ' + tag + b"}",
+        "pytorch_model.bin": tag * WEIGHT_SIZE,
+        "tokenizer/vocab.txt": b"vocab " + tag,
+    }
+
+
+@dataclass
+class Observations:
+    seen: dict[tuple[bytes, ...], int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def mixed(self) -> int:
+        return sum(count for key, count in self.seen.items() if len(set(key)) > 1)
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def _observe(folder: Path) -> tuple[bytes, ...]:
+    """Read the model the way a loader does: resolve the folder once, then open its files."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        config = _read(fd, "configuration.json")
+        weights = _read(fd, "pytorch_model.bin")
+        vocab = _read(fd, "tokenizer/vocab.txt")
+    finally:
+        os.close(fd)
+    if len(set(weights)) != 1 or len(weights) != WEIGHT_SIZE:
+        return (b"torn-weights",)
+    return (config.split(b" ")[1].rstrip(b"}"), weights[:1], vocab.split(b" ")[1])
+
+
+def _read(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            return stream.read()
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _polling(folders: list[Path]) -> Iterator[Observations]:
+    found = Observations()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            for folder in folders:
+                try:
+                    key = _observe(folder)
+                except OSError as exc:
+                    found.errors.append(f"{folder}: {type(exc).__name__}: {exc}")
+                    continue
+                found.seen[key] = found.seen.get(key, 0) + 1
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _reader_folders(layout: VolumeLayout) -> list[Path]:
+    cache = layout.modelscope_cache
+    return [
+        cache / "models" / "owner" / "switch___model",  # 1.23 and later
+        cache / "hub" / "owner" / "switch___model",  # 1.15 - 1.22
+        cache / "owner" / "switch.model",  # 1.11 and earlier
+    ]
+
+
+def _download(layout: VolumeLayout, project: Any, hub: FakeHub, **kwargs: Any) -> models.DownloadResult:
+    return models.download(layout=layout, project=project, modelscope_endpoints=[hub.url], **{**FAST, **kwargs})
+
+
+def test_refresh_switches_the_whole_revision_at_once(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    project = make_project([{"source": "modelscope", "model_id": MODEL}])
+    _download(layout, project, hub)
+    second = hub.move_ms_revision(MODEL, "master", files=_revision(2))
+    hub.throttle(WEIGHT_SIZE * 2.5)  # the weights take ~0.4 s: the small files land long before
+
+    with _polling(_reader_folders(layout)) as seen:
+        [outcome] = _download(layout, project, hub, refresh=True).models
+        hub.throttle(None)
+        after = _observe(_reader_folders(layout)[0])
+
+    assert outcome.action == "updated" and outcome.resolved_commit == second
+    assert after == (b"2", b"2", b"2")
+    assert seen.total > 20, seen
+    assert seen.mixed == 0, f"{seen.mixed} of {seen.total} observations mixed two revisions: {seen.seen}"
+    assert seen.errors == [], seen.errors[:5]
+    assert set(seen.seen) <= {(b"1", b"1", b"1"), (b"2", b"2", b"2")}
+
+
+def test_two_projects_with_different_modelscope_releases_do_not_move_a_shared_model(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    spec = [{"source": "modelscope", "model_id": MODEL}]
+    old_workers = make_project(spec, name="old-workers")
+    new_workers = make_project(spec, name="new-workers")
+    first = models.ensure(
+        layout=layout,
+        project=old_workers,
+        modelscope_endpoints=[hub.url],
+        consumer_modelscope_version="1.10.0",
+        timeout=3.0,
+        retries=1,
+    )
+    assert first.complete
+    hub.stop()  # from now on nothing may be fetched
+    weights = _reader_folders(layout)[0] / "pytorch_model.bin"
+    real_before = (os.path.realpath(weights), os.stat(weights).st_ino)
+
+    runs: list[tuple[str, str, bool]] = []
+    with _polling(_reader_folders(layout)) as seen:
+        for _round in range(4):
+            for project, version in ((new_workers, None), (old_workers, "1.10.0"), (new_workers, "1.30.0")):
+                result = models.ensure(
+                    layout=layout,
+                    project=project,
+                    modelscope_endpoints=[hub.url],
+                    consumer_modelscope_version=version,
+                    timeout=1.0,
+                    retries=0,
+                )
+                assert result.download is not None
+                runs.append((project.name, result.reason, result.download.network_used))
+
+    assert all(reason == "all models present" and not network for _name, reason, network in runs), runs
+    assert (os.path.realpath(weights), os.stat(weights).st_ino) == real_before
+    assert seen.errors == [], f"{len(seen.errors)} failed reads, first: {seen.errors[:3]}"
+    assert seen.total > 0 and seen.mixed == 0
+
+
+def test_every_release_folder_leads_to_the_same_revision(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    project = make_project([{"source": "modelscope", "model_id": MODEL}])
+    for version in ("1.10.0", "1.13.0", "1.20.0", None):
+        _download(layout, project, hub, consumer_modelscope_version=version)
+        manifest = read_manifest(layout, KEY)
+        assert manifest is not None
+        real = {os.path.realpath(folder) for folder in _reader_folders(layout)}
+        assert real == {str(layout.absolute(manifest.files_root).resolve())}
+        for folder in _reader_folders(layout):
+            assert folder.is_symlink() and not os.path.isabs(os.readlink(folder))
+            assert _observe(folder) == (b"1", b"1", b"1")
