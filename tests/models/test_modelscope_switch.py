@@ -22,7 +22,7 @@ from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_manifest, write_manifest
 
 MODEL = "owner/switch.model"
 KEY = f"modelscope/{MODEL}"
@@ -189,3 +189,75 @@ def test_every_release_folder_leads_to_the_same_revision(
         for folder in _reader_folders(layout):
             assert folder.is_symlink() and not os.path.isabs(os.readlink(folder))
             assert _observe(folder) == (b"1", b"1", b"1")
+
+
+def test_a_changed_local_folder_is_swapped_in_without_a_gap(layout: VolumeLayout, make_project: ProjectMaker) -> None:
+    def write_source(number: int) -> None:
+        tag = str(number % 10).encode()
+        for name, data in (("configuration.json", b'{"rev": ' + tag + b"}"), ("pytorch_model.bin", tag * WEIGHT_SIZE)):
+            path = project.folder / "assets" / "lora" / name
+            path.write_bytes(data)
+            os.utime(path, ns=(number, number))
+        vocab = project.folder / "assets" / "lora" / "tokenizer" / "vocab.txt"
+        vocab.write_bytes(b"vocab " + tag)
+        os.utime(vocab, ns=(number, number))
+
+    project = make_project(
+        [{"source": "local", "path": "assets/lora", "dest": "loras/mine"}],
+        files={"assets/lora/tokenizer/vocab.txt": b""},
+    )
+    write_source(1)
+    models.download(layout=layout, project=project)
+    imports = 0
+    with _polling([layout.models_dir / "loras" / "mine"]) as seen:
+        for number in range(2, 27):
+            write_source(number)
+            [outcome] = models.download(layout=layout, project=project).models
+            imports += outcome.action == "imported"
+
+    assert imports == 25
+    assert seen.errors == [], f"{len(seen.errors)} of {seen.total + len(seen.errors)} reads failed: {seen.errors[:3]}"
+    assert seen.total > 0 and seen.mixed == 0
+
+
+def _make_legacy(layout: VolumeLayout) -> Path:
+    """Rearrange a download into what earlier volume-cli releases wrote: a real folder, links to it."""
+    manifest = read_manifest(layout, KEY)
+    assert manifest is not None
+    revision = layout.absolute(manifest.files_root)
+    folders = _reader_folders(layout)
+    physical = folders[0]
+    physical.unlink()
+    os.rename(revision, physical)
+    store = revision.parent
+    (store / "current").unlink()
+    links = [link for link in (layout.absolute(item) for item in manifest.links) if link.is_symlink()]
+    for link in links:
+        link.unlink()
+        link.symlink_to(os.path.relpath(physical, link.parent))
+    relative = layout.relative(physical)
+    legacy = manifest.model_copy(
+        update={"target": relative, "files_root": relative, "layout_variant": "models", "links": manifest.links[2:]}
+    )
+    write_manifest(layout, legacy)
+    return physical
+
+
+def test_a_legacy_real_folder_is_taken_over_offline_without_readers_missing_it(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    project = make_project([{"source": "modelscope", "model_id": MODEL}])
+    _download(layout, project, hub)
+    physical = _make_legacy(layout)
+    assert physical.is_dir() and not physical.is_symlink()
+    hub.stop()
+
+    with _polling(_reader_folders(layout)) as seen:
+        [outcome] = _download(layout, project, hub, retries=0).models
+
+    assert outcome.action == "relinked" and outcome.bytes_downloaded == 0
+    assert physical.is_symlink() and _observe(physical) == (b"1", b"1", b"1")
+    assert seen.errors == [] and seen.mixed == 0 and seen.total > 0
+    again = _download(layout, project, hub, retries=0)
+    assert again.models[0].action == "present" and not again.network_used

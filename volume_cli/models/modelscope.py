@@ -14,16 +14,17 @@ import hashlib
 import os
 import pickle
 import shutil
+import uuid
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
 from volume_cli.config.model_sources import ModelScopeModel, ModelSpec
 from volume_cli.errors import ModelError
-from volume_cli.models.endpoints import EndpointPool
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import relative_symlink, remove_path, staging_dir, unique_sibling
+from volume_cli.models.endpoints import EndpointPool
+from volume_cli.models.fsops import exchange_paths, relative_symlink, remove_path, staging_dir, unique_sibling
 from volume_cli.models.http import HttpClient
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
 from volume_cli.models.mslayout import CURRENT_NAME, MsLayout, plan_layout
@@ -205,7 +206,12 @@ class ModelScopeSource:
         layout = self.context.layout
         planned = self.layout_for(ms.model_id, ms.revision)
         revision = layout.absolute(manifest.files_root)
+        # What readers saw until now stays for those that resolved it a moment ago; older revisions go.
+        keep = {revision.name, _link_name(planned.current)}
+        if previous is not None:
+            keep.add(PurePosixPath(previous.files_root).name)
         relative_symlink(planned.current, revision)
+        _drop_revisions(planned.store, keep)
         for folder in planned.folders:
             _link_folder(folder, planned.current)
         wanted = {layout.relative(link) for link in (planned.current, *planned.folders)}
@@ -213,11 +219,6 @@ class ModelScopeSource:
             path = layout.absolute(old_link)
             if old_link not in wanted and path.is_symlink():
                 path.unlink()
-        # The revision just replaced stays for readers that resolved it a moment ago; older ones go.
-        keep = {revision.name}
-        if previous is not None and layout.absolute(previous.files_root).parent == planned.store:
-            keep.add(layout.absolute(previous.files_root).name)
-        _drop_revisions(planned.store, keep)
 
     def _write_client_index(self, spec: ModelScopeModel, listing: Listing, folder: Path) -> None:
         """The files releases before 1.38 read to accept a cached folder (``local_files_only``)."""
@@ -241,12 +242,19 @@ def _reusable(layout: VolumeLayout, listing: Listing, previous: ModelManifest | 
         before = known.get(entry.path)
         if entry.path in damaged and live == revision:
             continue
-        if _has_size(revision / entry.path, entry.size):
+        unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
+        if _has_size(revision / entry.path, entry.size) or (
+            unchanged and live is not None and _has_size(live / entry.path, entry.size)
+        ):
             found.add(entry.path)
-        elif before is not None and before.sha256 == entry.sha256 and entry.path not in damaged and live is not None:
-            if _has_size(live / entry.path, entry.size):
-                found.add(entry.path)
     return found
+
+
+def _link_name(link: Path) -> str:
+    try:
+        return os.path.basename(os.readlink(link))
+    except OSError:
+        return ""
 
 
 def _links_to(link: Path, target: Path) -> bool:
@@ -263,10 +271,15 @@ def _link_folder(folder: Path, target: Path) -> None:
         return
     link = unique_sibling(folder, "link")
     os.symlink(os.path.relpath(target, folder.parent), link)
-    aside = unique_sibling(folder, "old")
-    os.rename(folder, aside)  # readers miss the folder only between these two renames
-    os.replace(link, folder)
-    remove_path(aside)
+    if exchange_paths(link, folder):
+        aside = link  # now the old folder
+    else:
+        aside = unique_sibling(folder, "old")
+        os.rename(folder, aside)  # readers miss the folder only between these two renames
+        os.replace(link, folder)
+    # Parked in the store until the next switch, for a reader that opened it a moment ago.
+    store = target.parent
+    os.rename(aside, store / f".retired-{uuid.uuid4().hex[:12]}")
 
 
 def _link_or_copy(source: Path, target: Path, scratch: Path) -> None:
