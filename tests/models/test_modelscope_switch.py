@@ -254,8 +254,11 @@ def test_a_legacy_real_folder_is_taken_over_offline_without_readers_missing_it(
     hub.stop()
 
     with _polling(_reader_folders(layout)) as seen:
-        [outcome] = _download(layout, project, hub, retries=0).models
+        result = models.ensure(layout=layout, project=project, modelscope_endpoints=[hub.url], retries=0)
 
+    assert result.reason == "1 model(s) relinked"  # not "fetched": no byte came from the network
+    assert result.download is not None and not result.download.network_used
+    [outcome] = result.download.models
     assert outcome.action == "relinked" and outcome.bytes_downloaded == 0
     assert physical.is_symlink() and _observe(physical) == (b"1", b"1", b"1")
     assert seen.errors == [] and seen.mixed == 0 and seen.total > 0
