@@ -114,7 +114,8 @@ class Engine:
                 item.listing = adapter.list_remote(spec, pool=self.pool_for(spec), http=self.http)
             except HttpStatusError as exc:
                 raise status_error(spec.key, exc) from None
-            if plan.state == "refresh" and plan.manifest is not None and _same_files(plan.manifest, item.listing):
+            unchanged = plan.manifest is not None and _same_files(plan.manifest, item.listing)
+            if plan.state == "refresh" and unchanged and plan.check is not None and plan.check.ok:
                 return present_outcome(plan)
         else:
             assert plan.manifest is not None  # repairs and relinks work from the manifest, offline
