@@ -264,3 +264,30 @@ def test_a_legacy_real_folder_is_taken_over_offline_without_readers_missing_it(
     assert seen.errors == [] and seen.mixed == 0 and seen.total > 0
     again = _download(layout, project, hub, retries=0)
     assert again.models[0].action == "present" and not again.network_used
+
+
+def test_remove_takes_every_revision_and_link_and_nothing_else(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    hub.add_ms_repo("owner/other", files=_revision(1))
+    project = make_project(
+        [{"source": "modelscope", "model_id": MODEL}, {"source": "modelscope", "model_id": "owner/other"}]
+    )
+    _download(layout, project, hub)
+    hub.move_ms_revision(MODEL, "master", files=_revision(2))
+    _download(layout, project, hub, refresh=True)
+    store = layout.modelscope_cache / ".volume-cli" / "owner" / "switch.model"
+    assert len(list(store.glob("rev-*"))) == 2  # the replaced revision waits for its readers
+    hub.move_ms_revision(MODEL, "master", files=_revision(3))
+    _download(layout, project, hub, refresh=True)
+    assert len(list(store.glob("rev-*"))) == 2  # ... until the next update
+    assert _observe(_reader_folders(layout)[2]) == (b"3", b"3", b"3")
+
+    models.remove(layout=layout, keys=[KEY])
+
+    assert not store.exists() and read_manifest(layout, KEY) is None
+    assert not any(os.path.lexists(folder) for folder in _reader_folders(layout))
+    other = layout.modelscope_cache / "models" / "owner" / "other"
+    assert (other / "configuration.json").read_bytes() == b'{"rev": 1}'
+    assert models.download(layout=layout, project=project, modelscope_endpoints=[hub.url]).models[1].action == "present"
