@@ -291,3 +291,20 @@ def test_remove_takes_every_revision_and_link_and_nothing_else(
     other = layout.modelscope_cache / "models" / "owner" / "other"
     assert (other / "configuration.json").read_bytes() == b'{"rev": 1}'
     assert models.download(layout=layout, project=project, modelscope_endpoints=[hub.url]).models[1].action == "present"
+
+
+def test_removing_a_model_counts_files_shared_by_its_revisions_once(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    project = make_project([{"source": "modelscope", "model_id": MODEL}])
+    _download(layout, project, hub)
+    files = {**_revision(1), "configuration.json": b'{"rev": 9}'}  # the weights stay: a hard link, no bytes
+    hub.move_ms_revision(MODEL, "master", files=files)
+    _download(layout, project, hub, refresh=True)
+
+    [removed] = models.remove(layout=layout, keys=[KEY]).removed
+
+    index_bytes = 2000  # .msc .mdl .mv of two revisions
+    expected = sum(len(data) for data in _revision(1).values()) + len(b'{"rev": 9}')
+    assert expected <= removed.bytes_freed <= expected + index_bytes

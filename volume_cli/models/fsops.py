@@ -115,13 +115,15 @@ def tree_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     total = 0
+    seen: set[tuple[int, int]] = set()  # hard links (ModelScope revisions share unchanged files) count once
     for folder, _dirs, files in os.walk(path):
         for name in files:
             try:
                 stat = os.lstat(os.path.join(folder, name))
             except FileNotFoundError:
                 continue
-            if not os.path.islink(os.path.join(folder, name)):
+            if not os.path.islink(os.path.join(folder, name)) and (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
                 total += stat.st_size
     return total
 
