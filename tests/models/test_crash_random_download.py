@@ -109,10 +109,16 @@ def _killed_run(run: Callable[[], object], *, delay: float | None, step: int | N
         except BaseException:
             code = 3
         os._exit(code)
-    if delay is not None:
-        time.sleep(delay)
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + (delay if delay is not None else 60.0)  # a hung child is killed too
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "killed" if delay is not None else "hung"
+        time.sleep(0.002)
     if os.WIFSIGNALED(status):
         return "killed"
     return "finished" if os.WEXITSTATUS(status) == 0 else "failed"
@@ -253,6 +259,8 @@ def _one_point(
         hub.throttle(None)
     view = _hf_view(layout, scenario, commits) if scenario.source == "huggingface" else _ms_view(layout, scenario)
     problems = [view] if view.startswith("inconsistent") else []
+    if ended in ("hung", "failed"):
+        problems.append(f"the run before the kill {ended}")
     problems += [f"partial in place: {path}" for path in _partials_in_place(layout, scenario)]
 
     partials = _partial_sizes(layout, scenario)
