@@ -308,3 +308,27 @@ def test_removing_a_model_counts_files_shared_by_its_revisions_once(
     index_bytes = 2000  # .msc .mdl .mv of two revisions
     expected = sum(len(data) for data in _revision(1).values()) + len(b'{"rev": 9}')
     assert expected <= removed.bytes_freed <= expected + index_bytes
+
+
+def test_status_tells_when_the_switch_is_still_pending_and_download_finishes_it_offline(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    project = make_project([{"source": "modelscope", "model_id": MODEL}])
+    _download(layout, project, hub)
+    old = read_manifest(layout, KEY)
+    hub.move_ms_revision(MODEL, "master", files=_revision(2))
+    _download(layout, project, hub, refresh=True)
+    assert old is not None
+    current = layout.modelscope_cache / ".volume-cli" / "owner" / "switch.model" / "current"
+    current.unlink()  # as a kill between the manifest and the switch leaves it
+    current.symlink_to(Path(old.files_root).name)
+    hub.stop()
+
+    [before] = models.models_status(layout=layout, project=project).models
+    [outcome] = _download(layout, project, hub, retries=0).models
+    [after] = models.models_status(layout=layout, project=project).models
+
+    assert before.state == "incomplete" and before.problems and "previous revision" in before.problems[0]
+    assert outcome.action == "relinked" and _observe(_reader_folders(layout)[1]) == (b"2", b"2", b"2")
+    assert after.state == "present"

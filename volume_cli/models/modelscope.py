@@ -114,12 +114,7 @@ class ModelScopeSource:
 
     # -- placing files ------------------------------------------------------------
     def is_current(self, manifest: ModelManifest) -> bool:
-        """``current`` names the manifest's revision and every release's folder links to it."""
-        planned = self.layout_for(manifest.model_id, manifest.requested_revision or "master")
-        revision = self.context.layout.absolute(manifest.files_root)
-        if revision.parent != planned.store or not _links_to(planned.current, revision):
-            return False
-        return all(_links_to(folder, planned.current) for folder in planned.folders)
+        return revision_is_live(self.context.layout, manifest)
 
     def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
         """Nothing to move: a new revision is built aside and files never change places."""
@@ -230,6 +225,15 @@ class ModelScopeSource:
         atomic_write_bytes(folder / ".mdl", pickle.dumps(meta, protocol=4))
         created = int(self.context.now.timestamp())
         atomic_write_text(folder / ".mv", f"Revision:{spec.revision},CreatedAt:{created}")
+
+
+def revision_is_live(layout: VolumeLayout, manifest: ModelManifest) -> bool:
+    """``current`` names the manifest's revision and every release's folder links to it (a few readlinks)."""
+    planned = plan_layout(layout.modelscope_cache, manifest.model_id, manifest.requested_revision or "master", None)
+    revision = layout.absolute(manifest.files_root)
+    if revision.parent != planned.store or not _links_to(planned.current, revision):
+        return False
+    return all(_links_to(folder, planned.current) for folder in planned.folders)
 
 
 def _reusable(layout: VolumeLayout, listing: Listing, previous: ModelManifest | None, revision: Path) -> set[str]:
