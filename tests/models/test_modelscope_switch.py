@@ -332,3 +332,24 @@ def test_status_tells_when_the_switch_is_still_pending_and_download_finishes_it_
     assert before.state == "incomplete" and before.problems and "previous revision" in before.problems[0]
     assert outcome.action == "relinked" and _observe(_reader_folders(layout)[1]) == (b"2", b"2", b"2")
     assert after.state == "present"
+
+
+def test_a_damaged_file_is_repaired_inside_the_live_revision(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo(MODEL, files=_revision(1))
+    project = make_project([{"source": "modelscope", "model_id": MODEL}])
+    _download(layout, project, hub)
+    manifest = read_manifest(layout, KEY)
+    assert manifest is not None
+    live = layout.absolute(manifest.files_root)
+    weights = live / "pytorch_model.bin"
+    weights.write_bytes(b"x" * WEIGHT_SIZE)  # same size: only a deep verify sees it
+    models.verify(layout=layout, project=project, deep=True)
+
+    [outcome] = _download(layout, project, hub).models
+
+    assert outcome.action == "repaired" and outcome.files_fetched == ("pytorch_model.bin",)
+    assert read_manifest(layout, KEY) is not None
+    assert [path.name for path in live.parent.glob("rev-*")] == [live.name]  # no second revision folder
+    assert _observe(_reader_folders(layout)[0]) == (b"1", b"1", b"1")
