@@ -36,7 +36,7 @@ def test_first_download_is_read_by_the_installed_modelscope_offline(
     assert outcome.action == "downloaded" and outcome.resolved_commit == commit and outcome.endpoint == hub.url
     cache = layout.modelscope_cache
     physical = cache / "models" / "Qwen" / "Qwen2___5-0___5B"
-    assert physical.is_dir() and not physical.is_symlink()
+    assert physical.is_dir() and physical.is_symlink()  # to the live revision folder, switched as a whole
     for link in (
         cache / "Qwen" / "Qwen2.5-0.5B",
         cache / "hub" / "Qwen" / "Qwen2___5-0___5B",
@@ -123,22 +123,22 @@ def test_reserved_owner_names_do_not_collide_with_cache_folders(tmp_path: Path) 
     assert all(not (link.parent == tmp_path / "models" and link.name == "x.y") for link in planned.links)
 
 
-def test_a_new_consumer_release_relinks_without_downloading(
+def test_a_new_consumer_release_needs_no_download_and_no_move(
     hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
 ) -> None:
     hub.add_ms_repo("owner/m.v1", files=FILES)
     project = make_project([{"source": "modelscope", "model_id": "owner/m.v1"}])
     _download(layout, project, hub, consumer_modelscope_version="1.10.0")
     old_physical = layout.modelscope_cache / "owner" / "m.v1"
-    assert old_physical.is_dir() and not old_physical.is_symlink()
+    assert old_physical.is_dir() and old_physical.is_symlink()
     hub.clear_requests()
     hub.stop()
 
     [outcome] = _download(layout, project, hub, consumer_modelscope_version="1.30.0").models
 
-    assert outcome.action == "relinked" and outcome.bytes_downloaded == 0
+    assert outcome.action == "present" and outcome.bytes_downloaded == 0  # every layout is already a link
     new_physical = layout.modelscope_cache / "models" / "owner" / "m___v1"
-    assert new_physical.is_dir() and not new_physical.is_symlink()
+    assert new_physical.is_dir() and new_physical.resolve() == old_physical.resolve()
     assert old_physical.is_symlink() and (old_physical / "pytorch_model.bin").read_bytes() == WEIGHTS
     assert not hub.requests
     assert _download(layout, project, hub, consumer_modelscope_version="1.30.0").models[0].action == "present"

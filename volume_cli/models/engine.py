@@ -114,7 +114,8 @@ class Engine:
                 item.listing = adapter.list_remote(spec, pool=self.pool_for(spec), http=self.http)
             except HttpStatusError as exc:
                 raise status_error(spec.key, exc) from None
-            if plan.state == "refresh" and plan.manifest is not None and _same_files(plan.manifest, item.listing):
+            unchanged = plan.manifest is not None and _same_files(plan.manifest, item.listing)
+            if plan.state == "refresh" and unchanged and plan.check is not None and plan.check.ok:
                 return present_outcome(plan)
         else:
             assert plan.manifest is not None  # repairs and relinks work from the manifest, offline
@@ -196,6 +197,8 @@ class Engine:
         if report.endpoints:
             manifest = manifest.model_copy(update={"endpoint": report.endpoints[-1]})
         write_manifest(self.context.layout, manifest)
+        if isinstance(adapter, ModelScopeSource):
+            adapter.publish(spec, manifest, current)  # the switch comes after the manifest: a kill converges forward
         remove_path(staging_dir(self.context.layout) / safe_key(spec.key))
         action = _ACTION_FOR_STATE.get(item.plan.state, "downloaded")
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)

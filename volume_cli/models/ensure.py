@@ -9,6 +9,7 @@ still says whether the models are complete.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from volume_cli.layout import VolumeLayout
@@ -65,8 +66,9 @@ def ensure(
         lock_wait_seconds=lock_wait_seconds,
         env=environ,
     )
-    changed = [model for model in result.models if model.action != "present"]
-    reason = "all models present" if not changed else f"{len(changed)} model(s) fetched or repaired"
+    # Name what happened: "fetched" for a relink that read no byte from the network would be a lie.
+    changed = Counter(model.action for model in result.models if model.action != "present")
+    reason = "all models present" if not changed else ", ".join(f"{n} model(s) {a}" for a, n in sorted(changed.items()))
     return EnsureResult(
         project=project.name, skipped=False, complete=result.complete, missing=(), reason=reason, download=result
     )

@@ -8,6 +8,8 @@ mounted at /workspace on pods and /runpod-volume on serverless workers.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import uuid
@@ -72,10 +74,17 @@ def remove_path(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def swap_into_place(staged: Path, final: Path) -> None:
-    """Move a finished file or folder to ``final``, replacing an older copy by rename-swap."""
+def swap_into_place(staged: Path, final: Path, *, keep_old: Path | None = None) -> None:
+    """Move a finished file or folder to ``final``, replacing an older copy by rename-swap.
+
+    ``keep_old``: where a replaced folder goes instead of being deleted, so a reader
+    that opened it a moment ago can finish (the one kept before it is deleted).
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     if staged.is_dir() and (final.exists() or final.is_symlink()):
+        if exchange_paths(staged, final):  # readers never miss ``final``; ``staged`` now holds the old copy
+            _retire(staged, keep_old)
+            return
         old = unique_sibling(final, "old")
         os.rename(final, old)
         try:
@@ -83,11 +92,20 @@ def swap_into_place(staged: Path, final: Path) -> None:
         except BaseException:
             os.rename(old, final)
             raise
-        remove_path(old)
+        _retire(old, keep_old)
         return
     if final.is_dir() and not final.is_symlink():
         remove_path(final)
     os.replace(staged, final)
+
+
+def _retire(old: Path, keep_old: Path | None) -> None:
+    if keep_old is None or old.is_symlink() or not old.is_dir():
+        remove_path(old)
+        return
+    remove_path(keep_old)
+    keep_old.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(old, keep_old)
 
 
 def tree_bytes(path: Path) -> int:
@@ -97,13 +115,15 @@ def tree_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     total = 0
+    seen: set[tuple[int, int]] = set()  # hard links (ModelScope revisions share unchanged files) count once
     for folder, _dirs, files in os.walk(path):
         for name in files:
             try:
                 stat = os.lstat(os.path.join(folder, name))
             except FileNotFoundError:
                 continue
-            if not os.path.islink(os.path.join(folder, name)):
+            if not os.path.islink(os.path.join(folder, name)) and (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
                 total += stat.st_size
     return total
 
@@ -117,3 +137,25 @@ def remove_empty_parents(path: Path, stop: Path) -> None:
         except OSError:
             return
         current = current.parent
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported.
+
+    Replacing a folder otherwise takes two renames, between which readers find nothing.
+    """
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(second))

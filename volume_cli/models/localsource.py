@@ -18,8 +18,8 @@ from pathlib import Path
 from volume_cli.config.model_sources import LocalModel
 from volume_cli.errors import ModelError
 from volume_cli.models.checksums import StreamHasher
-from volume_cli.models.fsops import remove_path, swap_into_place, unique_sibling
-from volume_cli.models.manifest import ManifestFile, ModelManifest, spec_hash
+from volume_cli.models.fsops import remove_path, staging_dir, swap_into_place, unique_sibling
+from volume_cli.models.manifest import ManifestFile, ModelManifest, safe_key, spec_hash
 from volume_cli.models.sources import SourceContext
 
 _CHUNK = 4 * 1024 * 1024
@@ -96,7 +96,8 @@ def import_local(context: SourceContext, spec: LocalModel, project_folder: Path)
             target = staged if single else staged / entry.relative
             digest, size = _copy_hashing(entry.path, target)
             entries.append(ManifestFile(path=destination.name if single else entry.relative, size=size, sha256=digest))
-        swap_into_place(staged, destination)
+        # The replaced copy waits in staging until the next import, for readers still in it.
+        swap_into_place(staged, destination, keep_old=staging_dir(context.layout) / safe_key(spec.key) / "previous")
     except BaseException:
         remove_path(staged)
         raise

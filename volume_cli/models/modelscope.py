@@ -13,23 +13,27 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
+import uuid
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
 from volume_cli.config.model_sources import ModelScopeModel, ModelSpec
 from volume_cli.errors import ModelError
+from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path, staging_dir
+from volume_cli.models.fsops import exchange_paths, relative_symlink, remove_path, staging_dir, unique_sibling
 from volume_cli.models.http import HttpClient
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
-from volume_cli.models.mslayout import MsLayout, plan_layout
+from volume_cli.models.mslayout import CURRENT_NAME, MsLayout, plan_layout
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext, check_repo_path, filter_paths
 from volume_cli.models.tokens import auth_headers, modelscope_token
 from volume_cli.store.atomic import atomic_write_bytes, atomic_write_text
 
 _LISTING_CAP = 3000
+REVISIONS_VARIANT = "revisions"  # manifests of the one-switch layout (older ones name a release's folder)
 
 
 def _as_ms(spec: ModelSpec) -> ModelScopeModel:
@@ -110,48 +114,30 @@ class ModelScopeSource:
 
     # -- placing files ------------------------------------------------------------
     def is_current(self, manifest: ModelManifest) -> bool:
-        desired = self.layout_for(manifest.model_id, manifest.requested_revision or "master")
-        layout = self.context.layout
-        if manifest.layout_variant != desired.variant or manifest.target != layout.relative(desired.physical):
-            return False
-        return all(os.path.lexists(link) for link in desired.links)
+        return revision_is_live(self.context.layout, manifest)
 
     def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
-        """Move the real copy when the consumer's release reads another layout (no download needed)."""
-        ms = _as_ms(spec)
-        if previous is None:
-            return
-        desired = self.layout_for(ms.model_id, ms.revision)
-        old = self.context.layout.absolute(previous.target)
-        if old == desired.physical or not old.is_dir() or old.is_symlink():
-            return
-        remove_path(desired.physical)  # our old link to the copy, or a stale copy a client left there
-        desired.physical.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(old, desired.physical)
+        """Nothing to move: a new revision is built aside and files never change places."""
+        return None
 
-    def _current_root(self, previous: ModelManifest | None, physical: Path) -> Path:
-        """Where the files are now: the previous copy until ``prepare`` has moved it."""
-        if previous is not None:
-            old = self.context.layout.absolute(previous.target)
-            if old.is_dir() and not old.is_symlink():
-                return old
-        return physical
+    def revision_folder(self, spec: ModelScopeModel, listing: Listing) -> Path:
+        """One folder per listing: a rerun of a killed build (or a repair) finds the same folder."""
+        digest = hashlib.sha256((listing.resolved_commit or "").encode())
+        for entry in listing.files:
+            digest.update(f"\0{entry.path}\0{entry.size}\0{entry.sha256}\0{entry.revision}".encode())
+        return self.layout_for(spec.model_id, spec.revision).store / f"rev-{digest.hexdigest()[:16]}"
 
-    def _partial(self, key: str, path: str) -> Path:
-        name = hashlib.sha1(path.encode()).hexdigest()[:20] + ".part"
+    def _partial(self, key: str, entry: RemoteFile) -> Path:
+        # The checksum is part of the name: a partial of another revision's file is never resumed.
+        name = hashlib.sha1(f"{entry.path}\0{entry.sha256}".encode()).hexdigest()[:20] + ".part"
         return staging_dir(self.context.layout) / safe_key(key) / name
 
     def file_jobs(self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None) -> list[FileJob]:
         ms = _as_ms(spec)
-        physical = self.layout_for(ms.model_id, ms.revision).physical
-        current_root = self._current_root(previous, physical)
-        known = {entry.path: entry for entry in previous.files} if previous else {}
-        damaged = set(previous.damaged) if previous else set()
+        revision = self.revision_folder(ms, listing)
+        reusable = _reusable(self.context.layout, listing, previous, revision)
         jobs = []
         for entry in listing.files:
-            final = physical / entry.path
-            before = known.get(entry.path)
-            unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
 
             def url_for(endpoint: str, path: str = entry.path) -> str:
                 return (
@@ -162,10 +148,10 @@ class ModelScopeSource:
             jobs.append(
                 FileJob(
                     file=entry,
-                    final=final,
-                    partial=self._partial(ms.key, entry.path),
+                    final=revision / entry.path,
+                    partial=self._partial(ms.key, entry),
                     url_for=url_for,
-                    present=unchanged and _has_size(current_root / entry.path, entry.size),
+                    present=entry.path in reusable,
                 )
             )
         return jobs
@@ -173,23 +159,20 @@ class ModelScopeSource:
     def finalize(
         self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None, fetched_sha256: Mapping[str, str]
     ) -> ModelManifest:
+        """Complete the revision folder (unchanged files linked from the live one); nothing is switched yet."""
         ms = _as_ms(spec)
-        desired = self.layout_for(ms.model_id, ms.revision)
-        physical = desired.physical
-        wanted = {entry.path for entry in listing.files}
-        for entry in previous.files if previous else []:
-            if entry.path not in wanted:
-                stale = physical / entry.path
-                stale.unlink(missing_ok=True)
-                remove_empty_parents(stale.parent, physical)
-        self._write_client_index(ms, listing, physical)
+        planned = self.layout_for(ms.model_id, ms.revision)
+        revision = self.revision_folder(ms, listing)
         layout = self.context.layout
-        for link in desired.links:
-            relative_symlink(link, physical)
-        for old_link in previous.links if previous else []:
-            path = layout.absolute(old_link)
-            if path not in desired.links and path.is_symlink():
-                path.unlink()
+        live = layout.absolute(previous.files_root) if previous is not None else None
+        scratch = staging_dir(layout) / safe_key(ms.key)
+        for entry in listing.files:
+            target = revision / entry.path
+            if not _has_size(target, entry.size):
+                if live is None or not _has_size(live / entry.path, entry.size):
+                    raise ModelError(f"{ms.key}: {entry.path} is missing from the new revision; nothing was switched")
+                _link_or_copy(live / entry.path, target, scratch)
+        self._write_client_index(ms, listing, revision)
         return ModelManifest(
             key=ms.key,
             source="modelscope",
@@ -198,26 +181,131 @@ class ModelScopeSource:
             requested_revision=ms.revision,
             resolved_commit=listing.resolved_commit,
             spec_hash=spec_hash(ms),
-            target=layout.relative(physical),
-            files_root=layout.relative(physical),
-            links=[layout.relative(link) for link in desired.links],
-            layout_variant=desired.variant,
+            target=layout.relative(planned.store),
+            files_root=layout.relative(revision),
+            links=[layout.relative(link) for link in (planned.current, *planned.folders)],
+            layout_variant=REVISIONS_VARIANT,
             files=[entry.as_manifest() for entry in listing.files],
             total_size=sum(entry.size or 0 for entry in listing.files),
             endpoint=listing.endpoint,
             downloaded_at=self.context.now,
         )
 
-    def _write_client_index(self, spec: ModelScopeModel, listing: Listing, physical: Path) -> None:
+    def publish(self, spec: ModelSpec, manifest: ModelManifest, previous: ModelManifest | None) -> None:
+        """After the manifest is written: switch ``current`` (one rename), then link every release's folder.
+
+        A kill before the switch leaves the old revision live and a manifest
+        naming the new one, which the next run's plan sees as a relayout.
+        """
+        ms = _as_ms(spec)
+        layout = self.context.layout
+        planned = self.layout_for(ms.model_id, ms.revision)
+        revision = layout.absolute(manifest.files_root)
+        # What readers saw until now stays for those that resolved it a moment ago; older revisions go.
+        keep = {revision.name, _link_name(planned.current)}
+        if previous is not None:
+            keep.add(PurePosixPath(previous.files_root).name)
+        relative_symlink(planned.current, revision)
+        _drop_revisions(planned.store, keep)
+        for folder in planned.folders:
+            _link_folder(folder, planned.current)
+        wanted = {layout.relative(link) for link in (planned.current, *planned.folders)}
+        for old_link in previous.links if previous else []:
+            path = layout.absolute(old_link)
+            if old_link not in wanted and path.is_symlink():
+                path.unlink()
+
+    def _write_client_index(self, spec: ModelScopeModel, listing: Listing, folder: Path) -> None:
         """The files releases before 1.38 read to accept a cached folder (``local_files_only``)."""
         fallback = listing.resolved_commit or spec.revision
         index = [{"Path": entry.path, "Revision": entry.revision or fallback} for entry in listing.files]
-        atomic_write_bytes(physical / ".msc", pickle.dumps(index, protocol=4))
+        atomic_write_bytes(folder / ".msc", pickle.dumps(index, protocol=4))
         owner, name = spec.model_id.split("/", 1)
         meta = {"id": f"{owner}/{name.replace('.', '___')}"}  # what the clients write themselves
-        atomic_write_bytes(physical / ".mdl", pickle.dumps(meta, protocol=4))
+        atomic_write_bytes(folder / ".mdl", pickle.dumps(meta, protocol=4))
         created = int(self.context.now.timestamp())
-        atomic_write_text(physical / ".mv", f"Revision:{spec.revision},CreatedAt:{created}")
+        atomic_write_text(folder / ".mv", f"Revision:{spec.revision},CreatedAt:{created}")
+
+
+def revision_is_live(layout: VolumeLayout, manifest: ModelManifest) -> bool:
+    """``current`` names the manifest's revision and every release's folder links to it (a few readlinks)."""
+    planned = plan_layout(layout.modelscope_cache, manifest.model_id, manifest.requested_revision or "master", None)
+    revision = layout.absolute(manifest.files_root)
+    if revision.parent != planned.store or not _links_to(planned.current, revision):
+        return False
+    return all(_links_to(folder, planned.current) for folder in planned.folders)
+
+
+def _reusable(layout: VolumeLayout, listing: Listing, previous: ModelManifest | None, revision: Path) -> set[str]:
+    """Files already in the new revision folder, or unchanged in the live one (linked, not fetched)."""
+    known = {entry.path: entry for entry in previous.files} if previous else {}
+    damaged = set(previous.damaged) if previous else set()
+    live = layout.absolute(previous.files_root) if previous is not None else None
+    found = set()
+    for entry in listing.files:
+        before = known.get(entry.path)
+        if entry.path in damaged and live == revision:
+            continue
+        unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
+        if _has_size(revision / entry.path, entry.size) or (
+            unchanged and live is not None and _has_size(live / entry.path, entry.size)
+        ):
+            found.add(entry.path)
+    return found
+
+
+def _link_name(link: Path) -> str:
+    try:
+        return os.path.basename(os.readlink(link))
+    except OSError:
+        return ""
+
+
+def _links_to(link: Path, target: Path) -> bool:
+    try:
+        return os.readlink(link) == os.path.relpath(target, link.parent)
+    except OSError:
+        return False
+
+
+def _link_folder(folder: Path, target: Path) -> None:
+    """Point a release's folder at ``target``; a real folder there (an older layout) is swapped out, not deleted first."""
+    if not folder.is_dir() or folder.is_symlink():
+        relative_symlink(folder, target)
+        return
+    link = unique_sibling(folder, "link")
+    os.symlink(os.path.relpath(target, folder.parent), link)
+    if exchange_paths(link, folder):
+        aside = link  # now the old folder
+    else:
+        aside = unique_sibling(folder, "old")
+        os.rename(folder, aside)  # readers miss the folder only between these two renames
+        os.replace(link, folder)
+    # Parked in the store until the next switch, for a reader that opened it a moment ago.
+    store = target.parent
+    os.rename(aside, store / f".retired-{uuid.uuid4().hex[:12]}")
+
+
+def _link_or_copy(source: Path, target: Path, scratch: Path) -> None:
+    """An unchanged file joins the new revision as a hard link (no bytes); a copy where links fail."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    temp = unique_sibling(scratch / target.name, "copy")
+    try:
+        os.link(source, temp)
+    except OSError:
+        shutil.copy2(source, temp)
+    os.replace(temp, target)
+
+
+def _drop_revisions(store: Path, keep: set[str]) -> None:
+    try:
+        entries = list(os.scandir(store))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name != CURRENT_NAME and entry.name not in keep:
+            remove_path(Path(entry.path))
 
 
 def _has_size(path: Path, size: int | None) -> bool:

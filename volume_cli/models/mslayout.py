@@ -20,9 +20,14 @@ Releases before 1.38 also need the ``.msc`` index (a pickled list of
 With an explicit ``cache_dir=X`` instead of ``MODELSCOPE_CACHE``, releases up
 to 1.37 read ``X/<owner>/<name___>``: the flat links cover that too.
 
-We keep one real copy in the folder the consumer's release reads natively
-and point every other layout at it with a relative symlink, so a worker on
-any release (or an upgraded one) finds the same bytes.
+The real files live in one folder per revision under
+``<cache>/.volume-cli/<owner>/<name>/``, next to a ``current`` link naming
+the live one, and every release's folder is a relative symlink to
+``current``. An update builds the new revision's folder aside and switches
+``current`` with one rename (as ``refs/`` does in the HuggingFace cache), so
+a reader of any layout sees the whole old revision or the whole new one; and
+since every layout is a link, a project whose workers import another release
+never needs the files moved.
 """
 
 from __future__ import annotations
@@ -37,11 +42,29 @@ from packaging.version import InvalidVersion, Version
 _RESERVED_OWNERS = frozenset({"hub", "models", "datasets", "temp", "._____temp", ".lock"})
 
 
+STORE_NAME = ".volume-cli"
+CURRENT_NAME = "current"
+
+
 @dataclass(frozen=True)
 class MsLayout:
     variant: str
-    physical: Path
-    links: tuple[Path, ...]
+    physical: Path  # the folder the consumer's release reads natively (a link like the others)
+    links: tuple[Path, ...]  # every other release's folder
+    store: Path  # the revision folders and the ``current`` link
+
+    @property
+    def current(self) -> Path:
+        return self.store / CURRENT_NAME
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return (self.physical, *self.links)
+
+
+def store_folder(cache: Path, model_id: str) -> Path:
+    owner, name = model_id.split("/", 1)
+    return cache / STORE_NAME / owner / name
 
 
 def variant_for(version: str | None) -> str:
@@ -83,4 +106,4 @@ def plan_layout(cache: Path, model_id: str, revision: str, consumer_version: str
         variant = "models"
     physical = folders[variant]
     links = tuple(dict.fromkeys(path for path in folders.values() if path != physical))
-    return MsLayout(variant=variant, physical=physical, links=links)
+    return MsLayout(variant=variant, physical=physical, links=links, store=store_folder(cache, model_id))

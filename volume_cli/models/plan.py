@@ -76,10 +76,13 @@ def plan_model(
     check = quick_check(context.layout, manifest)
     if isinstance(spec, LocalModel) and _local_source_changed(spec, manifest, project_folder):
         return ModelPlan(spec, manifest, "outdated", check)
+    movable = isinstance(spec, HuggingFaceModel | ModelScopeModel) and not is_pinned(spec.revision)
     if not check.ok:
-        return ModelPlan(spec, manifest, "incomplete", check)
+        # A run killed after switching to a newer commit leaves the manifest naming the old one:
+        # repairing from it would bring the old commit back, asking the hub goes forward.
+        return ModelPlan(spec, manifest, "refresh" if refresh and movable else "incomplete", check)
     if not is_current(manifest):
         return ModelPlan(spec, manifest, "relayout", check)
-    if refresh and isinstance(spec, HuggingFaceModel | ModelScopeModel) and not is_pinned(spec.revision):
+    if refresh and movable:
         return ModelPlan(spec, manifest, "refresh", check)
     return ModelPlan(spec, manifest, "present", check)
