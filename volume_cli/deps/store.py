@@ -249,36 +249,73 @@ def _distribute(target: Path, ownership: _Ownership, builds: dict[str, _EntryBui
 
 
 def _real_dirs(build: _EntryBuild, dist: _Staged) -> list[str]:
+    return _origin_real_dirs(dist.files, lambda path: search_paths(build.folder / path))
+
+
+def _origin_targets(path: str, searches: list[str]) -> list[str]:
+    """The folders (relative to site-packages) the ``$ORIGIN`` entries of ``path`` point at."""
+    folder = posixpath.dirname(path)
+    targets: list[str] = []
+    for entry in searches:
+        if "$ORIGIN" not in entry and "${ORIGIN}" not in entry:
+            continue
+        relative = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", folder or ".", 1)
+        resolved = posixpath.normpath(relative)
+        if not resolved.startswith(".."):  # above site-packages: no forest can help
+            targets.append("" if resolved == "." else resolved)
+    return targets
+
+
+def _climbs_out(folder: str, target: str) -> bool:
+    return folder != "" and not (target == folder or target.startswith(folder + "/"))
+
+
+def _origin_real_dirs(files: Iterable[str], search: Callable[[str], list[str]]) -> list[str]:
     """Folders that must be real directories in a forest for this entry's native code to load.
 
     glibc expands ``$ORIGIN`` from the path a library was opened by, and the
     kernel resolves ``..`` physically, so ``$ORIGIN/../../nvidia/...`` from a
     symlinked ``torch/`` would climb into the store entry instead of the
-    forest. Libraries whose search path leaves their own entry need every
-    folder above them to be real in the forest.
+    forest. A library whose search path leaves its own entry needs every
+    folder above it real. So does one whose path climbs out of its folder
+    into a folder of its own entry whose libraries need the forest in turn
+    (``functorch/_C.so`` → ``$ORIGIN/../torch/lib`` → ``../../nvidia``): the
+    path it opens them by must not pass through a link. A climb into
+    self-contained libraries (auditwheel's ``$ORIGIN/../numpy.libs``) works
+    through links and costs no extra links.
     """
-    own_paths = set(dist.files)
-    own_dirs = {posixpath.dirname(path) for path in dist.files}
-    for folder in list(own_dirs):
-        while folder:
+    own = set(files)
+    own_dirs: set[str] = set()
+    for path in own:
+        folder = posixpath.dirname(path)
+        while folder and folder not in own_dirs:
             own_dirs.add(folder)
             folder = posixpath.dirname(folder)
+    targets = {
+        path: _origin_targets(path, search(path))
+        for path in sorted(own)
+        if is_shared_library(posixpath.basename(path))
+    }
+    needs_forest = {
+        posixpath.dirname(path)
+        for path, found in targets.items()
+        if any(target not in own_dirs and target not in own for target in found)
+    }
+    changed = True
+    while changed:  # a climb into a folder that needs the forest needs it too, transitively
+        changed = False
+        for path, found in targets.items():
+            folder = posixpath.dirname(path)
+            if folder in needs_forest:
+                continue
+            if any(_climbs_out(folder, target) and target in needs_forest for target in found):
+                needs_forest.add(folder)
+                changed = True
     real: set[str] = set()
-    for path in dist.files:
-        if not is_shared_library(posixpath.basename(path)):
-            continue
-        folder = posixpath.dirname(path)
-        for entry in search_paths(build.folder / path):
-            if "$ORIGIN" not in entry and "${ORIGIN}" not in entry:
-                continue
-            relative = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", folder or ".", 1)
-            resolved = posixpath.normpath(relative)
-            if resolved.startswith("..") or resolved in own_dirs or resolved in own_paths:
-                continue
-            chain = folder
-            while chain:
-                real.add(chain)
-                chain = posixpath.dirname(chain)
+    for chain in needs_forest:
+        while chain:
+            real.add(chain)
+            chain = posixpath.dirname(chain)
     return sorted(real)
 
 
