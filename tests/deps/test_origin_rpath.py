@@ -108,4 +108,3 @@ def test_a_climb_into_a_self_contained_folder_of_the_same_wheel_keeps_its_link(t
         "torch/_inductor/deep",
         "torch/lib",
     ]
-

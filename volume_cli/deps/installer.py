@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,18 @@ from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.store import (
+    EntryHealth,
     Harvest,
     Staging,
+    base_key,
     cleanup_stale_staging,
     entry_key,
     harvest,
+    inspect_entry,
     new_staging,
     read_manifest,
     remove_tree,
+    repair_entry,
 )
 from volume_cli.deps.uvtool import default_cache_dir, failing_package, uv_binary, uv_environment
 from volume_cli.errors import InstallError, SubprocessError
@@ -80,6 +84,7 @@ class InstallResult:
     lock_hash: str | None
     package_count: int
     installed_count: int = 0  # distributions uv installed in this run
+    repaired_count: int = 0  # damaged store entries --force repaired in place
     reused_count: int = 0  # changed distributions found in the store already
     bytes_added: int = 0
     link_count: int = 0
@@ -392,6 +397,7 @@ def install(
         lock_hash=record.lock_hash,
         package_count=len(entries),
         installed_count=len(harvested.entries),
+        repaired_count=len(harvested.repaired),
         reused_count=len(reused),
         bytes_added=harvested.new_bytes,
         link_count=links,
@@ -426,9 +432,22 @@ def _materialize(
             needed.append(locked[change.name])
         else:
             entries[change.name] = info
+    repairs: dict[str, tuple[str, EntryHealth]] = {}
+    if force:
+        progress.step(f"verifying {len(plan.to_install)} store entries against their RECORD hashes")
     for change in plan.to_install:
         package = locked[change.name]
-        if not force:
+        if force:
+            entry, health = _force_entry(layout, package, change.entry, target.version)
+            if health.info is not None:
+                os.utime(layout.store_dir / entry)  # young again: gc leaves it alone
+                entries[change.name] = health.info
+                reused.append(entry)
+                if health.damaged:
+                    repairs[change.name] = (entry, health)
+                    needed.append(package)
+                continue
+        else:
             manifest = read_manifest(layout, entry_key(package, target.version))
             if manifest is not None:
                 # Another project (or an older generation) has it: link, do not install.
@@ -439,7 +458,6 @@ def _materialize(
         needed.append(package)
     if not needed:
         return entries, Harvest(entries={}, new_bytes=0, created=()), reused
-    keys = {package.name: entry_key(package, target.version, forced=force) for package in needed}
     staging = new_staging(layout)
     try:
         _uv_install(
@@ -452,12 +470,52 @@ def _materialize(
             progress=progress,
         )
         crash_point("staged")
-        progress.step(f"storing {len(needed)} distributions")
-        harvested = harvest(layout=layout, staging=staging, packages=needed, keys=keys, python_version=target.version)
+        repaired = tuple(
+            name for name, (entry, health) in sorted(repairs.items()) if repair_entry(layout, staging, entry, health)
+        )
+        if repaired:
+            progress.info(f"repaired damaged files of {', '.join(repaired)} in place")
+        rebuild = [package for package in needed if package.name not in repaired]
+        for package in rebuild:
+            if package.name in repairs:  # its RECORD disagrees with the wheel: not the entry it claims to be
+                reused.remove(repairs[package.name][0])
+        # A rebuilt entry takes a new name where the old one still exists: a generation may link it.
+        keys = {
+            package.name: entry_key(
+                package,
+                target.version,
+                forced=force and (layout.store_dir / entry_key(package, target.version)).exists(),
+            )
+            for package in rebuild
+        }
+        harvested = Harvest(entries={}, new_bytes=0, created=())
+        if rebuild:
+            progress.step(f"storing {len(rebuild)} distributions")
+            harvested = harvest(
+                layout=layout, staging=staging, packages=rebuild, keys=keys, python_version=target.version
+            )
     finally:
         remove_tree(staging.root)
     entries.update(harvested.entries)
-    return entries, harvested, reused
+    return entries, replace(harvested, repaired=repaired), reused
+
+
+def _force_entry(
+    layout: VolumeLayout, package: LockedPackage, installed: str | None, python_version: str
+) -> tuple[str, EntryHealth]:
+    """The store entry ``--force`` keeps for ``package``, verified file by file.
+
+    The entry the generation links first (it may be a rebuild from an earlier
+    ``--force``), then the standard one. Healthy entries are kept as they are,
+    damaged ones are repaired in place; only one nothing can verify is rebuilt.
+    """
+    standard = entry_key(package, python_version)
+    candidates = [installed] if installed and base_key(installed) == standard else []
+    for entry in [*candidates, standard]:
+        health = inspect_entry(layout, entry)
+        if health.info is not None:
+            return entry, health
+    return standard, EntryHealth(exists=False)
 
 
 def _uv_install(

@@ -16,8 +16,10 @@ top-level ``__pycache__``, ``bin``, namespace packages) are split.
 
 from __future__ import annotations
 
+import base64
 import csv
 import errno
+import hashlib
 import os
 import posixpath
 import shutil
@@ -33,7 +35,7 @@ from packaging.utils import canonicalize_name
 from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
-from volume_cli.errors import InstallError
+from volume_cli.errors import InstallError, StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_alive
@@ -292,9 +294,7 @@ def _origin_real_dirs(files: Iterable[str], search: Callable[[str], list[str]]) 
             own_dirs.add(folder)
             folder = posixpath.dirname(folder)
     targets = {
-        path: _origin_targets(path, search(path))
-        for path in sorted(own)
-        if is_shared_library(posixpath.basename(path))
+        path: _origin_targets(path, search(path)) for path in sorted(own) if is_shared_library(posixpath.basename(path))
     }
     needs_forest = {
         posixpath.dirname(path)
@@ -324,6 +324,7 @@ class Harvest:
     entries: dict[str, EntryInfo]  # canonical name -> entry
     new_bytes: int
     created: tuple[str, ...]
+    repaired: tuple[str, ...] = ()  # entries whose damaged files --force replaced in place
 
 
 def harvest(
@@ -395,3 +396,104 @@ def harvest(
         if position == 0:
             crash_point("first-entry-stored")
     return Harvest(entries=entries, new_bytes=new_bytes, created=tuple(created))
+
+
+# -- verifying and repairing entries ------------------------------------------------------
+def is_compiled_bytecode(path: str) -> bool:
+    """Bytecode in ``__pycache__``: some wheels list it in RECORD, and ``--compile-bytecode`` rewrites it.
+
+    Python checks such a file against its source before using it, so its bytes
+    are not part of what an entry promises.
+    """
+    return path.endswith(".pyc") and posixpath.basename(posixpath.dirname(path)) == "__pycache__"
+
+
+def record_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def record_problems(root: Path, rows: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(path, "changed" | "missing") for every RECORD row whose bytes differ; and every path RECORD lists."""
+    problems: list[tuple[str, str]] = []
+    paths: list[str] = []
+    for path, digest, _size in rows:
+        normal = posixpath.normpath(path)
+        if normal.startswith(("../", "/")) or normal == "..":
+            continue
+        paths.append(normal)
+        if not digest.startswith("sha256=") or is_compiled_bytecode(normal):
+            continue
+        try:
+            actual = record_digest(root / normal)
+        except (FileNotFoundError, NotADirectoryError):
+            problems.append((normal, "missing"))
+            continue
+        except IsADirectoryError:
+            actual = ""
+        if actual != digest:
+            problems.append((normal, "changed"))
+    return problems, paths
+
+
+@dataclass(frozen=True)
+class EntryHealth:
+    """What ``--force`` found in a store entry: usable (``info``), and the files to replace."""
+
+    exists: bool
+    info: EntryInfo | None = None  # None: absent, or nothing to verify it against
+    damaged: tuple[str, ...] = ()
+    rows: dict[str, str] = field(default_factory=dict)  # RECORD path -> sha256 digest
+
+
+def inspect_entry(layout: VolumeLayout, entry: str) -> EntryHealth:
+    """Verify every file of ``entry`` against its RECORD; refresh the manifest's ``real_dirs`` to today's rule."""
+    folder = layout.store_dir / entry
+    if not folder.is_dir():
+        return EntryHealth(exists=False)
+    try:
+        manifest = read_manifest(layout, entry)
+    except StateError:
+        manifest = None
+    dist_infos = [item.name for item in manifest.info.top_level if item.name.endswith(".dist-info")] if manifest else []
+    if manifest is None or len(dist_infos) != 1:
+        return EntryHealth(exists=True)
+    try:
+        rows = read_record(folder / dist_infos[0] / "RECORD")
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return EntryHealth(exists=True)
+    problems, paths = record_problems(folder, rows)
+    info = manifest.info
+    real = _origin_real_dirs(paths, lambda path: search_paths(folder / path))
+    if real != info.real_dirs:
+        # An entry made by an older rule: the forest must learn the folders its native code needs.
+        info = info.model_copy(update={"real_dirs": real})
+        write_document(folder / ENTRY_MANIFEST, manifest.model_copy(update={"info": info}))
+    digests = {posixpath.normpath(path): digest for path, digest, _ in rows}
+    return EntryHealth(exists=True, info=info, damaged=tuple(path for path, _ in problems), rows=digests)
+
+
+def repair_entry(layout: VolumeLayout, staging: Staging, entry: str, health: EntryHealth) -> bool:
+    """Replace each damaged file of ``entry`` by its verified copy from ``staging``, one rename per file.
+
+    A reader of the entry sees the damaged file or the good one, never a half
+    one; a run killed halfway leaves the rest damaged, and the next ``--force``
+    finds exactly those. False, with nothing touched, when a fresh copy does
+    not match the entry's RECORD (the RECORD itself was changed): the caller
+    then builds a new entry instead.
+    """
+    for path in health.damaged:
+        try:
+            if record_digest(staging.target / path) != health.rows.get(path):
+                return False
+        except OSError:
+            return False
+    folder = layout.store_dir / entry
+    for path in health.damaged:
+        destination = folder / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging.target / path, destination)
+    return True
