@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         index_url: IndexUrlOption = None,
         hf_endpoint: HfEndpointOption = None,
         modelscope_endpoint: MsEndpointOption = None,
-        force: Annotated[bool, typer.Option("--force", help="Rebuild the dependencies from the lock.")] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="Verify the dependencies and repair damaged files.")
+        ] = False,
         wait: WaitOption = 0,
         as_json: JsonOption = False,
     ) -> None:
