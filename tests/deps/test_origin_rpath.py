@@ -15,8 +15,11 @@ import pytest
 from wheelfactory import IndexServer, build_wheel, compile_extension, compile_shared_library, gcc_available
 
 from volume_cli.deps import install
+from volume_cli.deps.documents import ENTRY_MANIFEST
+from volume_cli.deps.store import read_manifest
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.store.documents import write_document
 
 from .helpers import PY, Projects, import_values
 
@@ -108,3 +111,24 @@ def test_a_climb_into_a_self_contained_folder_of_the_same_wheel_keeps_its_link(t
         "torch/_inductor/deep",
         "torch/lib",
     ]
+
+
+@pytest.mark.skipif(not gcc_available(), reason="needs gcc and Python headers")
+def test_force_teaches_entries_made_by_the_old_rule_which_folders_to_make_real(
+    layout: VolumeLayout, projects: Projects, tmp_path: Path, progress: NullProgress, isolated_uv: Path
+) -> None:
+    folder = tmp_path / "wheels-origin"
+    _torch_like_wheels(folder, tmp_path / "build")
+    with IndexServer(folder) as index:
+        project = projects.make("origin", {"main": {"packages": ["torchish"]}})
+        install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+        # an entry stored by an older volume-cli knew only torchish/ and torchish/lib
+        [entry] = [path for path in layout.store_dir.iterdir() if path.name.startswith("torchish-")]
+        manifest = read_manifest(layout, entry.name)
+        assert manifest is not None and "functorchish" in manifest.info.real_dirs
+        old_info = manifest.info.model_copy(update={"real_dirs": ["torchish", "torchish/lib"]})
+        write_document(entry / ENTRY_MANIFEST, manifest.model_copy(update={"info": old_info}))
+        install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, force=True)
+    assert import_values(layout.deps_path("origin", PY), {"v": "functorchish.value()"}) == {"v": 21}
+    refreshed = read_manifest(layout, entry.name)
+    assert refreshed is not None and "functorchish" in refreshed.info.real_dirs
