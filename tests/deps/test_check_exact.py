@@ -111,3 +111,23 @@ def test_unmet_requirements_of_a_no_deps_package_are_warnings(
         ("funasrish", "umap", None),
         ("funasrish", "delta>=2", "1.0"),
     ]
+
+
+def test_a_file_two_wheels_both_ship_is_not_reported_as_changed(
+    layout: VolumeLayout, projects: Projects, tmp_path: Path, progress: NullProgress, isolated_uv: Path
+) -> None:
+    # site-packages keeps one copy of a clashing path, and so does the forest; each entry still holds its own
+    folder = tmp_path / "wheels-clash"
+    build_wheel(folder, "clash-one", "1.0", files={"clash_one.py": "", "NOTICE.txt": "one\n"})
+    build_wheel(folder, "clash-two", "1.0", files={"clash_two.py": "", "NOTICE.txt": "two\n"})
+    with IndexServer(folder) as index:
+        project = projects.make("clash", {"main": {"packages": ["clash-one", "clash-two"]}})
+        install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    clean = check(layout=layout, project=project, progress=progress)
+    assert clean.ok, str(clean.to_dict())[-700:]
+    # damage in the copy the forest links is still found, and blamed on its owner
+    behind = (layout.deps_path("clash", PY) / "NOTICE.txt").resolve()
+    owner = "clash-one" if behind.parent.name.startswith("clash_one") or "clash-one" in str(behind) else "clash-two"
+    behind.write_text("tampered\n")
+    report = check(layout=layout, project=project, progress=progress, imports=False)
+    assert [(p.distribution, p.problem) for p in report.file_problems] == [(owner, "changed")]

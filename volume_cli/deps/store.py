@@ -137,6 +137,7 @@ class _Staged:
     version: str
     dist_info: str
     files: dict[str, int] = field(default_factory=dict)  # path -> size from RECORD
+    digests: dict[str, str] = field(default_factory=dict)  # path -> RECORD hash
 
 
 def read_metadata_fields(path: Path) -> dict[str, str]:
@@ -170,28 +171,42 @@ def _staged_distributions(target: Path) -> dict[str, _Staged]:
         fields = read_metadata_fields(folder / "METADATA")
         name = canonicalize_name(fields.get("Name", child.name.split("-", 1)[0]))
         dist = _Staged(name=name, version=fields.get("Version", ""), dist_info=child.name)
-        for path, _hash, size in read_record(folder / "RECORD"):
+        for path, digest, size in read_record(folder / "RECORD"):
             normal = posixpath.normpath(path)
             if normal.startswith(("../", "/")) or normal == "..":
                 continue  # outside the target: nothing of ours
             dist.files[normal] = int(size) if size.isdigit() else 0
+            dist.digests[normal] = digest
         staged[name] = dist
     return staged
+
+
+def _holds(target: Path, path: str, dist: _Staged) -> bool:
+    try:
+        return record_digest(target / path) == dist.digests.get(path)
+    except OSError:
+        return False
 
 
 class _Ownership:
     """Which distribution owns each staged path, from the RECORDs.
 
     Bytecode is not in RECORD; a ``__pycache__/x.cpython-310.pyc`` belongs to
-    whoever owns ``x.py`` next to the ``__pycache__``.
+    whoever owns ``x.py`` next to the ``__pycache__``. A path two wheels ship
+    holds the bytes of the one uv wrote last: it goes to the distribution whose
+    RECORD hash it matches, never into the other's entry as damage.
     """
 
-    def __init__(self, staged: Iterable[_Staged]) -> None:
+    def __init__(self, staged: Iterable[_Staged], target: Path | None = None) -> None:
         self.file_owner: dict[str, str] = {}
         self.dir_owners: dict[str, set[str]] = {}
         for dist in staged:
             for path in dist.files:
-                self.file_owner[path] = dist.name
+                previous = self.file_owner.get(path)
+                if previous is not None and target is not None:
+                    self.file_owner[path] = dist.name if _holds(target, path, dist) else previous
+                else:
+                    self.file_owner[path] = dist.name
                 parent = posixpath.dirname(path)
                 self._own_dirs(parent, dist.name)
                 if path.endswith(".py"):
@@ -350,7 +365,7 @@ def harvest(
     builds = {name: _EntryBuild(key=keys[name], folder=staging.entries / keys[name]) for name in wanted}
     for build in builds.values():
         build.folder.mkdir()
-    _distribute(staging.target, _Ownership(staged.values()), builds)
+    _distribute(staging.target, _Ownership(staged.values(), staging.target), builds)
     crash_point("entries-distributed")
     layout.store_dir.mkdir(parents=True, exist_ok=True)
     entries: dict[str, EntryInfo] = {}

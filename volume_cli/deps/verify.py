@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,7 @@ from volume_cli.deps.forest import current_generation
 from volume_cli.deps.plan import InstalledDistribution, read_installed
 from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.resolve import read_current_lock
-from volume_cli.deps.store import base_key, entry_key, read_record, record_problems
+from volume_cli.deps.store import base_key, entry_key, read_record, record_digest, record_problems
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -120,9 +121,33 @@ class CheckReport:
         return data
 
 
-def _verify_files(root: Path, dist: InstalledDistribution) -> tuple[list[FileProblem], list[str]]:
+def _verify_files(root: Path, dist: InstalledDistribution, store: Path) -> tuple[list[FileProblem], list[str]]:
     problems, paths = record_problems(root, read_record(root / dist.dist_info / "RECORD"))
-    return [FileProblem(dist.name, path, problem) for path, problem in problems], paths
+    found: list[FileProblem] = []
+    for path, problem in problems:
+        if problem == "changed" and dist.entry is not None and _clash_is_intact(root / path, store / dist.entry, path):
+            continue
+        found.append(FileProblem(dist.name, path, problem))
+    return found, paths
+
+
+def _clash_is_intact(linked: Path, entry: Path, path: str) -> bool:
+    """True when ``linked`` is another distribution's copy of a path both ship, and ours is not damaged.
+
+    Site-packages keeps one copy of a path two wheels ship (the last one
+    installed), and so does the forest: the copy it links is checked against
+    its owner's RECORD. Ours may be absent (both were installed by one uv
+    call), but if it is there it must be intact.
+    """
+    if os.path.realpath(linked).startswith(os.path.realpath(entry) + os.sep):
+        return False
+    if not (entry / path).exists():
+        return True
+    try:
+        rows = {posixpath.normpath(row[0]): row[1] for row in read_record(next(entry.glob("*.dist-info/RECORD")))}
+        return record_digest(entry / path) == rows.get(path)
+    except (OSError, StopIteration):
+        return False
 
 
 def next_step(report: CheckReport) -> str:
@@ -241,7 +266,7 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
     files_checked = 0
     task = progress.task("verifying files", total=len(installed))
     for name, dist in sorted(installed.items()):
-        found, paths = _verify_files(root, dist)
+        found, paths = _verify_files(root, dist, layout.store_dir)
         file_problems += found
         files_checked += len(paths)
         top_txt = root / dist.dist_info / "top_level.txt"
