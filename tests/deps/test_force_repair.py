@@ -120,3 +120,16 @@ def test_next_step_names_the_fix_that_works(
     shutil.rmtree(layout.deps_path("demo", PY).resolve())  # the current generation is gone
     report = check(layout=layout, project=project, progress=progress)
     assert not report.ok and "deps install --project demo" in next_step(report)
+
+
+def test_an_entry_whose_manifest_is_gone_is_built_again_without_force(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
+) -> None:
+    first = projects.make("one", {"main": {"packages": ["alpha==1.0"]}})
+    install(layout=layout, project=first, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    alpha = _entry(layout, "alpha-1.0-")
+    (alpha / ".volume-cli-entry.json").write_text("{not json")
+    second = projects.make("two", {"main": {"packages": ["alpha==1.0"]}})
+    result = install(layout=layout, project=second, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    assert result.installed_count == 1 and alpha.is_dir()  # the first project's generation still links it
+    assert check(layout=layout, project=second, progress=progress).ok

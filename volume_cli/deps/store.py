@@ -396,10 +396,14 @@ def harvest(
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
             # Another installer put the same distribution in place first: use theirs.
-            existing = read_manifest(layout, build.key)
+            try:
+                existing = read_manifest(layout, build.key)
+            except StateError:
+                existing = None
             if existing is None:
                 raise InstallError(
-                    f"store entry {final} exists but has no manifest", hint="run: volume-cli deps gc"
+                    f"store entry {final} appeared without a readable manifest while installing",
+                    hint="run the install again: it builds an entry it cannot read under a new name",
                 ) from None
             info = existing.info
         else:
