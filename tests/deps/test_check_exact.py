@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -131,3 +132,34 @@ def test_a_file_two_wheels_both_ship_is_not_reported_as_changed(
     behind.write_text("tampered\n")
     report = check(layout=layout, project=project, progress=progress, imports=False)
     assert [(p.distribution, p.problem) for p in report.file_problems] == [(owner, "changed")]
+
+
+def test_the_cli_prints_warnings_and_a_next_line_that_works(  # type: ignore[no-untyped-def]
+    cli, layout: VolumeLayout, projects: Projects, tmp_path: Path, progress: NullProgress, isolated_uv: Path
+) -> None:
+    folder = tmp_path / "wheels-cli"
+    build_wheel(folder, "commonprotos", "1.0", files={"nsx/longrun/ops_pb2_grpc.py": "import grpcish\n"})
+    build_wheel(folder, "funasrish", "1.0", requires=["umap"])
+    with IndexServer(folder) as index:
+        project = projects.make(
+            "cliproj", {"main": {"packages": ["commonprotos"]}, "odd": {"packages": ["funasrish"], "no_deps": True}}
+        )
+        install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+        base = ["--project", "cliproj", "--root", str(layout.root), "--projects-dir", str(projects.base)]
+        clean = cli("deps", "check", *base)
+        assert clean.exit_code == 0, clean.stderr
+        assert "optional" in clean.stdout and "nsx.longrun.ops_pb2_grpc" in clean.stdout
+        assert "unmet" in clean.stdout and "umap" in clean.stdout
+
+        entries = sorted(path.name for path in layout.store_dir.iterdir())
+        (layout.deps_path("cliproj", PY) / "nsx" / "longrun" / "ops_pb2_grpc.py").resolve().write_text("damage\n")
+        broken = cli("deps", "check", *base)
+        assert broken.exit_code != 0
+        assert "next: volume-cli deps install --project cliproj --force" in broken.stderr
+        repaired = cli("deps", "install", *base, "--index-url", index.url, "--force")
+        assert repaired.exit_code == 0, repaired.stderr
+    assert cli("deps", "check", *base).exit_code == 0
+    assert sorted(path.name for path in layout.store_dir.iterdir()) == entries
+    dropped = cli("gc", "--root", str(layout.root), "--drop-previous", "--grace-hours", "0", "--json")
+    assert dropped.exit_code == 0, dropped.stderr
+    assert len(json.loads(dropped.stdout)["generations_removed"]) == 1
