@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from wheelfactory import IndexServer
@@ -133,3 +135,45 @@ def test_an_entry_whose_manifest_is_gone_is_built_again_without_force(
     result = install(layout=layout, project=second, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     assert result.installed_count == 1 and alpha.is_dir()  # the first project's generation still links it
     assert check(layout=layout, project=second, progress=progress).ok
+
+
+_FORCE_DRIVER = """
+import sys
+from pathlib import Path
+from volume_cli.deps import install
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import NullProgress
+from volume_cli.project.discovery import load_project_folder
+root, folder, mirror, cache = sys.argv[1:5]
+install(layout=VolumeLayout(Path(root)), project=load_project_folder(Path(folder)), mirror=mirror,
+        cache_dir=Path(cache), progress=NullProgress(), force=True)
+"""
+
+
+def test_a_repair_killed_halfway_keeps_the_generation_and_the_next_force_finishes_it(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
+) -> None:
+    project = projects.make("demo", {"main": {"packages": ["alpha==1.0"]}})
+    first = install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    alpha = _entry(layout, "alpha-1.0-")
+    metadata = alpha / "alpha-1.0.dist-info" / "METADATA"
+    good = {path: path.read_bytes() for path in (alpha / "alpha" / "__init__.py", metadata)}
+    for path in good:
+        path.write_bytes(path.read_bytes() + b"# damage\n")
+    entries = sorted(os.listdir(layout.store_dir))
+    killed = subprocess.run(
+        [sys.executable, "-c", _FORCE_DRIVER, str(layout.root), str(project.folder), index.url, str(isolated_uv)],
+        env=dict(os.environ, VOLUME_CLI_TEST_CRASH_AT="first-file-repaired"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert [path.read_bytes() == data for path, data in good.items()].count(True) == 1  # one file replaced
+    assert os.readlink(layout.deps_path("demo", PY)).endswith(str(first.generation))  # still the old generation
+    again = install(
+        layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, force=True
+    )
+    assert again.repaired_count == 1 and sorted(os.listdir(layout.store_dir)) == entries
+    assert all(path.read_bytes() == data for path, data in good.items())
+    assert check(layout=layout, project=project, progress=progress).ok

@@ -515,4 +515,5 @@ def repair_entry(layout: VolumeLayout, staging: Staging, entry: str, health: Ent
         destination = folder / path
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging.target / path, destination)
+        crash_point("first-file-repaired")
     return True
