@@ -177,3 +177,28 @@ def test_a_repair_killed_halfway_keeps_the_generation_and_the_next_force_finishe
     assert again.repaired_count == 1 and sorted(os.listdir(layout.store_dir)) == entries
     assert all(path.read_bytes() == data for path, data in good.items())
     assert check(layout=layout, project=project, progress=progress).ok
+
+
+def test_an_entry_built_again_under_a_new_name_is_reused_not_built_a_third_time(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
+) -> None:
+    first = projects.make("one", {"main": {"packages": ["alpha==1.0"]}})
+    install(layout=layout, project=first, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    (_entry(layout, "alpha-1.0-") / ".volume-cli-entry.json").unlink()
+    install(
+        layout=layout,
+        project=projects.make("two", {"main": {"packages": ["alpha==1.0"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
+    assert len([p for p in layout.store_dir.iterdir() if p.name.startswith("alpha-")]) == 2
+    third = projects.make("three", {"main": {"packages": ["alpha==1.0"]}})
+    result = install(layout=layout, project=third, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    assert result.installed_count == 0  # alpha's rebuilt entry is linked, not built a third time
+    forced = install(
+        layout=layout, project=third, mirror=index.url, cache_dir=isolated_uv, progress=progress, force=True
+    )
+    assert forced.installed_count == 0
+    assert len([p for p in layout.store_dir.iterdir() if p.name.startswith("alpha-")]) == 2
+    assert check(layout=layout, project=third, progress=progress).ok

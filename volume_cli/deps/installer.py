@@ -495,7 +495,10 @@ def _pick_entries(
                 picked.needed.append(package)
         else:
             # Another project (or an older generation) may have it: link, do not install.
-            manifest = _usable_manifest(layout, entry_key(package, target.version))
+            standard = entry_key(package, target.version)
+            manifest = _usable_manifest(layout, standard)
+            for sibling in _rebuilt_siblings(layout, standard) if manifest is None else []:
+                manifest = manifest or _usable_manifest(layout, sibling)
             info = manifest.info if manifest else None
         if info is None:
             if (layout.store_dir / entry_key(package, target.version)).exists():
@@ -506,6 +509,17 @@ def _pick_entries(
         picked.entries[change.name] = info
         picked.reused.append(info.entry)
     return picked
+
+
+def _rebuilt_siblings(layout: VolumeLayout, standard: str) -> list[str]:
+    """Entries built again under a new name because ``standard`` was unusable (one store listing, rarely needed)."""
+    if not (layout.store_dir / standard).exists():
+        return []
+    return sorted(
+        name
+        for name in os.listdir(layout.store_dir)
+        if name != standard and name.startswith(standard) and base_key(name) == standard
+    )
 
 
 def _usable_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
@@ -553,7 +567,7 @@ def _force_entry(
     """
     standard = entry_key(package, python_version)
     candidates = [installed] if installed and base_key(installed) == standard else []
-    for entry in [*candidates, standard]:
+    for entry in dict.fromkeys([*candidates, standard, *_rebuilt_siblings(layout, standard)]):
         health = inspect_entry(layout, entry)
         if health.info is not None:
             return entry, health
