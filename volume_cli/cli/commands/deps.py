@@ -182,7 +182,8 @@ def render_install(console: Console, result: InstallResult) -> None:
         console.print(
             f"generation {result.generation} is current ({result.package_count} packages; "
             f"{result.installed_count} installed, {result.reused_count} reused from the store, "
-            f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
+            + (f"{result.repaired_count} repaired in place, " if result.repaired_count else "")
+            + f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
         )
         console.print(f"PYTHONPATH={result.deps_path}")
         if result.previous_generation:
