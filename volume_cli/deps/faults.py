@@ -20,7 +20,6 @@ POINTS = (
     "generation-recorded",  # generation record written, folder not yet renamed
     "before-switch",  # generation in place, current link not yet switched
     "switched",  # current link switched, state.json not yet written
-    "first-file-repaired",  # --force replaced one damaged file of an entry, others still damaged
 )
 
 
