@@ -75,7 +75,13 @@ def _linked_generations(layout: VolumeLayout) -> dict[tuple[str, str], str]:
 
 
 def gc(
-    *, layout: VolumeLayout, grace_seconds: float, dry_run: bool, progress: Progress, wait_seconds: float = 0
+    *,
+    layout: VolumeLayout,
+    grace_seconds: float,
+    dry_run: bool,
+    progress: Progress,
+    wait_seconds: float = 0,
+    drop_previous: bool = False,
 ) -> GcReport:
     now = time.time()
     removed_generations: list[str] = []
@@ -96,7 +102,9 @@ def gc(
                 state = None
                 protected.add("*")
             if state is not None and state.deps is not None:
-                protected.update(filter(None, (state.deps.generation, state.deps.previous_generation)))
+                # drop_previous: the user gives up rollback to free what only the previous generation uses.
+                previous = None if drop_previous else state.deps.previous_generation
+                protected.update(filter(None, (state.deps.generation, previous)))
             records_dir = generation_records_dir(layout, project)
             for file_name in _listdir(records_dir):
                 if not file_name.endswith(".json"):

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from volume_cli import __version__
 from volume_cli.config.dependencies import PYPI_SIMPLE_URL
 from volume_cli.deps.documents import (
     EntryInfo,
+    EntryManifest,
     GenerationRecord,
     LockedPackage,
     LockInfo,
@@ -47,17 +48,21 @@ from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.store import (
+    EntryHealth,
     Harvest,
     Staging,
+    base_key,
     cleanup_stale_staging,
     entry_key,
     harvest,
+    inspect_entry,
     new_staging,
     read_manifest,
     remove_tree,
+    repair_entry,
 )
 from volume_cli.deps.uvtool import default_cache_dir, failing_package, uv_binary, uv_environment
-from volume_cli.errors import InstallError, SubprocessError
+from volume_cli.errors import InstallError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.base import HookContext
@@ -80,6 +85,7 @@ class InstallResult:
     lock_hash: str | None
     package_count: int
     installed_count: int = 0  # distributions uv installed in this run
+    repaired_count: int = 0  # damaged store entries --force repaired in place
     reused_count: int = 0  # changed distributions found in the store already
     bytes_added: int = 0
     link_count: int = 0
@@ -392,6 +398,7 @@ def install(
         lock_hash=record.lock_hash,
         package_count=len(entries),
         installed_count=len(harvested.entries),
+        repaired_count=len(harvested.repaired),
         reused_count=len(reused),
         bytes_added=harvested.new_bytes,
         link_count=links,
@@ -411,40 +418,23 @@ def _materialize(
     mirror: str | None,
     progress: Progress,
 ) -> tuple[dict[str, EntryInfo], Harvest, list[str]]:
-    """Entries for every locked package: kept, found in the store, or installed now."""
-    locked = lock.info.by_name()
-    recorded = {entry.entry: entry for entry in current_record.entries} if current_record else {}
-    entries: dict[str, EntryInfo] = {}
-    needed: list[LockedPackage] = []
-    reused: list[str] = []
-    for change in plan.unchanged:
-        info = recorded.get(change.entry or "")
-        if info is None and change.entry:
-            manifest = read_manifest(layout, change.entry)
-            info = manifest.info if manifest else None
-        if info is None:
-            needed.append(locked[change.name])
-        else:
-            entries[change.name] = info
-    for change in plan.to_install:
-        package = locked[change.name]
-        if not force:
-            manifest = read_manifest(layout, entry_key(package, target.version))
-            if manifest is not None:
-                # Another project (or an older generation) has it: link, do not install.
-                os.utime(layout.store_dir / manifest.info.entry)  # young again: gc leaves it alone
-                entries[change.name] = manifest.info
-                reused.append(manifest.info.entry)
-                continue
-        needed.append(package)
-    if not needed:
-        return entries, Harvest(entries={}, new_bytes=0, created=()), reused
-    keys = {package.name: entry_key(package, target.version, forced=force) for package in needed}
+    """Entries for every locked package: kept, found in the store, repaired (``force``), or installed now."""
+    picked = _pick_entries(
+        layout=layout,
+        plan=plan,
+        lock=lock,
+        target=target,
+        force=force,
+        current_record=current_record,
+        progress=progress,
+    )
+    if not picked.needed:
+        return picked.entries, Harvest(entries={}, new_bytes=0, created=()), picked.reused
     staging = new_staging(layout)
     try:
         _uv_install(
             layout=layout,
-            packages=needed,
+            packages=picked.needed,
             staging=staging,
             target=target,
             cache_dir=cache_dir,
@@ -452,12 +442,136 @@ def _materialize(
             progress=progress,
         )
         crash_point("staged")
-        progress.step(f"storing {len(needed)} distributions")
-        harvested = harvest(layout=layout, staging=staging, packages=needed, keys=keys, python_version=target.version)
+        harvested = _repair_and_store(layout=layout, staging=staging, picked=picked, target=target, progress=progress)
     finally:
         remove_tree(staging.root)
-    entries.update(harvested.entries)
-    return entries, harvested, reused
+    picked.entries.update(harvested.entries)
+    return picked.entries, harvested, picked.reused
+
+
+@dataclass
+class _Picked:
+    entries: dict[str, EntryInfo]  # usable now
+    needed: list[LockedPackage]  # to install with uv: new, unusable, or damaged
+    reused: list[str]  # store entries linked without installing (checked again before the switch)
+    repairs: dict[str, tuple[str, EntryHealth]]  # name -> (entry, damaged files), with --force
+    unusable: set[str] = field(default_factory=set)  # names whose standard entry exists but cannot be used
+
+
+def _pick_entries(
+    *,
+    layout: VolumeLayout,
+    plan: InstallPlan,
+    lock: CurrentLock,
+    target: TargetPython,
+    force: bool,
+    current_record: GenerationRecord | None,
+    progress: Progress,
+) -> _Picked:
+    locked = lock.info.by_name()
+    recorded = {entry.entry: entry for entry in current_record.entries} if current_record else {}
+    picked = _Picked(entries={}, needed=[], reused=[], repairs={})
+    for change in plan.unchanged:
+        info = recorded.get(change.entry or "")
+        if info is None and change.entry:
+            manifest = _usable_manifest(layout, change.entry)
+            info = manifest.info if manifest else None
+        if info is None:
+            if (layout.store_dir / entry_key(locked[change.name], target.version)).exists():
+                picked.unusable.add(change.name)
+            picked.needed.append(locked[change.name])
+        else:
+            picked.entries[change.name] = info
+    if force:
+        progress.step(f"verifying {len(plan.to_install)} store entries against their RECORD hashes")
+    for change in plan.to_install:
+        package = locked[change.name]
+        info = None
+        if force:
+            entry, health = _force_entry(layout, package, change.entry, target.version)
+            info = health.info
+            if info is not None and health.damaged:
+                picked.repairs[change.name] = (entry, health)
+                picked.needed.append(package)
+        else:
+            # Another project (or an older generation) may have it: link, do not install.
+            standard = entry_key(package, target.version)
+            manifest = _usable_manifest(layout, standard)
+            for sibling in _rebuilt_siblings(layout, standard) if manifest is None else []:
+                manifest = manifest or _usable_manifest(layout, sibling)
+            info = manifest.info if manifest else None
+        if info is None:
+            if (layout.store_dir / entry_key(package, target.version)).exists():
+                picked.unusable.add(package.name)
+            picked.needed.append(package)
+            continue
+        os.utime(layout.store_dir / info.entry)  # young again: gc leaves it alone
+        picked.entries[change.name] = info
+        picked.reused.append(info.entry)
+    return picked
+
+
+def _rebuilt_siblings(layout: VolumeLayout, standard: str) -> list[str]:
+    """Entries built again under a new name because ``standard`` was unusable (one store listing, rarely needed)."""
+    if not (layout.store_dir / standard).exists():
+        return []
+    return sorted(
+        name
+        for name in os.listdir(layout.store_dir)
+        if name != standard and name.startswith(standard) and base_key(name) == standard
+    )
+
+
+def _usable_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
+    """The entry's manifest; None when it is absent or unreadable (the entry is then built again)."""
+    try:
+        return read_manifest(layout, entry)
+    except StateError:
+        return None
+
+
+def _repair_and_store(
+    *, layout: VolumeLayout, staging: Staging, picked: _Picked, target: TargetPython, progress: Progress
+) -> Harvest:
+    """Repair damaged entries in place from the staged copies, then store the rest as new entries."""
+    repaired = tuple(
+        name for name, (entry, health) in sorted(picked.repairs.items()) if repair_entry(layout, staging, entry, health)
+    )
+    if repaired:
+        progress.info(f"repaired damaged files of {', '.join(repaired)} in place")
+    rebuild = [package for package in picked.needed if package.name not in repaired]
+    for package in rebuild:
+        if package.name in picked.repairs:  # its RECORD disagrees with the wheel: not the entry it claims to be
+            picked.reused.remove(picked.repairs[package.name][0])
+            picked.unusable.add(package.name)
+    # An entry built again takes a new name where an unusable one sits: a generation may still link that one.
+    # (Not where a racing install just stored it: the first rename wins and the others use it.)
+    keys = {
+        package.name: entry_key(package, target.version, forced=package.name in picked.unusable) for package in rebuild
+    }
+    harvested = Harvest(entries={}, new_bytes=0, created=())
+    if rebuild:
+        progress.step(f"storing {len(rebuild)} distributions")
+        harvested = harvest(layout=layout, staging=staging, packages=rebuild, keys=keys, python_version=target.version)
+    return replace(harvested, repaired=repaired)
+
+
+def _force_entry(
+    layout: VolumeLayout, package: LockedPackage, installed: str | None, python_version: str
+) -> tuple[str, EntryHealth]:
+    """The store entry ``--force`` keeps for ``package``, verified file by file.
+
+    The entry the generation links first (it may be a rebuild from an earlier
+    ``--force``), then the standard one. Healthy entries are kept as they are,
+    damaged ones are repaired in place; only one nothing can verify is rebuilt.
+    """
+    standard = entry_key(package, python_version)
+    candidates = [installed] if installed and base_key(installed) == standard else []
+    for entry in dict.fromkeys([*candidates, standard, *_rebuilt_siblings(layout, standard)]):
+        health = inspect_entry(layout, entry)
+        if health.info is not None:
+            return entry, health
+    return standard, EntryHealth(exists=False)
 
 
 def _uv_install(

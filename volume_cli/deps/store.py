@@ -16,8 +16,10 @@ top-level ``__pycache__``, ``bin``, namespace packages) are split.
 
 from __future__ import annotations
 
+import base64
 import csv
 import errno
+import hashlib
 import os
 import posixpath
 import shutil
@@ -33,7 +35,7 @@ from packaging.utils import canonicalize_name
 from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
-from volume_cli.errors import InstallError
+from volume_cli.errors import InstallError, StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_alive
@@ -135,6 +137,7 @@ class _Staged:
     version: str
     dist_info: str
     files: dict[str, int] = field(default_factory=dict)  # path -> size from RECORD
+    digests: dict[str, str] = field(default_factory=dict)  # path -> RECORD hash
 
 
 def read_metadata_fields(path: Path) -> dict[str, str]:
@@ -168,28 +171,42 @@ def _staged_distributions(target: Path) -> dict[str, _Staged]:
         fields = read_metadata_fields(folder / "METADATA")
         name = canonicalize_name(fields.get("Name", child.name.split("-", 1)[0]))
         dist = _Staged(name=name, version=fields.get("Version", ""), dist_info=child.name)
-        for path, _hash, size in read_record(folder / "RECORD"):
+        for path, digest, size in read_record(folder / "RECORD"):
             normal = posixpath.normpath(path)
             if normal.startswith(("../", "/")) or normal == "..":
                 continue  # outside the target: nothing of ours
             dist.files[normal] = int(size) if size.isdigit() else 0
+            dist.digests[normal] = digest
         staged[name] = dist
     return staged
+
+
+def _holds(target: Path, path: str, dist: _Staged) -> bool:
+    try:
+        return record_digest(target / path) == dist.digests.get(path)
+    except OSError:
+        return False
 
 
 class _Ownership:
     """Which distribution owns each staged path, from the RECORDs.
 
     Bytecode is not in RECORD; a ``__pycache__/x.cpython-310.pyc`` belongs to
-    whoever owns ``x.py`` next to the ``__pycache__``.
+    whoever owns ``x.py`` next to the ``__pycache__``. A path two wheels ship
+    holds the bytes of the one uv wrote last: it goes to the distribution whose
+    RECORD hash it matches, never into the other's entry as damage.
     """
 
-    def __init__(self, staged: Iterable[_Staged]) -> None:
+    def __init__(self, staged: Iterable[_Staged], target: Path | None = None) -> None:
         self.file_owner: dict[str, str] = {}
         self.dir_owners: dict[str, set[str]] = {}
         for dist in staged:
             for path in dist.files:
-                self.file_owner[path] = dist.name
+                previous = self.file_owner.get(path)
+                if previous is not None and target is not None:
+                    self.file_owner[path] = dist.name if _holds(target, path, dist) else previous
+                else:
+                    self.file_owner[path] = dist.name
                 parent = posixpath.dirname(path)
                 self._own_dirs(parent, dist.name)
                 if path.endswith(".py"):
@@ -249,36 +266,71 @@ def _distribute(target: Path, ownership: _Ownership, builds: dict[str, _EntryBui
 
 
 def _real_dirs(build: _EntryBuild, dist: _Staged) -> list[str]:
+    return _origin_real_dirs(dist.files, lambda path: search_paths(build.folder / path))
+
+
+def _origin_targets(path: str, searches: list[str]) -> list[str]:
+    """The folders (relative to site-packages) the ``$ORIGIN`` entries of ``path`` point at."""
+    folder = posixpath.dirname(path)
+    targets: list[str] = []
+    for entry in searches:
+        if "$ORIGIN" not in entry and "${ORIGIN}" not in entry:
+            continue
+        relative = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", folder or ".", 1)
+        resolved = posixpath.normpath(relative)
+        if not resolved.startswith(".."):  # above site-packages: no forest can help
+            targets.append("" if resolved == "." else resolved)
+    return targets
+
+
+def _climbs_out(folder: str, target: str) -> bool:
+    return folder != "" and not (target == folder or target.startswith(folder + "/"))
+
+
+def _origin_real_dirs(files: Iterable[str], search: Callable[[str], list[str]]) -> list[str]:
     """Folders that must be real directories in a forest for this entry's native code to load.
 
     glibc expands ``$ORIGIN`` from the path a library was opened by, and the
     kernel resolves ``..`` physically, so ``$ORIGIN/../../nvidia/...`` from a
     symlinked ``torch/`` would climb into the store entry instead of the
-    forest. Libraries whose search path leaves their own entry need every
-    folder above them to be real in the forest.
+    forest. A library whose search path leaves its own entry needs every
+    folder above it real. So does one whose path climbs out of its folder
+    into a folder of its own entry whose libraries need the forest in turn
+    (``functorch/_C.so`` → ``$ORIGIN/../torch/lib`` → ``../../nvidia``): the
+    path it opens them by must not pass through a link. A climb into
+    self-contained libraries (auditwheel's ``$ORIGIN/../numpy.libs``) works
+    through links and costs no extra links.
     """
-    own_paths = set(dist.files)
-    own_dirs = {posixpath.dirname(path) for path in dist.files}
-    for folder in list(own_dirs):
-        while folder:
+    own = set(files)
+    own_dirs: set[str] = set()
+    for path in own:
+        folder = posixpath.dirname(path)
+        while folder and folder not in own_dirs:
             own_dirs.add(folder)
             folder = posixpath.dirname(folder)
+    targets = {
+        path: _origin_targets(path, search(path)) for path in sorted(own) if is_shared_library(posixpath.basename(path))
+    }
+    needs_forest = {
+        posixpath.dirname(path)
+        for path, found in targets.items()
+        if any(target not in own_dirs and target not in own for target in found)
+    }
+    changed = True
+    while changed:  # a climb into a folder that needs the forest needs it too, transitively
+        changed = False
+        for path, found in targets.items():
+            folder = posixpath.dirname(path)
+            if folder in needs_forest:
+                continue
+            if any(_climbs_out(folder, target) and target in needs_forest for target in found):
+                needs_forest.add(folder)
+                changed = True
     real: set[str] = set()
-    for path in dist.files:
-        if not is_shared_library(posixpath.basename(path)):
-            continue
-        folder = posixpath.dirname(path)
-        for entry in search_paths(build.folder / path):
-            if "$ORIGIN" not in entry and "${ORIGIN}" not in entry:
-                continue
-            relative = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", folder or ".", 1)
-            resolved = posixpath.normpath(relative)
-            if resolved.startswith("..") or resolved in own_dirs or resolved in own_paths:
-                continue
-            chain = folder
-            while chain:
-                real.add(chain)
-                chain = posixpath.dirname(chain)
+    for chain in needs_forest:
+        while chain:
+            real.add(chain)
+            chain = posixpath.dirname(chain)
     return sorted(real)
 
 
@@ -287,6 +339,7 @@ class Harvest:
     entries: dict[str, EntryInfo]  # canonical name -> entry
     new_bytes: int
     created: tuple[str, ...]
+    repaired: tuple[str, ...] = ()  # entries whose damaged files --force replaced in place
 
 
 def harvest(
@@ -312,7 +365,7 @@ def harvest(
     builds = {name: _EntryBuild(key=keys[name], folder=staging.entries / keys[name]) for name in wanted}
     for build in builds.values():
         build.folder.mkdir()
-    _distribute(staging.target, _Ownership(staged.values()), builds)
+    _distribute(staging.target, _Ownership(staged.values(), staging.target), builds)
     crash_point("entries-distributed")
     layout.store_dir.mkdir(parents=True, exist_ok=True)
     entries: dict[str, EntryInfo] = {}
@@ -343,10 +396,14 @@ def harvest(
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
             # Another installer put the same distribution in place first: use theirs.
-            existing = read_manifest(layout, build.key)
+            try:
+                existing = read_manifest(layout, build.key)
+            except StateError:
+                existing = None
             if existing is None:
                 raise InstallError(
-                    f"store entry {final} exists but has no manifest", hint="run: volume-cli deps gc"
+                    f"store entry {final} appeared without a readable manifest while installing",
+                    hint="run the install again: it builds an entry it cannot read under a new name",
                 ) from None
             info = existing.info
         else:
@@ -358,3 +415,105 @@ def harvest(
         if position == 0:
             crash_point("first-entry-stored")
     return Harvest(entries=entries, new_bytes=new_bytes, created=tuple(created))
+
+
+# -- verifying and repairing entries ------------------------------------------------------
+def is_compiled_bytecode(path: str) -> bool:
+    """Bytecode in ``__pycache__``: some wheels list it in RECORD, and ``--compile-bytecode`` rewrites it.
+
+    Python checks such a file against its source before using it, so its bytes
+    are not part of what an entry promises.
+    """
+    return path.endswith(".pyc") and posixpath.basename(posixpath.dirname(path)) == "__pycache__"
+
+
+def record_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def record_problems(root: Path, rows: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(path, "changed" | "missing") for every RECORD row whose bytes differ; and every path RECORD lists."""
+    problems: list[tuple[str, str]] = []
+    paths: list[str] = []
+    for path, digest, _size in rows:
+        normal = posixpath.normpath(path)
+        if normal.startswith(("../", "/")) or normal == "..":
+            continue
+        paths.append(normal)
+        if not digest.startswith("sha256=") or is_compiled_bytecode(normal):
+            continue
+        try:
+            actual = record_digest(root / normal)
+        except (FileNotFoundError, NotADirectoryError):
+            problems.append((normal, "missing"))
+            continue
+        except IsADirectoryError:
+            actual = ""
+        if actual != digest:
+            problems.append((normal, "changed"))
+    return problems, paths
+
+
+@dataclass(frozen=True)
+class EntryHealth:
+    """What ``--force`` found in a store entry: usable (``info``), and the files to replace."""
+
+    exists: bool
+    info: EntryInfo | None = None  # None: absent, or nothing to verify it against
+    damaged: tuple[str, ...] = ()
+    rows: dict[str, str] = field(default_factory=dict)  # RECORD path -> sha256 digest
+
+
+def inspect_entry(layout: VolumeLayout, entry: str) -> EntryHealth:
+    """Verify every file of ``entry`` against its RECORD; refresh the manifest's ``real_dirs`` to today's rule."""
+    folder = layout.store_dir / entry
+    if not folder.is_dir():
+        return EntryHealth(exists=False)
+    try:
+        manifest = read_manifest(layout, entry)
+    except StateError:
+        manifest = None
+    dist_infos = [item.name for item in manifest.info.top_level if item.name.endswith(".dist-info")] if manifest else []
+    if manifest is None or len(dist_infos) != 1:
+        return EntryHealth(exists=True)
+    try:
+        rows = read_record(folder / dist_infos[0] / "RECORD")
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return EntryHealth(exists=True)
+    problems, paths = record_problems(folder, rows)
+    info = manifest.info
+    real = _origin_real_dirs(paths, lambda path: search_paths(folder / path))
+    if real != info.real_dirs:
+        # An entry made by an older rule: the forest must learn the folders its native code needs.
+        info = info.model_copy(update={"real_dirs": real})
+        write_document(folder / ENTRY_MANIFEST, manifest.model_copy(update={"info": info}))
+    digests = {posixpath.normpath(path): digest for path, digest, _ in rows}
+    return EntryHealth(exists=True, info=info, damaged=tuple(path for path, _ in problems), rows=digests)
+
+
+def repair_entry(layout: VolumeLayout, staging: Staging, entry: str, health: EntryHealth) -> bool:
+    """Replace each damaged file of ``entry`` by its verified copy from ``staging``, one rename per file.
+
+    A reader of the entry sees the damaged file or the good one, never a half
+    one; a run killed halfway leaves the rest damaged, and the next ``--force``
+    finds exactly those. False, with nothing touched, when a fresh copy does
+    not match the entry's RECORD (the RECORD itself was changed): the caller
+    then builds a new entry instead.
+    """
+    for path in health.damaged:
+        try:
+            if record_digest(staging.target / path) != health.rows.get(path):
+                return False
+        except OSError:
+            return False
+    folder = layout.store_dir / entry
+    for path in health.damaged:
+        destination = folder / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging.target / path, destination)
+        crash_point("first-file-repaired")  # only --force reaches it: not in faults.POINTS, which every install passes
+    return True

@@ -5,25 +5,44 @@ Compared with the stored lock: missing, extra, wrong versions and builds
 hashes). With an interpreter of X.Y, each distribution's real top-level
 modules (from top_level.txt or RECORD, never guessed from the package name:
 scikit-learn is ``sklearn``) are imported in a fresh isolated process.
+
+What counts as broken, exactly:
+
+- Bytecode in ``__pycache__`` is not compared with RECORD: some wheels list
+  it (numpy) and ``--compile-bytecode`` rewrites it; Python checks it against
+  its source anyway.
+- Modules are imported where a user imports them: top-level modules and
+  packages. Inside a namespace package (``google/`` has no ``__init__``) the
+  portions are imported instead, and some are optional adapters
+  (``google.longrunning.operations_pb2_grpc`` needs ``grpc``, which the
+  distribution does not require). A portion that fails only because a module
+  absent from the generation is missing is a warning; every other failure,
+  and any failure of a top-level module, is an error.
+- A ``no_deps`` group's packages were installed without their declared
+  requirements on purpose; those not met in the generation are warnings.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import json
+import os
 import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, field
+from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
+
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from volume_cli.deps.forest import current_generation
 from volume_cli.deps.plan import InstalledDistribution, read_installed
 from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.resolve import read_current_lock
-from volume_cli.deps.store import base_key, entry_key, read_record
+from volume_cli.deps.store import base_key, entry_key, read_record, record_digest, record_problems
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -57,6 +76,13 @@ class ImportFailure:
 
 
 @dataclass(frozen=True)
+class UnmetRequirement:
+    distribution: str
+    requirement: str
+    installed: str | None  # the version in the generation, None when absent
+
+
+@dataclass(frozen=True)
 class CheckReport:
     project: str
     python_version: str
@@ -69,6 +95,8 @@ class CheckReport:
     wrong_builds: tuple[str, ...] = ()
     file_problems: tuple[FileProblem, ...] = ()
     import_failures: tuple[ImportFailure, ...] = ()
+    import_warnings: tuple[ImportFailure, ...] = ()  # optional portions of namespace packages
+    unmet_requirements: tuple[UnmetRequirement, ...] = ()  # of no_deps packages: warnings
     distributions_checked: int = 0
     files_checked: int = 0
     modules_imported: int = 0
@@ -93,32 +121,48 @@ class CheckReport:
         return data
 
 
-def _record_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+def _verify_files(root: Path, dist: InstalledDistribution, store: Path) -> tuple[list[FileProblem], list[str]]:
+    problems, paths = record_problems(root, read_record(root / dist.dist_info / "RECORD"))
+    found: list[FileProblem] = []
+    for path, problem in problems:
+        if problem == "changed" and dist.entry is not None and _clash_is_intact(root / path, store / dist.entry, path):
+            continue
+        found.append(FileProblem(dist.name, path, problem))
+    return found, paths
 
 
-def _verify_files(root: Path, dist: InstalledDistribution) -> tuple[list[FileProblem], list[str]]:
-    problems: list[FileProblem] = []
-    paths: list[str] = []
-    for path, digest, _size in read_record(root / dist.dist_info / "RECORD"):
-        normal = posixpath.normpath(path)
-        if normal.startswith(("../", "/")):
-            continue
-        paths.append(normal)
-        if not digest.startswith("sha256="):
-            continue
-        try:
-            actual = _record_digest(root / normal)
-        except FileNotFoundError:
-            problems.append(FileProblem(dist.name, normal, "missing"))
-            continue
-        if actual != digest:
-            problems.append(FileProblem(dist.name, normal, "changed"))
-    return problems, paths
+def _clash_is_intact(linked: Path, entry: Path, path: str) -> bool:
+    """True when ``linked`` is another distribution's copy of a path both ship, and ours is not damaged.
+
+    Site-packages keeps one copy of a path two wheels ship (the last one
+    installed), and so does the forest: the copy it links is checked against
+    its owner's RECORD. Ours may be absent (both were installed by one uv
+    call), but if it is there it must be intact.
+    """
+    if os.path.realpath(linked).startswith(os.path.realpath(entry) + os.sep):
+        return False
+    if not (entry / path).exists():
+        return True
+    try:
+        rows = {posixpath.normpath(row[0]): row[1] for row in read_record(next(entry.glob("*.dist-info/RECORD")))}
+        return record_digest(entry / path) == rows.get(path)
+    except (OSError, StopIteration):
+        return False
+
+
+def next_step(report: CheckReport) -> str:
+    """The command that fixes what ``report`` found (the CLI's ``next:`` line)."""
+    install = f"volume-cli deps install --project {report.project}"
+    if report.file_problems:
+        return f"{install} --force  (verifies every store entry and repairs only the damaged files)"
+    if report.problems or report.missing or report.extra or report.wrong_versions or report.wrong_builds:
+        return f"{install}  (applies the lock)"
+    if report.import_failures:
+        return (
+            "the files match the lock, so reinstalling does not help: a module the import needs is not locked; "
+            f"add its distribution to the project's dependencies.yaml, then run: {install}"
+        )
+    return f"volume-cli deps check --project {report.project}"
 
 
 def top_level_modules(record_paths: list[str], top_level_txt: list[str] | None = None) -> list[str]:
@@ -164,7 +208,7 @@ def _modules(paths: list[str], prefix: str) -> list[str]:
 
 
 _IMPORT_SCRIPT = """
-import importlib, json, sys
+import importlib, importlib.util, json, sys
 path, wanted, out = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, path)
 failures = []
@@ -172,7 +216,10 @@ for dist, module in json.load(open(wanted)):
     try:
         importlib.import_module(module)
     except BaseException as exc:
-        failures.append([dist, module, f"{type(exc).__name__}: {exc}"[:500]])
+        # Absent: the missing module's top-level package is nowhere on the path (an optional dependency).
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        absent = bool(missing) and importlib.util.find_spec(missing.split(".")[0]) is None
+        failures.append([dist, module, f"{type(exc).__name__}: {exc}"[:500], absent])
 json.dump(failures, open(out, "w"))
 """
 
@@ -196,6 +243,7 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
     wrong_versions: list[VersionMismatch] = []
     wrong_builds: list[str] = []
     extra: list[str] = []
+    unmet: list[UnmetRequirement] = []
     if lock is None:
         problems.append("no lock stored for this project")
     else:
@@ -209,12 +257,16 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
             elif dist.entry is not None and base_key(dist.entry) != entry_key(package, python_version):
                 wrong_builds.append(name)
         extra = sorted(set(installed) - set(locked))
+        no_deps = {name for name, group in project.dependencies.groups.items() if group.no_deps}
+        for name, package in sorted(locked.items()):
+            if package.group in no_deps and name in installed:
+                unmet += unmet_requirements(root, installed[name], installed, python_version)
     file_problems: list[FileProblem] = []
     modules: list[tuple[str, str]] = []
     files_checked = 0
     task = progress.task("verifying files", total=len(installed))
     for name, dist in sorted(installed.items()):
-        found, paths = _verify_files(root, dist)
+        found, paths = _verify_files(root, dist, layout.store_dir)
         file_problems += found
         files_checked += len(paths)
         top_txt = root / dist.dist_info / "top_level.txt"
@@ -224,12 +276,13 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
     task.finish()
     interpreter = find_interpreter(python_version, uv_binary())
     failures: list[ImportFailure] = []
+    warnings: list[ImportFailure] = []
     notes: list[str] = []
     if imports and interpreter is None:
         notes.append(f"no Python {python_version} interpreter here: imports not tested")
-    elif imports and modules:
+    elif imports and interpreter is not None and modules:
         progress.step(f"importing {len(modules)} modules with Python {python_version}")
-        failures = _import_all(layout, interpreter, root, modules)  # type: ignore[arg-type]
+        failures, warnings = _import_all(layout, interpreter, root, modules)
     return report(
         problems=tuple(problems),
         missing=tuple(missing),
@@ -238,17 +291,59 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
         wrong_builds=tuple(wrong_builds),
         file_problems=tuple(file_problems),
         import_failures=tuple(failures),
+        import_warnings=tuple(warnings),
+        unmet_requirements=tuple(unmet),
         distributions_checked=len(installed),
         files_checked=files_checked,
-        modules_imported=len(modules) - len(failures) if imports and interpreter else 0,
+        modules_imported=len(modules) - len(failures) - len(warnings) if imports and interpreter else 0,
         interpreter=str(interpreter) if interpreter else None,
         notes=tuple(notes),
     )
 
 
+def _target_environment(python_version: str) -> dict[str, str]:
+    """Marker values of the workers: CPython ``python_version`` on linux x86_64, no extras."""
+    environment: dict[str, str] = {key: str(value) for key, value in default_environment().items()}
+    environment.update(
+        python_version=python_version,
+        python_full_version=f"{python_version}.0",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+        sys_platform="linux",
+        platform_system="Linux",
+        platform_machine="x86_64",
+        os_name="posix",
+        extra="",
+    )
+    return environment
+
+
+def unmet_requirements(
+    root: Path, dist: InstalledDistribution, installed: dict[str, InstalledDistribution], python_version: str
+) -> list[UnmetRequirement]:
+    """The declared requirements of ``dist`` (for the workers' platform) that the generation does not satisfy."""
+    with open(root / dist.dist_info / "METADATA", encoding="utf-8", errors="replace") as handle:
+        declared = HeaderParser().parse(handle).get_all("Requires-Dist") or []
+    environment = _target_environment(python_version)
+    unmet: list[UnmetRequirement] = []
+    for text in declared:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            unmet.append(UnmetRequirement(dist.name, text, None))
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        present = installed.get(canonicalize_name(requirement.name))
+        if present is None or not requirement.specifier.contains(present.version, prereleases=True):
+            unmet.append(UnmetRequirement(dist.name, str(requirement), present.version if present else None))
+    return unmet
+
+
 def _import_all(
     layout: VolumeLayout, interpreter: Path, root: Path, modules: list[tuple[str, str]]
-) -> list[ImportFailure]:
+) -> tuple[list[ImportFailure], list[ImportFailure]]:
+    """Failures and warnings: a namespace portion (a dotted name) missing an absent module is optional."""
     with tempfile.TemporaryDirectory(prefix="volume-cli-check-") as scratch:
         wanted, out, script = Path(scratch, "wanted.json"), Path(scratch, "out.json"), Path(scratch, "check.py")
         wanted.write_text(json.dumps(modules))
@@ -263,5 +358,9 @@ def _import_all(
         )
         if result.returncode != 0 or not out.is_file():
             tail = " | ".join(result.lines[-3:])
-            return [ImportFailure("*", "*", f"import check crashed (exit {result.returncode}): {tail}")]
-        return [ImportFailure(dist, module, error) for dist, module, error in json.loads(out.read_text())]
+            return [ImportFailure("*", "*", f"import check crashed (exit {result.returncode}): {tail}")], []
+        failures: list[ImportFailure] = []
+        warnings: list[ImportFailure] = []
+        for dist, module, error, absent in json.loads(out.read_text()):
+            (warnings if absent and "." in module else failures).append(ImportFailure(dist, module, error))
+        return failures, warnings

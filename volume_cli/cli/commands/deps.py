@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Install, inspect and roll back a project's Python dependencies.", no_args_is_help=True)
 
 ForceOption = Annotated[
-    bool, typer.Option("--force", help="Rebuild every distribution of the generation from the lock.")
+    bool,
+    typer.Option(
+        "--force",
+        help="Verify every store entry against its RECORD hashes, repair only damaged files, relink the generation.",
+    ),
 ]
 UpgradeOption = Annotated[
     bool, typer.Option("--upgrade", help="Re-resolve unpinned requirements to the newest allowed versions.")
@@ -178,7 +182,8 @@ def render_install(console: Console, result: InstallResult) -> None:
         console.print(
             f"generation {result.generation} is current ({result.package_count} packages; "
             f"{result.installed_count} installed, {result.reused_count} reused from the store, "
-            f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
+            + (f"{result.repaired_count} repaired in place, " if result.repaired_count else "")
+            + f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
         )
         console.print(f"PYTHONPATH={result.deps_path}")
         if result.previous_generation:
@@ -266,6 +271,11 @@ def render_check(console: Console, report: CheckReport) -> None:
         console.print(f"  [red]{problem.problem:<9}[/] {problem.distribution}: {problem.path}")
     for failure in report.import_failures:
         console.print(f"  [red]import[/]    {failure.distribution}: {failure.module}: {failure.error}")
+    for failure in report.import_warnings:
+        console.print(f"  [yellow]optional[/]  {failure.distribution}: {failure.module}: {failure.error}")
+    for unmet in report.unmet_requirements:
+        have = f"{unmet.installed} installed" if unmet.installed else "not installed"
+        console.print(f"  [yellow]unmet[/]     {unmet.distribution} (no_deps) requires {unmet.requirement}: {have}")
     for note in report.notes:
         console.print(f"  [dim]{note}[/]")
     if report.ok:
@@ -286,6 +296,7 @@ def check_command(
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.deps import check
+    from volume_cli.deps.verify import next_step
     from volume_cli.errors import InstallError
     from volume_cli.layout import VolumeLayout
 
@@ -297,5 +308,5 @@ def check_command(
     if not report.ok:
         raise InstallError(
             f"dependencies of {definition.name} do not match the lock",
-            hint=f"volume-cli deps install --project {definition.name}  (add --force to rebuild damaged files)",
+            hint=next_step(report),
         )

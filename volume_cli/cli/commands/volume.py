@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         index_url: IndexUrlOption = None,
         hf_endpoint: HfEndpointOption = None,
         modelscope_endpoint: MsEndpointOption = None,
-        force: Annotated[bool, typer.Option("--force", help="Rebuild the dependencies from the lock.")] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="Verify the dependencies and repair damaged files.")
+        ] = False,
         wait: WaitOption = 0,
         as_json: JsonOption = False,
     ) -> None:
@@ -80,6 +82,12 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option("--grace-hours", help="Keep old generations this long: workers may still run on them.", min=0),
         ] = 24.0,
+        drop_previous: Annotated[
+            bool,
+            typer.Option(
+                "--drop-previous", help="Also remove each project's previous generation (no rollback after this)."
+            ),
+        ] = False,
         dry_run: DryRunOption = False,
         wait: WaitOption = 0,
         as_json: JsonOption = False,
@@ -92,7 +100,12 @@ def register(app: typer.Typer) -> None:
         layout = context.write_layout(root)
         with ProgressView() as progress:
             report = gc(
-                layout=layout, grace_seconds=grace_hours * 3600, dry_run=dry_run, progress=progress, wait_seconds=wait
+                layout=layout,
+                grace_seconds=grace_hours * 3600,
+                dry_run=dry_run,
+                progress=progress,
+                wait_seconds=wait,
+                drop_previous=drop_previous,
             )
 
         def human(console: Console) -> None:
