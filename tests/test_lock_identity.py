@@ -170,11 +170,14 @@ HOLDER = textwrap.dedent(
 )
 
 
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+
+
 def _unshare_works() -> bool:
     if shutil.which("unshare") is None or not sys.platform.startswith("linux"):
         return False
     probe = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "true"],
+        [*UNSHARE, "true"],
         capture_output=True,
         check=False,
     )
@@ -186,13 +189,9 @@ def test_a_real_holder_in_another_pid_namespace_keeps_its_lease(tmp_path: Path) 
     path = tmp_path / "project.lock"
     staging = tmp_path / "staging"
     # Inside the new namespace the holder gets a pid above pid_max here: it can only look dead from outside.
-    inner = (
-        "echo 54320 > /proc/sys/kernel/ns_last_pid 2>/dev/null; "
-        f'"{sys.executable}" -c "$0" "$1" "$2" "$3"'
-    )
+    inner = f'echo 54320 > /proc/sys/kernel/ns_last_pid 2>/dev/null; "{sys.executable}" -c "$0" "$1" "$2" "$3"'
     holder = subprocess.Popen(
-        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
-        + ["sh", "-c", inner, HOLDER, str(path), str(staging), "4"],
+        [*UNSHARE, "sh", "-c", inner, HOLDER, str(path), str(staging), "4"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -120,3 +120,7 @@ class DeadlineError(DownloadError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: unwind like Ctrl-C (releasing locks, keeping partial files), exit 143."""
+
+
+class IndexUnreachableError(InstallError):
+    """A package index did not answer (timed out) or could not be reached; the message names its host."""

@@ -49,7 +49,9 @@ def test_a_file_trickling_at_20_bytes_per_second_is_cut_and_names_the_host(
     hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
 ) -> None:
     hub.add_hf_repo("org/files", files={"vae.safetensors": WEIGHTS})
-    project = make_project([{"source": "url", "url": f"{hub.url}/org/files/resolve/main/vae.safetensors", "dest": "vae.bin"}])
+    project = make_project(
+        [{"source": "url", "url": f"{hub.url}/org/files/resolve/main/vae.safetensors", "dest": "vae.bin"}]
+    )
     hub.throttle(20)  # HEAD has no body: only the file itself trickles
 
     _, error, elapsed = bounded(
@@ -118,7 +120,9 @@ def test_fast_failures_are_still_retried(hub: FakeHub, layout: VolumeLayout, mak
     hub.fail_next(3, status=503, match="/api/")
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
 
-    result = models.download(layout=layout, project=project, hf_endpoints=[hub.url], timeout=2.0, retries=4, backoff=0.01)
+    result = models.download(
+        layout=layout, project=project, hf_endpoints=[hub.url], timeout=2.0, retries=4, backoff=0.01
+    )
 
     assert result.models[0].action == "downloaded"
 
@@ -158,9 +162,7 @@ def test_the_deadline_also_bounds_waiting_for_a_model_lock(
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
     with LeaseLock(model_lock_path(layout, "huggingface/model/org/tiny"), command="other pod"):
         _, error, elapsed = bounded(
-            lambda: models.download(
-                layout=layout, project=project, hf_endpoints=[hub.url], timeout=5.0, deadline=1.0
-            ),
+            lambda: models.download(layout=layout, project=project, hf_endpoints=[hub.url], timeout=5.0, deadline=1.0),
             within=15,
         )
     assert isinstance(error, LockHeldError) and 0.9 < elapsed < 3.5, (error, elapsed)

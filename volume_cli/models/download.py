@@ -73,7 +73,9 @@ def download(
             env_var="MODELSCOPE_ENDPOINT",
             default=MODELSCOPE_DEFAULT_ENDPOINT,
         ),
-        policy=with_deadline(RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, min_rate=min_rate), deadline),
+        policy=with_deadline(
+            RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, min_rate=min_rate), deadline
+        ),
         max_workers=max_workers,
         lock_wait_seconds=lock_wait_seconds,
         dry_run=dry_run,
