@@ -7,13 +7,18 @@ test instead of hanging the suite.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.fakehub import FakeHub
 from tests.models.conftest import ProjectMaker, range_headers
 from volume_cli import models
@@ -211,3 +216,50 @@ def test_two_silent_mirrors_cost_one_timeout_each(
     assert isinstance(error, DownloadError)
     assert f"127.0.0.1:{hub.port}" in str(error) and f"127.0.0.1:{second.port}" in str(error)
     assert elapsed < 3.5, elapsed
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_download_at_once_and_keeps_the_partial(
+    hub: FakeHub, tmp_path: Path, signum: int, code: int
+) -> None:
+    hub.add_hf_repo("org/big", files={"model.safetensors": os.urandom(4_000_000)})
+    hub.throttle(250_000)  # 16 s for the file
+    folder = tmp_path / "projects" / "interrupted"
+    folder.mkdir(parents=True)
+    (folder / "project.yaml").write_text(
+        'name: interrupted\npython_version: "3.11"\nmodels:\n  - source: huggingface\n    repo_id: org/big\n'
+    )
+    root = tmp_path / "volume"
+    root.mkdir()
+    command = [sys.executable, "-m", "volume_cli", "models", "download", "--project", "interrupted"]
+    command += ["--root", str(root), "--projects-dir", str(folder.parent), "--hf-endpoint", hub.url]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        partials: list[Path] = []
+        while not any(path.stat().st_size > 100_000 for path in partials):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+            partials = list(root.rglob("*.incomplete"))
+
+        process.send_signal(signum)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == code, (process.returncode, err)
+    assert elapsed < 2.0, elapsed
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert partials[0].is_file() and partials[0].stat().st_size > 100_000  # kept for the resume
+    assert not list(root.rglob("*.lock")), "the model lock must be released"
