@@ -120,10 +120,10 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as interrupt:
         _exit_interrupted(interrupt)
     except SystemExit as done:
-        interrupt = _interrupt_behind(done)
-        if interrupt is None:
+        behind = _interrupt_behind(done)
+        if behind is None:
             raise
-        _exit_interrupted(interrupt)
+        _exit_interrupted(behind)
     except Exception as error:
         if _debug_enabled():
             raise
