@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from volume_cli.deps.store import cleanup_stale_staging, new_staging, staging_parent
 from volume_cli.errors import LockHeldError
+from volume_cli.layout import VolumeLayout
 from volume_cli.store.lock import LeaseLock, LockRecord, machine_identity, process_start_ticks
 
 
@@ -213,3 +215,38 @@ def test_a_real_holder_in_another_pid_namespace_keeps_its_lease(tmp_path: Path) 
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def _staging_layout(tmp_path: Path) -> tuple[VolumeLayout, Path]:
+    layout = VolumeLayout(tmp_path / "volume")
+    parent = staging_parent(layout)
+    parent.mkdir(parents=True)
+    return layout, parent
+
+
+def test_cleanup_keeps_a_same_hostname_installers_staging_from_another_namespace(tmp_path: Path) -> None:
+    layout, parent = _staging_layout(tmp_path)
+    host = socket.gethostname().replace("-", "_")
+    pid = dead_pid()
+    # The names an installer on a pod with our hostname in another PID namespace would use.
+    legacy = parent / f"{host}-{pid}-0123abcd"
+    foreign = parent / f"{host}-{pid}-89abcdef-p{'0' * 12}.{123}"
+    for folder in (legacy, foreign):
+        (folder / "target").mkdir(parents=True)
+
+    cleanup_stale_staging(layout)
+
+    assert legacy.is_dir() and foreign.is_dir(), "a live installer elsewhere lost its staging"
+
+
+def test_cleanup_removes_the_staging_of_a_dead_installer_proven_on_this_machine(tmp_path: Path) -> None:
+    layout, parent = _staging_layout(tmp_path)
+    mine = new_staging(layout)
+    pid = int(mine.root.name.split("-")[1])
+    assert pid == os.getpid()
+    dead = parent / mine.root.name.replace(f"-{pid}-", f"-{dead_pid()}-", 1)
+    dead.mkdir()
+
+    cleanup_stale_staging(layout)
+
+    assert not dead.exists() and mine.root.is_dir()

@@ -16,6 +16,7 @@ past its lease, then taken over) stops instead of racing the new holder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -131,6 +132,33 @@ def process_start_ticks(pid: int) -> int | None:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def _place(identity: MachineIdentity) -> str | None:
+    if identity.boot_id is None or identity.pid_namespace is None:
+        return None
+    return hashlib.sha256(f"{identity.boot_id}|{identity.pid_namespace}".encode()).hexdigest()[:12]
+
+
+def process_tag() -> str:
+    """A file-name-safe tag of this process: where it runs (machine + PID namespace) and when it started.
+
+    Folders named with it (staging) can later be judged abandoned by ``tagged_process_gone``."""
+    started = process_start_ticks(os.getpid())
+    return f"p{_place(machine_identity()) or 'unknown'}.{started if started is not None else 0}"
+
+
+def tagged_process_gone(pid: int, tag: str) -> bool:
+    """Whether process ``pid`` tagged ``tag`` provably ended. Only a tag from this very machine and
+    PID namespace can prove it; anything else (a pod with the same hostname, an untagged name) cannot."""
+    place, _, started = tag.removeprefix("p").partition(".")
+    ours = _place(machine_identity())
+    if ours is None or not tag.startswith("p") or place != ours:
+        return False
+    if not process_alive(pid):
+        return True
+    now_started = process_start_ticks(pid)
+    return started.isdigit() and int(started) != 0 and now_started is not None and now_started != int(started)
 
 
 class LeaseLock:
