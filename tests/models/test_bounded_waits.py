@@ -6,6 +6,7 @@ test instead of hanging the suite.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +265,43 @@ def test_ctrl_c_or_sigterm_stops_a_download_at_once_and_keeps_the_partial(
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
     assert partials[0].is_file() and partials[0].stat().st_size > 100_000  # kept for the resume
     assert not list(root.rglob("*.lock")), "the model lock must be released"
+
+
+class _EndlessListing(BaseHTTPRequestHandler):
+    """A hostile mirror: siblings without sizes (forcing the tree listing), whose pages link to themselves."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if "/revision/" in self.path:
+            body = json.dumps({"sha": "a" * 40, "siblings": [{"rfilename": "model.bin"}]}).encode()
+            link = None
+        else:
+            body = json.dumps([{"type": "file", "path": "model.bin", "size": 1, "oid": "b" * 40}]).encode()
+            link = f'<http://{self.headers["Host"]}{self.path}>; rel="next"'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if link:
+            self.send_header("Link", link)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_listing_whose_pages_never_end_fails_over(layout: VolumeLayout, make_project: ProjectMaker) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessListing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        project = make_project([{"source": "huggingface", "repo_id": "org/endless"}])
+
+        _, error, _ = bounded(
+            lambda: models.download(layout=layout, project=project, hf_endpoints=[url], timeout=2.0, retries=0),
+            within=15,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert isinstance(error, DownloadError) and "listing" in str(error) and url in str(error), error
