@@ -70,6 +70,7 @@ def test_every_uv_call_gets_the_timeout_and_a_bounded_retry_count(tmp_path: Path
     with uv_network(timeout=2.5):
         bounded = uv_environment(cache_dir=tmp_path, config_home=tmp_path)
     assert bounded["UV_HTTP_TIMEOUT"] == "3" and bounded["UV_HTTP_RETRIES"] == "1"
+    assert bounded["UV_HTTP_CONNECT_TIMEOUT"] == "3"
     assert uv_environment(cache_dir=tmp_path, config_home=tmp_path)["UV_HTTP_TIMEOUT"] == "30"
 
 

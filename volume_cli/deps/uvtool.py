@@ -59,8 +59,8 @@ class UvNetwork:
     retries: int = DEFAULT_HTTP_RETRIES
 
     def environment(self) -> dict[str, str]:
-        # uv reads whole seconds only.
-        return {"UV_HTTP_TIMEOUT": str(max(1, math.ceil(self.timeout))), "UV_HTTP_RETRIES": str(self.retries)}
+        seconds = str(max(1, math.ceil(self.timeout)))  # uv reads whole seconds only
+        return {"UV_HTTP_TIMEOUT": seconds, "UV_HTTP_CONNECT_TIMEOUT": seconds, "UV_HTTP_RETRIES": str(self.retries)}
 
 
 _NETWORK: ContextVar[UvNetwork | None] = ContextVar("volume_cli_uv_network", default=None)
