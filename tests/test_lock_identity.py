@@ -162,7 +162,7 @@ HOLDER = textwrap.dedent(
     from pathlib import Path
     from volume_cli.store.lock import LeaseLock
     staging = Path(sys.argv[2])
-    with LeaseLock(Path(sys.argv[1]), command="deps install", lease_seconds=1.0):
+    with LeaseLock(Path(sys.argv[1]), command="deps install", lease_seconds=0.5):
         staging.mkdir()
         (staging / "wheel").write_text("half-installed")
         time.sleep(float(sys.argv[3]))
@@ -193,7 +193,7 @@ def test_a_real_holder_in_another_pid_namespace_keeps_its_lease(tmp_path: Path) 
     # Inside the new namespace the holder gets a pid above pid_max here: it can only look dead from outside.
     inner = f'echo 54320 > /proc/sys/kernel/ns_last_pid 2>/dev/null; "{sys.executable}" -c "$0" "$1" "$2" "$3"'
     holder = subprocess.Popen(
-        [*UNSHARE, "sh", "-c", inner, HOLDER, str(path), str(staging), "4"],
+        [*UNSHARE, "sh", "-c", inner, HOLDER, str(path), str(staging), "2.5"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -206,8 +206,8 @@ def test_a_real_holder_in_another_pid_namespace_keeps_its_lease(tmp_path: Path) 
         assert record_pid != holder.pid
 
         with pytest.raises(LockHeldError):
-            # Longer than the 1 s lease: only the holder's renewals keep it.
-            LeaseLock(path, command="second pod", wait_seconds=2.5).acquire()
+            # Three times the 0.5 s lease: only the holder's renewals keep it.
+            LeaseLock(path, command="second pod", wait_seconds=1.5).acquire()
 
         out, _ = holder.communicate(timeout=20)
         assert holder.returncode == 0 and "held" in out

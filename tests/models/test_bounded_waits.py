@@ -208,7 +208,7 @@ def test_two_silent_mirrors_cost_one_timeout_each(
                 layout=layout,
                 project=project,
                 hf_endpoints=[hub.url, second.url],
-                timeout=1.0,
+                timeout=0.5,
                 retries=retries,
                 backoff=0.01,
             ),
@@ -217,7 +217,7 @@ def test_two_silent_mirrors_cost_one_timeout_each(
 
     assert isinstance(error, DownloadError)
     assert f"127.0.0.1:{hub.port}" in str(error) and f"127.0.0.1:{second.port}" in str(error)
-    assert elapsed < 3.5, elapsed
+    assert elapsed < 2.0, elapsed  # was 2 mirrors x 5 attempts x --timeout
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
