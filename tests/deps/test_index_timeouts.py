@@ -113,3 +113,49 @@ def test_an_install_whose_file_host_went_away_names_it(
     host = index.url.split("//", 1)[1].split("/", 1)[0]
     assert caught.value.message.startswith(f"{host} could not be reached"), caught.value.message
     assert time.monotonic() - started < 15
+
+
+def test_sigterm_during_a_uv_run_stops_uv_and_exits_143(
+    tmp_path: Path, projects: Projects, silent: SilentServer
+) -> None:
+    projects.make("silent-index", {"main": {"packages": ["alpha"]}})
+    root = tmp_path / "volume"
+    root.mkdir()
+    command = [sys.executable, "-m", "volume_cli", "deps", "lock", "--project", "silent-index"]
+    command += ["--root", str(root), "--projects-dir", str(projects.base), "--index-url", silent.url, "--timeout", "60"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not silent._connections:  # uv is waiting on the index
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        uv_children = _children(process.pid)
+        process.terminate()
+        started = time.monotonic()
+        _, err = process.communicate(timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 143, err
+    assert elapsed < 5, elapsed
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted (SIGTERM)"), err
+    assert uv_children and not any(Path(f"/proc/{pid}").exists() for pid in uv_children), "uv outlived us"
+    assert not (root / ".metadata" / "locks" / "silent-index.lock").exists()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(part) for part in text.split()]
