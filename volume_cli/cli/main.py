@@ -120,7 +120,7 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as interrupt:
         _exit_interrupted(interrupt)
     except SystemExit as done:
-        behind = _interrupt_behind(done)
+        behind = _interrupt_behind(done) if done.code == 130 else None
         if behind is None:
             raise
         _exit_interrupted(behind)
