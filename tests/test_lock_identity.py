@@ -250,3 +250,30 @@ def test_cleanup_removes_the_staging_of_a_dead_installer_proven_on_this_machine(
     cleanup_stale_staging(layout)
 
     assert not dead.exists() and mine.root.is_dir()
+
+
+def test_a_renewed_lease_from_a_pod_whose_clock_is_behind_is_respected(tmp_path: Path) -> None:
+    path = tmp_path / "demo.lock"
+    now = datetime.now(timezone.utc)
+    # The holder's clock is two minutes behind: by ours its lease ended, yet it rewrote the file just now.
+    behind = record(host="pod-b", started_at=now - timedelta(minutes=3), lease_expires_at=now - timedelta(minutes=1))
+    data = json.loads(behind.model_dump_json())
+    data["lease_seconds"] = 60.0
+    path.write_text(json.dumps(data))
+
+    with pytest.raises(LockHeldError):
+        LeaseLock(path, command="me", wait_seconds=0.3).acquire()
+    assert holder_of(path) == "first-installer"
+
+
+def test_a_lease_not_rewritten_for_longer_than_itself_is_taken_over_whatever_its_clock_says(tmp_path: Path) -> None:
+    path = tmp_path / "demo.lock"
+    ahead = record(host="pod-b", lease_expires_at=datetime.now(timezone.utc) + timedelta(minutes=5))
+    data = json.loads(ahead.model_dump_json())
+    data["lease_seconds"] = 60.0
+    path.write_text(json.dumps(data))
+    old = time.time() - 61
+    os.utime(path, (old, old))  # by the file server's clock: last renewed 61 s ago
+
+    with LeaseLock(path, command="me") as lock:
+        assert lock.took_over_because is not None and "not renewed" in lock.took_over_because

@@ -66,6 +66,9 @@ class LockRecord(StoreDocument):
     process_started: int | None = Field(
         default=None, description="Start time of the holder's process in clock ticks since boot (defeats pid reuse)"
     )
+    lease_seconds: float | None = Field(
+        default=None, description="Lease length: the lock is stale once its file was not rewritten for this long"
+    )
 
     def expired(self, now: datetime) -> bool:
         return now >= self.lease_expires_at
@@ -250,6 +253,7 @@ class LeaseLock:
             boot_id=self.identity.boot_id,
             pid_namespace=self.identity.pid_namespace,
             process_started=self._process_started,
+            lease_seconds=self.lease_seconds,
         )
 
     def _held_error(self, holder: LockRecord) -> LockHeldError:
@@ -317,9 +321,28 @@ class LeaseLock:
             lease_expires_at=expiry,
         )
 
+    def _server_age(self) -> float | None:
+        """Seconds since the lock file was last rewritten, both ends read from the file server's clock
+        (the mtime of a file we write now), so pods whose clocks disagree still agree on it."""
+        probe = self.path.with_name(f".{self.path.name}.clock-{self.owner_id}")
+        try:
+            probe.write_bytes(b"now")
+            now = probe.stat().st_mtime
+            then = self.path.stat().st_mtime
+        except OSError:
+            return None
+        finally:
+            probe.unlink(missing_ok=True)
+        return now - then
+
     def _stale_because(self, holder: LockRecord) -> str | None:
         """Why ``holder`` may be taken over, or None while it must be respected."""
-        if holder.expired(_now()):
+        age = self._server_age() if holder.lease_seconds is not None else None
+        if holder.lease_seconds is not None and age is not None:
+            # Renewal rewrites the file: its age says whether the holder is alive, whatever its clock says.
+            if age > holder.lease_seconds:
+                return f"its lease of {holder.lease_seconds:g}s was not renewed for {age:.0f}s"
+        elif holder.expired(_now()):
             return f"its lease ended at {holder.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC without renewal"
         if holder.pid <= 0 or not self.identity.same_place(holder, self.host):
             return None  # another machine or PID namespace: its pid means nothing here
