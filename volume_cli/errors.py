@@ -112,3 +112,15 @@ class DiskSpaceError(VolumeCliError):
 
 class RuntimeCheckError(VolumeCliError):
     """A worker-side check (python version, deps, models) failed."""
+
+
+class DeadlineError(DownloadError):
+    """The overall --deadline of a models download/ensure ran out; partial files are kept for resume."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwind like Ctrl-C (releasing locks, keeping partial files), exit 143."""
+
+
+class IndexUnreachableError(InstallError):
+    """A package index did not answer (timed out) or could not be reached; the message names its host."""

@@ -83,11 +83,17 @@ def run(
         ) from None
     assert process.stdout is not None
     with process:
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
+        try:
+            for raw in process.stdout:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+        except BaseException:
+            # Ctrl-C / SIGTERM (or a failing callback): the child must not outlive us, and leaving
+            # the block would otherwise wait for it to finish on its own.
+            _stop(process)
+            raise
     returncode = process.wait()
     result = RunResult(tuple(argv), returncode, tuple(lines), time.monotonic() - started)
     log.debug("%s exited %d after %.2fs", label, returncode, result.seconds)
@@ -103,6 +109,17 @@ def run(
             tail=tail,
         )
     return result
+
+
+def _stop(process: subprocess.Popen[str], grace: float = 3.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def write_log(log_dir: Path, label: str, result: RunResult) -> Path | None:

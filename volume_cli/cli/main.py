@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -12,7 +15,7 @@ import typer
 from volume_cli import __version__
 from volume_cli.cli.commands import consumer, deps, models, projects, status, volume
 from volume_cli.cli.render import stderr_console
-from volume_cli.errors import VolumeCliError
+from volume_cli.errors import Terminated, VolumeCliError
 
 DEBUG_ENV = "VOLUME_CLI_DEBUG"
 
@@ -69,8 +72,42 @@ def report_error(error: VolumeCliError) -> None:
         stderr_console.print(f"[bold]next:[/] {error.hint}", markup=True, highlight=False)
 
 
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def _exit_interrupted(interrupt: KeyboardInterrupt) -> None:
+    code, cause = (143, "SIGTERM") if isinstance(interrupt, Terminated) else (130, "Ctrl-C")
+    stderr_console.print(
+        f"interrupted ({cause}): nothing half-done was committed; run the command again to resume",
+        markup=False,
+        highlight=False,
+    )
+    main = threading.main_thread()
+    if any(thread is not main and thread.is_alive() and not thread.daemon for thread in threading.enumerate()):
+        # A transfer thread stuck on a silent socket must not hold the exit for its whole timeout;
+        # its partial file is as safe as after a kill -9.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _interrupt_behind(done: SystemExit) -> KeyboardInterrupt | None:
+    """The Ctrl-C / SIGTERM that typer turned into a plain ``exit 130``, if that is what this is."""
+    seen: BaseException | None = done
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point; exits with the command's status."""
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C: locks are released and partial files kept for the resume.
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # Standalone mode: typer/click print usage errors (exit 2) and handle
         # --help and Exit themselves; our own errors propagate to here.
@@ -80,9 +117,13 @@ def run(argv: list[str] | None = None) -> None:
             raise
         report_error(error)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        stderr_console.print("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        _exit_interrupted(interrupt)
+    except SystemExit as done:
+        behind = _interrupt_behind(done) if done.code == 130 else None
+        if behind is None:
+            raise
+        _exit_interrupted(behind)
     except Exception as error:
         if _debug_enabled():
             raise

@@ -45,3 +45,11 @@ WaitOption = Annotated[
     ),
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+IndexTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="Seconds a package index may stay silent before uv gives up on it (one retry).",
+        min=1,
+    ),
+]

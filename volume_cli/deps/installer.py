@@ -61,7 +61,7 @@ from volume_cli.deps.store import (
     remove_tree,
     repair_entry,
 )
-from volume_cli.deps.uvtool import default_cache_dir, failing_package, uv_binary, uv_environment
+from volume_cli.deps.uvtool import default_cache_dir, failing_package, raise_for_network, uv_binary, uv_environment
 from volume_cli.errors import InstallError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -645,6 +645,7 @@ def _uv_install(
         try:
             run(command, label="uv-pip-install", env=env, cwd=staging.root, on_line=on_line, log_dir=layout.logs_dir)
         except SubprocessError as exc:
+            raise_for_network(exc)
             culprit = failing_package(exc.tail, [package.name for package in packages])
             about = f" ({culprit})" if culprit else ""
             last = exc.tail.strip().splitlines()[-6:]

@@ -33,7 +33,7 @@ from volume_cli.deps.documents import (
 )
 from volume_cli.deps.pylock import TOOL_TABLE, parse_pylock, select_packages
 from volume_cli.deps.python import TargetPython
-from volume_cli.deps.uvtool import failing_package, uv_binary, uv_environment
+from volume_cli.deps.uvtool import failing_package, raise_for_network, uv_binary, uv_environment
 from volume_cli.errors import ResolutionError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -192,6 +192,7 @@ def resolve(
             )
             run(export_command, label="uv-export", env=env, cwd=work, log_dir=layout.logs_dir)
         except SubprocessError as exc:
+            raise_for_network(exc)
             culprit = failing_package(exc.tail, _groups_by_package(config))
             about = f" for {culprit}" if culprit else ""
             last = exc.tail.strip().splitlines()[-6:]

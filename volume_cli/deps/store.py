@@ -38,7 +38,7 @@ from volume_cli.deps.faults import crash_point
 from volume_cli.errors import InstallError, StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
-from volume_cli.store.lock import process_alive
+from volume_cli.store.lock import process_tag, tagged_process_gone
 
 STALE_STAGING_SECONDS = 6 * 3600.0
 FORCED_MARKER = "-f"
@@ -81,18 +81,22 @@ class Staging:
 
 def new_staging(layout: VolumeLayout) -> Staging:
     host = socket.gethostname().replace("-", "_")
-    staging = Staging(staging_parent(layout) / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = Staging(staging_parent(layout) / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{process_tag()}")
     staging.target.mkdir(parents=True)
     staging.entries.mkdir()
     return staging
 
 
 def staging_is_stale(name: str, *, age_seconds: float, max_age_seconds: float) -> bool:
-    """A staging folder of a dead process on this host, or one too old to belong to a live install."""
+    """A staging folder of a dead process on this machine, or one too old to belong to a live install.
+
+    A hostname and pid alone prove nothing: a pod with the same hostname in another PID namespace
+    may be installing into it; only the process tag (machine, namespace, start time) can."""
     host, _, rest = name.partition("-")
-    pid_text = rest.split("-", 1)[0]
+    pid_text, _, tail = rest.partition("-")
+    tag = tail.partition("-")[2]
     ours = host == socket.gethostname().replace("-", "_") and pid_text.isdigit()
-    if ours and int(pid_text) != os.getpid() and not process_alive(int(pid_text)):
+    if ours and int(pid_text) != os.getpid() and tagged_process_gone(int(pid_text), tag):
         return True
     return age_seconds > max_age_seconds
 

@@ -2,17 +2,28 @@
 
 uv's behaviour must depend on the project's config only, not on the user's
 uv.toml or UV_INDEX_URL: same config + same indexes must give the same lock.
+
+Its network waits are bounded too: uv's own defaults (30 s per read, 3
+retries) make an index that never answers cost over two minutes, so every
+uv call gets ``UV_HTTP_TIMEOUT`` and ``UV_HTTP_RETRIES`` from the run's
+network settings, and a timeout in uv's output becomes an error naming the
+index host.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from volume_cli.errors import InstallError
+from volume_cli.errors import IndexUnreachableError, InstallError, SubprocessError
 
 CACHE_ENV = "VOLUME_CLI_UV_CACHE"
 
@@ -36,6 +47,41 @@ _SCRUBBED = {
     "UV_LINK_MODE",
     "UV_COMPILE_BYTECODE",
 }
+
+
+DEFAULT_HTTP_TIMEOUT = 30.0
+DEFAULT_HTTP_RETRIES = 1  # one retry for a blip; a silent index then fails in about 2 x the timeout
+
+
+@dataclass(frozen=True)
+class UvNetwork:
+    timeout: float = DEFAULT_HTTP_TIMEOUT  # seconds a request may stay silent
+    retries: int = DEFAULT_HTTP_RETRIES
+
+    def environment(self) -> dict[str, str]:
+        seconds = str(max(1, math.ceil(self.timeout)))  # uv reads whole seconds only
+        return {"UV_HTTP_TIMEOUT": seconds, "UV_HTTP_CONNECT_TIMEOUT": seconds, "UV_HTTP_RETRIES": str(self.retries)}
+
+
+_NETWORK: ContextVar[UvNetwork | None] = ContextVar("volume_cli_uv_network", default=None)
+
+
+def _network() -> UvNetwork:
+    return _NETWORK.get() or UvNetwork()
+
+
+@contextmanager
+def uv_network(*, timeout: float | None = None, retries: int | None = None) -> Iterator[UvNetwork]:
+    """The network bounds of every uv call made inside the block (the CLI's --timeout)."""
+    settings = UvNetwork(
+        timeout=DEFAULT_HTTP_TIMEOUT if timeout is None else timeout,
+        retries=DEFAULT_HTTP_RETRIES if retries is None else retries,
+    )
+    token = _NETWORK.set(settings)
+    try:
+        yield settings
+    finally:
+        _NETWORK.reset(token)
 
 
 def uv_binary() -> str:
@@ -78,7 +124,35 @@ def uv_environment(*, cache_dir: Path, config_home: Path) -> dict[str, str]:
         UV_NO_PROGRESS="1",
         NO_COLOR="1",
     )
+    env.update(_network().environment())
     return env
+
+
+_URL = re.compile(r"https?://[^\s)`'\"]+")
+_TIMED_OUT = re.compile(r"operation timed out|timed out|deadline has elapsed", re.IGNORECASE)
+_UNREACHABLE = re.compile(
+    r"connection refused|dns error|failed to lookup address|network is unreachable|no route to host|"
+    r"connection reset|connection closed before message completed",
+    re.IGNORECASE,
+)
+
+
+def raise_for_network(exc: SubprocessError) -> None:
+    """Turn a uv failure caused by an index that did not answer into an error naming its host."""
+    output = exc.tail
+    timed_out = _TIMED_OUT.search(output) is not None
+    if not timed_out and _UNREACHABLE.search(output) is None:
+        return
+    urls = _URL.findall(output)
+    host = urlsplit(urls[0]).netloc if urls else "the package index"
+    network = _network()
+    attempts = network.retries + 1
+    what = f"did not answer within {network.environment()['UV_HTTP_TIMEOUT']}s" if timed_out else "could not be reached"
+    where = f"; full log: {exc.log_path}" if exc.log_path else ""
+    raise IndexUnreachableError(
+        f"{host} {what} (uv tried {attempts} time{'s' if attempts != 1 else ''}){where}",
+        hint="check the network and the index URL (--index-url / the group's index_url), or raise --timeout",
+    ) from exc
 
 
 # uv names the culprit in a few stable phrasings; the first match wins.

@@ -16,7 +16,7 @@ from volume_cli.errors import ChecksumError, ModelError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
 from volume_cli.models.engine import Engine, EngineSettings, WorkItem, present_outcome
-from volume_cli.models.http import RetryPolicy
+from volume_cli.models.http import DEFAULT_MIN_RATE, RetryPolicy, with_deadline
 from volume_cli.models.manifest import models_config_hash, read_manifest
 from volume_cli.models.plan import unique_specs
 from volume_cli.models.results import DownloadResult, ModelChecksumError, ModelDownloadError, ModelOutcome
@@ -46,8 +46,13 @@ def download(
     consumer_modelscope_version: str | None = None,
     lock_wait_seconds: float = 3600.0,
     env: Mapping[str, str] | None = None,
+    min_rate: float = DEFAULT_MIN_RATE,
+    deadline: float | None = None,
 ) -> DownloadResult:
-    """Make every model of ``project`` present and verified on the volume."""
+    """Make every model of ``project`` present and verified on the volume.
+
+    ``min_rate`` (bytes/s over a window of ``timeout`` s) cuts a trickling transfer; ``deadline``
+    (seconds) bounds the whole run, partial files kept for the next one."""
     started = time.monotonic()
     reporter: Progress = progress if progress is not None else NullProgress()
     environ = os.environ if env is None else env
@@ -68,7 +73,9 @@ def download(
             env_var="MODELSCOPE_ENDPOINT",
             default=MODELSCOPE_DEFAULT_ENDPOINT,
         ),
-        policy=RetryPolicy(timeout=timeout, retries=retries, backoff=backoff),
+        policy=with_deadline(
+            RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, min_rate=min_rate), deadline
+        ),
         max_workers=max_workers,
         lock_wait_seconds=lock_wait_seconds,
         dry_run=dry_run,

@@ -145,7 +145,7 @@ class Engine:
         lock = LeaseLock(
             model_lock_path(self.context.layout, spec.key),
             command=f"models download {spec.key}",
-            wait_seconds=self.settings.lock_wait_seconds,
+            wait_seconds=_lock_wait(self.settings),
             on_wait=announce,
         )
         with lock:
@@ -210,6 +210,12 @@ class Engine:
         return ModelOutcome(
             key=spec.key, source=spec.source, action="failed", requested_revision=_revision(spec), error=message
         )
+
+
+def _lock_wait(settings: EngineSettings) -> float:
+    # Waiting for another pod's download of the same model must not outlive the run's --deadline.
+    left = settings.policy.remaining()
+    return settings.lock_wait_seconds if left is None else max(0.0, min(settings.lock_wait_seconds, left))
 
 
 def listing_from_manifest(manifest: ModelManifest) -> Listing:

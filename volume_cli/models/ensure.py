@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT, DEFAULT_WORKERS, download
+from volume_cli.models.http import DEFAULT_MIN_RATE
 from volume_cli.models.results import EnsureResult
 from volume_cli.models.status import models_status
 from volume_cli.progress import Progress
@@ -40,6 +41,8 @@ def ensure(
     consumer_modelscope_version: str | None = None,
     lock_wait_seconds: float = 3600.0,
     env: Mapping[str, str] | None = None,
+    min_rate: float = DEFAULT_MIN_RATE,
+    deadline: float | None = None,
 ) -> EnsureResult:
     environ = os.environ if env is None else env
     if not downloads_enabled(environ):
@@ -65,6 +68,8 @@ def ensure(
         consumer_modelscope_version=consumer_modelscope_version,
         lock_wait_seconds=lock_wait_seconds,
         env=environ,
+        min_rate=min_rate,
+        deadline=deadline,
     )
     # Name what happened: "fetched" for a relink that read no byte from the network would be a lie.
     changed = Counter(model.action for model in result.models if model.action != "present")

@@ -104,18 +104,29 @@ def fetch_files(
     firsts = [group[0] for group in by_final.values()]
     if not firsts:
         return report
-    _run_parallel(one, firsts, max_workers)
+    _run_parallel(one, firsts, max_workers, on_abort=http.cancel)
     report.fetched.sort()
     return report
 
 
-def _run_parallel(work: Callable[[FileJob], None], jobs: list[FileJob], max_workers: int) -> None:
+def _run_parallel(
+    work: Callable[[FileJob], None], jobs: list[FileJob], max_workers: int, *, on_abort: Callable[[], None]
+) -> None:
     """Run jobs on a pool; on the first failure stop starting new ones and raise it."""
-    with ThreadPoolExecutor(
+    executor = ThreadPoolExecutor(
         max_workers=max(1, min(max_workers, len(jobs))), thread_name_prefix="volume-cli-fetch"
-    ) as executor:
-        futures: list[Future[None]] = [executor.submit(work, job) for job in jobs]
+    )
+    futures: list[Future[None]] = [executor.submit(work, job) for job in jobs]
+    try:
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:
+        # Ctrl-C / SIGTERM: stop the transfers (partial files stay for the resume) and give them
+        # a moment to stop; never wait for a whole transfer to end.
+        on_abort()
+        executor.shutdown(wait=False, cancel_futures=True)
+        wait(futures, timeout=1.0)
+        raise
+    with executor:
         failed = [future for future in done if future.exception() is not None]
         if failed:
             for future in pending:

@@ -27,7 +27,7 @@ from volume_cli.config.model_sources import HuggingFaceModel, ModelSpec
 from volume_cli.errors import ModelError
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path
-from volume_cli.models.http import HttpClient
+from volume_cli.models.http import EndpointFailure, HttpClient
 from volume_cli.models.manifest import ModelManifest, spec_hash
 from volume_cli.models.sources import (
     FileJob,
@@ -102,7 +102,13 @@ class HuggingFaceSource:
     ) -> list[RemoteFile]:
         files: list[RemoteFile] = []
         url: str | None = f"{self._api_base(endpoint, spec)}/tree/{commit}?recursive=true"
+        seen: set[str] = set()
         while url:
+            if url in seen or len(seen) >= _MAX_TREE_PAGES:  # a hostile or broken mirror must not loop us
+                raise EndpointFailure(
+                    f"{url}: the file listing never ends (page {len(seen) + 1} repeats or is too many)"
+                )
+            seen.add(url)
             data, headers = http.get_json(url, headers=auth_headers("huggingface", endpoint, url, token))
             files += [_parse_sibling(entry) for entry in data if entry.get("type") == "file"]
             url = _next_link(headers.get("Link", ""))
@@ -183,6 +189,9 @@ def _has_size(path: Path, size: int | None) -> bool:
         return size is not None and os.stat(path).st_size == size
     except OSError:
         return False
+
+
+_MAX_TREE_PAGES = 10_000  # 1000 entries a page on the hub: ten million files
 
 
 def _next_link(header: str) -> str | None:

@@ -150,14 +150,14 @@ class _FileJob:
 
     def _stream(self, response: requests.Response) -> None:
         assert self.hasher is not None
-        read = _chunk_reader(response)
+        read = self.client.guarded_reader(_chunk_reader(response), self.url)
         with open(self.partial, "ab") as handle:
             while True:
                 try:
                     chunk = read()
                 except self.client.network_errors as exc:
                     handle.flush()
-                    raise TransientFailure(self.client.describe(exc)) from None
+                    raise TransientFailure(self.client.describe(exc, self.url)) from None
                 if not chunk:
                     break
                 handle.write(chunk)  # a disk error here is not retried: it is not the network's fault

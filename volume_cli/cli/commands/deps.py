@@ -12,6 +12,7 @@ from rich.table import Table
 
 from volume_cli.cli.options import (
     DryRunOption,
+    IndexTimeoutOption,
     IndexUrlOption,
     JsonOption,
     ProjectOption,
@@ -123,16 +124,18 @@ def lock_command(
     upgrade: UpgradeOption = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the pylock.toml here.")] = None,
     wait: WaitOption = 0,
+    timeout: IndexTimeoutOption = 30.0,
     as_json: JsonOption = False,
 ) -> None:
     """Resolve every group together for the project's Python into a PEP 751 pylock.toml."""
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.deps import lock_project
+    from volume_cli.deps.uvtool import uv_network
 
     definition = context.project(projects_dir, project)
     layout = context.write_layout(root)
-    with ProgressView() as progress:
+    with uv_network(timeout=timeout), ProgressView() as progress:
         result = lock_project(
             layout=layout,
             project=definition,
@@ -200,16 +203,18 @@ def install_command(
     upgrade: UpgradeOption = False,
     dry_run: DryRunOption = False,
     wait: WaitOption = 0,
+    timeout: IndexTimeoutOption = 30.0,
     as_json: JsonOption = False,
 ) -> None:
     """Install what changed into a new generation and switch to it atomically (--dry-run: print the plan)."""
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.deps import install
+    from volume_cli.deps.uvtool import uv_network
 
     definition = context.project(projects_dir, project)
     layout = context.write_layout(root)
-    with ProgressView() as progress:
+    with uv_network(timeout=timeout), ProgressView() as progress:
         result = install(
             layout=layout,
             project=definition,

@@ -48,6 +48,24 @@ TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds a reque
 RetriesOption = Annotated[
     int, typer.Option("--retries", help="Retries per request on errors, timeouts and 5xx.", min=0)
 ]
+MinSpeedOption = Annotated[
+    float,
+    typer.Option(
+        "--min-speed",
+        help="KB/s a transfer must average over each --timeout window, else it is cut and resumed "
+        "(retry, then the next mirror); 0 turns the rule off.",
+        min=0,
+    ),
+]
+DeadlineOption = Annotated[
+    float,
+    typer.Option(
+        "--deadline",
+        envvar="VOLUME_CLI_MODELS_DEADLINE",
+        help="Seconds the whole run may take; partial files are kept and resume next time (0: no limit).",
+        min=0,
+    ),
+]
 
 
 def render_download(console: Console, result: DownloadResult) -> None:
@@ -97,6 +115,8 @@ def download_command(
     dry_run: DryRunOption = False,
     timeout: TimeoutOption = 30.0,
     retries: RetriesOption = 4,
+    min_speed: MinSpeedOption = 10.0,
+    deadline: DeadlineOption = 0.0,
     as_json: JsonOption = False,
 ) -> None:
     """Download the project's models into the shared models/ folder; present ones cost no request."""
@@ -115,6 +135,8 @@ def download_command(
             progress=progress,
             timeout=timeout,
             retries=retries,
+            min_rate=min_speed * 1024,
+            deadline=deadline or None,
         )
     emit(result, as_json=as_json, human=lambda console: render_download(console, result))
 
@@ -126,6 +148,10 @@ def ensure_command(
     projects_dir: ProjectsDirOption = None,
     hf_endpoint: HfEndpointOption = None,
     modelscope_endpoint: MsEndpointOption = None,
+    timeout: TimeoutOption = 30.0,
+    retries: RetriesOption = 4,
+    min_speed: MinSpeedOption = 10.0,
+    deadline: DeadlineOption = 0.0,
     as_json: JsonOption = False,
 ) -> None:
     """Start-up mode: no-op when models are present, else download (DOWNLOAD_MODELS_ON_STARTUP=false skips).
@@ -143,6 +169,10 @@ def ensure_command(
             hf_endpoints=hf_endpoint,
             modelscope_endpoints=modelscope_endpoint,
             progress=progress,
+            timeout=timeout,
+            retries=retries,
+            min_rate=min_speed * 1024,
+            deadline=deadline or None,
         )
 
     def human(console: Console) -> None:
