@@ -65,6 +65,11 @@ def deps_path(root: Path, project: str, python_version: str) -> Path:
     return root / "python-deps" / f"py{python_version}" / project
 
 
+def boot_path(root: Path, project: str, python_version: str) -> Path:
+    """The folder ``env`` puts on PYTHONPATH: its sitecustomize pins one generation per process."""
+    return root / "python-deps" / f"py{python_version}" / ".boot" / project
+
+
 def find_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     candidates = [explicit] if explicit else [os.environ.get(ROOT_ENV) or None, *WORKER_ROOTS]
     for candidate in candidates:
@@ -154,6 +159,26 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
     )
 
 
+def _pin_sys_path(resolved: Path, link: Path | None, boot: Path) -> Path:
+    """Put one generation on sys.path for the life of this process; the one it uses.
+
+    A process the boot folder already pinned, or that activated before, may
+    have imported modules from that generation: switching it to a newer one
+    now would mix the two, so it stays.
+    """
+    generations = os.path.realpath(resolved.parent)
+    pinned = next(
+        (item for item in sys.path if item and os.path.dirname(os.path.realpath(item)) == generations), None
+    )
+    entry = Path(pinned) if pinned and os.path.isdir(pinned) else resolved
+    # Neither the switchable link nor the boot folder may stay: both are
+    # looked up again on every import.
+    dropped = {str(link), str(boot), str(entry), os.path.realpath(entry)}
+    sys.path[:] = [item for item in sys.path if item not in dropped]
+    sys.path.insert(0, str(entry))
+    return entry
+
+
 @dataclass(frozen=True)
 class Activation:
     project: str
@@ -176,12 +201,7 @@ def activate(
         message, hint = found.problems[0]
         raise ActivationError(f"volume-cli: {message}", hint=f"on a pod with the volume: {hint}")
     assert found.deps_generation is not None and found.python_version is not None
-    entry = found.deps_generation
-    stable = str(found.deps_link)
-    # Drop the stable (switchable) path if PYTHONPATH put it there: this
-    # process must keep importing from one generation for its whole life.
-    sys.path[:] = [item for item in sys.path if item not in (stable, str(entry))]
-    sys.path.insert(0, str(entry))
+    entry = _pin_sys_path(found.deps_generation, found.deps_link, boot_path(found.root, project, found.python_version))
     sys.dont_write_bytecode = True
     environment = cache_variables(found.root)
     if offline and found.models_complete:

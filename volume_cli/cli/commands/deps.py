@@ -180,7 +180,7 @@ def render_install(console: Console, result: InstallResult) -> None:
             f"{result.installed_count} installed, {result.reused_count} reused from the store, "
             f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
         )
-        console.print(f"PYTHONPATH={result.deps_path}")
+        console.print(f"PYTHONPATH={result.deps_path.parent / '.boot' / result.deps_path.name}")  # pins a generation
         if result.previous_generation:
             console.print(f"[dim]undo with: volume-cli deps rollback --project {result.project}[/]")
 
