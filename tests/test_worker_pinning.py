@@ -87,10 +87,7 @@ def _command(env: ConsumerEnv, style: str, code: str, folder: Path) -> tuple[lis
             script.write_text(printed)
         line = f". {shlex.quote(str(script))} && exec {shlex.quote(sys.executable)} -c {shlex.quote(code)}"
         return ["bash", "-c", line], base
-    if style == "json":
-        variables = json.loads(printed)
-    else:
-        variables = dict(line.split("=", 1) for line in printed.splitlines())
+    variables = json.loads(printed) if style == "json" else dict(line.split("=", 1) for line in printed.splitlines())
     return [sys.executable, "-c", code], {**base, **variables}
 
 

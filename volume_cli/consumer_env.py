@@ -10,7 +10,7 @@ from typing import Literal
 
 from volume_cli.errors import RootError
 from volume_cli.layout import VolumeLayout
-from volume_cli.runtime import boot_path, cache_variables
+from volume_cli.runtime import boot_path, cache_variables, missing_models
 from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
 
@@ -35,7 +35,10 @@ def consumer_env(*, layout: VolumeLayout, project: str, python_version: str, mou
     seen_at = mount or layout.root
     write_boot(layout, project, python_version)
     state = read_project_state(layout, project)
-    models_complete = bool(state and state.models is not None)
+    # The record alone is not enough: `models rm` or a lost file leaves it behind.
+    models_complete = bool(
+        state and state.models is not None and not missing_models(layout.root, state.models.model_keys)
+    )
     variables = {"PYTHONPATH": str(boot_path(seen_at, project, python_version)), **cache_variables(seen_at)}
     if models_complete:
         # Every model is on the volume: a worker must never call the hub.

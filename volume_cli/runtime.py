@@ -17,8 +17,10 @@ with one message naming the command to run on a pod.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,53 @@ def find_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+def _safe_key(key: str) -> str:
+    # The models engine's manifest file name (volume_cli.models.manifest.safe_key), without importing it.
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "--", key).strip("-.")[:80]
+    return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _model_problem(root: Path, key: str) -> str | None:
+    """Why model ``key`` is not usable on the volume, or None; one stat per file, no hashing."""
+    try:
+        manifest = json.loads((root / ".metadata" / "models" / f"{_safe_key(key)}.json").read_text())
+        files_root = root / manifest["files_root"]
+        files = [(str(item["path"]), int(item["size"])) for item in manifest["files"]]
+    except FileNotFoundError:
+        return f"{key} is not on the volume (removed?)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{key}: unreadable manifest ({exc})"
+    if manifest.get("damaged"):
+        return f"{key}: damaged file {manifest['damaged'][0]}"
+    for path, size in files:
+        try:
+            found = os.stat(files_root / path).st_size
+        except OSError:
+            return f"{key}: {path} is missing"
+        if found != size:
+            return f"{key}: {path} has {found} bytes, expected {size}"
+    return None
+
+
+def missing_models(root: Path, model_keys: list[str]) -> list[str]:
+    """One line per recorded model whose files are not all present with their recorded sizes."""
+    return [problem for key in model_keys if (problem := _model_problem(root, key)) is not None]
+
+
+def _hook_problem(project: str, state: dict[str, object]) -> tuple[str, str] | None:
+    """A failed (or killed) after_install hook of the current generation: the worker may not work."""
+    hook, deps = state.get("after_install"), state.get("deps")
+    if not isinstance(hook, dict) or not isinstance(deps, dict) or hook.get("ok"):
+        return None
+    if hook.get("generation") != deps.get("generation"):
+        return None
+    why = hook.get("error") or "it did not finish (killed?)"
+    return (
+        f"the after_install hook of {project!r} failed for generation {hook.get('generation')}: {why}",
+        f"fix the project's after_install hook, then: volume-cli deps install --project {project}",
+    )
+
+
 @dataclass(frozen=True)
 class Inspection:
     """What ``doctor`` reports and ``activate`` acts on."""
@@ -140,12 +189,19 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
             problems.append(
                 (f"dependencies of {project!r} are missing at {link}", f"volume-cli deps install --project {project}")
             )
+    hook_problem = _hook_problem(project, state)
+    if hook_problem is not None:
+        problems.append(hook_problem)
     models = state.get("models")
-    models_complete = bool(models)
-    if require_models and not models:
-        problems.append(
-            (f"models of {project!r} were never downloaded", f"volume-cli models download --project {project}")
-        )
+    missing = missing_models(volume, list(models.get("model_keys", []))) if models else []
+    models_complete = bool(models) and not missing
+    if require_models and not models_complete:
+        download = f"volume-cli models download --project {project}"
+        if not models:
+            problems.append((f"models of {project!r} were never downloaded", download))
+        else:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            problems.append((f"models of {project!r} are incomplete: {missing[0]}{more}", download))
     return Inspection(
         project=project,
         root=volume,
@@ -167,9 +223,7 @@ def _pin_sys_path(resolved: Path, link: Path | None, boot: Path) -> Path:
     now would mix the two, so it stays.
     """
     generations = os.path.realpath(resolved.parent)
-    pinned = next(
-        (item for item in sys.path if item and os.path.dirname(os.path.realpath(item)) == generations), None
-    )
+    pinned = next((item for item in sys.path if item and os.path.dirname(os.path.realpath(item)) == generations), None)
     entry = Path(pinned) if pinned and os.path.isdir(pinned) else resolved
     # Neither the switchable link nor the boot folder may stay: both are
     # looked up again on every import.

@@ -1,0 +1,183 @@
+"""A worker's "ok" means it will work; a failed hook is not forgotten.
+
+- a failed ``after_install`` hook is recorded: the next ``deps install``
+  runs it again (never "up to date"), ``status`` and ``doctor`` say so;
+- after ``models rm`` (or a lost file) ``doctor`` / ``activate`` fail and
+  ``env`` no longer promises ``HF_HUB_OFFLINE=1``;
+- a project that declares no models starts after ``deps install`` alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deps import conftest as deps_fixtures
+from tests.deps.helpers import run_install_subprocess
+from tests.wheelfactory import IndexServer
+from volume_cli.consumer_env import consumer_env
+from volume_cli.deps import install
+from volume_cli.errors import InstallError
+from volume_cli.layout import VolumeLayout
+from volume_cli.models import download, remove
+from volume_cli.models.manifest import safe_key
+from volume_cli.progress import NullProgress
+from volume_cli.project.discovery import load_project_folder
+from volume_cli.runtime import ActivationError, activate, inspect
+from volume_cli.status import project_status
+
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+# The dependency tests' local index and uv cache.
+wheels = deps_fixtures.wheels
+index = deps_fixtures.index
+isolated_uv = deps_fixtures.isolated_uv
+
+HOOKED = """
+from pathlib import Path
+from volume_cli import Project
+
+class Hooked(Project):
+    name = 'hooked'
+    python_version = {python!r}
+
+    def after_install(self, context):
+        folder = context.project_folder
+        with open(folder / 'calls', 'a') as calls:
+            calls.write('x')
+        if (folder / 'die').exists():
+            import os
+            os._exit(9)  # a kill -9 while the hook runs
+        if (folder / 'fail').exists():
+            raise RuntimeError('boom')
+"""
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Path:
+    folder = tmp_path / "plugins" / "hooked"
+    folder.mkdir(parents=True)
+    (folder / "project.py").write_text(HOOKED.format(python=PY))
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta]\n")
+    return folder
+
+
+def _install(layout: VolumeLayout, folder: Path, index: IndexServer, cache: Path) -> bool:
+    return install(
+        layout=layout, project=load_project_folder(folder), mirror=index.url, cache_dir=cache, progress=NullProgress()
+    ).noop
+
+
+def _calls(folder: Path) -> int:
+    return len((folder / "calls").read_text())
+
+
+def test_a_failed_after_install_hook_is_run_again_and_reported_until_it_succeeds(
+    layout: VolumeLayout, hooked: Path, index: IndexServer, isolated_uv: Path
+) -> None:
+    (hooked / "fail").touch()
+    with pytest.raises(InstallError, match="after_install hook failed: RuntimeError: boom"):
+        _install(layout, hooked, index, isolated_uv)
+    status = project_status(layout, "hooked", load_project_folder(hooked), mirror=index.url)
+    assert status.state == "error" and any("after_install" in problem for problem in status.problems)
+    found = inspect("hooked", layout.root, require_models=False)
+    assert not found.ok and "after_install" in found.problems[0][0] and "boom" in found.problems[0][0]
+
+    # nothing changed in the config: the install must still not say "up to date"
+    with pytest.raises(InstallError, match="after_install hook failed"):
+        _install(layout, hooked, index, isolated_uv)
+    assert _calls(hooked) == 2
+
+    (hooked / "fail").unlink()
+    assert _install(layout, hooked, index, isolated_uv) is True  # no new generation, the hook ran
+    assert _calls(hooked) == 3
+    assert project_status(layout, "hooked", load_project_folder(hooked), mirror=index.url).state == "installed"
+    assert inspect("hooked", layout.root, require_models=False).ok
+    assert _install(layout, hooked, index, isolated_uv) is True and _calls(hooked) == 3  # done once: not again
+
+
+def test_a_hook_killed_mid_way_runs_again_on_the_next_install(
+    layout: VolumeLayout, hooked: Path, index: IndexServer, isolated_uv: Path
+) -> None:
+    (hooked / "die").touch()
+    killed = run_install_subprocess(layout, hooked, mirror=index.url, cache=isolated_uv)
+    assert killed.returncode == 9 and _calls(hooked) == 1
+    (hooked / "die").unlink()
+    assert _install(layout, hooked, index, isolated_uv) is True
+    assert _calls(hooked) == 2
+
+
+MODEL_PROJECT = {
+    "name": "modelled",
+    "python_version": PY,
+    "models": [{"source": "local", "path": "weights", "dest": "modelled/weights"}],
+}
+
+
+@pytest.fixture
+def modelled(tmp_path: Path, layout: VolumeLayout) -> Path:
+    folder = tmp_path / "projects" / "modelled"
+    (folder / "weights").mkdir(parents=True)
+    (folder / "weights" / "config.json").write_text('{"model_type": "tiny"}')
+    (folder / "weights" / "weights.bin").write_bytes(b"0123456789" * 100)
+    (folder / "project.yaml").write_text(yaml.safe_dump(MODEL_PROJECT))
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta]\n")
+    return folder
+
+
+def _set_up(layout: VolumeLayout, folder: Path, index: IndexServer, cache: Path) -> None:
+    _install(layout, folder, index, cache)
+    download(layout=layout, project=load_project_folder(folder), progress=NullProgress())
+
+
+def test_removed_or_lost_model_files_make_doctor_and_env_tell_the_truth(
+    layout: VolumeLayout, modelled: Path, index: IndexServer, isolated_uv: Path
+) -> None:
+    _set_up(layout, modelled, index, isolated_uv)
+    assert inspect("modelled", layout.root).ok
+    variables = consumer_env(layout=layout, project="modelled", python_version=PY, mount=None).variables
+    assert variables.get("HF_HUB_OFFLINE") == "1"
+
+    # a lost file (a failed copy, someone's rm): not ok, and it says which
+    (layout.models_dir / "modelled" / "weights" / "weights.bin").unlink()
+    found = inspect("modelled", layout.root)
+    assert not found.ok and "weights.bin" in found.problems[0][0]
+    assert "volume-cli models download --project modelled" in found.problems[0][1]
+
+    _set_up(layout, modelled, index, isolated_uv)
+    assert inspect("modelled", layout.root).ok
+    remove(layout=layout, keys=["local/modelled/weights"])
+    found = inspect("modelled", layout.root)
+    assert not found.ok and not found.models_complete and "local/modelled/weights" in found.problems[0][0]
+    with pytest.raises(ActivationError, match="local/modelled/weights"):
+        activate("modelled", layout.root)
+    env = consumer_env(layout=layout, project="modelled", python_version=PY, mount=None)
+    assert "HF_HUB_OFFLINE" not in env.variables and env.models_complete is False
+
+
+def test_a_project_without_models_starts_after_deps_install_alone(
+    layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "projects" / "plain"
+    folder.mkdir(parents=True)
+    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "plain", "python_version": PY}))
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta]\n")
+    _install(layout, folder, index, isolated_uv)
+    found = inspect("plain", layout.root)
+    assert found.ok, found.problems
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    assert activate("plain", layout.root).environment["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize(
+    "key", ["local/demo/tiny-model", "huggingface/model/Org/Name.v2", "url/a b/c?d=e", "modelscope/iic/x___y" * 9]
+)
+def test_the_runtime_finds_manifests_where_the_models_engine_writes_them(key: str) -> None:
+    from volume_cli.runtime import _safe_key
+
+    assert _safe_key(key) == safe_key(key)
