@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 
 from tests.deps import conftest as deps_fixtures
 from tests.deps.helpers import run_install_subprocess
+from tests.models import test_old_clients
 from tests.wheelfactory import IndexServer
 from volume_cli.consumer_env import consumer_env
 from volume_cli.deps import install
@@ -35,6 +37,15 @@ PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 wheels = deps_fixtures.wheels
 index = deps_fixtures.index
 isolated_uv = deps_fixtures.isolated_uv
+old_clients = test_old_clients.old_clients  # modelscope 1.10 and friends, cached between runs
+LOCAL_NAMES = (
+    "NUMBA_CACHE_DIR",
+    "HF_MODULES_CACHE",
+    "HF_DATASETS_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_XET_CACHE",
+    "MODELSCOPE_INDEX_FILE",
+)
 
 HOOKED = """
 from pathlib import Path
@@ -181,3 +192,119 @@ def test_the_runtime_finds_manifests_where_the_models_engine_writes_them(key: st
     from volume_cli.runtime import _safe_key
 
     assert _safe_key(key) == safe_key(key)
+
+
+# --- run-time caches stay off the volume ----------------------------------------------------------
+
+VOLUME_CACHES = {"HF_HOME", "HF_HUB_CACHE", "MODELSCOPE_CACHE", "TORCH_HOME"}  # the model caches: on purpose
+
+
+def _on_volume(value: str, root: Path) -> bool:
+    return os.path.isabs(value) and os.path.realpath(value).startswith(os.path.realpath(root) + os.sep)
+
+
+def _plain_project(layout: VolumeLayout, tmp_path: Path, index: IndexServer, cache: Path) -> None:
+    folder = tmp_path / "projects" / "plain"
+    folder.mkdir(parents=True)
+    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "plain", "python_version": PY}))
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta]\n")
+    _install(layout, folder, index, cache)
+
+
+def test_env_and_activate_point_every_run_time_cache_at_local_disk(
+    layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from volume_cli.runtime import LOCAL_CACHES
+
+    _plain_project(layout, tmp_path, index, isolated_uv)
+    local = tmp_path / "local-disk"
+    printed = consumer_env(layout=layout, project="plain", python_version=PY, mount=None, local_cache=local)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    monkeypatch.setattr(os, "environ", {"NUMBA_CACHE_DIR": str(layout.root / "numba")})  # one on the volume
+    activated = activate("plain", layout.root, local_cache=local).environment
+    for variables in (printed.variables, activated):
+        assert set(LOCAL_CACHES) <= set(variables)
+        for name in LOCAL_CACHES:
+            assert variables[name].startswith(str(local)), (name, variables[name])
+        writable_on_volume = [
+            name for name, value in variables.items() if _on_volume(value, layout.root) and name not in VOLUME_CACHES
+        ]
+        assert writable_on_volume == [] or writable_on_volume == ["PYTHONPATH"]
+    # a worker's own choice off the volume is kept
+    monkeypatch.setattr(os, "environ", {"NUMBA_CACHE_DIR": "/mine/numba"})
+    assert activate("plain", layout.root, local_cache=local).environment["NUMBA_CACHE_DIR"] == "/mine/numba"
+
+
+def _files(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*")}
+
+
+def test_huggingface_hub_writes_nothing_into_the_volume_from_a_worker(
+    layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _plain_project(layout, tmp_path, index, isolated_uv)
+    local = tmp_path / "local-disk"
+    monkeypatch.setenv("VOLUME_CLI_LOCAL_CACHE", str(local))
+    variables = consumer_env(layout=layout, project="plain", python_version=PY, mount=None)
+    before = _files(layout.root)
+    code = (
+        "import os; from huggingface_hub import cached_assets_path, constants;"
+        "path = cached_assets_path(library_name='lib', namespace='ns', subfolder='x');"
+        "(path / 'derived.bin').write_bytes(b'1');"
+        "os.makedirs(constants.HF_XET_CACHE, exist_ok=True); print(path)"
+    )
+    environment = {**os.environ, **variables.variables, "PYTHONPATH": ""}
+    environment.pop("PYTHONPATH")
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(str(local))
+    assert _files(layout.root) - before == set()
+
+
+def test_old_modelscope_writes_its_ast_index_to_local_disk(
+    layout: VolumeLayout, tmp_path: Path, old_clients: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """modelscope 1.10 (speaker-diarization's) rewrites ``<MODELSCOPE_CACHE>/ast_indexer`` on a fresh worker."""
+    local = tmp_path / "local-disk"
+    monkeypatch.setenv("VOLUME_CLI_LOCAL_CACHE", str(local))
+    layout.modelscope_cache.mkdir(parents=True)
+    variables = consumer_env(layout=layout, project="plain", python_version=PY, mount=None).variables
+    variables.pop("PYTHONPATH")
+    environment = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "PYTHONPATH": str(old_clients)}
+    code = "from modelscope.utils.ast_utils import load_index; load_index()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**environment, **variables}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert {name for name in _files(layout.root) if name.startswith("models")} == {"models", "models/modelscope"}
+    assert (local / "modelscope" / "ast_indexer").is_file()
+
+
+def test_a_worker_that_only_set_pythonpath_still_keeps_caches_and_bytecode_local(
+    layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path
+) -> None:
+    _plain_project(layout, tmp_path, index, isolated_uv)
+    boot = consumer_env(layout=layout, project="plain", python_version=PY, mount=None).variables["PYTHONPATH"]
+    base = {key: value for key, value in os.environ.items() if key not in LOCAL_NAMES and key != "PYTHONPATH"}
+    base.pop("PYTHONDONTWRITEBYTECODE", None)
+    code = "import os, sys, delta; print(os.environ['NUMBA_CACHE_DIR'], sys.dont_write_bytecode)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, "PYTHONPATH": boot, "VOLUME_CLI_LOCAL_CACHE": str(tmp_path / "mine")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "mine" / "numba"), "True"]
+
+
+def test_every_copy_of_the_local_cache_list_agrees() -> None:
+    from volume_cli import worker_boot
+    from volume_cli.runtime import LOCAL_CACHE_DEFAULT, LOCAL_CACHES
+
+    assert worker_boot.LOCAL_CACHES == LOCAL_CACHES and worker_boot.LOCAL_CACHE_DEFAULT == LOCAL_CACHE_DEFAULT
+    start = (Path(__file__).resolve().parents[1] / "examples" / "start.sh").read_text()
+    for name, relative in LOCAL_CACHES.items():
+        assert f'export {name}="${{{name}:-$LOCAL_CACHE/{relative}}}"' in start

@@ -25,8 +25,13 @@ class ConsumerEnv:
     models_complete: bool
 
 
-def consumer_env(*, layout: VolumeLayout, project: str, python_version: str, mount: Path | None) -> ConsumerEnv:
+def consumer_env(
+    *, layout: VolumeLayout, project: str, python_version: str, mount: Path | None, local_cache: Path | None = None
+) -> ConsumerEnv:
     """Variables for the volume as seen at ``mount`` (default: where it is now).
+
+    ``local_cache`` is a folder on the consumer's local disk for what
+    libraries write at run time (default: $VOLUME_CLI_LOCAL_CACHE or /tmp).
 
     PYTHONPATH is the project's boot folder, not the switchable link: see
     ``volume_cli/worker_boot.py``. It is written here if an older install did
@@ -39,7 +44,10 @@ def consumer_env(*, layout: VolumeLayout, project: str, python_version: str, mou
     models_complete = bool(
         state and state.models is not None and not missing_models(layout.root, state.models.model_keys)
     )
-    variables = {"PYTHONPATH": str(boot_path(seen_at, project, python_version)), **cache_variables(seen_at)}
+    variables = {
+        "PYTHONPATH": str(boot_path(seen_at, project, python_version)),
+        **cache_variables(seen_at, local_cache),
+    }
     if models_complete:
         # Every model is on the volume: a worker must never call the hub.
         variables["HF_HUB_OFFLINE"] = "1"

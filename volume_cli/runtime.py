@@ -46,8 +46,44 @@ class ActivationError(_Base):
         return f"{self.message} (next: {self.hint})" if self.hint else self.message
 
 
-def cache_variables(root: Path) -> dict[str, str]:
-    """Model cache variables for a volume seen at ``root``, and read-only bytecode.
+LOCAL_CACHE_ENV = "VOLUME_CLI_LOCAL_CACHE"
+LOCAL_CACHE_DEFAULT = "/tmp/volume-cli-cache"
+
+# What libraries write while a worker runs, moved to the worker's local disk.
+# Their defaults are inside the volume (next to an installed package, or
+# under HF_HOME / MODELSCOPE_CACHE): shared by every worker, immutable, and a
+# network round trip per file. Left alone, because their defaults are
+# already local (home or /tmp): MPLCONFIGDIR, TRITON_CACHE_DIR,
+# TORCHINDUCTOR_CACHE_DIR, TORCH_EXTENSIONS_DIR, CUPY_CACHE_DIR,
+# PYTORCH_KERNEL_CACHE_PATH; XDG_CACHE_HOME is not set, it would move far
+# more than these.
+LOCAL_CACHES = {
+    # numba (librosa, umap...) writes @jit(cache=True) files into __pycache__ beside the module: a store entry
+    "NUMBA_CACHE_DIR": "numba",
+    # transformers copies trust_remote_code modules here; default HF_HOME/modules
+    "HF_MODULES_CACHE": "hf-modules",
+    # datasets writes processed Arrow files here, guarded by flock (untrustworthy on the volume); default HF_HOME/datasets
+    "HF_DATASETS_CACHE": "hf-datasets",
+    # huggingface_hub.cached_assets_path, used by libraries for derived files; default HF_HOME/assets
+    "HF_ASSETS_CACHE": "hf-assets",
+    # xet chunk cache of a download a worker makes; default HF_HOME/xet
+    "HF_XET_CACHE": "hf-xet",
+    # modelscope up to 1.2x rewrites its ast_indexer into MODELSCOPE_CACHE; an absolute name wins over the folder
+    "MODELSCOPE_INDEX_FILE": "modelscope/ast_indexer",
+}
+
+
+def local_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where a worker keeps what it writes: ``explicit``, else $VOLUME_CLI_LOCAL_CACHE, else /tmp."""
+    return Path(explicit or os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT)
+
+
+def local_cache_variables(local: Path) -> dict[str, str]:
+    return {name: str(local / relative) for name, relative in LOCAL_CACHES.items()}
+
+
+def cache_variables(root: Path, local: Path | None = None) -> dict[str, str]:
+    """Model cache variables for a volume seen at ``root``, read-only bytecode, local run-time caches.
 
     Store entries on the volume are shared and immutable: a worker must not
     write ``__pycache__`` files into them (with many workers, that is a
@@ -60,6 +96,7 @@ def cache_variables(root: Path) -> dict[str, str]:
         "HF_HUB_CACHE": str(models / "huggingface" / "hub"),
         "MODELSCOPE_CACHE": str(models / "modelscope"),
         "TORCH_HOME": str(models / "torch"),
+        **local_cache_variables(local or local_cache_dir()),
     }
 
 
@@ -248,8 +285,14 @@ def activate(
     *,
     require_models: bool = True,
     offline: bool = True,
+    local_cache: str | os.PathLike[str] | None = None,
 ) -> Activation:
-    """Put the project's current generation on sys.path and set the cache variables."""
+    """Put the project's current generation on sys.path and set the cache variables.
+
+    ``local_cache`` (else $VOLUME_CLI_LOCAL_CACHE, else /tmp/volume-cli-cache)
+    holds what libraries write at run time; a variable of ``LOCAL_CACHES``
+    the worker already set to a path off the volume is kept.
+    """
     found = inspect(project, root, require_models=require_models)
     if found.problems:
         message, hint = found.problems[0]
@@ -257,7 +300,12 @@ def activate(
     assert found.deps_generation is not None and found.python_version is not None
     entry = _pin_sys_path(found.deps_generation, found.deps_link, boot_path(found.root, project, found.python_version))
     sys.dont_write_bytecode = True
-    environment = cache_variables(found.root)
+    environment = cache_variables(found.root, local_cache_dir(local_cache))
+    volume = os.path.realpath(found.root) + os.sep
+    for name in LOCAL_CACHES:
+        already = os.environ.get(name)
+        if already and os.path.isabs(already) and not os.path.realpath(already).startswith(volume):
+            environment[name] = already
     if offline and found.models_complete:
         environment["HF_HUB_OFFLINE"] = "1"
     os.environ.update(environment)

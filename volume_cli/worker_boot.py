@@ -23,6 +23,20 @@ from __future__ import annotations
 import os
 import sys
 
+# A copy of volume_cli.runtime.LOCAL_CACHES (this file is standard-library
+# only and copied alone): what libraries write at run time goes to local
+# disk, not into the volume, unless the worker already chose a place.
+LOCAL_CACHE_ENV = "VOLUME_CLI_LOCAL_CACHE"
+LOCAL_CACHE_DEFAULT = "/tmp/volume-cli-cache"
+LOCAL_CACHES = {
+    "NUMBA_CACHE_DIR": "numba",
+    "HF_MODULES_CACHE": "hf-modules",
+    "HF_DATASETS_CACHE": "hf-datasets",
+    "HF_ASSETS_CACHE": "hf-assets",
+    "HF_XET_CACHE": "hf-xet",
+    "MODELSCOPE_INDEX_FILE": "modelscope/ast_indexer",
+}
+
 
 def _pin(boot_folder: str) -> int:
     """Replace the boot folder on sys.path by the resolved generation; its index."""
@@ -59,6 +73,9 @@ def boot(boot_folder: str) -> None:
     # Store entries are shared and immutable: no bytecode is written into
     # them, even when the image did not set PYTHONDONTWRITEBYTECODE.
     sys.dont_write_bytecode = True
+    local = os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT
+    for name, relative in LOCAL_CACHES.items():
+        os.environ.setdefault(name, os.path.join(local, relative))
     _chain(_pin(os.path.abspath(boot_folder)))
 
 

@@ -24,6 +24,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--mount", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
         ] = None,
+        local_cache: Annotated[
+            Path | None,
+            typer.Option(
+                "--local-cache",
+                help="Folder on the worker's local disk for run-time caches (numba, HF modules...). "
+                "Default: $VOLUME_CLI_LOCAL_CACHE or /tmp/volume-cli-cache.",
+            ),
+        ] = None,
         output_format: Annotated[
             str, typer.Option("--format", help="shell (for eval), dotenv, dockerfile or json.")
         ] = "shell",
@@ -41,9 +49,19 @@ def register(app: typer.Typer) -> None:
         definition = context.project(projects_dir, project)
         layout = VolumeLayout(context.read_root(root).path)
         result = consumer_env(
-            layout=layout, project=definition.name, python_version=definition.python_version, mount=mount
+            layout=layout,
+            project=definition.name,
+            python_version=definition.python_version,
+            mount=mount,
+            local_cache=local_cache,
         )
         sys.stdout.write(render_env(result, cast("EnvFormat", output_format)))
+        if not result.models_complete:
+            # stderr: stdout is eval'd or pasted into a Dockerfile.
+            sys.stderr.write(
+                f"warning: models of {definition.name} are not all on the volume, so HF_HUB_OFFLINE is not set "
+                f"(next: volume-cli models download --project {definition.name})\n"
+            )
 
     @app.command("doctor")
     def doctor_command(
