@@ -308,3 +308,26 @@ def test_every_copy_of_the_local_cache_list_agrees() -> None:
     start = (Path(__file__).resolve().parents[1] / "examples" / "start.sh").read_text()
     for name, relative in LOCAL_CACHES.items():
         assert f'export {name}="${{{name}:-$LOCAL_CACHE/{relative}}}"' in start
+
+
+def test_a_failing_after_models_hook_fails_the_models_step_not_the_whole_setup(
+    layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from volume_cli.setup_flow import run_setup
+
+    folder = tmp_path / "plugins" / "after"
+    folder.mkdir(parents=True)
+    (folder / "project.py").write_text(
+        "from volume_cli import Project\n\n"
+        "class After(Project):\n"
+        "    name = 'after'\n"
+        f"    python_version = {PY!r}\n\n"
+        "    def after_models(self, context):\n"
+        "        raise ValueError('no weights converted')\n"
+    )
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [delta]\n")
+    monkeypatch.setenv("VOLUME_CLI_UV_CACHE", str(isolated_uv))
+    result = run_setup(layout=layout, project=load_project_folder(folder), mirror=index.url, progress=NullProgress())
+    deps, models = result.steps
+    assert deps.ok and not models.ok and not result.ok
+    assert models.error is not None and "after_models hook failed: ValueError: no weights converted" in models.error

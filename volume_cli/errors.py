@@ -112,3 +112,7 @@ class DiskSpaceError(VolumeCliError):
 
 class RuntimeCheckError(VolumeCliError):
     """A worker-side check (python version, deps, models) failed."""
+
+
+class HookError(VolumeCliError):
+    """A project plugin's hook (after_models) raised; what it was meant to finish is not done."""
