@@ -116,6 +116,8 @@ def test_a_hook_killed_mid_way_runs_again_on_the_next_install(
     (hooked / "die").touch()
     killed = run_install_subprocess(layout, hooked, mirror=index.url, cache=isolated_uv)
     assert killed.returncode == 9 and _calls(hooked) == 1
+    found = inspect("hooked", layout.root, require_models=False)
+    assert not found.ok and "did not finish" in found.problems[0][0]
     (hooked / "die").unlink()
     assert _install(layout, hooked, index, isolated_uv) is True
     assert _calls(hooked) == 2
