@@ -38,6 +38,7 @@ export HF_DATASETS_CACHE="${HF_DATASETS_CACHE:-$LOCAL_CACHE/hf-datasets}"
 export HF_ASSETS_CACHE="${HF_ASSETS_CACHE:-$LOCAL_CACHE/hf-assets}"
 export HF_XET_CACHE="${HF_XET_CACHE:-$LOCAL_CACHE/hf-xet}"
 export MODELSCOPE_INDEX_FILE="${MODELSCOPE_INDEX_FILE:-$LOCAL_CACHE/modelscope/ast_indexer}"
+export HF_TOKEN_PATH="${HF_TOKEN_PATH:-~/.cache/huggingface/token}"
 export PYTHONDONTWRITEBYTECODE=1
 
 # MODELS_REQUIRED=false starts the worker even when models could not be made complete.

@@ -304,9 +304,10 @@ def test_a_worker_that_only_set_pythonpath_still_keeps_caches_and_bytecode_local
 
 def test_every_copy_of_the_local_cache_list_agrees() -> None:
     from volume_cli import worker_boot
-    from volume_cli.runtime import LOCAL_CACHE_DEFAULT, LOCAL_CACHES
+    from volume_cli.runtime import LOCAL_CACHE_DEFAULT, LOCAL_CACHES, TOKEN_PATHS
 
     assert worker_boot.LOCAL_CACHES == LOCAL_CACHES and worker_boot.LOCAL_CACHE_DEFAULT == LOCAL_CACHE_DEFAULT
+    assert worker_boot.TOKEN_PATHS == TOKEN_PATHS
     start = (Path(__file__).resolve().parents[1] / "examples" / "start.sh").read_text()
     for name, relative in LOCAL_CACHES.items():
         assert f'export {name}="${{{name}:-$LOCAL_CACHE/{relative}}}"' in start
@@ -333,3 +334,22 @@ def test_a_failing_after_models_hook_fails_the_models_step_not_the_whole_setup(
     deps, models = result.steps
     assert deps.ok and not models.ok and not result.ok
     assert models.error is not None and "after_models hook failed: ValueError: no weights converted" in models.error
+
+
+def test_a_hub_login_token_lives_in_the_home_folder_never_on_the_volume(layout: VolumeLayout, tmp_path: Path) -> None:
+    """With HF_HOME on the volume, a login stored the token there: readable by every worker and pod."""
+    home = tmp_path / "home"
+    (home / ".cache" / "huggingface").mkdir(parents=True)
+    (home / ".cache" / "huggingface" / "token").write_text("hf_fromhome")
+    variables = consumer_env(layout=layout, project="plain", python_version=PY, mount=None).variables
+    variables.pop("PYTHONPATH")
+    code = (
+        "from huggingface_hub import constants, get_token;"
+        "print(get_token(), constants.HF_TOKEN_PATH, constants.HF_STORED_TOKENS_PATH)"
+    )
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home), **variables}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    token, path, stored = done.stdout.split()
+    assert token == "hf_fromhome"
+    assert not _on_volume(path, layout.root) and not _on_volume(stored, layout.root)

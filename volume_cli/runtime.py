@@ -73,6 +73,12 @@ LOCAL_CACHES = {
 }
 
 
+# A login on a machine that evaluated `env` would store the hub token under
+# HF_HOME, on the shared volume: credentials stay in the home folder (the
+# hub client expands "~" itself, on the machine that reads it).
+TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
+
+
 def local_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Where a worker keeps what it writes: ``explicit``, else $VOLUME_CLI_LOCAL_CACHE, else /tmp."""
     return Path(explicit or os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT)
@@ -97,6 +103,7 @@ def cache_variables(root: Path, local: Path | None = None) -> dict[str, str]:
         "MODELSCOPE_CACHE": str(models / "modelscope"),
         "TORCH_HOME": str(models / "torch"),
         **local_cache_variables(local or local_cache_dir()),
+        **TOKEN_PATHS,
     }
 
 
@@ -302,10 +309,10 @@ def activate(
     sys.dont_write_bytecode = True
     environment = cache_variables(found.root, local_cache_dir(local_cache))
     volume = os.path.realpath(found.root) + os.sep
-    for name in LOCAL_CACHES:
-        already = os.environ.get(name)
-        if already and os.path.isabs(already) and not os.path.realpath(already).startswith(volume):
-            environment[name] = already
+    for name in (*LOCAL_CACHES, *TOKEN_PATHS):
+        already = os.path.expanduser(os.environ.get(name) or "")
+        if os.path.isabs(already) and not os.path.realpath(already).startswith(volume):
+            environment[name] = os.environ[name]
     if offline and found.models_complete:
         environment["HF_HUB_OFFLINE"] = "1"
     os.environ.update(environment)

@@ -36,6 +36,7 @@ LOCAL_CACHES = {
     "HF_XET_CACHE": "hf-xet",
     "MODELSCOPE_INDEX_FILE": "modelscope/ast_indexer",
 }
+TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
 
 
 def _pin(boot_folder: str) -> int:
@@ -76,6 +77,8 @@ def boot(boot_folder: str) -> None:
     local = os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT
     for name, relative in LOCAL_CACHES.items():
         os.environ.setdefault(name, os.path.join(local, relative))
+    for name, path in TOKEN_PATHS.items():
+        os.environ.setdefault(name, path)
     _chain(_pin(os.path.abspath(boot_folder)))
 
 
