@@ -240,3 +240,16 @@ def test_activate_in_process_pins_the_resolved_generation(
     monkeypatch.setattr(os, "environ", dict(os.environ))
     found = activate(PROJECT, two_generations.root)
     assert found.sys_path_entry == generation_dir(two_generations, PROJECT, PY, "gen-a").resolve()
+
+
+def test_activate_never_puts_the_switchable_link_on_sys_path(
+    two_generations: VolumeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _installed_state(two_generations)
+    link = str(two_generations.deps_path(PROJECT, PY))
+    monkeypatch.setattr(sys, "path", [link, *sys.path])  # PYTHONPATH=<the link>, as the README once said
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    entry = activate(PROJECT, two_generations.root).sys_path_entry
+    assert entry == generation_dir(two_generations, PROJECT, PY, "gen-a").resolve()
+    assert link not in sys.path and sys.path[0] == str(entry)

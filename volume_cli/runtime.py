@@ -259,15 +259,19 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
     )
 
 
-def _pin_sys_path(resolved: Path, link: Path | None, boot: Path) -> Path:
+def _pin_sys_path(resolved: Path, link: Path, boot: Path) -> Path:
     """Put one generation on sys.path for the life of this process; the one it uses.
 
     A process the boot folder already pinned, or that activated before, may
     have imported modules from that generation: switching it to a newer one
     now would mix the two, so it stays.
     """
-    generations = os.path.realpath(resolved.parent)
-    pinned = next((item for item in sys.path if item and os.path.dirname(os.path.realpath(item)) == generations), None)
+    generations = os.path.realpath(link.parent / ".generations" / link.name)
+    # Only a generation folder itself counts, never a link that leads to one.
+    pinned = next(
+        (item for item in sys.path if item and os.path.realpath(os.path.dirname(os.path.abspath(item))) == generations),
+        None,
+    )
     entry = Path(pinned) if pinned and os.path.isdir(pinned) else resolved
     # Neither the switchable link nor the boot folder may stay: both are
     # looked up again on every import.
@@ -304,7 +308,7 @@ def activate(
     if found.problems:
         message, hint = found.problems[0]
         raise ActivationError(f"volume-cli: {message}", hint=f"on a pod with the volume: {hint}")
-    assert found.deps_generation is not None and found.python_version is not None
+    assert found.deps_generation is not None and found.python_version is not None and found.deps_link is not None
     entry = _pin_sys_path(found.deps_generation, found.deps_link, boot_path(found.root, project, found.python_version))
     sys.dont_write_bytecode = True
     environment = cache_variables(found.root, local_cache_dir(local_cache))
