@@ -253,3 +253,22 @@ def test_activate_never_puts_the_switchable_link_on_sys_path(
     entry = activate(PROJECT, two_generations.root).sys_path_entry
     assert entry == generation_dir(two_generations, PROJECT, PY, "gen-a").resolve()
     assert link not in sys.path and sys.path[0] == str(entry)
+
+
+def test_env_on_a_read_only_volume_uses_the_boot_that_is_there_or_says_why_not(
+    layout: VolumeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from volume_cli import consumer_env as module
+    from volume_cli.errors import RootError
+
+    def refuse(target: Path, data: bytes, *, mode: int = 0o644) -> None:
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(module, "atomic_write_bytes", refuse)
+    with pytest.raises(RootError, match="cannot write the worker boot folder"):
+        consumer_env(layout=layout, project=PROJECT, python_version=PY, mount=None)
+    older = module.boot_path(layout.root, PROJECT, PY) / "sitecustomize.py"
+    older.parent.mkdir(parents=True)
+    older.write_text("# written by an older volume-cli\n")
+    printed = consumer_env(layout=layout, project=PROJECT, python_version=PY, mount=None)
+    assert printed.variables["PYTHONPATH"] == str(older.parent)

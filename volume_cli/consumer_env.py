@@ -88,6 +88,8 @@ def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
         if not blocker.exists():
             atomic_write_bytes(blocker, b"")
     except OSError as exc:
+        if (folder / "sitecustomize.py").is_file():
+            return folder  # an older boot on a read-only mount still pins; the next install updates it
         raise RootError(
             f"cannot write the worker boot folder {folder}: {exc.strerror or exc}",
             hint="run volume-cli where the volume is writable (a pod), e.g. volume-cli deps install",
