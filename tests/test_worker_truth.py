@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -353,3 +354,25 @@ def test_a_hub_login_token_lives_in_the_home_folder_never_on_the_volume(layout: 
     token, path, stored = done.stdout.split()
     assert token == "hf_fromhome"
     assert not _on_volume(path, layout.root) and not _on_volume(stored, layout.root)
+
+
+def test_a_model_added_to_the_project_but_not_downloaded_is_not_ok_where_the_definition_is_known(
+    layout: VolumeLayout, modelled: Path, index: IndexServer, isolated_uv: Path, cli: Any
+) -> None:
+    _set_up(layout, modelled, index, isolated_uv)
+    common = ("--project", "modelled", "--root", str(layout.root), "--projects-dir", str(modelled.parent))
+    assert cli("doctor", *common).exit_code == 0
+    assert "HF_HUB_OFFLINE" in cli("env", *common).stdout
+    # a second model in the project: the record on the volume is for the old list
+    (modelled / "more").mkdir()
+    (modelled / "more" / "w.bin").write_bytes(b"1")
+    grown = {
+        **MODEL_PROJECT,
+        "models": [*MODEL_PROJECT["models"], {"source": "local", "path": "more", "dest": "m/more"}],
+    }
+    (modelled / "project.yaml").write_text(yaml.safe_dump(grown))
+    doctor = cli("doctor", *common)
+    assert doctor.exit_code != 0 and "model list changed" in doctor.stderr
+    assert "next: volume-cli models download --project modelled" in doctor.stderr
+    env = cli("env", *common)
+    assert env.exit_code == 0 and "HF_HUB_OFFLINE" not in env.stdout and "warning: models" in env.stderr

@@ -10,6 +10,7 @@ from typing import Literal
 
 from volume_cli.errors import RootError
 from volume_cli.layout import VolumeLayout
+from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runtime import boot_path, cache_variables, missing_models
 from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
@@ -26,10 +27,18 @@ class ConsumerEnv:
 
 
 def consumer_env(
-    *, layout: VolumeLayout, project: str, python_version: str, mount: Path | None, local_cache: Path | None = None
+    *,
+    layout: VolumeLayout,
+    project: str,
+    python_version: str,
+    mount: Path | None,
+    local_cache: Path | None = None,
+    models_hash: str | None = None,
 ) -> ConsumerEnv:
     """Variables for the volume as seen at ``mount`` (default: where it is now).
 
+    ``models_hash`` is the project definition's model list hash: models
+    downloaded for another list do not make workers offline.
     ``local_cache`` is a folder on the consumer's local disk for what
     libraries write at run time (default: $VOLUME_CLI_LOCAL_CACHE or /tmp).
 
@@ -42,7 +51,10 @@ def consumer_env(
     state = read_project_state(layout, project)
     # The record alone is not enough: `models rm` or a lost file leaves it behind.
     models_complete = bool(
-        state and state.models is not None and not missing_models(layout.root, state.models.model_keys)
+        state
+        and state.models is not None
+        and (models_hash is None or state.models.config_hash == models_hash)
+        and not missing_models(layout.root, state.models.model_keys)
     )
     variables = {
         "PYTHONPATH": str(boot_path(seen_at, project, python_version)),
@@ -52,6 +64,14 @@ def consumer_env(
         # Every model is on the volume: a worker must never call the hub.
         variables["HF_HUB_OFFLINE"] = "1"
     return ConsumerEnv(project=project, mount=seen_at, variables=variables, models_complete=models_complete)
+
+
+def declared_models_hash(definition: ProjectDefinition) -> str:
+    """What ``ModelsRecord.config_hash`` says once every model of ``definition`` was downloaded."""
+    from volume_cli.models.manifest import models_config_hash
+    from volume_cli.models.plan import unique_specs
+
+    return models_config_hash(unique_specs(definition.models))
 
 
 def render_env(env: ConsumerEnv, style: EnvFormat) -> str:

@@ -194,7 +194,18 @@ class Inspection:
         return not self.problems
 
 
-def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require_models: bool = True) -> Inspection:
+def inspect(
+    project: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    require_models: bool = True,
+    models_hash: str | None = None,
+) -> Inspection:
+    """Read the project's records on the volume and check them against the files.
+
+    ``models_hash`` (the project definition's, when the caller has it): a
+    model list changed since the last download is not complete either.
+    """
     volume = find_root(root)
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     problems: list[tuple[str, str]] = []
@@ -238,6 +249,8 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
         problems.append(hook_problem)
     models = state.get("models")
     missing = missing_models(volume, list(models.get("model_keys", []))) if models else []
+    if models and models_hash is not None and models.get("config_hash") != models_hash:
+        missing.insert(0, "the project's model list changed since the last download")
     models_complete = bool(models) and not missing
     if require_models and not models_complete:
         download = f"volume-cli models download --project {project}"
