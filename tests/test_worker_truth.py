@@ -376,3 +376,16 @@ def test_a_model_added_to_the_project_but_not_downloaded_is_not_ok_where_the_def
     assert "next: volume-cli models download --project modelled" in doctor.stderr
     env = cli("env", *common)
     assert env.exit_code == 0 and "HF_HUB_OFFLINE" not in env.stdout and "warning: models" in env.stderr
+
+
+def test_doctor_finds_generation_links_that_lead_nowhere(
+    layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path, cli: Any
+) -> None:
+    _plain_project(layout, tmp_path, index, isolated_uv)
+    common = ("--project", "plain", "--root", str(layout.root), "--projects-dir", str(tmp_path / "projects"))
+    assert cli("doctor", *common).exit_code == 0
+    (entry,) = [path for path in layout.store_dir.iterdir() if path.name.startswith("delta-")]
+    os.rename(entry, entry.with_name("gone"))  # what a racing gc or a manual rm leaves
+    doctor = cli("doctor", *common)
+    assert doctor.exit_code != 0 and "leads to a missing file" in doctor.stderr
+    assert "volume-cli deps install --project plain --force" in doctor.stderr

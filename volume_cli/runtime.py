@@ -175,6 +175,40 @@ def _hook_problem(project: str, state: dict[str, object]) -> tuple[str, str] | N
     )
 
 
+def _broken_links(generation: Path) -> list[str]:
+    broken = []
+    for folder, folders, files in os.walk(generation):  # real folders only: links are not descended
+        for name in (*folders, *files):
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                broken.append(os.path.relpath(path, generation))
+    return sorted(broken)
+
+
+def _check_deps(
+    project: str, link: Path, recorded: bool, problems: list[tuple[str, str]], *, check_links: bool
+) -> Path | None:
+    """The resolved current generation, or None with the reason appended to ``problems``."""
+    install = f"volume-cli deps install --project {project}"
+    if not recorded:
+        problems.append((f"dependencies of {project!r} are not installed", install))
+        return None
+    resolved = Path(os.path.realpath(link))
+    if not resolved.is_dir():
+        problems.append((f"dependencies of {project!r} are missing at {link}", install))
+        return None
+    broken = _broken_links(resolved) if check_links else []
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        problems.append(
+            (
+                f"dependencies of {project!r} are damaged: {broken[0]} leads to a missing file{more}",
+                f"{install} --force",
+            )
+        )
+    return resolved
+
+
 @dataclass(frozen=True)
 class Inspection:
     """What ``doctor`` reports and ``activate`` acts on."""
@@ -200,11 +234,15 @@ def inspect(
     *,
     require_models: bool = True,
     models_hash: str | None = None,
+    check_links: bool = False,
 ) -> Inspection:
     """Read the project's records on the volume and check them against the files.
 
     ``models_hash`` (the project definition's, when the caller has it): a
     model list changed since the last download is not complete either.
+    ``check_links`` (doctor): every link of the generation leads to a file,
+    one stat each; left out at worker start-up, where it would cost a round
+    trip per distribution.
     """
     volume = find_root(root)
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -231,19 +269,7 @@ def inspect(
             )
         )
     link = deps_path(volume, project, python_version or running)
-    generation: Path | None = None
-    if not state.get("deps"):
-        problems.append(
-            (f"dependencies of {project!r} are not installed", f"volume-cli deps install --project {project}")
-        )
-    else:
-        resolved = Path(os.path.realpath(link))
-        if resolved.is_dir():
-            generation = resolved
-        else:
-            problems.append(
-                (f"dependencies of {project!r} are missing at {link}", f"volume-cli deps install --project {project}")
-            )
+    generation = _check_deps(project, link, bool(state.get("deps")), problems, check_links=check_links)
     hook_problem = _hook_problem(project, state)
     if hook_problem is not None:
         problems.append(hook_problem)

@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
             models_hash: str | None = declared_models_hash(context.project(projects_dir, project))
         except ProjectNotFoundError:
             models_hash = None
-        found = inspect(project, context.read_root(root).path, models_hash=models_hash)
+        found = inspect(project, context.read_root(root).path, models_hash=models_hash, check_links=True)
 
         def human(console: Console) -> None:
             console.print(f"project  {found.project}")
