@@ -29,8 +29,17 @@ if [[ -n "${VOLUME_CLI_ROOT:-}" ]]; then
     export MODELSCOPE_CACHE="$VOLUME_CLI_ROOT/models/modelscope"
     export TORCH_HOME="$VOLUME_CLI_ROOT/models/torch"
 fi
-# Client scratch space stays on the container's local disk, not the network volume.
-export HF_XET_CACHE="${HF_XET_CACHE:-/tmp/volume-cli-scratch/hf-xet}"
+# What libraries write at run time stays on the container's local disk, not in the shared
+# volume (the list is volume_cli.runtime.LOCAL_CACHES); bytecode is never written there either.
+LOCAL_CACHE="${VOLUME_CLI_LOCAL_CACHE:-/tmp/volume-cli-cache}"
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$LOCAL_CACHE/numba}"
+export HF_MODULES_CACHE="${HF_MODULES_CACHE:-$LOCAL_CACHE/hf-modules}"
+export HF_DATASETS_CACHE="${HF_DATASETS_CACHE:-$LOCAL_CACHE/hf-datasets}"
+export HF_ASSETS_CACHE="${HF_ASSETS_CACHE:-$LOCAL_CACHE/hf-assets}"
+export HF_XET_CACHE="${HF_XET_CACHE:-$LOCAL_CACHE/hf-xet}"
+export MODELSCOPE_INDEX_FILE="${MODELSCOPE_INDEX_FILE:-$LOCAL_CACHE/modelscope/ast_indexer}"
+export HF_TOKEN_PATH="${HF_TOKEN_PATH:-~/.cache/huggingface/token}"
+export PYTHONDONTWRITEBYTECODE=1
 
 # MODELS_REQUIRED=false starts the worker even when models could not be made complete.
 # Its report goes to stderr (the container log); stdout belongs to the worker.

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from volume_cli.errors import RootError
 from volume_cli.layout import VolumeLayout
-from volume_cli.runtime import cache_variables, deps_path
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.runtime import boot_path, cache_variables, missing_models
 from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
 
@@ -24,16 +26,52 @@ class ConsumerEnv:
     models_complete: bool
 
 
-def consumer_env(*, layout: VolumeLayout, project: str, python_version: str, mount: Path | None) -> ConsumerEnv:
-    """Variables for the volume as seen at ``mount`` (default: where it is now)."""
+def consumer_env(
+    *,
+    layout: VolumeLayout,
+    project: str,
+    python_version: str,
+    mount: Path | None,
+    local_cache: Path | None = None,
+    models_hash: str | None = None,
+) -> ConsumerEnv:
+    """Variables for the volume as seen at ``mount`` (default: where it is now).
+
+    ``models_hash`` is the project definition's model list hash: models
+    downloaded for another list do not make workers offline.
+    ``local_cache`` is a folder on the consumer's local disk for what
+    libraries write at run time (default: $VOLUME_CLI_LOCAL_CACHE or /tmp).
+
+    PYTHONPATH is the project's boot folder, not the switchable link: see
+    ``volume_cli/worker_boot.py``. It is written here if an older install did
+    not, so what is printed always exists.
+    """
     seen_at = mount or layout.root
+    write_boot(layout, project, python_version)
     state = read_project_state(layout, project)
-    models_complete = bool(state and state.models is not None)
-    variables = {"PYTHONPATH": str(deps_path(seen_at, project, python_version)), **cache_variables(seen_at)}
+    # The record alone is not enough: `models rm` or a lost file leaves it behind.
+    models_complete = bool(
+        state
+        and state.models is not None
+        and (models_hash is None or state.models.config_hash == models_hash)
+        and not missing_models(layout.root, state.models.model_keys)
+    )
+    variables = {
+        "PYTHONPATH": str(boot_path(seen_at, project, python_version)),
+        **cache_variables(seen_at, local_cache),
+    }
     if models_complete:
         # Every model is on the volume: a worker must never call the hub.
         variables["HF_HUB_OFFLINE"] = "1"
     return ConsumerEnv(project=project, mount=seen_at, variables=variables, models_complete=models_complete)
+
+
+def declared_models_hash(definition: ProjectDefinition) -> str:
+    """What ``ModelsRecord.config_hash`` says once every model of ``definition`` was downloaded."""
+    from volume_cli.models.manifest import models_config_hash
+    from volume_cli.models.plan import unique_specs
+
+    return models_config_hash(unique_specs(definition.models))
 
 
 def render_env(env: ConsumerEnv, style: EnvFormat) -> str:
@@ -54,18 +92,44 @@ def render_env(env: ConsumerEnv, style: EnvFormat) -> str:
 
 
 RUNTIME_FILE = ".metadata/runtime/volume_cli_runtime.py"
+BOOT_BYTECODE_BLOCKER = "__pycache__"
+
+
+def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
+    """The project's boot folder (never switched); one read when it is already current."""
+    from volume_cli import worker_boot
+
+    folder = boot_path(layout.root, project, python_version)
+    try:
+        _write_if_changed(folder / "sitecustomize.py", Path(worker_boot.__file__).read_bytes())
+        # A plain file where Python would put the boot file's bytecode: a worker
+        # started without PYTHONDONTWRITEBYTECODE cannot write even that one.
+        blocker = folder / BOOT_BYTECODE_BLOCKER
+        if not blocker.exists():
+            atomic_write_bytes(blocker, b"")
+    except OSError as exc:
+        if (folder / "sitecustomize.py").is_file():
+            return folder  # an older boot on a read-only mount still pins; the next install updates it
+        raise RootError(
+            f"cannot write the worker boot folder {folder}: {exc.strerror or exc}",
+            hint="run volume-cli where the volume is writable (a pod), e.g. volume-cli deps install",
+        ) from exc
+    return folder
+
+
+def _write_if_changed(target: Path, data: bytes) -> None:
+    try:
+        if target.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(target, data)
 
 
 def write_runtime_copy(layout: VolumeLayout) -> Path:
     """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
     from volume_cli import runtime
 
-    source = Path(runtime.__file__).read_bytes()
     target = layout.absolute(RUNTIME_FILE)
-    try:
-        if target.read_bytes() == source:
-            return target
-    except OSError:
-        pass
-    atomic_write_bytes(target, source)
+    _write_if_changed(target, Path(runtime.__file__).read_bytes())
     return target

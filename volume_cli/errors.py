@@ -124,3 +124,7 @@ class Terminated(KeyboardInterrupt):
 
 class IndexUnreachableError(InstallError):
     """A package index did not answer (timed out) or could not be reached; the message names its host."""
+
+
+class HookError(VolumeCliError):
+    """A project plugin's hook (after_models) raised; what it was meant to finish is not done."""

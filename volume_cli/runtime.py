@@ -17,8 +17,10 @@ with one message naming the command to run on a pod.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +46,50 @@ class ActivationError(_Base):
         return f"{self.message} (next: {self.hint})" if self.hint else self.message
 
 
-def cache_variables(root: Path) -> dict[str, str]:
-    """Model cache variables for a volume seen at ``root``, and read-only bytecode.
+LOCAL_CACHE_ENV = "VOLUME_CLI_LOCAL_CACHE"
+LOCAL_CACHE_DEFAULT = "/tmp/volume-cli-cache"
+
+# What libraries write while a worker runs, moved to the worker's local disk.
+# Their defaults are inside the volume (next to an installed package, or
+# under HF_HOME / MODELSCOPE_CACHE): shared by every worker, immutable, and a
+# network round trip per file. Left alone, because their defaults are
+# already local (home or /tmp): MPLCONFIGDIR, TRITON_CACHE_DIR,
+# TORCHINDUCTOR_CACHE_DIR, TORCH_EXTENSIONS_DIR, CUPY_CACHE_DIR,
+# PYTORCH_KERNEL_CACHE_PATH; XDG_CACHE_HOME is not set, it would move far
+# more than these.
+LOCAL_CACHES = {
+    # numba (librosa, umap...) writes @jit(cache=True) files into __pycache__ beside the module: a store entry
+    "NUMBA_CACHE_DIR": "numba",
+    # transformers copies trust_remote_code modules here; default HF_HOME/modules
+    "HF_MODULES_CACHE": "hf-modules",
+    # datasets writes processed Arrow files here, guarded by flock (untrustworthy on the volume); default HF_HOME/datasets
+    "HF_DATASETS_CACHE": "hf-datasets",
+    # huggingface_hub.cached_assets_path, used by libraries for derived files; default HF_HOME/assets
+    "HF_ASSETS_CACHE": "hf-assets",
+    # xet chunk cache of a download a worker makes; default HF_HOME/xet
+    "HF_XET_CACHE": "hf-xet",
+    # modelscope up to 1.2x rewrites its ast_indexer into MODELSCOPE_CACHE; an absolute name wins over the folder
+    "MODELSCOPE_INDEX_FILE": "modelscope/ast_indexer",
+}
+
+
+# A login on a machine that evaluated `env` would store the hub token under
+# HF_HOME, on the shared volume: credentials stay in the home folder (the
+# hub client expands "~" itself, on the machine that reads it).
+TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
+
+
+def local_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where a worker keeps what it writes: ``explicit``, else $VOLUME_CLI_LOCAL_CACHE, else /tmp."""
+    return Path(explicit or os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT)
+
+
+def local_cache_variables(local: Path) -> dict[str, str]:
+    return {name: str(local / relative) for name, relative in LOCAL_CACHES.items()}
+
+
+def cache_variables(root: Path, local: Path | None = None) -> dict[str, str]:
+    """Model cache variables for a volume seen at ``root``, read-only bytecode, local run-time caches.
 
     Store entries on the volume are shared and immutable: a worker must not
     write ``__pycache__`` files into them (with many workers, that is a
@@ -58,11 +102,18 @@ def cache_variables(root: Path) -> dict[str, str]:
         "HF_HUB_CACHE": str(models / "huggingface" / "hub"),
         "MODELSCOPE_CACHE": str(models / "modelscope"),
         "TORCH_HOME": str(models / "torch"),
+        **local_cache_variables(local or local_cache_dir()),
+        **TOKEN_PATHS,
     }
 
 
 def deps_path(root: Path, project: str, python_version: str) -> Path:
     return root / "python-deps" / f"py{python_version}" / project
+
+
+def boot_path(root: Path, project: str, python_version: str) -> Path:
+    """The folder ``env`` puts on PYTHONPATH: its sitecustomize pins one generation per process."""
+    return root / "python-deps" / f"py{python_version}" / ".boot" / project
 
 
 def find_root(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -75,6 +126,87 @@ def find_root(explicit: str | os.PathLike[str] | None = None) -> Path:
         f"no volume found (tried {tried})",
         hint="attach the network volume to this endpoint, or pass root= / set VOLUME_CLI_ROOT",
     )
+
+
+def _safe_key(key: str) -> str:
+    # The models engine's manifest file name (volume_cli.models.manifest.safe_key), without importing it.
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "--", key).strip("-.")[:80]
+    return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _model_problem(root: Path, key: str) -> str | None:
+    """Why model ``key`` is not usable on the volume, or None; one stat per file, no hashing."""
+    try:
+        manifest = json.loads((root / ".metadata" / "models" / f"{_safe_key(key)}.json").read_text())
+        files_root = root / manifest["files_root"]
+        files = [(str(item["path"]), int(item["size"])) for item in manifest["files"]]
+    except FileNotFoundError:
+        return f"{key} is not on the volume (removed?)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{key}: unreadable manifest ({exc})"
+    if manifest.get("damaged"):
+        return f"{key}: damaged file {manifest['damaged'][0]}"
+    for path, size in files:
+        try:
+            found = os.stat(files_root / path).st_size
+        except OSError:
+            return f"{key}: {path} is missing"
+        if found != size:
+            return f"{key}: {path} has {found} bytes, expected {size}"
+    return None
+
+
+def missing_models(root: Path, model_keys: list[str]) -> list[str]:
+    """One line per recorded model whose files are not all present with their recorded sizes."""
+    return [problem for key in model_keys if (problem := _model_problem(root, key)) is not None]
+
+
+def _hook_problem(project: str, state: dict[str, object]) -> tuple[str, str] | None:
+    """A failed (or killed) after_install hook of the current generation: the worker may not work."""
+    hook, deps = state.get("after_install"), state.get("deps")
+    if not isinstance(hook, dict) or not isinstance(deps, dict) or hook.get("ok"):
+        return None
+    if hook.get("generation") != deps.get("generation"):
+        return None
+    why = hook.get("error") or "it did not finish (killed?)"
+    return (
+        f"the after_install hook of {project!r} failed for generation {hook.get('generation')}: {why}",
+        f"fix the project's after_install hook, then: volume-cli deps install --project {project}",
+    )
+
+
+def _broken_links(generation: Path) -> list[str]:
+    broken = []
+    for folder, folders, files in os.walk(generation):  # real folders only: links are not descended
+        for name in (*folders, *files):
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                broken.append(os.path.relpath(path, generation))
+    return sorted(broken)
+
+
+def _check_deps(
+    project: str, link: Path, recorded: bool, problems: list[tuple[str, str]], *, check_links: bool
+) -> Path | None:
+    """The resolved current generation, or None with the reason appended to ``problems``."""
+    install = f"volume-cli deps install --project {project}"
+    if not recorded:
+        problems.append((f"dependencies of {project!r} are not installed", install))
+        return None
+    resolved = Path(os.path.realpath(link))
+    if not resolved.is_dir():
+        problems.append((f"dependencies of {project!r} are missing at {link}", install))
+        return None
+    broken = _broken_links(resolved) if check_links else []
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        problems.append(
+            (
+                f"dependencies of {project!r} are damaged: {broken[0]} leads to a missing file{more}",
+                f"{install} --force",
+            )
+        )
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -96,7 +228,22 @@ class Inspection:
         return not self.problems
 
 
-def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require_models: bool = True) -> Inspection:
+def inspect(
+    project: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    require_models: bool = True,
+    models_hash: str | None = None,
+    check_links: bool = False,
+) -> Inspection:
+    """Read the project's records on the volume and check them against the files.
+
+    ``models_hash`` (the project definition's, when the caller has it): a
+    model list changed since the last download is not complete either.
+    ``check_links`` (doctor): every link of the generation leads to a file,
+    one stat each; left out at worker start-up, where it would cost a round
+    trip per distribution.
+    """
     volume = find_root(root)
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     problems: list[tuple[str, str]] = []
@@ -122,25 +269,22 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
             )
         )
     link = deps_path(volume, project, python_version or running)
-    generation: Path | None = None
-    if not state.get("deps"):
-        problems.append(
-            (f"dependencies of {project!r} are not installed", f"volume-cli deps install --project {project}")
-        )
-    else:
-        resolved = Path(os.path.realpath(link))
-        if resolved.is_dir():
-            generation = resolved
-        else:
-            problems.append(
-                (f"dependencies of {project!r} are missing at {link}", f"volume-cli deps install --project {project}")
-            )
+    generation = _check_deps(project, link, bool(state.get("deps")), problems, check_links=check_links)
+    hook_problem = _hook_problem(project, state)
+    if hook_problem is not None:
+        problems.append(hook_problem)
     models = state.get("models")
-    models_complete = bool(models)
-    if require_models and not models:
-        problems.append(
-            (f"models of {project!r} were never downloaded", f"volume-cli models download --project {project}")
-        )
+    missing = missing_models(volume, list(models.get("model_keys", []))) if models else []
+    if models and models_hash is not None and models.get("config_hash") != models_hash:
+        missing.insert(0, "the project's model list changed since the last download")
+    models_complete = bool(models) and not missing
+    if require_models and not models_complete:
+        download = f"volume-cli models download --project {project}"
+        if not models:
+            problems.append((f"models of {project!r} were never downloaded", download))
+        else:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            problems.append((f"models of {project!r} are incomplete: {missing[0]}{more}", download))
     return Inspection(
         project=project,
         root=volume,
@@ -152,6 +296,28 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
         model_keys=list(models.get("model_keys", [])) if models else [],
         problems=problems,
     )
+
+
+def _pin_sys_path(resolved: Path, link: Path, boot: Path) -> Path:
+    """Put one generation on sys.path for the life of this process; the one it uses.
+
+    A process the boot folder already pinned, or that activated before, may
+    have imported modules from that generation: switching it to a newer one
+    now would mix the two, so it stays.
+    """
+    generations = os.path.realpath(link.parent / ".generations" / link.name)
+    # Only a generation folder itself counts, never a link that leads to one.
+    pinned = next(
+        (item for item in sys.path if item and os.path.realpath(os.path.dirname(os.path.abspath(item))) == generations),
+        None,
+    )
+    entry = Path(pinned) if pinned and os.path.isdir(pinned) else resolved
+    # Neither the switchable link nor the boot folder may stay: both are
+    # looked up again on every import.
+    dropped = {str(link), str(boot), str(entry), os.path.realpath(entry)}
+    sys.path[:] = [item for item in sys.path if item not in dropped]
+    sys.path.insert(0, str(entry))
+    return entry
 
 
 @dataclass(frozen=True)
@@ -169,21 +335,27 @@ def activate(
     *,
     require_models: bool = True,
     offline: bool = True,
+    local_cache: str | os.PathLike[str] | None = None,
 ) -> Activation:
-    """Put the project's current generation on sys.path and set the cache variables."""
+    """Put the project's current generation on sys.path and set the cache variables.
+
+    ``local_cache`` (else $VOLUME_CLI_LOCAL_CACHE, else /tmp/volume-cli-cache)
+    holds what libraries write at run time; a variable of ``LOCAL_CACHES``
+    the worker already set to a path off the volume is kept.
+    """
     found = inspect(project, root, require_models=require_models)
     if found.problems:
         message, hint = found.problems[0]
         raise ActivationError(f"volume-cli: {message}", hint=f"on a pod with the volume: {hint}")
-    assert found.deps_generation is not None and found.python_version is not None
-    entry = found.deps_generation
-    stable = str(found.deps_link)
-    # Drop the stable (switchable) path if PYTHONPATH put it there: this
-    # process must keep importing from one generation for its whole life.
-    sys.path[:] = [item for item in sys.path if item not in (stable, str(entry))]
-    sys.path.insert(0, str(entry))
+    assert found.deps_generation is not None and found.python_version is not None and found.deps_link is not None
+    entry = _pin_sys_path(found.deps_generation, found.deps_link, boot_path(found.root, project, found.python_version))
     sys.dont_write_bytecode = True
-    environment = cache_variables(found.root)
+    environment = cache_variables(found.root, local_cache_dir(local_cache))
+    volume = os.path.realpath(found.root) + os.sep
+    for name in (*LOCAL_CACHES, *TOKEN_PATHS):
+        already = os.path.expanduser(os.environ.get(name) or "")
+        if os.path.isabs(already) and not os.path.realpath(already).startswith(volume):
+            environment[name] = os.environ[name]
     if offline and found.models_complete:
         environment["HF_HUB_OFFLINE"] = "1"
     os.environ.update(environment)

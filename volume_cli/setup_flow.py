@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from volume_cli.errors import VolumeCliError
+from volume_cli.errors import HookError, VolumeCliError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.base import HookContext
@@ -83,19 +83,31 @@ def run_setup(
             modelscope_endpoints=modelscope_endpoints,
             progress=progress,
         )
-        if project.plugin is not None:
-            project.plugin.after_models(
-                HookContext(
-                    project=project.name,
-                    python_version=project.python_version,
-                    root=layout.root,
-                    project_folder=project.folder,
-                    deps_path=layout.deps_path(project.name, project.python_version),
-                    models_dir=layout.models_dir,
-                )
-            )
+        _run_after_models(layout, project)
         actions = Counter(model.action for model in result.models)
         detail = ", ".join(f"{count} {action}" for action, count in sorted(actions.items()))
         return f"{len(result.models)} model(s)" + (f": {detail}" if detail else ""), result
 
     return SetupResult(project=project.name, steps=[_run_step("deps", deps_step), _run_step("models", models_step)])
+
+
+def _run_after_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
+    """The plugin's after_models hook; what it raises fails the models step, never the whole run."""
+    if project.plugin is None:
+        return
+    context = HookContext(
+        project=project.name,
+        python_version=project.python_version,
+        root=layout.root,
+        project_folder=project.folder,
+        deps_path=layout.deps_path(project.name, project.python_version),
+        models_dir=layout.models_dir,
+    )
+    try:
+        project.plugin.after_models(context)
+    except Exception as exc:
+        raise HookError(
+            f"{project.name}: the models are present, but the plugin's after_models hook failed: "
+            f"{type(exc).__name__}: {exc}",
+            hint=f"fix {project.definition_file}, then run: volume-cli setup --project {project.name}",
+        ) from exc

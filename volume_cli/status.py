@@ -138,6 +138,10 @@ def project_status(
             problems.append(
                 f"recorded as installed but {deps_detail.deps_path} is missing: run volume-cli deps install"
             )
+    hook = state.after_install if state else None
+    if deps is not None and hook is not None and hook.generation == deps.generation and not hook.ok:
+        why = hook.error or "it did not finish"
+        problems.append(f"the after_install hook failed ({why}): fix it, then run volume-cli deps install")
     return ProjectStatus(
         name=name,
         python_version=python_version,

@@ -4,7 +4,9 @@ The image holds only Python and this file. ``activate`` checks that the
 worker's Python matches the project's, that deps and models are installed,
 pins sys.path to the current dependency generation and sets the model cache
 variables; if anything is missing it fails at start-up with the command to
-run on a pod, instead of downloading gigabytes at every cold start.
+run on a pod, instead of downloading gigabytes at every cold start. With the
+Dockerfile's PYTHONPATH (the project's boot folder) the process is already
+pinned to a generation when it starts; ``activate`` keeps that one.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def test_env_forms_work_when_used(volume: Volume) -> None:
         text=True,
     )
     assert evaluated.returncode == 0 and evaluated.stdout.strip() == str(
-        volume.root / "python-deps" / f"py{PY}" / "story"
+        volume.root / "python-deps" / f"py{PY}" / ".boot" / "story"
     )
     kept = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
     assert kept.returncode == 0, kept.stderr
@@ -212,7 +212,7 @@ def test_env_forms_work_when_used(volume: Volume) -> None:
     dotenv = volume.run("env", "--project", "story", "--format", "dotenv").stdout
     values = dict(line.split("=", 1) for line in dotenv.splitlines())
     assert values["HF_HUB_CACHE"] == str(volume.root / "models" / "huggingface" / "hub")
-    assert values["PYTHONPATH"] == str(volume.root / "python-deps" / f"py{PY}" / "story")
+    assert values["PYTHONPATH"] == str(volume.root / "python-deps" / f"py{PY}" / ".boot" / "story")
     docker = volume.run("env", "--project", "story", "--format", "dockerfile").stdout
     assert all(line.startswith("ENV ") and json.loads(line.split("=", 1)[1]) for line in docker.splitlines())
 

@@ -65,11 +65,19 @@ from volume_cli.deps.uvtool import default_cache_dir, failing_package, raise_for
 from volume_cli.errors import InstallError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
-from volume_cli.project.base import HookContext
+from volume_cli.project.base import HookContext, Project
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
+from volume_cli.runtime import boot_path
 from volume_cli.store.documents import read_document, write_document
-from volume_cli.store.state import DepsRecord, read_project_state, update_project_state, utc_now
+from volume_cli.store.state import (
+    DepsRecord,
+    HookRecord,
+    ProjectState,
+    read_project_state,
+    update_project_state,
+    utc_now,
+)
 
 
 @dataclass(frozen=True)
@@ -99,14 +107,14 @@ class InstallResult:
 
 
 def fast_noop_record(
-    layout: VolumeLayout, project: str, python_version: str, config_hash: str
+    layout: VolumeLayout, project: str, python_version: str, config_hash: str, *, state: ProjectState | None = None
 ) -> tuple[GenerationRecord, str | None] | None:
     """The current generation's record and the previous generation when nothing needs doing, else None.
 
     Cost: read state.json, one readlink, read the generation record and
     lock.json, one stat. No lock is taken: it only reads.
     """
-    state = read_project_state(layout, project)
+    state = state or read_project_state(layout, project)
     if state is None or state.deps is None or state.deps.config_hash != config_hash:
         return None
     current = current_generation(layout, project, python_version)
@@ -251,8 +259,9 @@ def install(
     config_hash = project.config_hash(mirror=mirror)
     deps_path = layout.deps_path(project.name, python_version)
     if not force and not upgrade:
-        fast = fast_noop_record(layout, project.name, python_version, config_hash)
-        if fast is not None:
+        state = read_project_state(layout, project.name)
+        fast = fast_noop_record(layout, project.name, python_version, config_hash, state=state)
+        if fast is not None and not _follow_up_due(layout, project, state, fast[0].generation):
             record, previous = fast
             plan = InstallPlan(project.name, python_version, record.generation, record.lock_hash)
             return InstallResult(
@@ -324,6 +333,7 @@ def install(
                 same = state.deps.generation == current
                 previous = state.deps.previous_generation if same else state.deps.generation
             _write_state(layout, project, record, previous=previous, new_bytes=0)
+            _follow_up(layout, project, current, only_if_due=True)
             return InstallResult(
                 project=project.name,
                 python_version=python_version,
@@ -385,7 +395,7 @@ def install(
         f"{project.name}: generation {generation} ({len(entries)} distributions, "
         f"{len(harvested.entries)} installed, {harvested.new_bytes} bytes added)"
     )
-    _run_hook(layout, project)
+    _follow_up(layout, project, generation, only_if_due=False)
     return InstallResult(
         project=project.name,
         python_version=python_version,
@@ -680,8 +690,54 @@ def _write_state(
     )
 
 
-def _run_hook(layout: VolumeLayout, project: ProjectDefinition) -> None:
-    if project.plugin is None:
+def _has_hook(project: ProjectDefinition) -> bool:
+    return project.plugin is not None and type(project.plugin).after_install is not Project.after_install
+
+
+def _hook_due(project: ProjectDefinition, state: ProjectState | None, generation: str) -> bool:
+    """The hook never finished for the current generation (failed, killed, or never run)."""
+    record = state.after_install if state else None
+    return _has_hook(project) and (record is None or record.generation != generation or not record.ok)
+
+
+def _follow_up_due(
+    layout: VolumeLayout, project: ProjectDefinition, state: ProjectState | None, generation: str
+) -> bool:
+    """Whether the no-op fast path must not be taken: what follows a switch is not done yet."""
+    if _hook_due(project, state, generation):
+        return True
+    if not project.models and (state is None or state.models is None):
+        return True
+    return not (boot_path(layout.root, project.name, project.python_version) / "sitecustomize.py").is_file()
+
+
+def _follow_up(layout: VolumeLayout, project: ProjectDefinition, generation: str, *, only_if_due: bool) -> None:
+    """After ``generation`` became current: the workers' boot folder, the models record, the hook."""
+    from volume_cli.consumer_env import write_boot
+    from volume_cli.models.download import record_project_models
+
+    write_boot(layout, project.name, project.python_version)
+    if not project.models:
+        # Nothing to download: recorded so that a worker's start-up check passes after `deps install` alone.
+        record_project_models(layout, project)
+    if only_if_due and not _hook_due(project, read_project_state(layout, project.name), generation):
+        return
+    _run_hook(layout, project, generation)
+
+
+def _record_hook(layout: VolumeLayout, project: ProjectDefinition, record: HookRecord) -> None:
+    update_project_state(
+        layout, project.name, project.python_version, lambda state: state.model_copy(update={"after_install": record})
+    )
+
+
+def _run_hook(layout: VolumeLayout, project: ProjectDefinition, generation: str) -> None:
+    """Run the plugin's after_install; its outcome is recorded so a failure is retried and reported.
+
+    "Started" is recorded first: a run killed inside the hook leaves a record
+    that says it did not finish, so workers and the next install know.
+    """
+    if project.plugin is None or not _has_hook(project):
         return
     context = HookContext(
         project=project.name,
@@ -691,11 +747,15 @@ def _run_hook(layout: VolumeLayout, project: ProjectDefinition) -> None:
         deps_path=layout.deps_path(project.name, project.python_version),
         models_dir=layout.models_dir,
     )
+    _record_hook(layout, project, HookRecord(generation=generation, ok=False, finished_at=utc_now()))
     try:
         project.plugin.after_install(context)
     except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        _record_hook(layout, project, HookRecord(generation=generation, ok=False, finished_at=utc_now(), error=error))
         raise InstallError(
-            f"{project.name}: the new generation is installed, but the plugin's after_install hook failed: "
-            f"{type(exc).__name__}: {exc}",
-            hint=f"fix {project.definition_file}, then run: volume-cli deps install --project {project.name} --force",
+            f"{project.name}: generation {generation} is installed, but the plugin's after_install hook failed: "
+            f"{error}",
+            hint=f"fix {project.definition_file}, then run: volume-cli deps install --project {project.name}",
         ) from exc
+    _record_hook(layout, project, HookRecord(generation=generation, ok=True, finished_at=utc_now()))

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from volume_cli.layout import VolumeLayout
+from volume_cli.runtime import local_cache_variables
 
 
 def client_environment(
@@ -22,11 +23,12 @@ def client_environment(
     env = {
         "HF_HOME": str(layout.hf_home),
         "HF_HUB_CACHE": str(layout.hf_hub_cache),
-        "HF_XET_CACHE": str(scratch / "hf-xet"),
         "HF_HUB_ETAG_TIMEOUT": "30",
         "HF_HUB_DOWNLOAD_TIMEOUT": "60",
         "MODELSCOPE_CACHE": str(layout.modelscope_cache),
         "TORCH_HOME": str(layout.torch_home),
+        # what the clients and the libraries around them write at run time (xet chunks, remote code, ...)
+        **local_cache_variables(scratch),
     }
     if offline:
         env["HF_HUB_OFFLINE"] = "1"

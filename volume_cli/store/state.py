@@ -50,6 +50,15 @@ class ModelsRecord(_Record):
     size_bytes: int
 
 
+class HookRecord(_Record):
+    """The last run of the plugin's ``after_install`` hook."""
+
+    generation: str = Field(description="Generation the hook ran for; a different current generation means it is due")
+    ok: bool
+    finished_at: datetime
+    error: str | None = Field(default=None, description="What the hook raised, when it failed")
+
+
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     # Format 1 stored absolute paths (so a worker mounting the volume at
     # /runpod-volume saw broken paths) and a package map keyed by requirement
@@ -88,6 +97,7 @@ class ProjectState(StoreDocument):
     deps: DepsRecord | None = None
     models: ModelsRecord | None = None
     updated_at: datetime = Field(default_factory=utc_now)
+    after_install: HookRecord | None = None
 
 
 def project_state_path(layout: VolumeLayout, project: str) -> Path:

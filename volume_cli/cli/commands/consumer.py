@@ -24,6 +24,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--mount", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
         ] = None,
+        local_cache: Annotated[
+            Path | None,
+            typer.Option(
+                "--local-cache",
+                help="Folder on the worker's local disk for run-time caches (numba, HF modules...). "
+                "Default: $VOLUME_CLI_LOCAL_CACHE or /tmp/volume-cli-cache.",
+            ),
+        ] = None,
         output_format: Annotated[
             str, typer.Option("--format", help="shell (for eval), dotenv, dockerfile or json.")
         ] = "shell",
@@ -32,7 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print PYTHONPATH and model cache variables for a worker: eval "$(volume-cli env -p P)"."""
         from volume_cli.cli import context
-        from volume_cli.consumer_env import consumer_env, render_env
+        from volume_cli.consumer_env import consumer_env, declared_models_hash, render_env
         from volume_cli.errors import UsageError
         from volume_cli.layout import VolumeLayout
 
@@ -41,22 +49,39 @@ def register(app: typer.Typer) -> None:
         definition = context.project(projects_dir, project)
         layout = VolumeLayout(context.read_root(root).path)
         result = consumer_env(
-            layout=layout, project=definition.name, python_version=definition.python_version, mount=mount
+            layout=layout,
+            project=definition.name,
+            python_version=definition.python_version,
+            mount=mount,
+            local_cache=local_cache,
+            models_hash=declared_models_hash(definition),
         )
         sys.stdout.write(render_env(result, cast("EnvFormat", output_format)))
+        if not result.models_complete:
+            # stderr: stdout is eval'd or pasted into a Dockerfile.
+            sys.stderr.write(
+                f"warning: models of {definition.name} are not all on the volume, so HF_HUB_OFFLINE is not set "
+                f"(next: volume-cli models download --project {definition.name})\n"
+            )
 
     @app.command("doctor")
     def doctor_command(
         project: ProjectOption,
         root: RootOption = None,
+        projects_dir: ProjectsDirOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Run the worker's start-up checks (python version, deps, models) from here."""
         from volume_cli.cli import context
-        from volume_cli.errors import RuntimeCheckError
+        from volume_cli.consumer_env import declared_models_hash
+        from volume_cli.errors import ProjectNotFoundError, RuntimeCheckError
         from volume_cli.runtime import inspect
 
-        found = inspect(project, context.read_root(root).path)
+        try:  # with the definition at hand, models downloaded for an older list are not enough
+            models_hash: str | None = declared_models_hash(context.project(projects_dir, project))
+        except ProjectNotFoundError:
+            models_hash = None
+        found = inspect(project, context.read_root(root).path, models_hash=models_hash, check_links=True)
 
         def human(console: Console) -> None:
             console.print(f"project  {found.project}")

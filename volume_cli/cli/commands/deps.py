@@ -188,7 +188,7 @@ def render_install(console: Console, result: InstallResult) -> None:
             + (f"{result.repaired_count} repaired in place, " if result.repaired_count else "")
             + f"{format_bytes(result.bytes_added)} added, {result.link_count} links) in {result.seconds:.1f}s"
         )
-        console.print(f"PYTHONPATH={result.deps_path}")
+        console.print(f"PYTHONPATH={result.deps_path.parent / '.boot' / result.deps_path.name}")  # pins a generation
         if result.previous_generation:
             console.print(f"[dim]undo with: volume-cli deps rollback --project {result.project}[/]")
 

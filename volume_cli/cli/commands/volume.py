@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
                     console.print(f"         {step.error}", markup=False)
             if result.ok:
                 deps_path = layout.deps_path(definition.name, definition.python_version)
-                console.print(f"PYTHONPATH={deps_path}")
+                console.print(f"PYTHONPATH={deps_path.parent / '.boot' / deps_path.name}")  # pins a generation
                 console.print(f"[dim]for workers: volume-cli env --project {definition.name} --mount /runpod-volume[/]")
 
         emit(result, as_json=as_json, human=human)

@@ -1,0 +1,86 @@
+"""volume-cli worker boot: pins this process to ONE dependency generation.
+
+volume-cli copies this file (standard library only) to
+``python-deps/pyX.Y/.boot/<project>/sitecustomize.py`` on the volume, and
+``volume-cli env`` puts that folder on PYTHONPATH instead of the switchable
+link ``python-deps/pyX.Y/<project>``. Why: a PYTHONPATH entry that is a
+symlink is resolved again on every import, so a process that imports ``a``
+before an install switches the link and ``b`` after it runs a mix of two
+generations. Here the link is resolved once, at start-up: the resolved
+generation takes the boot folder's place on ``sys.path`` for the whole life
+of the process (gc keeps old generations for a grace period).
+
+``site`` imports ``sitecustomize`` after PYTHONPATH is on ``sys.path`` and
+ahead of site-packages, so this file wins; it then runs the next
+``sitecustomize`` on ``sys.path`` (the generation's or the image's), so an
+image's own one keeps working. ``python -S`` skips ``site``: the boot folder
+holds no packages, so imports from the volume fail instead of mixing.
+``python -I`` / ``-E`` ignore PYTHONPATH altogether.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# A copy of volume_cli.runtime.LOCAL_CACHES (this file is standard-library
+# only and copied alone): what libraries write at run time goes to local
+# disk, not into the volume, unless the worker already chose a place.
+LOCAL_CACHE_ENV = "VOLUME_CLI_LOCAL_CACHE"
+LOCAL_CACHE_DEFAULT = "/tmp/volume-cli-cache"
+LOCAL_CACHES = {
+    "NUMBA_CACHE_DIR": "numba",
+    "HF_MODULES_CACHE": "hf-modules",
+    "HF_DATASETS_CACHE": "hf-datasets",
+    "HF_ASSETS_CACHE": "hf-assets",
+    "HF_XET_CACHE": "hf-xet",
+    "MODELSCOPE_INDEX_FILE": "modelscope/ast_indexer",
+}
+TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
+
+
+def _pin(boot_folder: str) -> int:
+    """Replace the boot folder on sys.path by the resolved generation; its index."""
+    project = os.path.basename(boot_folder)
+    link = os.path.join(os.path.dirname(os.path.dirname(boot_folder)), project)
+    generation = os.path.realpath(link)
+    positions = [index for index, item in enumerate(sys.path) if os.path.abspath(item or ".") == boot_folder]
+    position = positions[0] if positions else 0
+    sys.path[:] = [item for index, item in enumerate(sys.path) if index not in positions]
+    if os.path.isdir(generation):
+        sys.path.insert(position, generation)
+    else:
+        sys.stderr.write(
+            f"volume-cli: {link} does not lead to an installed generation; nothing from the volume is importable "
+            f"(next: on a pod with the volume: volume-cli deps install --project {project})\n"
+        )
+    return position
+
+
+def _chain(start: int) -> None:
+    """Run the sitecustomize this one shadows, as if it had been imported first."""
+    import importlib.util
+    from importlib.machinery import PathFinder
+
+    spec = PathFinder.find_spec("sitecustomize", sys.path[start:])
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
+    spec.loader.exec_module(module)
+
+
+def boot(boot_folder: str) -> None:
+    # Store entries are shared and immutable: no bytecode is written into
+    # them, even when the image did not set PYTHONDONTWRITEBYTECODE.
+    sys.dont_write_bytecode = True
+    local = os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT
+    for name, relative in LOCAL_CACHES.items():
+        os.environ.setdefault(name, os.path.join(local, relative))
+    for name, path in TOKEN_PATHS.items():
+        os.environ.setdefault(name, path)
+    _chain(_pin(os.path.abspath(boot_folder)))
+
+
+if __name__ == "sitecustomize":
+    boot(os.path.dirname(os.path.abspath(__file__)))
