@@ -112,3 +112,14 @@ class DiskSpaceError(VolumeCliError):
 
 class RuntimeCheckError(VolumeCliError):
     """A worker-side check (python version, deps, models) failed."""
+
+
+class UnsafeIdentifierError(ModelError):
+    """A hub, mirror or manifest gave a commit, blob id, file path or size that is not what it claims to be.
+
+    Raised before any path is built from it, so nothing was written or removed.
+    """
+
+
+class UnsafePathError(ModelError):
+    """A path about to be written or removed resolves outside the volume's models folder (a planted symlink)."""

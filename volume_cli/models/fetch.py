@@ -77,7 +77,7 @@ def fetch_files(
             return fetch_to_partial(
                 http,
                 url,
-                headers=auth_headers(source, endpoint, url, token),
+                headers={**auth_headers(source, endpoint, url, token), **job.headers},
                 partial=job.partial,
                 size=job.file.size,
                 checksum=job.file.checksum,

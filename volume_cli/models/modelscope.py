@@ -23,6 +23,7 @@ from volume_cli.errors import ModelError
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path, staging_dir
 from volume_cli.models.http import HttpClient
+from volume_cli.models.identifiers import check_revision, check_sha256, check_size
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
 from volume_cli.models.mslayout import MsLayout, plan_layout
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext, check_repo_path, filter_paths
@@ -96,9 +97,9 @@ class ModelScopeSource:
         files = {
             str(entry["Path"]): RemoteFile(
                 path=check_repo_path(str(entry["Path"])),
-                size=int(entry.get("Size") or 0),
-                sha256=(str(entry["Sha256"]).lower() or None) if entry.get("Sha256") else None,
-                revision=str(entry["Revision"]) if entry.get("Revision") else None,
+                size=check_size(entry.get("Size") or 0),
+                sha256=check_sha256(entry["Sha256"]) if entry.get("Sha256") else None,
+                revision=check_revision(entry["Revision"]) if entry.get("Revision") else None,
             )
             for entry in entries
             if entry.get("Type") != "tree"

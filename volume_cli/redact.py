@@ -1,0 +1,90 @@
+"""Credentials out of everything shown or stored: one function for URLs, one for free text.
+
+Like pip, a password in a URL is shown as ``****``; query parameters that
+carry a credential (``token``, ``sig``, ``X-Amz-Signature``...) keep their
+name and lose their value, so a message still says which URL it was.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "****"
+# Lowercased query parameter names whose value is a credential (S3, GCS, Azure SAS, hubs, CDNs).
+_SENSITIVE_EXACT = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "auth",
+        "authorization",
+        "api_key",
+        "apikey",
+        "api-key",
+        "key",
+        "secret",
+        "client_secret",
+        "password",
+        "passwd",
+        "pwd",
+        "sig",
+        "signature",
+        "credential",
+        "session",
+        "session_id",
+        "sessionid",
+    }
+)
+_SENSITIVE_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-")
+_SENSITIVE_SUFFIXES = ("token", "secret", "password", "signature", "_key", "-key")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _sensitive(name: str) -> bool:
+    lowered = name.lower()
+    return (
+        lowered in _SENSITIVE_EXACT or lowered.startswith(_SENSITIVE_PREFIXES) or lowered.endswith(_SENSITIVE_SUFFIXES)
+    )
+
+
+def _redact_query(query: str) -> str:
+    pieces = []
+    for piece in query.split("&"):
+        name, sep, value = piece.partition("=")
+        pieces.append(f"{name}={MASK}" if sep and value and _sensitive(name) else piece)
+    return "&".join(pieces)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password (``user:****@``) or credential query values; other text unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, has_password, _password = userinfo.partition(":")
+        # A lone userinfo is usually a token (https://TOKEN@host): mask it too.
+        netloc = f"{user}:{MASK}@{host}" if has_password else f"{MASK}@{host}"
+    query = _redact_query(parts.query) if parts.query else parts.query
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside ``text`` redacted (error messages, warnings, JSON values)."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` with no userinfo at all: what is stored on the volume (an origin, a manifest's model id)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = _redact_query(parts.query) if parts.query else parts.query
+    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
