@@ -18,7 +18,7 @@ import pytest
 from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
-from volume_cli.errors import ModelError, UnsafeIdentifierError
+from volume_cli.errors import ConfigError, ModelError, UnsafeIdentifierError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.manifest import read_manifest, write_manifest
 from volume_cli.models.results import ModelDownloadError
@@ -339,3 +339,47 @@ def test_a_refusal_is_an_error_line_not_an_internal_error(
     assert "error:" in result.stderr and "refused file path" in result.stderr
     assert "next:" in result.stderr
     assert (volume.root / "python-deps" / "canary.txt").read_text() == "deps"
+
+
+# -- revisions in the config ------------------------------------------------------------------
+BAD_REVISIONS = [
+    "main/../../../../../python-deps",
+    "a/..",
+    "../x",
+    "a//b",
+    ".hidden",
+    "x/.git",
+    "refs.lock",
+    "a b",
+    "a:b",
+    "a~1",
+    "a^",
+    "a?",
+    "a*",
+    "a[b",
+    "-main",
+    "main/",
+    "main.",
+    "x@{1}",
+    "@",
+    "tab\there",
+]
+
+
+@pytest.mark.parametrize("source", ["huggingface", "modelscope"])
+@pytest.mark.parametrize("revision", BAD_REVISIONS, ids=[repr(value) for value in BAD_REVISIONS])
+def test_a_revision_that_is_not_a_git_ref_name_is_a_located_config_error(
+    make_project: ProjectMaker, source: str, revision: str
+) -> None:
+    key = "repo_id" if source == "huggingface" else "model_id"
+    with pytest.raises(ConfigError) as caught:
+        make_project([{"source": source, key: "org/tiny", "revision": revision}])
+
+    problem = caught.value.problems[0]
+    assert "project.yaml:" in problem and "revision" in problem, problem
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "release/2024-01", "0" * 40, "feature/x.y"])
+def test_ordinary_revisions_are_accepted(make_project: ProjectMaker, revision: str) -> None:
+    project = make_project([{"source": "huggingface", "repo_id": "org/tiny", "revision": revision}])
+    assert project.models[0].revision == revision  # type: ignore[union-attr]
