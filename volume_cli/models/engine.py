@@ -196,7 +196,7 @@ class Engine:
         if report.endpoints:
             manifest = manifest.model_copy(update={"endpoint": report.endpoints[-1]})
         write_manifest(self.context.layout, manifest)
-        remove_path(staging_dir(self.context.layout) / safe_key(spec.key))
+        remove_path(staging_dir(self.context.layout) / safe_key(spec.key), within=self.context.layout.models_dir)
         action = _ACTION_FOR_STATE.get(item.plan.state, "downloaded")
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)
 

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from volume_cli.config.model_sources import ModelScopeModel, ModelSpec
 from volume_cli.errors import ModelError
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path, staging_dir
+from volume_cli.models.fsops import check_inside, relative_symlink, remove_empty_parents, remove_path, staging_dir
 from volume_cli.models.http import HttpClient
 from volume_cli.models.identifiers import check_revision, check_sha256, check_size
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
@@ -150,7 +150,7 @@ class ModelScopeSource:
         damaged = set(previous.damaged) if previous else set()
         jobs = []
         for entry in listing.files:
-            final = physical / entry.path
+            final = check_inside(physical / check_repo_path(entry.path), self.cache)
             before = known.get(entry.path)
             unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
 
@@ -164,7 +164,7 @@ class ModelScopeSource:
                 FileJob(
                     file=entry,
                     final=final,
-                    partial=self._partial(ms.key, entry.path),
+                    partial=check_inside(self._partial(ms.key, entry.path), self.context.layout.models_dir),
                     url_for=url_for,
                     present=unchanged and _has_size(current_root / entry.path, entry.size),
                 )
