@@ -40,6 +40,7 @@ _SENSITIVE_EXACT = frozenset(
 _SENSITIVE_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-")
 _SENSITIVE_SUFFIXES = ("token", "secret", "password", "signature", "_key", "-key")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_LOOSE_PARAM = re.compile(r"([?&;]([A-Za-z0-9_.-]+)=)(?!\*\*\*\*)[^&\s'\"<>#]+")
 
 
 def _sensitive(name: str) -> bool:
@@ -75,11 +76,27 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def _redact_match(match: re.Match[str]) -> str:
+    url = match.group(0)
+    kept = url.rstrip(".,:;)]}")  # punctuation of the sentence around the URL stays outside it
+    return redact_url(kept) + url[len(kept) :]
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    return f"{match.group(1)}{MASK}" if _sensitive(match.group(2)) else match.group(0)
+
+
 def redact_text(text: str) -> str:
-    """Every URL inside ``text`` redacted (error messages, warnings, JSON values)."""
-    if "://" not in text:
-        return text
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    """Every URL inside ``text`` redacted (error messages, warnings, JSON values).
+
+    Query parameters outside a full URL are caught too: ``requests`` names
+    only the path and query in some errors ("Max retries exceeded with url: /f?token=...").
+    """
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(_redact_match, text)
+    if "=" in text:
+        text = _LOOSE_PARAM.sub(_redact_param, text)
+    return text
 
 
 def strip_credentials(url: str) -> str:

@@ -20,6 +20,7 @@ from rich.progress import (
 
 from volume_cli.cli.render import format_bytes, stderr_console
 from volume_cli.progress import Task
+from volume_cli.redact import redact_text
 
 PLAIN_INTERVAL_SECONDS = 5.0
 
@@ -72,7 +73,7 @@ class RichProgressView:
         stderr_console.print(f"  {message}", markup=False)
 
     def warn(self, message: str) -> None:
-        stderr_console.print(f"[bold yellow]warning:[/] {message}")
+        stderr_console.print(f"[bold yellow]warning:[/] {redact_text(message)}")
 
     def task(self, description: str, *, total: float | None = None, unit: str = "items") -> Task:
         self._start()
@@ -158,7 +159,7 @@ class PlainProgressView:
         self.emit(f"  {message}")
 
     def warn(self, message: str) -> None:
-        self.emit(f"warning: {message}")
+        self.emit(f"warning: {redact_text(message)}")
 
     def task(self, description: str, *, total: float | None = None, unit: str = "items") -> Task:
         return _PlainTask(self, description, total, unit)

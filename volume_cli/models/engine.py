@@ -21,6 +21,7 @@ from volume_cli.models.results import ModelAction, ModelOutcome
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, RemoteSource, SourceContext
 from volume_cli.models.urlsource import UrlSource, url_origin
 from volume_cli.progress import Task
+from volume_cli.redact import redact_text
 from volume_cli.store.lock import LeaseLock, LockRecord
 
 _ACTION_FOR_STATE: dict[str, ModelAction] = {
@@ -203,6 +204,7 @@ class Engine:
     def record_failure(self, spec: ModelSpec, exc: Exception) -> ModelOutcome:
         self.failures[spec.key] = exc
         message = str(exc) if isinstance(exc, VolumeCliError) else f"{type(exc).__name__}: {exc}"
+        message = redact_text(message)
         self.context.progress.warn(f"{spec.key}: {message}")
         return ModelOutcome(
             key=spec.key, source=spec.source, action="failed", requested_revision=_revision(spec), error=message
