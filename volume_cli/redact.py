@@ -105,3 +105,19 @@ def strip_credentials(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     query = _redact_query(parts.query) if parts.query else parts.query
     return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one terminal message: control characters shown escaped, continuation lines indented.
+
+    Hub answers end up in messages (a mirror's error text); a newline there
+    must not be able to start a line of its own ("next: curl ... | sh") and an
+    escape sequence must not repaint the terminal.
+    """
+    cleaned = "".join(char if char == "\n" or char.isprintable() else f"\\x{ord(char):02x}" for char in text)
+    return cleaned.replace("\n", "\n  ")
+
+
+def shown(text: str) -> str:
+    """What every ``error:``/``warning:`` line prints: credentials masked, control characters neutralised."""
+    return printable(redact_text(text))

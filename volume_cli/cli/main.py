@@ -8,12 +8,13 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from volume_cli import __version__
 from volume_cli.cli.commands import consumer, deps, models, projects, status, volume
 from volume_cli.cli.render import stderr_console
 from volume_cli.errors import VolumeCliError
-from volume_cli.redact import redact_text
+from volume_cli.redact import shown
 
 DEBUG_ENV = "VOLUME_CLI_DEBUG"
 
@@ -61,13 +62,13 @@ def _debug_enabled() -> bool:
 
 
 def report_error(error: VolumeCliError) -> None:
-    stderr_console.print(f"[bold red]error:[/] {redact_text(error.message)}", markup=True, highlight=False)
+    stderr_console.print(f"[bold red]error:[/] {escape(shown(error.message))}", markup=True, highlight=False)
     problems = getattr(error, "problems", None)
     if problems and len(problems) > 1:
         for problem in problems:
-            stderr_console.print(f"  - {redact_text(problem)}", markup=False, highlight=False)
+            stderr_console.print(f"  - {shown(problem)}", markup=False, highlight=False)
     if error.hint:
-        stderr_console.print(f"[bold]next:[/] {redact_text(error.hint)}", markup=True, highlight=False)
+        stderr_console.print(f"[bold]next:[/] {escape(shown(error.hint))}", markup=True, highlight=False)
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -88,7 +89,7 @@ def run(argv: list[str] | None = None) -> None:
         if _debug_enabled():
             raise
         stderr_console.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {redact_text(str(error))}",
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(shown(str(error)))}",
             markup=True,
             highlight=False,
         )

@@ -57,6 +57,14 @@ def check_inside(path: Path, base: Path) -> Path:
     return path
 
 
+def is_inside(path: Path, base: Path) -> bool:
+    try:
+        check_inside(path, base)
+    except UnsafePathError:
+        return False
+    return True
+
+
 def open_partial_for_append(path: Path) -> int:
     """A descriptor appending to ``path``, refusing to follow a symlink planted there (O_NOFOLLOW)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -50,6 +50,9 @@ from volume_cli.models.sources import (
 from volume_cli.models.tokens import auth_headers, hf_token
 from volume_cli.store.atomic import atomic_write_text
 
+# 1000 entries a page on the Hub: far beyond the largest repositories.
+_MAX_TREE_PAGES = 10_000
+
 
 def repo_folder(hub_cache: Path, spec: HuggingFaceModel) -> Path:
     return hub_cache / f"{spec.repo_type}s--{spec.repo_id.replace('/', '--')}"
@@ -133,7 +136,11 @@ class HuggingFaceSource:
     ) -> list[RemoteFile]:
         files: list[RemoteFile] = []
         url: str | None = f"{self._api_base(endpoint, spec)}/tree/{commit}?recursive=true"
+        seen: set[str] = set()
         while url:
+            if url in seen or len(seen) >= _MAX_TREE_PAGES:
+                raise refuse("tree pagination (it loops)", url)  # a mirror must not keep us listing forever
+            seen.add(url)
             data, headers = http.get_json(url, headers=auth_headers("huggingface", endpoint, url, token))
             if not isinstance(data, list):
                 raise refuse("tree listing", data)

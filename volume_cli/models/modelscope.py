@@ -20,8 +20,9 @@ from urllib.parse import quote
 
 from volume_cli.config.model_sources import ModelScopeModel, ModelSpec
 from volume_cli.errors import ModelError
+from volume_cli.models import fsops
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import check_inside, relative_symlink, remove_empty_parents, remove_path, staging_dir
+from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path, staging_dir
 from volume_cli.models.http import HttpClient
 from volume_cli.models.identifiers import check_revision, check_sha256, check_size
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
@@ -124,7 +125,7 @@ class ModelScopeSource:
             return
         desired = self.layout_for(ms.model_id, ms.revision)
         old = self.context.layout.absolute(previous.target)
-        if old == desired.physical or not old.is_dir() or old.is_symlink():
+        if old == desired.physical or not old.is_dir() or old.is_symlink() or not fsops.is_inside(old, self.cache):
             return
         remove_path(desired.physical)  # our old link to the copy, or a stale copy a client left there
         desired.physical.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ class ModelScopeSource:
         damaged = set(previous.damaged) if previous else set()
         jobs = []
         for entry in listing.files:
-            final = check_inside(physical / check_repo_path(entry.path), self.cache)
+            final = fsops.check_inside(physical / check_repo_path(entry.path), self.cache)
             before = known.get(entry.path)
             unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
 
@@ -164,7 +165,7 @@ class ModelScopeSource:
                 FileJob(
                     file=entry,
                     final=final,
-                    partial=check_inside(self._partial(ms.key, entry.path), self.context.layout.models_dir),
+                    partial=fsops.check_inside(self._partial(ms.key, entry.path), self.context.layout.models_dir),
                     url_for=url_for,
                     present=unchanged and _has_size(current_root / entry.path, entry.size),
                 )
@@ -181,6 +182,8 @@ class ModelScopeSource:
         for entry in previous.files if previous else []:
             if entry.path not in wanted:
                 stale = physical / entry.path
+                if not fsops.is_inside(stale, physical) or ".." in entry.path.split("/"):
+                    continue  # an old manifest naming a path outside is never obeyed
                 stale.unlink(missing_ok=True)
                 remove_empty_parents(stale.parent, physical)
         self._write_client_index(ms, listing, physical)
@@ -189,7 +192,7 @@ class ModelScopeSource:
             relative_symlink(link, physical)
         for old_link in previous.links if previous else []:
             path = layout.absolute(old_link)
-            if path not in desired.links and path.is_symlink():
+            if path not in desired.links and path.is_symlink() and fsops.is_inside(path, self.cache):
                 path.unlink()
         return ModelManifest(
             key=ms.key,

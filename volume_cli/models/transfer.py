@@ -168,6 +168,12 @@ class _FileJob:
                     raise TransientFailure(self.client.describe(exc)) from None
                 if not chunk:
                     break
+                if self.size is not None and self.written + len(chunk) > self.size:
+                    # More bytes than the listing promised: stop before a hostile server fills the volume.
+                    actual = self.written + len(chunk)
+                    handle.close()
+                    self._restart()
+                    raise ChecksumMismatch(f"{self.size} bytes", f"at least {actual} bytes")
                 handle.write(chunk)  # a disk error here is not retried: it is not the network's fault
                 self.hasher.update(chunk)
                 self.written += len(chunk)
