@@ -266,3 +266,19 @@ def test_gc_never_empties_a_planted_staging_link(layout: VolumeLayout, outside: 
     models.gc(layout=layout, referenced_keys=[])
 
     assert _tree(outside) == before
+
+
+def test_a_planted_hard_link_at_the_partial_is_not_appended_to(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker, outside: Path
+) -> None:
+    hub.add_hf_repo("org/tiny", files=FILES)
+    project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
+    (outside / "small.log").write_bytes(b"s" * 100)
+    before = _tree(outside)
+    partial = layout.hf_hub_cache / REPO / "blobs" / f"{hashlib.sha256(WEIGHTS).hexdigest()}.incomplete"
+    partial.parent.mkdir(parents=True)
+    os.link(outside / "small.log", partial)
+
+    _hf(hub, layout, project)
+
+    assert _tree(outside) == before

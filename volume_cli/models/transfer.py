@@ -102,8 +102,9 @@ class _FileJob:
             info = os.lstat(self.partial)
         except FileNotFoundError:
             return
-        if not stat.S_ISREG(info.st_mode):
-            # A symlink planted at the partial's name is dropped as a link: its target is never read or appended to.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            # A symlink (or a hard link) planted at the partial's name is dropped as a link: the file it
+            # shares bytes with is never read or appended to.
             remove_path(self.partial)
             return
         existing = info.st_size
