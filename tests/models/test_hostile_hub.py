@@ -498,3 +498,22 @@ def test_an_old_modelscope_manifest_naming_paths_outside_is_never_obeyed(
     with contextlib.suppress(ModelError):
         models.download(layout=volume, project=project, modelscope_endpoints=[hub.url], **FAST)
     assert (volume.root / "python-deps" / "canary.txt").read_text() == "deps"
+
+
+def test_a_capped_modelscope_listing_that_loops_is_refused(
+    hub: FakeHub, volume: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    """Above 3000 entries the listing is walked folder by folder: a folder listed inside itself must end it."""
+    hub.add_ms_repo("owner/big", files={f"shard/{index:04d}.txt": b"x" for index in range(3000)})
+    project = make_project([{"source": "modelscope", "model_id": "owner/big"}])
+
+    def loop(body: dict[str, Any]) -> dict[str, Any]:
+        body["Data"]["Files"].append({"Type": "tree", "Path": "shard", "Name": "shard"})  # itself again
+        return body
+
+    hub.tamper_json(loop, match="Recursive=False&Root=shard")
+
+    with pytest.raises(ModelDownloadError) as caught:
+        models.download(layout=volume, project=project, modelscope_endpoints=[hub.url], **FAST)
+
+    assert isinstance(caught.value.failures["modelscope/owner/big"], UnsafeIdentifierError)

@@ -81,3 +81,11 @@ def check_revision(value: Any) -> str:
     if not isinstance(value, str) or git_ref_problem(value) is not None:
         raise refuse("revision", value)
     return value
+
+
+def check_subfolder(parent: str | None, value: Any) -> str:
+    """A folder a listing says is inside ``parent``: strictly below it, so walking the listing always ends."""
+    path = check_repo_path(value)
+    if parent is not None and not path.startswith(parent + "/"):
+        raise refuse(f"sub-folder of {parent!r}", value)
+    return path

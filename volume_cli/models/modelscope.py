@@ -24,7 +24,7 @@ from volume_cli.models import fsops
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path, staging_dir
 from volume_cli.models.http import HttpClient
-from volume_cli.models.identifiers import check_revision, check_sha256, check_size
+from volume_cli.models.identifiers import check_revision, check_sha256, check_size, check_subfolder
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
 from volume_cli.models.mslayout import MsLayout, plan_layout
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext, check_repo_path, filter_paths
@@ -87,7 +87,7 @@ class ModelScopeSource:
                 found = []  # capped: list this folder shallowly and walk its sub-folders
                 for entry in page(root, False):
                     if entry.get("Type") == "tree":
-                        found += walk(str(entry["Path"]))
+                        found += walk(check_subfolder(root, entry.get("Path")))
                     else:
                         found.append(entry)
                 return found
