@@ -193,3 +193,19 @@ def test_redact_url(url: str) -> None:
 def test_redact_text_catches_a_query_without_its_host() -> None:
     text = "HTTPConnectionPool(host='h', port=1): Max retries exceeded with url: /f?token=abc&x=1 (Caused by ...)"
     assert "abc" not in redact_text(text) and "x=1" in redact_text(text)
+
+
+def test_a_rotated_signature_or_password_is_the_same_model(
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker
+) -> None:
+    """The spec hash on the volume is taken without credentials: a new signed URL is no reason to re-download."""
+    hub.add_hf_repo("org/tiny", files={"w.bin": WEIGHTS})
+    base = f"http://u:{{}}@127.0.0.1:{hub.port}/org/tiny/resolve/main/w.bin?X-Amz-Signature={{}}"
+    project = make_project([{"source": "url", "url": base.format("one", "sig1"), "dest": "w.bin"}])
+    models.download(layout=layout, project=project, **FAST)
+    rotated = make_project([{"source": "url", "url": base.format("two", "sig2"), "dest": "w.bin"}])
+    hub.clear_requests()
+
+    [outcome] = models.download(layout=layout, project=rotated, **FAST).models
+
+    assert outcome.action == "present" and hub.requests == []

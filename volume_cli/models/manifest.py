@@ -122,7 +122,11 @@ def all_manifests(layout: VolumeLayout) -> list[ModelManifest]:
 
 def spec_hash(spec: ModelSpec) -> str:
     """Identity of a model entry: any change to it (revision, patterns, URL, dest) means re-plan."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = spec.model_dump(mode="json")
+    if isinstance(data.get("url"), str):
+        # Not even a hash of a password goes on the shared volume; a rotated signature is the same file.
+        data["url"] = strip_credentials(data["url"])
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
