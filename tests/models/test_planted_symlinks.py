@@ -180,13 +180,15 @@ def test_a_local_import_never_writes_through_a_planted_folder_link(
     assert _tree(outside) == before
 
 
+@pytest.mark.parametrize("where", ["models/owner", "hub", "owner"])
 def test_a_modelscope_model_never_writes_through_a_planted_folder_link(
-    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker, outside: Path
+    hub: FakeHub, layout: VolumeLayout, make_project: ProjectMaker, outside: Path, where: str
 ) -> None:
+    """The real copy's folder, and the folders of the links made for other releases' layouts."""
     hub.add_ms_repo("owner/tiny", files={"configuration.json": b"{}", "w.bin": b"w" * 3000})
     project = make_project([{"source": "modelscope", "model_id": "owner/tiny"}])
     before = _tree(outside)
-    _plant(layout.modelscope_cache / "models" / "owner", outside)
+    _plant(layout.modelscope_cache / where, outside)
 
     with pytest.raises(ModelDownloadError) as caught:
         models.download(layout=layout, project=project, modelscope_endpoints=[hub.url], **FAST)

@@ -189,7 +189,7 @@ class ModelScopeSource:
         self._write_client_index(ms, listing, physical)
         layout = self.context.layout
         for link in desired.links:
-            relative_symlink(link, physical)
+            relative_symlink(fsops.check_inside(link, self.cache), physical)
         for old_link in previous.links if previous else []:
             path = layout.absolute(old_link)
             if path not in desired.links and path.is_symlink() and fsops.is_inside(path, self.cache):
