@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 
 from volume_cli.errors import LockHeldError, UnsafePathError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import check_inside, remove_empty_parents, remove_path, staging_dir, tree_bytes
+from volume_cli.models.fsops import check_inside, is_inside, remove_empty_parents, remove_path, staging_dir, tree_bytes
 from volume_cli.models.manifest import ModelManifest, all_manifests, delete_manifest, model_lock_path, safe_key
 from volume_cli.models.results import GcResult, RemovedModel
 from volume_cli.progress import NullProgress, Progress
@@ -61,6 +61,9 @@ def _remove_all(
     removed = []
     for manifest in manifests:
         target = layout.absolute(manifest.target)
+        if not is_inside(target, layout.models_dir):
+            progress.warn(f"{manifest.key}: not removed, its folder {target} is outside {layout.models_dir}")
+            continue
         if dry_run:
             removed.append(RemovedModel(manifest.key, tree_bytes(target), manifest.target))
             continue
@@ -83,8 +86,8 @@ def _remove_model(layout: VolumeLayout, manifest: ModelManifest) -> int:
     delete_manifest(layout, manifest.key)
     for link in manifest.links:
         path = layout.absolute(link)
-        if path.is_symlink():
-            check_inside(path, layout.models_dir).unlink()
+        if path.is_symlink() and is_inside(path, layout.models_dir):
+            path.unlink()
             remove_empty_parents(path.parent, layout.models_dir)
     remove_path(target, within=layout.models_dir)
     remove_empty_parents(target.parent, layout.models_dir)
