@@ -252,6 +252,8 @@ MS_CASES: dict[str, dict[str, Any]] = {
     "path-absolute": {"Path": "/etc/evil"},
     "path-backslash": {"Path": "a\\..\\evil"},
     "path-inner-dotdot": {"Path": "sub/../../evil"},
+    "path-missing": {"Path": None},
+    "path-number": {"Path": 7},
     "size-negative": {"Size": -5},
     "size-text": {"Size": "lots"},
     "size-huge": {"Size": 2**62},

@@ -96,8 +96,8 @@ class ModelScopeSource:
 
         entries, endpoint = pool.call(fetch)
         files = {
-            str(entry["Path"]): RemoteFile(
-                path=check_repo_path(str(entry["Path"])),
+            str(entry.get("Path")): RemoteFile(
+                path=check_repo_path(entry.get("Path")),
                 size=check_size(entry.get("Size") or 0),
                 sha256=check_sha256(entry["Sha256"]) if entry.get("Sha256") else None,
                 revision=check_revision(entry["Revision"]) if entry.get("Revision") else None,
