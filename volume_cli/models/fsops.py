@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import uuid
 from pathlib import Path
 
@@ -39,22 +38,35 @@ def disk_free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def check_inside(path: Path, base: Path) -> Path:
+def check_inside(path: Path, base: Path, *, known: set[Path] | None = None) -> Path:
     """Refuse ``path`` unless its folder, with every symlink followed, is ``base`` or under it.
 
     The last component is deliberately not followed: a link there is replaced
     or removed as a link. A planted link anywhere above it (``models--x``,
     ``blobs``, the staging folder, a URL model's parent folder) or a ``..``
     from a manifest would otherwise make a write or a removal land outside.
+    ``known`` holds folders already checked in this step: resolving costs one
+    round trip per path component on a network file system, so each folder is
+    resolved once per model, not once per file.
     """
+    if path.name in ("", ".", ".."):
+        raise _outside(path, base)
+    if known is not None and path.parent in known:
+        return path
     real_base = os.path.realpath(base)
     real_parent = os.path.realpath(path.parent)
-    if path.name in ("", ".", "..") or (real_parent != real_base and not real_parent.startswith(real_base + os.sep)):
-        raise UnsafePathError(
-            f"refused to touch {path}: it resolves outside {base} (a symlink or '..' points elsewhere)",
-            hint=f"remove the planted link, or check what points outside {base}",
-        )
+    if real_parent != real_base and not real_parent.startswith(real_base + os.sep):
+        raise _outside(path, base)
+    if known is not None:
+        known.add(path.parent)
     return path
+
+
+def _outside(path: Path, base: Path) -> UnsafePathError:
+    return UnsafePathError(
+        f"refused to touch {path}: it resolves outside {base} (a symlink or '..' points elsewhere)",
+        hint=f"remove the planted link, or check what points outside {base}",
+    )
 
 
 def is_inside(path: Path, base: Path) -> bool:
@@ -76,14 +88,6 @@ def open_partial_for_append(path: Path) -> int:
                 f"refused to write through the symlink {path}", hint="remove the planted link and run again"
             ) from exc
         raise
-
-
-def is_regular_file(path: Path) -> bool:
-    """A regular file itself, not a symlink to one (a planted link must not count as a present file)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def relative_symlink(link: Path, target: Path) -> None:

@@ -18,6 +18,7 @@ itself resumes from.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from urllib.parse import quote
 from volume_cli.config.model_sources import HuggingFaceModel, ModelSpec
 from volume_cli.errors import ModelError, UnsafeIdentifierError
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import check_inside, is_regular_file, relative_symlink, remove_empty_parents, remove_path
+from volume_cli.models.fsops import check_inside, relative_symlink, remove_empty_parents, remove_path
 from volume_cli.models.http import HttpClient
 from volume_cli.models.identifiers import (
     HINT,
@@ -163,9 +164,10 @@ class HuggingFaceSource:
         commit = check_commit(listing.resolved_commit or hf.revision)
         damaged = set(previous.damaged) if previous else set()
         jobs = []
+        known: set[Path] = set()
         for entry in listing.files:
-            blob = check_inside(blobs / _blob_id(entry), self.hub_cache)
-            partial = check_inside(blob.with_name(blob.name + ".incomplete"), self.hub_cache)
+            blob = check_inside(blobs / _blob_id(entry), self.hub_cache, known=known)
+            partial = check_inside(blob.with_name(blob.name + ".incomplete"), self.hub_cache, known=known)
 
             def url_for(endpoint: str, path: str = entry.path) -> str:
                 return f"{endpoint}/{prefix}{hf.repo_id}/resolve/{commit}/{quote(path)}"
@@ -188,8 +190,9 @@ class HuggingFaceSource:
         folder = repo_folder(self.hub_cache, hf)
         commit = check_commit(listing.resolved_commit or hf.revision)
         snapshot = folder / "snapshots" / commit
+        known: set[Path] = set()
         for entry in listing.files:
-            link = check_inside(snapshot / check_repo_path(entry.path), self.hub_cache)
+            link = check_inside(snapshot / check_repo_path(entry.path), self.hub_cache, known=known)
             relative_symlink(link, folder / "blobs" / _blob_id(entry))
         if not is_pinned(hf.revision):
             refs = check_inside(folder / "refs" / check_revision(hf.revision), self.hub_cache)
@@ -242,10 +245,12 @@ class HuggingFaceSource:
 
 
 def _has_size(path: Path, size: int | None) -> bool:
+    """One ``lstat``: a regular file of the listed size (a planted link is not the blob)."""
     try:
-        return size is not None and is_regular_file(path) and os.lstat(path).st_size == size
+        info = os.lstat(path)
     except OSError:
         return False
+    return size is not None and stat.S_ISREG(info.st_mode) and info.st_size == size
 
 
 def _next_link(header: str) -> str | None:

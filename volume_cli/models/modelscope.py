@@ -150,8 +150,9 @@ class ModelScopeSource:
         known = {entry.path: entry for entry in previous.files} if previous else {}
         damaged = set(previous.damaged) if previous else set()
         jobs = []
+        checked: set[Path] = set()
         for entry in listing.files:
-            final = fsops.check_inside(physical / check_repo_path(entry.path), self.cache)
+            final = fsops.check_inside(physical / check_repo_path(entry.path), self.cache, known=checked)
             before = known.get(entry.path)
             unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
 
@@ -165,7 +166,9 @@ class ModelScopeSource:
                 FileJob(
                     file=entry,
                     final=final,
-                    partial=fsops.check_inside(self._partial(ms.key, entry.path), self.context.layout.models_dir),
+                    partial=fsops.check_inside(
+                        self._partial(ms.key, entry.path), self.context.layout.models_dir, known=checked
+                    ),
                     url_for=url_for,
                     present=unchanged and _has_size(current_root / entry.path, entry.size),
                 )
