@@ -21,6 +21,11 @@ request target, path plus query, e.g. ``"/resolve/"`` or ``"FilePath=model"``;
     hub.truncate_next(n, match=None, after_bytes=0)   # full Content-Length, close after N body bytes
     hub.throttle(bytes_per_sec)                       # None/0 disables
 
+A hostile mirror (for the trust tests):
+
+    hub.tamper_json(fn, match=None, n=None)           # every matching JSON answer becomes fn(answer)
+    hub.redirect(location, match=None, n=None)        # answer 302 to any location (file://, another host...)
+
 See NOTES.md for the endpoints and what each client version calls.
 """
 
