@@ -128,3 +128,14 @@ class IndexUnreachableError(InstallError):
 
 class HookError(VolumeCliError):
     """A project plugin's hook (after_models) raised; what it was meant to finish is not done."""
+
+
+class UnsafeIdentifierError(ModelError):
+    """A hub, mirror or manifest gave a commit, blob id, file path or size that is not what it claims to be.
+
+    Raised before any path is built from it, so nothing was written or removed.
+    """
+
+
+class UnsafePathError(ModelError):
+    """A path about to be written or removed resolves outside the volume's models folder (a planted symlink)."""

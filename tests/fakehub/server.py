@@ -21,6 +21,11 @@ request target, path plus query, e.g. ``"/resolve/"`` or ``"FilePath=model"``;
     hub.truncate_next(n, match=None, after_bytes=0)   # full Content-Length, close after N body bytes
     hub.throttle(bytes_per_sec)                       # None/0 disables
 
+A hostile mirror (for the trust tests):
+
+    hub.tamper_json(fn, match=None, n=None)           # every matching JSON answer becomes fn(answer)
+    hub.redirect(location, match=None, n=None)        # answer 302 to any location (file://, another host...)
+
 See NOTES.md for the endpoints and what each client version calls.
 """
 
@@ -127,6 +132,8 @@ class _Rule:
     after_bytes: int = 0
     retry_after: float | None = None
     release: threading.Event = field(default_factory=threading.Event)
+    transform: object = None  # "tamper": a function from the JSON answer to what a hostile mirror sends
+    location: str = ""  # "redirect": where to send the client
 
     def matches(self, method: str, target: str) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -256,6 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
                 resp = hub._route(method, self.path, self.headers, body)
             except Exception as exc:  # never kill the handler thread silently
                 resp = _json(500, {"error": f"fakehub internal error: {exc!r}"})
+            resp = hub._malicious(method, target, resp)
         self._send(method, target, resp)
 
     def _abort(self) -> None:
@@ -448,6 +456,28 @@ class FakeHub:
         with self._lock:
             self._rules.clear()
         self._throttle_bps = None
+
+    # -- malicious modes (a hostile mirror) ------------------------------------------
+    def tamper_json(self, transform, match: str | None = None, *, n: int | None = None) -> None:
+        """Pass every matching JSON answer through ``transform(obj) -> obj`` (a lying mirror)."""
+        with self._lock:
+            self._rules.append(_Rule("tamper", n, match, None, transform=transform))
+
+    def redirect(self, location: str, match: str | None = None, *, n: int | None = None, status: int = 302) -> None:
+        """Answer matching requests with a redirect to ``location`` (any scheme, any host)."""
+        with self._lock:
+            self._rules.append(_Rule("redirect", n, match, None, status=status, location=location))
+
+    def _malicious(self, method: str, target: str, resp: _Response) -> _Response:
+        rule = self._take_rule(method, target, ("redirect",))
+        if rule is not None:
+            return _Response(rule.status, {"Location": rule.location}, b"")
+        rule = self._take_rule(method, target, ("tamper",))
+        if rule is None or not resp.headers.get("Content-Type", "").startswith("application/json"):
+            return resp
+        data = rule.transform(json.loads(resp.body))  # type: ignore[operator]
+        headers = {k: v for k, v in resp.headers.items() if k != "Content-Length"}
+        return _Response(resp.status, headers, json.dumps(data).encode())
 
     def _take_rule(self, method: str, target: str, kinds: tuple) -> _Rule | None:
         with self._lock:

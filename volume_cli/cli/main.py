@@ -11,11 +11,13 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from volume_cli import __version__
 from volume_cli.cli.commands import consumer, deps, models, projects, status, volume
 from volume_cli.cli.render import stderr_console
 from volume_cli.errors import Terminated, VolumeCliError
+from volume_cli.redact import shown
 
 DEBUG_ENV = "VOLUME_CLI_DEBUG"
 
@@ -63,13 +65,13 @@ def _debug_enabled() -> bool:
 
 
 def report_error(error: VolumeCliError) -> None:
-    stderr_console.print(f"[bold red]error:[/] {error.message}", markup=True, highlight=False)
+    stderr_console.print(f"[bold red]error:[/] {escape(shown(error.message))}", markup=True, highlight=False)
     problems = getattr(error, "problems", None)
     if problems and len(problems) > 1:
         for problem in problems:
-            stderr_console.print(f"  - {problem}", markup=False, highlight=False)
+            stderr_console.print(f"  - {shown(problem)}", markup=False, highlight=False)
     if error.hint:
-        stderr_console.print(f"[bold]next:[/] {error.hint}", markup=True, highlight=False)
+        stderr_console.print(f"[bold]next:[/] {escape(shown(error.hint))}", markup=True, highlight=False)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -128,7 +130,9 @@ def run(argv: list[str] | None = None) -> None:
         if _debug_enabled():
             raise
         stderr_console.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {error}", markup=True, highlight=False
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(shown(str(error)))}",
+            markup=True,
+            highlight=False,
         )
         stderr_console.print(f"[bold]next:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it")
         sys.exit(1)

@@ -7,6 +7,7 @@ import threading
 import time
 from types import TracebackType
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,6 +21,7 @@ from rich.progress import (
 
 from volume_cli.cli.render import format_bytes, stderr_console
 from volume_cli.progress import Task
+from volume_cli.redact import shown
 
 PLAIN_INTERVAL_SECONDS = 5.0
 
@@ -72,7 +74,7 @@ class RichProgressView:
         stderr_console.print(f"  {message}", markup=False)
 
     def warn(self, message: str) -> None:
-        stderr_console.print(f"[bold yellow]warning:[/] {message}")
+        stderr_console.print(f"[bold yellow]warning:[/] {escape(shown(message))}")
 
     def task(self, description: str, *, total: float | None = None, unit: str = "items") -> Task:
         self._start()
@@ -158,7 +160,7 @@ class PlainProgressView:
         self.emit(f"  {message}")
 
     def warn(self, message: str) -> None:
-        self.emit(f"warning: {message}")
+        self.emit(f"warning: {shown(message)}")
 
     def task(self, description: str, *, total: float | None = None, unit: str = "items") -> Task:
         return _PlainTask(self, description, total, unit)

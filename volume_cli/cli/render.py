@@ -18,6 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
+from volume_cli.redact import redact_text
+
 stdout_console = Console(highlight=False, soft_wrap=True)
 if not stdout_console.is_terminal and "COLUMNS" not in os.environ:
     # Piped into a file or a log: rich would wrap tables at 80 columns.
@@ -72,7 +74,7 @@ def _json_properties(cls: type) -> list[str]:
 
 def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(to_jsonable(result), indent=2, sort_keys=False) + "\n")
+        sys.stdout.write(redact_text(json.dumps(to_jsonable(result), indent=2, sort_keys=False)) + "\n")
         sys.stdout.flush()
     else:
         human(stdout_console)

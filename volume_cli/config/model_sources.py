@@ -40,6 +40,30 @@ def _check_sha256(value: str | None) -> str | None:
     return lowered
 
 
+def git_ref_problem(value: str) -> str | None:
+    """Why ``value`` is not a safe git ref name (``git check-ref-format`` rules), or None when it is."""
+    if not value or len(value) > 200:
+        return "must be 1 to 200 characters"
+    if value.startswith(("/", "-")) or value.endswith(("/", ".")):
+        return "may not start with '/' or '-' or end with '/' or '.'"
+    if any(ord(char) < 33 or ord(char) == 127 for char in value) or re.search(r"[~^:?*\[\\]", value):
+        return "may not contain spaces, control characters or any of ~ ^ : ? * [ \\"
+    if ".." in value or "//" in value or "@{" in value or value == "@":
+        return "may not contain '..', '//' or '@{'"
+    for part in value.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return "no part may start with '.' or end with '.lock'"
+    return None
+
+
+def _check_revision(value: str) -> str:
+    """A branch, tag or commit: it names a ``refs`` file and a snapshot folder, so git's ref rules apply."""
+    problem = git_ref_problem(value)
+    if problem is not None:
+        raise ValueError(f"revision {value!r} is not a valid branch, tag or commit name: it {problem}")
+    return value
+
+
 def _check_url(value: str) -> str:
     if not re.match(r"^https?://\S+$", value):
         raise ValueError(f"url must start with http:// or https://, got {value!r}")
@@ -50,7 +74,8 @@ HubId = Annotated[str, AfterValidator(_check_repo_id)]
 RelativeDest = Annotated[str, AfterValidator(_check_relative_dest)]
 Sha256 = Annotated[str | None, AfterValidator(_check_sha256)]
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
-Revision = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s/\\][^\s\\]*$")]
+Revision = Annotated[str, AfterValidator(_check_revision)]
+EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 
 
 class HuggingFaceModel(StrictModel):
@@ -83,6 +108,10 @@ class UrlModel(StrictModel):
     url: HttpUrl
     dest: RelativeDest
     sha256: Sha256 = None
+    token_env: EnvVarName | None = Field(
+        default=None,
+        description="Environment variable holding a token sent as 'Authorization: Bearer', to the URL's host only",
+    )
 
     @property
     def key(self) -> str:

@@ -21,6 +21,7 @@ from volume_cli.models.results import ModelAction, ModelOutcome
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, RemoteSource, SourceContext
 from volume_cli.models.urlsource import UrlSource, url_origin
 from volume_cli.progress import Task
+from volume_cli.redact import redact_text
 from volume_cli.store.lock import LeaseLock, LockRecord
 
 _ACTION_FOR_STATE: dict[str, ModelAction] = {
@@ -199,13 +200,14 @@ class Engine:
         write_manifest(self.context.layout, manifest)
         if isinstance(adapter, ModelScopeSource):
             adapter.publish(spec, manifest, current)  # the switch comes after the manifest: a kill converges forward
-        remove_path(staging_dir(self.context.layout) / safe_key(spec.key))
+        remove_path(staging_dir(self.context.layout) / safe_key(spec.key), within=self.context.layout.models_dir)
         action = _ACTION_FOR_STATE.get(item.plan.state, "downloaded")
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)
 
     def record_failure(self, spec: ModelSpec, exc: Exception) -> ModelOutcome:
         self.failures[spec.key] = exc
         message = str(exc) if isinstance(exc, VolumeCliError) else f"{type(exc).__name__}: {exc}"
+        message = redact_text(message)
         self.context.progress.warn(f"{spec.key}: {message}")
         return ModelOutcome(
             key=spec.key, source=spec.source, action="failed", requested_revision=_revision(spec), error=message

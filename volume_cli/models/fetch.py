@@ -16,6 +16,7 @@ from volume_cli.models.sources import FileJob
 from volume_cli.models.tokens import auth_headers
 from volume_cli.models.transfer import ChecksumMismatch, Fetched, fetch_to_partial
 from volume_cli.progress import Task
+from volume_cli.redact import redact_text
 
 _STATUS_HINTS = {
     401: "the repository is private or gated: set HF_TOKEN / MODELSCOPE_API_TOKEN (or log in) and accept its terms",
@@ -25,7 +26,7 @@ _STATUS_HINTS = {
 
 
 def status_error(key: str, exc: HttpStatusError) -> DownloadError:
-    return DownloadError(f"{key}: {exc}", hint=_STATUS_HINTS.get(exc.status))
+    return DownloadError(redact_text(f"{key}: {exc}"), hint=_STATUS_HINTS.get(exc.status))
 
 
 class ByteCounter:
@@ -77,7 +78,7 @@ def fetch_files(
             return fetch_to_partial(
                 http,
                 url,
-                headers=auth_headers(source, endpoint, url, token),
+                headers={**auth_headers(source, endpoint, url, token), **job.headers},
                 partial=job.partial,
                 size=job.file.size,
                 checksum=job.file.checksum,

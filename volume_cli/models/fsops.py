@@ -15,6 +15,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from volume_cli.errors import UnsafePathError
 from volume_cli.layout import VolumeLayout
 
 STAGING_NAME = ".volume-cli-staging"
@@ -39,6 +40,58 @@ def disk_free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def check_inside(path: Path, base: Path, *, known: set[Path] | None = None) -> Path:
+    """Refuse ``path`` unless its folder, with every symlink followed, is ``base`` or under it.
+
+    The last component is deliberately not followed: a link there is replaced
+    or removed as a link. A planted link anywhere above it (``models--x``,
+    ``blobs``, the staging folder, a URL model's parent folder) or a ``..``
+    from a manifest would otherwise make a write or a removal land outside.
+    ``known`` holds folders already checked in this step: resolving costs one
+    round trip per path component on a network file system, so each folder is
+    resolved once per model, not once per file.
+    """
+    if path.name in ("", ".", ".."):
+        raise _outside(path, base)
+    if known is not None and path.parent in known:
+        return path
+    real_base = os.path.realpath(base)
+    real_parent = os.path.realpath(path.parent)
+    if real_parent != real_base and not real_parent.startswith(real_base + os.sep):
+        raise _outside(path, base)
+    if known is not None:
+        known.add(path.parent)
+    return path
+
+
+def _outside(path: Path, base: Path) -> UnsafePathError:
+    return UnsafePathError(
+        f"refused to touch {path}: it resolves outside {base} (a symlink or '..' points elsewhere)",
+        hint=f"remove the planted link, or check what points outside {base}",
+    )
+
+
+def is_inside(path: Path, base: Path) -> bool:
+    try:
+        check_inside(path, base)
+    except UnsafePathError:
+        return False
+    return True
+
+
+def open_partial_for_append(path: Path) -> int:
+    """A descriptor appending to ``path``, refusing to follow a symlink planted there (O_NOFOLLOW)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnsafePathError(
+                f"refused to write through the symlink {path}", hint="remove the planted link and run again"
+            ) from exc
+        raise
+
+
 def relative_symlink(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` with a relative path, replacing what is there atomically."""
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +112,14 @@ def relative_symlink(link: Path, target: Path) -> None:
         raise
 
 
-def remove_path(path: Path) -> None:
-    """Remove a file, symlink or folder; folders are renamed aside first so readers never see half of one."""
+def remove_path(path: Path, *, within: Path | None = None) -> None:
+    """Remove a file, symlink or folder; folders are renamed aside first so readers never see half of one.
+
+    A symlink is removed as a link, never followed; with ``within``, a path
+    that resolves outside that folder is refused instead of removed.
+    """
+    if within is not None:
+        check_inside(path, within)
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
         return
@@ -131,7 +190,7 @@ def tree_bytes(path: Path) -> int:
 def remove_empty_parents(path: Path, stop: Path) -> None:
     """Remove empty folders from ``path`` up to (not including) ``stop``."""
     current = path
-    while current != stop and stop in current.parents:
+    while current != stop and stop in current.parents and not current.is_symlink():
         try:
             current.rmdir()
         except OSError:

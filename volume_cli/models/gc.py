@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable
 
-from volume_cli.errors import LockHeldError
+from volume_cli.errors import LockHeldError, UnsafePathError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import remove_empty_parents, remove_path, staging_dir, tree_bytes
+from volume_cli.models.fsops import check_inside, is_inside, remove_empty_parents, remove_path, staging_dir, tree_bytes
 from volume_cli.models.manifest import ModelManifest, all_manifests, delete_manifest, model_lock_path, safe_key
 from volume_cli.models.results import GcResult, RemovedModel
 from volume_cli.progress import NullProgress, Progress
@@ -38,12 +38,13 @@ def _remove_orphan_partials(layout: VolumeLayout, referenced: set[str]) -> None:
     """Partial downloads of models no project wants any more (a run killed before it finished)."""
     keep = {safe_key(key) for key in referenced}
     try:
+        check_inside(staging_dir(layout) / "probe", layout.models_dir)  # a planted staging link is not emptied
         entries = list(staging_dir(layout).iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, UnsafePathError):
         return
     for entry in entries:
         if entry.name.removesuffix(".part") not in keep:
-            remove_path(entry)
+            remove_path(entry, within=layout.models_dir)
 
 
 def remove(
@@ -60,13 +61,16 @@ def _remove_all(
     removed = []
     for manifest in manifests:
         target = layout.absolute(manifest.target)
+        if not is_inside(target, layout.models_dir):
+            progress.warn(f"{manifest.key}: not removed, its folder {target} is outside {layout.models_dir}")
+            continue
         if dry_run:
             removed.append(RemovedModel(manifest.key, tree_bytes(target), manifest.target))
             continue
         try:
             with LeaseLock(model_lock_path(layout, manifest.key), command=f"models remove {manifest.key}"):
                 freed = _remove_model(layout, manifest)
-        except LockHeldError as exc:
+        except (LockHeldError, UnsafePathError) as exc:
             progress.warn(f"{manifest.key}: not removed, {exc}")
             continue
         progress.info(f"removed {manifest.key}")
@@ -75,19 +79,20 @@ def _remove_all(
 
 
 def _remove_model(layout: VolumeLayout, manifest: ModelManifest) -> int:
-    target = layout.absolute(manifest.target)
+    # Checked before anything is removed: a manifest naming a path outside (or a planted link) keeps its files.
+    target = check_inside(layout.absolute(manifest.target), layout.models_dir)
     freed = tree_bytes(target)
     # The manifest goes first: a crash half-way leaves untracked files, never a manifest promising missing ones.
     delete_manifest(layout, manifest.key)
     for link in manifest.links:
         path = layout.absolute(link)
-        if path.is_symlink():
+        if path.is_symlink() and is_inside(path, layout.models_dir):
             path.unlink()
             remove_empty_parents(path.parent, layout.models_dir)
-    remove_path(target)
+    remove_path(target, within=layout.models_dir)
     remove_empty_parents(target.parent, layout.models_dir)
-    remove_path(staging_dir(layout) / safe_key(manifest.key))
-    remove_path(staging_dir(layout) / f"{safe_key(manifest.key)}.part")
+    remove_path(staging_dir(layout) / safe_key(manifest.key), within=layout.models_dir)
+    remove_path(staging_dir(layout) / f"{safe_key(manifest.key)}.part", within=layout.models_dir)
     return freed
 
 

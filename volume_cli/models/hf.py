@@ -18,16 +18,26 @@ itself resumes from.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from volume_cli.config.model_sources import HuggingFaceModel, ModelSpec
-from volume_cli.errors import ModelError
+from volume_cli.errors import ModelError, UnsafeIdentifierError
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import relative_symlink, remove_empty_parents, remove_path
+from volume_cli.models.fsops import check_inside, relative_symlink, remove_empty_parents, remove_path
 from volume_cli.models.http import EndpointFailure, HttpClient
+from volume_cli.models.identifiers import (
+    HINT,
+    check_blob_id,
+    check_commit,
+    check_revision,
+    check_sha256,
+    check_size,
+    refuse,
+)
 from volume_cli.models.manifest import ModelManifest, spec_hash
 from volume_cli.models.sources import (
     FileJob,
@@ -41,6 +51,9 @@ from volume_cli.models.sources import (
 from volume_cli.models.tokens import auth_headers, hf_token
 from volume_cli.store.atomic import atomic_write_text
 
+# 1000 entries a page on the Hub: far beyond the largest repositories.
+_MAX_TREE_PAGES = 10_000
+
 
 def repo_folder(hub_cache: Path, spec: HuggingFaceModel) -> Path:
     return hub_cache / f"{spec.repo_type}s--{spec.repo_id.replace('/', '--')}"
@@ -50,7 +63,7 @@ def _blob_id(entry: RemoteFile) -> str:
     blob = entry.sha256 or entry.git_sha1
     if not blob:
         raise ModelError(f"the hub listed {entry.path!r} without a checksum")
-    return blob
+    return check_blob_id(blob)  # also what a manifest on the volume says: checked again before use
 
 
 def _as_hf(spec: ModelSpec) -> HuggingFaceModel:
@@ -59,13 +72,36 @@ def _as_hf(spec: ModelSpec) -> HuggingFaceModel:
     return spec
 
 
-def _parse_sibling(sibling: Mapping[str, Any]) -> RemoteFile:
-    path = check_repo_path(str(sibling.get("rfilename") or sibling.get("path") or ""))
+def _parse_sibling(sibling: Any) -> RemoteFile:
+    """One listed file, every field checked before it can become a path (a mirror is not trusted)."""
+    if not isinstance(sibling, Mapping):
+        raise refuse("listing entry", sibling)
+    path = check_repo_path(sibling.get("rfilename") or sibling.get("path") or "")
     lfs = sibling.get("lfs") or {}
-    sha256 = lfs.get("sha256") or lfs.get("oid")
+    if not isinstance(lfs, Mapping):
+        raise refuse("lfs entry", lfs)
+    raw_sha256 = lfs.get("sha256") or lfs.get("oid")
+    sha256 = (
+        check_sha256(raw_sha256.removeprefix("sha256:") if isinstance(raw_sha256, str) else raw_sha256)
+        if raw_sha256
+        else None
+    )
     size = lfs.get("size", sibling.get("size"))
-    git_sha1 = None if sha256 else (sibling.get("blobId") or sibling.get("oid"))
-    return RemoteFile(path=path, size=int(size) if size is not None else None, sha256=sha256, git_sha1=git_sha1)
+    raw_blob = None if sha256 else (sibling.get("blobId") or sibling.get("oid"))
+    git_sha1 = check_blob_id(raw_blob) if raw_blob else None
+    return RemoteFile(path=path, size=check_size(size) if size is not None else None, sha256=sha256, git_sha1=git_sha1)
+
+
+def _parse_info(data: Any, hf: HuggingFaceModel) -> tuple[str, list[RemoteFile]]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("siblings") or [], list):
+        raise refuse("repository info", data)
+    commit = check_commit(data.get("sha"))
+    if is_pinned(hf.revision) and commit != hf.revision:
+        # A mirror answering another commit for a pinned one would put other bytes under that name.
+        raise UnsafeIdentifierError(
+            f"refused commit {commit} from the hub: {hf.key} is pinned to {hf.revision}", hint=HINT
+        )
+    return commit, [_parse_sibling(sibling) for sibling in data.get("siblings") or []]
 
 
 class HuggingFaceSource:
@@ -88,8 +124,7 @@ class HuggingFaceSource:
             data, _ = http.get_json(
                 url, headers=auth_headers("huggingface", endpoint, url, token), params={"blobs": "true"}
             )
-            commit = str(data["sha"])
-            files = [_parse_sibling(sibling) for sibling in data.get("siblings") or []]
+            commit, files = _parse_info(data, hf)
             if any(entry.size is None or not (entry.sha256 or entry.git_sha1) for entry in files):
                 files = self._list_tree(endpoint, hf, commit, http, token)  # a mirror without ?blobs support
             return commit, files
@@ -110,7 +145,11 @@ class HuggingFaceSource:
                 )
             seen.add(url)
             data, headers = http.get_json(url, headers=auth_headers("huggingface", endpoint, url, token))
-            files += [_parse_sibling(entry) for entry in data if entry.get("type") == "file"]
+            if not isinstance(data, list):
+                raise refuse("tree listing", data)
+            files += [
+                _parse_sibling(entry) for entry in data if isinstance(entry, Mapping) and entry.get("type") == "file"
+            ]
             url = _next_link(headers.get("Link", ""))
         return files
 
@@ -124,11 +163,13 @@ class HuggingFaceSource:
         hf = _as_hf(spec)
         blobs = repo_folder(self.hub_cache, hf) / "blobs"
         prefix = "datasets/" if hf.repo_type == "dataset" else ""
-        commit = listing.resolved_commit or hf.revision
+        commit = check_commit(listing.resolved_commit or hf.revision)
         damaged = set(previous.damaged) if previous else set()
         jobs = []
+        known: set[Path] = set()
         for entry in listing.files:
-            blob = blobs / _blob_id(entry)
+            blob = check_inside(blobs / _blob_id(entry), self.hub_cache, known=known)
+            partial = check_inside(blob.with_name(blob.name + ".incomplete"), self.hub_cache, known=known)
 
             def url_for(endpoint: str, path: str = entry.path) -> str:
                 return f"{endpoint}/{prefix}{hf.repo_id}/resolve/{commit}/{quote(path)}"
@@ -137,7 +178,7 @@ class HuggingFaceSource:
                 FileJob(
                     file=entry,
                     final=blob,
-                    partial=blob.with_name(blob.name + ".incomplete"),
+                    partial=partial,
                     url_for=url_for,
                     present=entry.path not in damaged and _has_size(blob, entry.size),
                 )
@@ -149,23 +190,44 @@ class HuggingFaceSource:
     ) -> ModelManifest:
         hf = _as_hf(spec)
         folder = repo_folder(self.hub_cache, hf)
-        commit = listing.resolved_commit or hf.revision
+        commit = check_commit(listing.resolved_commit or hf.revision)
         snapshot = folder / "snapshots" / commit
+        known: set[Path] = set()
         for entry in listing.files:
-            relative_symlink(snapshot / entry.path, folder / "blobs" / _blob_id(entry))
+            link = check_inside(snapshot / check_repo_path(entry.path), self.hub_cache, known=known)
+            relative_symlink(link, folder / "blobs" / _blob_id(entry))
         if not is_pinned(hf.revision):
-            atomic_write_text(folder / "refs" / hf.revision, commit)  # written last: readers switch commits here
+            refs = check_inside(folder / "refs" / check_revision(hf.revision), self.hub_cache)
+            atomic_write_text(refs, commit)  # written last: readers switch commits here
         if previous is not None and previous.resolved_commit and previous.resolved_commit != commit:
-            remove_path(folder / "snapshots" / previous.resolved_commit)
-            prune_unreferenced_blobs(folder)
+            self._drop_snapshot(folder, previous.resolved_commit)
         elif previous is not None:
-            wanted = {entry.path for entry in listing.files}
-            dropped = [entry.path for entry in previous.files if entry.path not in wanted]
-            for path in dropped:  # narrower patterns: the snapshot should show only what is wanted
-                (snapshot / path).unlink(missing_ok=True)
-                remove_empty_parents((snapshot / path).parent, snapshot)
-            if dropped:
-                prune_unreferenced_blobs(folder)
+            self._drop_paths(folder, snapshot, previous, listing)
+        return self._manifest(hf, folder, snapshot, commit, listing)
+
+    def _drop_snapshot(self, folder: Path, old_commit: str) -> None:
+        """The replaced revision's snapshot; a manifest naming something other than a commit is not obeyed."""
+        if is_pinned(old_commit):
+            remove_path(folder / "snapshots" / old_commit, within=self.hub_cache)
+        prune_unreferenced_blobs(folder)
+
+    def _drop_paths(self, folder: Path, snapshot: Path, previous: ModelManifest, listing: Listing) -> None:
+        """Narrower patterns: the snapshot should show only what is wanted."""
+        wanted = {entry.path for entry in listing.files}
+        dropped = [entry.path for entry in previous.files if entry.path not in wanted]
+        for path in dropped:
+            try:
+                stale = check_inside(snapshot / check_repo_path(path), snapshot)
+            except ModelError:
+                continue  # an unsafe path in an old manifest: never a reason to remove anything
+            stale.unlink(missing_ok=True)
+            remove_empty_parents(stale.parent, snapshot)
+        if dropped:
+            prune_unreferenced_blobs(folder)
+
+    def _manifest(
+        self, hf: HuggingFaceModel, folder: Path, snapshot: Path, commit: str, listing: Listing
+    ) -> ModelManifest:
         layout = self.context.layout
         return ModelManifest(
             key=hf.key,
@@ -185,13 +247,12 @@ class HuggingFaceSource:
 
 
 def _has_size(path: Path, size: int | None) -> bool:
+    """One ``lstat``: a regular file of the listed size (a planted link is not the blob)."""
     try:
-        return size is not None and os.stat(path).st_size == size
+        info = os.lstat(path)
     except OSError:
         return False
-
-
-_MAX_TREE_PAGES = 10_000  # 1000 entries a page on the hub: ten million files
+    return size is not None and stat.S_ISREG(info.st_mode) and info.st_size == size
 
 
 def _next_link(header: str) -> str | None:
@@ -210,9 +271,14 @@ def prune_unreferenced_blobs(folder: Path) -> None:
             if os.path.islink(link):
                 referenced.add(os.path.basename(os.readlink(link)))
     try:
+        check_inside(folder / "blobs" / "probe", folder.parent)  # a planted blobs/ link is never emptied
         entries = list(os.scandir(folder / "blobs"))
-    except FileNotFoundError:
+    except (FileNotFoundError, ModelError):
         return
     for entry in entries:
-        if entry.name not in referenced and not entry.name.endswith(".incomplete"):
-            Path(entry.path).unlink(missing_ok=True)
+        if (
+            entry.name not in referenced
+            and not entry.name.endswith(".incomplete")
+            and not entry.is_dir(follow_symlinks=False)
+        ):
+            Path(entry.path).unlink(missing_ok=True)  # a link is unlinked, never followed

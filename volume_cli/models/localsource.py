@@ -18,7 +18,7 @@ from pathlib import Path
 from volume_cli.config.model_sources import LocalModel
 from volume_cli.errors import ModelError
 from volume_cli.models.checksums import StreamHasher
-from volume_cli.models.fsops import remove_path, staging_dir, swap_into_place, unique_sibling
+from volume_cli.models.fsops import check_inside, remove_path, staging_dir, swap_into_place, unique_sibling
 from volume_cli.models.manifest import ManifestFile, ModelManifest, safe_key, spec_hash
 from volume_cli.models.sources import SourceContext
 
@@ -85,7 +85,7 @@ def import_local(context: SourceContext, spec: LocalModel, project_folder: Path)
             f"{spec.key}: local source {source} does not exist",
             hint="fix 'path' (relative paths are relative to the project folder)",
         )
-    destination = context.layout.models_dir / spec.dest
+    destination = check_inside(context.layout.models_dir / spec.dest, context.layout.models_dir)
     single = source.is_file()
     staged = unique_sibling(destination, "import")
     entries: list[ManifestFile] = []

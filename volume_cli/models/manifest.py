@@ -18,11 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.checksums import Algorithm, Checksum
+from volume_cli.redact import strip_credentials
 from volume_cli.store.documents import StoreDocument, read_document, write_document
 from volume_cli.store.lock import lock_path
 
@@ -73,6 +74,12 @@ class ModelManifest(StoreDocument):
     downloaded_at: datetime
     damaged: list[str] = Field(default_factory=list)
 
+    @field_validator("model_id", "endpoint")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        # The volume is shared: a URL's password or token is neither written nor, from an older manifest, shown.
+        return strip_credentials(value) if value and "://" in value else value
+
 
 def safe_key(key: str) -> str:
     """A file-name-safe, collision-free form of a model key."""
@@ -115,7 +122,11 @@ def all_manifests(layout: VolumeLayout) -> list[ModelManifest]:
 
 def spec_hash(spec: ModelSpec) -> str:
     """Identity of a model entry: any change to it (revision, patterns, URL, dest) means re-plan."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = spec.model_dump(mode="json")
+    if isinstance(data.get("url"), str):
+        # Not even a hash of a password goes on the shared volume; a rotated signature is the same file.
+        data["url"] = strip_credentials(data["url"])
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import stat
 import uuid
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -23,9 +24,11 @@ from urllib.parse import quote
 from volume_cli.config.model_sources import ModelScopeModel, ModelSpec
 from volume_cli.errors import ModelError
 from volume_cli.layout import VolumeLayout
+from volume_cli.models import fsops
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fsops import exchange_paths, relative_symlink, remove_path, staging_dir, unique_sibling
 from volume_cli.models.http import HttpClient
+from volume_cli.models.identifiers import check_revision, check_sha256, check_size, check_subfolder
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
 from volume_cli.models.mslayout import CURRENT_NAME, MsLayout, plan_layout
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext, check_repo_path, filter_paths
@@ -89,7 +92,7 @@ class ModelScopeSource:
                 found = []  # capped: list this folder shallowly and walk its sub-folders
                 for entry in page(root, False):
                     if entry.get("Type") == "tree":
-                        found += walk(str(entry["Path"]))
+                        found += walk(check_subfolder(root, entry.get("Path")))
                     else:
                         found.append(entry)
                 return found
@@ -98,11 +101,11 @@ class ModelScopeSource:
 
         entries, endpoint = pool.call(fetch)
         files = {
-            str(entry["Path"]): RemoteFile(
-                path=check_repo_path(str(entry["Path"])),
-                size=int(entry.get("Size") or 0),
-                sha256=(str(entry["Sha256"]).lower() or None) if entry.get("Sha256") else None,
-                revision=str(entry["Revision"]) if entry.get("Revision") else None,
+            str(entry.get("Path")): RemoteFile(
+                path=check_repo_path(entry.get("Path")),
+                size=check_size(entry.get("Size") or 0),
+                sha256=check_sha256(entry["Sha256"]) if entry.get("Sha256") else None,
+                revision=check_revision(entry["Revision"]) if entry.get("Revision") else None,
             )
             for entry in entries
             if entry.get("Type") != "tree"
@@ -137,7 +140,9 @@ class ModelScopeSource:
         revision = self.revision_folder(ms, listing)
         reusable = _reusable(self.context.layout, listing, previous, revision)
         jobs = []
+        checked: set[Path] = set()
         for entry in listing.files:
+            final = fsops.check_inside(revision / check_repo_path(entry.path), self.cache, known=checked)
 
             def url_for(endpoint: str, path: str = entry.path) -> str:
                 return (
@@ -148,8 +153,10 @@ class ModelScopeSource:
             jobs.append(
                 FileJob(
                     file=entry,
-                    final=revision / entry.path,
-                    partial=self._partial(ms.key, entry),
+                    final=final,
+                    partial=fsops.check_inside(
+                        self._partial(ms.key, entry), self.context.layout.models_dir, known=checked
+                    ),
                     url_for=url_for,
                     present=entry.path in reusable,
                 )
@@ -164,7 +171,7 @@ class ModelScopeSource:
         planned = self.layout_for(ms.model_id, ms.revision)
         revision = self.revision_folder(ms, listing)
         layout = self.context.layout
-        live = layout.absolute(previous.files_root) if previous is not None else None
+        live = _live_folder(layout, previous)
         scratch = staging_dir(layout) / safe_key(ms.key)
         for entry in listing.files:
             target = revision / entry.path
@@ -200,19 +207,19 @@ class ModelScopeSource:
         ms = _as_ms(spec)
         layout = self.context.layout
         planned = self.layout_for(ms.model_id, ms.revision)
-        revision = layout.absolute(manifest.files_root)
+        revision = fsops.check_inside(layout.absolute(manifest.files_root), planned.store)
         # What readers saw until now stays for those that resolved it a moment ago; older revisions go.
         keep = {revision.name, _link_name(planned.current)}
         if previous is not None:
             keep.add(PurePosixPath(previous.files_root).name)
-        relative_symlink(planned.current, revision)
+        relative_symlink(fsops.check_inside(planned.current, self.cache), revision)
         _drop_revisions(planned.store, keep)
         for folder in planned.folders:
-            _link_folder(folder, planned.current)
+            _link_folder(fsops.check_inside(folder, self.cache), planned.current)
         wanted = {layout.relative(link) for link in (planned.current, *planned.folders)}
         for old_link in previous.links if previous else []:
             path = layout.absolute(old_link)
-            if old_link not in wanted and path.is_symlink():
+            if old_link not in wanted and path.is_symlink() and fsops.is_inside(path, self.cache):
                 path.unlink()
 
     def _write_client_index(self, spec: ModelScopeModel, listing: Listing, folder: Path) -> None:
@@ -240,7 +247,7 @@ def _reusable(layout: VolumeLayout, listing: Listing, previous: ModelManifest | 
     """Files already in the new revision folder, or unchanged in the live one (linked, not fetched)."""
     known = {entry.path: entry for entry in previous.files} if previous else {}
     damaged = set(previous.damaged) if previous else set()
-    live = layout.absolute(previous.files_root) if previous is not None else None
+    live = _live_folder(layout, previous)
     found = set()
     for entry in listing.files:
         before = known.get(entry.path)
@@ -308,8 +315,18 @@ def _drop_revisions(store: Path, keep: set[str]) -> None:
             remove_path(Path(entry.path))
 
 
+def _live_folder(layout: VolumeLayout, previous: ModelManifest | None) -> Path | None:
+    """The previous revision's folder, unless its manifest names a place outside the cache (never obeyed)."""
+    if previous is None:
+        return None
+    live = layout.absolute(previous.files_root)
+    return live if fsops.is_inside(live, layout.modelscope_cache) else None
+
+
 def _has_size(path: Path, size: int | None) -> bool:
+    """One ``lstat``: a regular file of the listed size (a planted link is not the file)."""
     try:
-        return size is not None and os.stat(path).st_size == size
+        info = os.lstat(path)
+        return size is not None and stat.S_ISREG(info.st_mode) and info.st_size == size
     except OSError:
         return False

@@ -5,13 +5,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.layout import VolumeLayout
+from volume_cli.models import identifiers
 from volume_cli.models.checksums import Checksum
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.http import HttpClient
@@ -72,6 +73,8 @@ class FileJob:
     partial: Path
     url_for: Callable[[str], str]
     present: bool
+    # Extra request headers (a URL model's token_env); kept out of repr so no log or traceback shows them.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
@@ -126,9 +129,6 @@ def filter_paths(
     return tuple(sorted(kept, key=lambda item: item.path))
 
 
-def check_repo_path(path: str) -> str:
-    """Refuse file names from a hub that would escape the model folder."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in path:
-        raise ValueError(f"unsafe file path in repository listing: {path!r}")
-    return path
+def check_repo_path(path: object) -> str:
+    """Refuse file names from a hub that would escape the model folder (an ``error:`` line, not a crash)."""
+    return identifiers.check_repo_path(path)

@@ -66,7 +66,7 @@ def modelscope_token(env: Mapping[str, str]) -> str | None:
 
 def auth_headers(source: str, endpoint: str, url: str, token: str | None) -> dict[str, str]:
     """Credentials for ``url`` only when it is on the endpoint's own host."""
-    if not token or urlsplit(url).netloc != urlsplit(endpoint).netloc:
+    if not token or urlsplit(url).netloc.rpartition("@")[2] != urlsplit(endpoint).netloc.rpartition("@")[2]:
         return {}
     if source == "modelscope":
         return {"Authorization": f"Bearer {token}", "Cookie": f"m_session_id={token}"}

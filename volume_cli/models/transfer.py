@@ -6,12 +6,15 @@ returned, so nothing half-written is ever visible at a final path.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volume_cli.models.checksums import Checksum, StreamHasher, feed_file
+from volume_cli.models.fsops import open_partial_for_append, remove_path
 from volume_cli.models.http import HttpClient, TransientFailure, check_status
 
 if TYPE_CHECKING:
@@ -96,9 +99,15 @@ class _FileJob:
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.hasher = self._new_hasher()
         try:
-            existing = self.partial.stat().st_size
+            info = os.lstat(self.partial)
         except FileNotFoundError:
             return
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            # A symlink (or a hard link) planted at the partial's name is dropped as a link: the file it
+            # shares bytes with is never read or appended to.
+            remove_path(self.partial)
+            return
+        existing = info.st_size
         if self.size is not None and existing > self.size:
             self.partial.unlink()
             return
@@ -151,7 +160,7 @@ class _FileJob:
     def _stream(self, response: requests.Response) -> None:
         assert self.hasher is not None
         read = self.client.guarded_reader(_chunk_reader(response), self.url)
-        with open(self.partial, "ab") as handle:
+        with os.fdopen(open_partial_for_append(self.partial), "ab") as handle:
             while True:
                 try:
                     chunk = read()
@@ -160,6 +169,12 @@ class _FileJob:
                     raise TransientFailure(self.client.describe(exc, self.url)) from None
                 if not chunk:
                     break
+                if self.size is not None and self.written + len(chunk) > self.size:
+                    # More bytes than the listing promised: stop before a hostile server fills the volume.
+                    actual = self.written + len(chunk)
+                    handle.close()
+                    self._restart()
+                    raise ChecksumMismatch(f"{self.size} bytes", f"at least {actual} bytes")
                 handle.write(chunk)  # a disk error here is not retried: it is not the network's fault
                 self.hasher.update(chunk)
                 self.written += len(chunk)

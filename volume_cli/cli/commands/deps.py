@@ -21,6 +21,7 @@ from volume_cli.cli.options import (
     WaitOption,
 )
 from volume_cli.cli.render import emit, format_bytes
+from volume_cli.redact import redact_url
 
 if TYPE_CHECKING:
     from volume_cli.deps import CheckReport, InstallPlan, InstallResult, PackageRow
@@ -56,9 +57,9 @@ def list_command(
     groups = [
         {
             "group": name,
-            "index_url": group.effective_index_url(index_url),
+            "index_url": redact_url(group.effective_index_url(index_url)),
             "index_source": "group" if group.index_url else ("mirror" if index_url else "PyPI"),
-            "extra_index_urls": group.extra_index_urls,
+            "extra_index_urls": [redact_url(url) for url in group.extra_index_urls],
             "no_deps": group.no_deps,
             "description": group.description,
             "packages": group.packages,
