@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, generation_records_dir
+from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import TEMP_PREFIX
 from volume_cli.deps.locking import gc_lock
 from volume_cli.deps.store import cleanup_stale_staging, read_manifest, remove_tree
@@ -115,6 +116,7 @@ def gc(
                     remove_tree(layout.absolute(record.path))
                     (records_dir / file_name).unlink(missing_ok=True)
         removed_generations += _orphan_generations(layout, linked, grace_seconds, now, dry_run)
+        crash_point("gc-listed")
         progress.step("collecting store entries")
         removed_entries: list[str] = []
         young: list[str] = []

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from volume_cli import __version__
 from volume_cli.deps.documents import GenerationRecord, generation_record_path
+from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import current_generation, generation_dir, switch_current
 from volume_cli.deps.locking import project_lock
 from volume_cli.errors import InstallError
@@ -61,6 +62,7 @@ def rollback(
         if not dry_run:
             lease.ensure_held()
             switch_current(layout, project.name, python_version, previous)
+            crash_point("rollback-switched")
             assert state is not None and state.deps is not None
             deps = DepsRecord(
                 generation=previous,
