@@ -72,9 +72,14 @@ class ProjectStatus:
             return "config changed"
         if self.deps is not None and self.deps.generation_differs_from_lock:
             return "differs from lock"
-        if self.models_missing:
-            return "models missing"
         return "installed"
+
+    @property
+    def models_state(self) -> str:
+        """The models' own state, apart from the dependencies': none | present | missing."""
+        if not self.models_declared:
+            return "none"
+        return "missing" if self.models_missing else "present"
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,13 @@ def project_status(
     config_changed: bool | None = None
     if definition is None:
         problems.append("installed on the volume but no project definition was found")
-    deps = state.deps if state else None
     models = state.models if state else None
+    deps = state.deps if state else None
+    if python_version is not None and not problems:
+        from volume_cli.deps.record import reconciled_deps
+
+        # state.json may be one switch behind after a crash: the link decides.
+        deps = reconciled_deps(layout, name, python_version, state)
     deps_detail: DepsStatus | None = None
     models_detail: ModelsStatus | None = None
     missing: list[str] = []
@@ -130,8 +140,14 @@ def project_status(
             problems.extend(exc.problems)
         except StateError as exc:
             problems.append(exc.message)
-        if deps is not None and deps_detail is not None:
-            config_changed = deps.config_hash != deps_detail.config_hash
+        if deps_detail is not None:
+            # "config changed" means the config differs from what the lock was made from; a generation
+            # that differs from the lock (after a rollback) is "differs from lock", not a config change.
+            # Without a lock, the installed generation's config is all there is to compare with.
+            if deps_detail.lock_config_hash is not None:
+                config_changed = deps_detail.config_changed_since_lock
+            elif deps is not None:
+                config_changed = deps.config_hash != deps_detail.config_hash
         if models_detail is not None:
             missing = [model.key for model in models_detail.models if not model.present]
         if deps is not None and deps_detail is not None and not deps_detail.installed:

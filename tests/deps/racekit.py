@@ -85,4 +85,4 @@ def release(point: str, folder: Path) -> None:
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
     out, err = process.communicate(timeout=timeout)
-    return process.returncode, out + err
+    return process.returncode, err + out  # stdout last: its last line is the JSON result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from wheelfactory import IndexServer
@@ -59,13 +60,14 @@ def test_gc_listing_then_an_install_switching_keeps_the_new_generation(
     )
     racekit.wait_reached(installer, "forest-built", gate)  # it reused (and touched) the old entries
     collector = racekit.start("gc", layout, "0", pause_at=("gc-listed", gate))
-    _wait_or_block(collector, 0)
-    try:
-        racekit.wait_reached(collector, "gc-listed", gate, timeout=3)
-    except AssertionError:
-        pass  # gc waits for the install's commit: fine
+    racekit.wait_reached(collector, "gc-listed", gate)
+    before = current_generation(layout, "demo", PY)
     racekit.release("forest-built", gate)
-    _wait_or_block(installer, 10.0)  # switched and recorded while gc holds its listing, unless it must wait
+    deadline = time.monotonic() + 10
+    # switched (and recorded) while gc holds its listing
+    while installer.poll() is None and current_generation(layout, "demo", PY) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
     racekit.release("gc-listed", gate)
     gc_code, gc_out = racekit.finish(collector)
     install_code, install_out = racekit.finish(installer)

@@ -45,10 +45,12 @@ from volume_cli.deps.forest import (
 from volume_cli.deps.locking import project_lock
 from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
+from volume_cli.deps.record import clear_intent, record_intent, repair_state
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.store import (
     Harvest,
     Staging,
+    base_key,
     cleanup_stale_staging,
     entry_key,
     harvest,
@@ -292,6 +294,10 @@ def install(
         layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
     ) as lease:
         _cleanup(layout, project.name, python_version)
+        # We hold the project's lock: an intent left here is a killed run's, and
+        # state.json may be one switch behind the link; record the truth first.
+        clear_intent(layout, project.name)
+        repair_state(layout, project.name, python_version)
         plan, lock, target = _plan(
             layout=layout,
             project=project,
@@ -332,6 +338,14 @@ def install(
                 link_count=record.link_count,
                 seconds=time.monotonic() - started,
             )
+        generation = new_generation_name()
+        record_intent(
+            layout,
+            project=project.name,
+            python_version=python_version,
+            generation=generation,
+            entries=_intended_entries(plan, lock, target.version),
+        )
         entries, harvested, reused = _materialize(
             layout=layout,
             plan=plan,
@@ -344,7 +358,6 @@ def install(
             progress=progress,
         )
         progress.step(f"linking {len(entries)} distributions")
-        generation = new_generation_name()
         building = temp_generation_dir(layout, project.name, python_version, generation)
         building.mkdir(parents=True)
         ordered = [entries[name] for name in sorted(entries)]
@@ -375,6 +388,7 @@ def install(
         switch_current(layout, project.name, python_version, generation)
         crash_point("switched")
         _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
+        clear_intent(layout, project.name)
     progress.info(
         f"{project.name}: generation {generation} ({len(entries)} distributions, "
         f"{len(harvested.entries)} installed, {harvested.new_bytes} bytes added)"
@@ -540,6 +554,12 @@ def _uv_install(
             ) from exc
         finally:
             task.finish()
+
+
+def _intended_entries(plan: InstallPlan, lock: CurrentLock, python_version: str) -> list[str]:
+    """Every entry this install may create or link, as base keys (a forced rebuild adds a suffix)."""
+    names = [entry_key(package, python_version) for package in lock.info.packages]
+    return names + [base_key(change.entry) for change in plan.unchanged if change.entry]
 
 
 def _write_state(

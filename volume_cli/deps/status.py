@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from volume_cli.deps.documents import GenerationRecord, LockInfo, generation_records_dir, lock_info_path
 from volume_cli.deps.forest import current_generation
 from volume_cli.deps.plan import read_installed
+from volume_cli.deps.record import reconciled_deps
 from volume_cli.deps.resolve import read_current_lock
 from volume_cli.deps.store import read_manifest
 from volume_cli.errors import StateError
@@ -74,7 +75,8 @@ def deps_status(
     config_hash = project.config_hash(mirror=mirror)
     if state == "read":
         state = read_project_state(layout, project.name)
-    deps = state.deps if state else None
+    # state.json may be one switch behind after a crash: read it through the link.
+    deps = reconciled_deps(layout, project.name, python_version, state)
     lock = read_document(lock_info_path(layout, project.name), LockInfo)
     current = current_generation(layout, project.name, python_version)
     records = sorted(
