@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,7 +66,16 @@ def start(
         text=True,
         env=env,
         cwd=REPO,
+        start_new_session=True,  # kill_group takes uv with it, as an evicted pod would
     )
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate(timeout=60)
 
 
 def wait_reached(process: subprocess.Popen[str], point: str, folder: Path, timeout: float = 60) -> None:
