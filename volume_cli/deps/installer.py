@@ -8,8 +8,12 @@
    call into a staging folder, move them into store entries, link a new
    generation, record it, and switch ``pyX.Y/<project>`` with one rename.
 
+Before it creates or reuses any store entry the install records its intent
+(``deps/record.py``), so a concurrent gc keeps what it is about to link.
 A crash anywhere before the switch leaves the current generation untouched;
-half-built staging folders and generations are removed by the next run.
+half-built staging folders and generations are removed by the next run, and
+a crash after it leaves state.json one switch behind, which every reader
+reconciles with the link and the next writer records.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from volume_cli.deps.documents import (
     LockedPackage,
     LockInfo,
     generation_record_path,
+    install_intent_path,
     lock_info_path,
 )
 from volume_cli.deps.faults import crash_point
@@ -100,7 +105,7 @@ def fast_noop_record(
     """The current generation's record and the previous generation when nothing needs doing, else None.
 
     Cost: read state.json, one readlink, read the generation record and
-    lock.json, one stat. No lock is taken: it only reads.
+    lock.json, two stats. No lock is taken: it only reads.
     """
     state = read_project_state(layout, project)
     if state is None or state.deps is None or state.deps.config_hash != config_hash:
@@ -117,6 +122,8 @@ def fast_noop_record(
     if lock is None or lock.pylock_sha256 != record.lock_hash or lock.config_hash != config_hash:
         return None
     if not layout.deps_path(project, python_version).is_dir():  # the link resolves
+        return None
+    if install_intent_path(layout, project).exists():  # a killed run's: the locked path clears it
         return None
     return record, state.deps.previous_generation
 
