@@ -104,10 +104,13 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
     try:
         state = json.loads(state_file.read_text())
     except FileNotFoundError:
-        return Inspection(
-            project, volume, None, running, None, None, False,
-            problems=[(f"project {project!r} was never set up on the volume at {volume}", f"volume-cli setup --project {project}")],
-        )  # fmt: skip
+        if os.path.isdir(deps_path(volume, project, running)):
+            state = {}  # a first install killed right after its switch: the link is the truth
+        else:
+            return Inspection(
+                project, volume, None, running, None, None, False,
+                problems=[(f"project {project!r} was never set up on the volume at {volume}", f"volume-cli setup --project {project}")],
+            )  # fmt: skip
     except (OSError, ValueError) as exc:
         return Inspection(
             project, volume, None, running, None, None, False,
@@ -123,7 +126,7 @@ def inspect(project: str, root: str | os.PathLike[str] | None = None, *, require
         )
     link = deps_path(volume, project, python_version or running)
     generation: Path | None = None
-    if not state.get("deps"):
+    if not state.get("deps") and not (os.path.islink(link) and os.path.isdir(link)):
         problems.append(
             (f"dependencies of {project!r} are not installed", f"volume-cli deps install --project {project}")
         )

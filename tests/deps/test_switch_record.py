@@ -106,3 +106,20 @@ def test_an_install_after_a_crash_right_after_the_switch_is_a_noop_and_records_t
     state = read_project_state(layout, "demo")
     assert state is not None and state.deps is not None
     assert (state.deps.generation, state.deps.previous_generation) == (generations[2], generations[1])
+
+
+def test_a_first_install_killed_right_after_its_switch_is_usable_by_workers_and_status(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path
+) -> None:
+    from volume_cli import runtime
+
+    first = projects.make("demo", SETS[0])
+    killed = racekit.start("install", layout, first.folder, mirror=index.url, cache=isolated_uv, crash_at="switched")
+    code, out = racekit.finish(killed)
+    assert code == -signal.SIGKILL, out
+    assert read_project_state(layout, "demo") is None  # nothing recorded yet, but the link is there
+    found = runtime.inspect("demo", layout.root, require_models=False)
+    assert found.ok, found.problems
+    assert found.deps_generation is not None and found.deps_generation.name == current_generation(layout, "demo", PY)
+    status = project_status(layout, "demo", first, mirror=index.url)
+    assert status.state == "installed" and status.generation == current_generation(layout, "demo", PY)
