@@ -49,7 +49,9 @@ def _install(layout: VolumeLayout, project: ProjectDefinition, index: IndexServe
     install(layout=layout, project=project, mirror=index.url, progress=NullProgress())
 
 
-def test_missing_models_do_not_show_in_the_deps_column(layout: VolumeLayout, index: IndexServer, tmp_path: Path) -> None:
+def test_missing_models_do_not_show_in_the_deps_column(
+    layout: VolumeLayout, index: IndexServer, tmp_path: Path
+) -> None:
     project = _project(tmp_path, ["alpha==1.0"], models=MODEL)
     _install(layout, project, index)
     status = project_status(layout, "demo", project, mirror=index.url)

@@ -66,7 +66,13 @@ class Chain:
         return self.projects.make("demo", SETS[which])
 
     def install(self, which: int) -> None:
-        install(layout=self.layout, project=self.project(which), mirror=self.index.url, cache_dir=self.cache, progress=NullProgress())
+        install(
+            layout=self.layout,
+            project=self.project(which),
+            mirror=self.index.url,
+            cache_dir=self.cache,
+            progress=NullProgress(),
+        )
 
     def view(self) -> tuple[str | None, str | None]:
         deps = reconciled_deps(self.layout, "demo", PY, read_project_state(self.layout, "demo"))
@@ -200,7 +206,9 @@ def _gc_trials(chain: Chain) -> None:
         gc(layout=chain.layout, grace_seconds=0, dry_run=False, progress=NullProgress())  # the rerun
         chain.consistent()
         chain.converged()
-        kept = sorted(n.removesuffix(".json") for n in os.listdir(chain.layout.project_state_dir("demo") / "generations"))
+        kept = sorted(
+            n.removesuffix(".json") for n in os.listdir(chain.layout.project_state_dir("demo") / "generations")
+        )
         chain.expect(kept == sorted(filter(None, before)), f"gc kept {kept}, expected {before}")
         trash = [n for n in os.listdir(chain.layout.store_dir) if n.startswith(".")]
         chain.expect(not trash, f"store leftovers {trash}")

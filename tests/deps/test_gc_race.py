@@ -41,7 +41,12 @@ def _wait_or_block(process: subprocess.Popen[str], seconds: float) -> None:
 
 
 def test_gc_listing_then_an_install_switching_keeps_the_new_generation(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path, tmp_path: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
+    tmp_path: Path,
 ) -> None:
     # The new config's entries are in the store, used only by an old generation gc is about to collect.
     for packages in (NEW["m"]["packages"], ["alpha==1.0"], ["delta"]):
@@ -83,7 +88,12 @@ def test_gc_listing_then_an_install_switching_keeps_the_new_generation(
 
 
 def test_gc_while_an_install_is_about_to_switch_keeps_the_in_progress_generation(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path, tmp_path: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
+    tmp_path: Path,
 ) -> None:
     install(
         layout=layout,
@@ -96,7 +106,9 @@ def test_gc_while_an_install_is_about_to_switch_keeps_the_in_progress_generation
     gate = tmp_path / "gate"
     gate.mkdir()
     for point in ("forest-built", "before-switch"):
-        installer = racekit.start("install", layout, new.folder, mirror=index.url, cache=isolated_uv, pause_at=(point, gate))
+        installer = racekit.start(
+            "install", layout, new.folder, mirror=index.url, cache=isolated_uv, pause_at=(point, gate)
+        )
         racekit.wait_reached(installer, point, gate)
         report = gc(layout=layout, grace_seconds=0, dry_run=False, progress=progress)
         racekit.release(point, gate)
@@ -116,7 +128,12 @@ def test_gc_while_an_install_is_about_to_switch_keeps_the_in_progress_generation
 
 
 def test_gc_racing_a_rollback_keeps_both_generations_and_a_second_rollback_undoes_it(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path, tmp_path: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
+    tmp_path: Path,
 ) -> None:
     first = install(
         layout=layout,
@@ -147,7 +164,12 @@ def test_gc_racing_a_rollback_keeps_both_generations_and_a_second_rollback_undoe
 
 
 def test_two_gc_at_once_the_second_waits_or_fails_clearly(
-    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path, tmp_path: Path
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
+    tmp_path: Path,
 ) -> None:
     install(
         layout=layout,

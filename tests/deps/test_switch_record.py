@@ -84,7 +84,7 @@ def test_a_kill_during_rollback_after_its_switch_lets_a_second_rollback_undo_it(
 def test_two_unrecorded_switches_in_a_row_still_roll_back_one_generation(
     layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path
 ) -> None:
-    generations, last = _three_generations(layout, projects, index, isolated_uv, crash_last_at="switched")
+    generations, _ = _three_generations(layout, projects, index, isolated_uv, crash_last_at="switched")
     # a second install crashing after its switch, before anything recorded the first crash's switch
     fourth = projects.make("demo", SETS[0])
     killed = racekit.start("install", layout, fourth.folder, mirror=index.url, cache=isolated_uv, crash_at="switched")

@@ -54,7 +54,9 @@ STALE_INTENT_SECONDS = 6 * 3600.0
 
 @contextmanager
 def store_lock(layout: VolumeLayout, *, command: str) -> Iterator[LeaseLock]:
-    lock = LeaseLock(lock_path(layout.locks_dir, STORE_LOCK_NAME), command=command, wait_seconds=STORE_LOCK_WAIT_SECONDS)
+    lock = LeaseLock(
+        lock_path(layout.locks_dir, STORE_LOCK_NAME), command=command, wait_seconds=STORE_LOCK_WAIT_SECONDS
+    )
     with lock:
         yield lock
 

@@ -83,7 +83,9 @@ def render_status(console: Console, report: StatusReport) -> None:
             else "-",
         )
     console.print(table)
-    console.print("[dim]deps: the dependencies only; models: present/declared; size: dependencies + models, recorded at install[/]")
+    console.print(
+        "[dim]deps: the dependencies only; models: present/declared; size: dependencies + models, recorded at install[/]"
+    )
     if report.store is not None:
         store = report.store
         console.print(
