@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class Chain:
         self.rng = random.Random(f"{SEED}-{op}")
         self.problems: list[str] = []
         self.tried = 0
+        self.outcomes: Counter[str] = Counter()  # where the kills landed, for the report
         self.turn = 0
         self.startup = _startup_seconds()
 
@@ -137,8 +139,9 @@ class Chain:
         process = racekit.start(op, self.layout, argument, mirror=self.index.url, cache=self.cache)
         try:
             process.wait(timeout=delay)
+            self.outcomes["finished before the kill"] += 1
         except subprocess.TimeoutExpired:
-            pass
+            self.outcomes["killed while running"] += 1
         racekit.kill_group(process)
         self.tried += 1
         return delay
@@ -167,6 +170,7 @@ def _install_trials(chain: Chain) -> None:
         chain.kill("install", folder, window)
         after = chain.consistent()
         chain.expect(after == before or after[1] == before[0], f"{before} -> {after}: not one switch")
+        chain.outcomes["old generation kept" if after == before else "switched"] += 1
         chain.install(chain.turn)  # the rerun
         rerun = chain.view()
         expected_previous = before[1] if rerun[0] == before[0] else before[0]
@@ -185,6 +189,7 @@ def _rollback_trials(chain: Chain) -> None:
         chain.kill("rollback", str(chain.project(1).folder), window)
         after = chain.consistent()
         chain.expect(after in (before, (before[1], before[0])), f"{before} -> {after}: not one switch")
+        chain.outcomes["old generation kept" if after == before else "switched"] += 1
         back = rollback(layout=chain.layout, project=chain.project(1), progress=NullProgress())  # the rerun
         chain.expect(back.to_generation == after[1], f"rollback from {after} went to {back.to_generation}")
         chain.expect(chain.view() == (after[1], after[0]), f"after rollback {chain.view()}")
@@ -201,8 +206,11 @@ def _gc_trials(chain: Chain) -> None:
         chain.turn = (index + 1) % 2
         chain.install(chain.turn)  # a generation more: the oldest becomes garbage
         before = chain.view()
+        records = chain.layout.project_state_dir("demo") / "generations"
+        count = len(os.listdir(records))
         chain.kill("gc", "0", window)
         chain.expect(chain.consistent() == before, "gc changed the current or previous generation")
+        chain.outcomes["garbage left" if len(os.listdir(records)) == count else "some garbage removed"] += 1
         gc(layout=chain.layout, grace_seconds=0, dry_run=False, progress=NullProgress())  # the rerun
         chain.consistent()
         chain.converged()
@@ -218,7 +226,8 @@ def _gc_trials(chain: Chain) -> None:
 def _run(op: str, kills: int, layout: VolumeLayout, projects: Projects, index: IndexServer, cache: Path) -> None:
     chain = Chain(layout, projects, index, cache, op, kills)
     {"install": _install_trials, "rollback": _rollback_trials, "gc": _gc_trials}[op](chain)
-    print(f"{op}: {chain.tried} random kills (seed {SEED}), {len(chain.problems)} inconsistent")
+    landed = ", ".join(f"{name}: {count}" for name, count in sorted(chain.outcomes.items()))
+    print(f"{op}: {chain.tried} random kills (seed {SEED}), {len(chain.problems)} inconsistent ({landed})")
     assert chain.tried >= kills
     assert not chain.problems, "\n".join(chain.problems)
 
@@ -238,3 +247,25 @@ def test_many_random_kills_leave_a_consistent_volume(
     op: str, layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path
 ) -> None:
     _run(op, KILLS_SLOW, layout, projects, index, isolated_uv)
+
+
+_KILLED_WHILE_LOCKING = """
+import os, signal, sys
+from pathlib import Path
+from volume_cli.store.lock import LeaseLock, LockRecord
+LockRecord.model_dump_json = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # killed mid-acquire
+LeaseLock(Path(sys.argv[1]), command="deps rollback").acquire()
+"""
+
+
+def test_a_run_killed_while_taking_a_lock_does_not_block_the_next_one(tmp_path: Path) -> None:
+    # Found by the random kills: a holder killed between creating the lock file and writing its record
+    # left an empty file that blocked every run for a whole lease as "unknown (unreadable lock file)".
+    from volume_cli.store.lock import LeaseLock
+
+    path = tmp_path / "locks" / "demo.lock"
+    path.parent.mkdir()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_LOCKING, str(path)], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    with LeaseLock(path, command="deps rollback", wait_seconds=0):
+        pass

@@ -158,14 +158,21 @@ class LeaseLock:
         )
 
     def _try_create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self._record().model_dump_json())
+        # The record goes under a private name first and is linked into place: link fails when the
+        # lock exists, like O_EXCL, and a holder killed at any moment never leaves an empty lock file
+        # (which would block every run for a whole lease as "unreadable").
+        text = self._record().model_dump_json()
+        temp = self.path.with_name(f"{self.path.name}.new-{self.owner_id}")
+        with open(temp, "w") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        try:
+            os.link(temp, self.path)
+        except FileExistsError:
+            return False
+        finally:
+            temp.unlink(missing_ok=True)
         return True
 
     def _read_holder(self) -> LockRecord | None:
