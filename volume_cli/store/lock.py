@@ -1,7 +1,8 @@
 """A writer lock that holds on a network file system.
 
 ``flock`` may silently succeed for two pods on MooseFS/NFS, so the lock is a
-file created with O_EXCL (atomic on those file systems) that records who
+file created exclusively (its record written aside, then hard-linked into
+place: atomic on those file systems, and never empty) that records who
 holds it and until when. The holder renews the lease from a background
 thread; a lock whose lease expired (or whose holder is a dead process on
 this host) is taken over with a warning. Before committing anything the
