@@ -123,3 +123,24 @@ def test_a_first_install_killed_right_after_its_switch_is_usable_by_workers_and_
     assert found.deps_generation is not None and found.deps_generation.name == current_generation(layout, "demo", PY)
     status = project_status(layout, "demo", first, mirror=index.url)
     assert status.state == "installed" and status.generation == current_generation(layout, "demo", PY)
+
+
+def test_rollback_refuses_a_previous_generation_whose_entries_are_gone(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path
+) -> None:
+    import shutil
+
+    from volume_cli.deps.documents import GenerationRecord, generation_record_path
+    from volume_cli.errors import InstallError
+    from volume_cli.store.documents import read_document
+
+    generations, last = _three_generations(layout, projects, index, isolated_uv, crash_last_at=None)
+    record = read_document(generation_record_path(layout, "demo", generations[1]), GenerationRecord)
+    assert record is not None
+    shutil.rmtree(layout.store_dir / record.entries[0].entry)  # damaged by hand, or by an older gc
+    try:
+        rollback(layout=layout, project=last, progress=NullProgress())
+        raise AssertionError("rolled back onto an incomplete generation")
+    except InstallError as exc:
+        assert record.entries[0].entry in str(exc)
+    assert current_generation(layout, "demo", PY) == generations[2]

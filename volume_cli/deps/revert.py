@@ -64,6 +64,14 @@ def rollback(
                 f"previous generation {previous} of {project.name} is gone (collected by gc?)",
                 hint="run: volume-cli deps install",
             )
+        gone = [entry.entry for entry in record.entries if not (layout.store_dir / entry.entry).is_dir()]
+        if gone:
+            # One stat per entry: switching onto a generation with holes would break every worker's imports.
+            raise InstallError(
+                f"previous generation {previous} of {project.name} is incomplete: {len(gone)} store "
+                f"entries are gone ({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}); nothing was switched",
+                hint="run: volume-cli deps install",
+            )
         if not dry_run:
             lease.ensure_held()
             switch_current(layout, project.name, python_version, previous)
