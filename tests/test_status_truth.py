@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,19 @@ def test_the_status_table_shows_deps_and_models_states_apart(
     assert result.exit_code == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("demo"))
     assert "installed" in row and "models missing" not in row and "0/1" in row
+
+
+def test_status_tells_when_the_current_generation_lost_store_entries(
+    layout: VolumeLayout, index: IndexServer, tmp_path: Path
+) -> None:
+    import shutil
+
+    project = _project(tmp_path, ["alpha==1.0"])
+    _install(layout, project, index)
+    (entry,) = [name for name in os.listdir(layout.store_dir) if name.startswith("alpha-1.0")]
+    shutil.rmtree(layout.store_dir / entry)  # what a gc racing an install used to do
+    status = project_status(layout, "demo", project, mirror=index.url)
+    assert status.state == "error" and any(entry in problem for problem in status.problems), status.problems
+    assert any("deps install --force" in problem for problem in status.problems)
+    install(layout=layout, project=project, mirror=index.url, force=True, progress=NullProgress())
+    assert project_status(layout, "demo", project, mirror=index.url).state == "installed"

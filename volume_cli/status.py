@@ -107,7 +107,12 @@ def _known_state_names(layout: VolumeLayout) -> list[str]:
 
 
 def project_status(
-    layout: VolumeLayout, name: str, definition: ProjectDefinition | None, *, mirror: str | None
+    layout: VolumeLayout,
+    name: str,
+    definition: ProjectDefinition | None,
+    *,
+    mirror: str | None,
+    store_entries: frozenset[str] | None = None,
 ) -> ProjectStatus:
     problems: list[str] = []
     state: ProjectState | None = None
@@ -134,7 +139,9 @@ def project_status(
         from volume_cli.models import models_status
 
         try:
-            deps_detail = deps_status(layout=layout, project=definition, mirror=mirror, state=state)
+            deps_detail = deps_status(
+                layout=layout, project=definition, mirror=mirror, state=state, store_entries=store_entries
+            )
             models_detail = models_status(layout=layout, project=definition)
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -150,6 +157,12 @@ def project_status(
                 config_changed = deps.config_hash != deps_detail.config_hash
         if models_detail is not None:
             missing = [model.key for model in models_detail.models if not model.present]
+        if deps_detail is not None and deps_detail.missing_entries:
+            gone = deps_detail.missing_entries
+            problems.append(
+                f"generation {deps_detail.current_generation} links {len(gone)} store entries that are gone "
+                f"({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}): run volume-cli deps install --force"
+            )
         if deps is not None and deps_detail is not None and not deps_detail.installed:
             problems.append(
                 f"recorded as installed but {deps_detail.deps_path} is missing: run volume-cli deps install"
@@ -193,7 +206,11 @@ def volume_status(
     if disk.warning:
         warnings.append(f"the volume is {disk.percent_used:.0f}% full; free space or grow the volume")
     names = [only] if only else sorted(set(projects) | set(_known_state_names(layout)))
-    reports = [project_status(layout, name, projects.get(name), mirror=mirror) for name in names]
+    try:
+        listing = frozenset(os.listdir(layout.store_dir))  # once for all projects
+    except (FileNotFoundError, NotADirectoryError):
+        listing = frozenset()
+    reports = [project_status(layout, name, projects.get(name), mirror=mirror, store_entries=listing) for name in names]
     from volume_cli.deps import store_usage
 
     store = store_usage(layout=layout) if layout.store_dir.is_dir() else None
