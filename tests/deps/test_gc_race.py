@@ -195,3 +195,31 @@ def test_two_gc_at_once_the_second_waits_or_fails_clearly(
             generation_record_path(layout, "demo", str(current_generation(layout, "demo", PY))), GenerationRecord
         ).entries  # type: ignore[union-attr]
     )
+
+
+def test_a_killed_install_s_intent_does_not_keep_its_leftovers_forever(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
+) -> None:
+    import signal
+
+    from volume_cli.deps.documents import install_intent_path
+
+    install(
+        layout=layout,
+        project=projects.make("demo", {"m": {"packages": ["alpha==1.0"]}}),
+        mirror=index.url,
+        cache_dir=isolated_uv,
+        progress=progress,
+    )
+    new = projects.make("demo", NEW)
+    code, out = racekit.finish(
+        racekit.start("install", layout, new.folder, mirror=index.url, cache=isolated_uv, crash_at="before-switch")
+    )
+    assert code == -signal.SIGKILL, out
+    assert install_intent_path(layout, "demo").exists()
+    report = gc(layout=layout, grace_seconds=0, dry_run=False, progress=progress)
+    assert len(report.generations_removed) == 1 and len(report.entries_removed) == 4, report  # its generation, entries
+    _assert_current_whole(layout, "demo")
+    install(layout=layout, project=new, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    assert not install_intent_path(layout, "demo").exists()
+    _assert_current_whole(layout, "demo")

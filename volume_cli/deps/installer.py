@@ -385,7 +385,8 @@ def install(
         crash_point("generation-recorded")
         os.rename(building, generation_dir(layout, project.name, python_version, generation))
         crash_point("before-switch")
-        missing = [name for name in reused if not (layout.store_dir / name).is_dir()]
+        # Every entry, not only the reused ones: one stat each, and a generation with holes never goes live.
+        missing = [entry.entry for entry in ordered if not (layout.store_dir / entry.entry).is_dir()]
         if missing:
             raise InstallError(
                 f"store entries disappeared while installing (a concurrent gc?): {', '.join(missing)}",

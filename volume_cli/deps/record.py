@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -44,12 +43,11 @@ from volume_cli.deps.forest import current_generation, generation_dir
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
-from volume_cli.store.lock import LeaseLock, lock_path, process_alive
+from volume_cli.store.lock import LeaseLock, LockRecord, lock_path, process_alive
 from volume_cli.store.state import DepsRecord, ProjectState, read_project_state, update_project_state
 
 STORE_LOCK_NAME = "volume-store"
 STORE_LOCK_WAIT_SECONDS = 600.0  # gc holds it for a listing and renames; a crashed holder's lease ends in 60 s
-STALE_INTENT_SECONDS = 6 * 3600.0
 
 
 @contextmanager
@@ -88,7 +86,13 @@ def clear_intent(layout: VolumeLayout, project: str) -> None:
 
 
 def live_intent(layout: VolumeLayout, project: str) -> InstallIntent | None:
-    """The project's intent unless its install is certainly dead; gc honours it (caller holds the store lock)."""
+    """The project's intent while its install may still commit; gc honours it (caller holds the store lock).
+
+    An install holds the project's writer lock from before its intent until
+    after it removes it, so an intent whose writer no longer holds that lock
+    (absent, or another holder, which clears it) or whose process is dead on
+    this host is a killed run's. No age rule: a long uv build stays protected.
+    """
     path = install_intent_path(layout, project)
     try:
         intent = read_document(path, InstallIntent)
@@ -97,12 +101,15 @@ def live_intent(layout: VolumeLayout, project: str) -> InstallIntent | None:
         return InstallIntent(project=project, python_version="", generation="*", entries=["*"], host="", pid=0)
     if intent is None:
         return None
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
+    if intent.host == socket.gethostname() and intent.pid != os.getpid() and not process_alive(intent.pid):
         return None
-    dead_here = intent.host == socket.gethostname() and intent.pid != os.getpid() and not process_alive(intent.pid)
-    return None if dead_here or age > STALE_INTENT_SECONDS else intent
+    try:
+        holder = read_document(lock_path(layout.locks_dir, project), LockRecord)
+    except StateError:
+        return intent  # a lock being written or unreadable: keep what the intent names
+    if holder is None or (holder.host, holder.pid) != (intent.host, intent.pid):
+        return None
+    return intent
 
 
 # -- state through the link -----------------------------------------------------------
