@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -95,6 +96,18 @@ def test_the_status_table_shows_deps_and_models_states_apart(
     assert result.exit_code == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("demo"))
     assert "installed" in row and "models missing" not in row and "0/1" in row
+    data = cli(
+        "status",
+        "--root",
+        str(layout.root),
+        "--projects-dir",
+        str(tmp_path / "projects"),
+        "--index-url",
+        index.url,
+        "--json",
+    )
+    (item,) = json.loads(data.stdout)["projects"]
+    assert (item["state"], item["models_state"], item["deps"]["missing_entries"]) == ("installed", "missing", [])
 
 
 def test_status_tells_when_the_current_generation_lost_store_entries(
