@@ -144,3 +144,24 @@ def test_rollback_refuses_a_previous_generation_whose_entries_are_gone(
     except InstallError as exc:
         assert record.entries[0].entry in str(exc)
     assert current_generation(layout, "demo", PY) == generations[2]
+
+
+def test_a_plain_folder_left_by_an_older_tool_becomes_the_previous_generation(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path
+) -> None:
+    from volume_cli.deps import gc
+
+    from .helpers import import_values
+
+    old = layout.deps_path("demo", PY)
+    old.mkdir(parents=True)
+    (old / "legacy_mod.py").write_text("VALUE = 'old tool'\n")
+    first = projects.make("demo", SETS[0])
+    result = install(layout=layout, project=first, mirror=index.url, cache_dir=isolated_uv, progress=NullProgress())
+    assert result.previous_generation is not None and result.previous_generation.startswith("legacy-")
+    gc(layout=layout, grace_seconds=0, dry_run=False, progress=NullProgress())  # nothing of it is lost
+    back = rollback(layout=layout, project=first, progress=NullProgress())
+    assert back.to_generation == result.previous_generation
+    assert import_values(layout.deps_path("demo", PY), {"v": "legacy_mod.VALUE"}) == {"v": "old tool"}
+    rollback(layout=layout, project=first, progress=NullProgress())
+    assert current_generation(layout, "demo", PY) == result.generation

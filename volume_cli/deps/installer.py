@@ -393,8 +393,9 @@ def install(
                 hint="run the install again",
             )
         lease.ensure_held()
-        switch_current(layout, project.name, python_version, generation)
+        legacy = switch_current(layout, project.name, python_version, generation)
         crash_point("switched")
+        current = current or legacy  # a plain folder of an older tool is kept as the previous generation
         _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
         clear_intent(layout, project.name)
     progress.info(
