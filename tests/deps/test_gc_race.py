@@ -223,3 +223,29 @@ def test_a_killed_install_s_intent_does_not_keep_its_leftovers_forever(
     install(layout=layout, project=new, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     assert not install_intent_path(layout, "demo").exists()
     _assert_current_whole(layout, "demo")
+
+
+def test_gc_leaves_the_staging_folder_of_a_long_running_install_alone(
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
+    tmp_path: Path,
+) -> None:
+    new = projects.make("demo", NEW)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    installer = racekit.start(
+        "install", layout, new.folder, mirror=index.url, cache=isolated_uv, pause_at=("staged", gate)
+    )
+    racekit.wait_reached(installer, "staged", gate)
+    staging = layout.deps_dir / ".staging"
+    (folder,) = os.listdir(staging)
+    long_ago = time.time() - 7 * 3600  # a build that has run for hours (another pod's would look the same)
+    os.utime(staging / folder, (long_ago, long_ago))
+    gc(layout=layout, grace_seconds=0, dry_run=False, progress=progress)
+    racekit.release("staged", gate)
+    code, out = racekit.finish(installer)
+    assert code == 0, out
+    _assert_current_whole(layout, "demo")

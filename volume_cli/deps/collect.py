@@ -27,7 +27,13 @@ from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import TEMP_PREFIX
 from volume_cli.deps.locking import gc_lock
 from volume_cli.deps.record import live_intent, store_lock
-from volume_cli.deps.store import base_key, cleanup_stale_staging, read_manifest
+from volume_cli.deps.store import (
+    STALE_STAGING_SECONDS,
+    base_key,
+    read_manifest,
+    staging_is_stale,
+    staging_parent,
+)
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -92,6 +98,7 @@ class _Decision:
     freed: int = 0
     kept_generations: int = 0
     kept_entries: int = 0
+    installing: set[tuple[str, int]] = field(default_factory=set)  # (host, pid) of live installs
 
 
 def gc(
@@ -112,7 +119,7 @@ def gc(
         for path in aside:
             shutil.rmtree(path, ignore_errors=True)
         if not dry_run:
-            cleanup_stale_staging(layout)
+            _cleanup_staging(layout, decision.installing)
     removed_generations = [label for label, _, _ in decision.generations] + [label for label, _ in decision.orphans]
     progress.info(
         f"{'would remove' if dry_run else 'removed'} {len(removed_generations)} generations and "
@@ -151,6 +158,7 @@ def _decide(layout: VolumeLayout, grace_seconds: float, now: float, progress: Pr
         if intent is not None:
             protected.add(intent.generation)
             in_progress.update(intent.entries)
+            decision.installing.add((intent.host, intent.pid))
         _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced)
     decision.orphans = _orphan_generations(layout, linked, protected_by_project, grace_seconds, now)
     progress.step("collecting store entries")
@@ -171,6 +179,27 @@ def _decide(layout: VolumeLayout, grace_seconds: float, now: float, progress: Pr
         decision.freed += manifest.info.size_bytes if manifest else 0
         decision.entries.append(entry)
     return decision
+
+
+def _cleanup_staging(layout: VolumeLayout, installing: set[tuple[str, int]]) -> None:
+    """Remove killed runs' staging folders, but never one of an install whose intent is live.
+
+    The age rule alone (``staging_is_stale``) would remove the staging folder
+    of a build running longer than it on another pod.
+    """
+    parent = staging_parent(layout)
+    live = {(host.replace("-", "_"), pid) for host, pid in installing}
+    now = time.time()
+    for name in _listdir(parent):
+        host, _, rest = name.partition("-")
+        pid = rest.split("-", 1)[0]
+        if pid.isdigit() and (host, int(pid)) in live:
+            continue
+        age = _age(parent / name, now)
+        if age is None:
+            continue
+        if name.startswith(".trash-") or staging_is_stale(name, age_seconds=age, max_age_seconds=STALE_STAGING_SECONDS):
+            shutil.rmtree(parent / name, ignore_errors=True)
 
 
 def _decide_generations(
