@@ -251,10 +251,13 @@ def inspect(
     try:
         state = json.loads(state_file.read_text())
     except FileNotFoundError:
-        return Inspection(
-            project, volume, None, running, None, None, False,
-            problems=[(f"project {project!r} was never set up on the volume at {volume}", f"volume-cli setup --project {project}")],
-        )  # fmt: skip
+        if os.path.isdir(deps_path(volume, project, running)):
+            state = {}  # a first install killed right after its switch: the link is the truth
+        else:
+            return Inspection(
+                project, volume, None, running, None, None, False,
+                problems=[(f"project {project!r} was never set up on the volume at {volume}", f"volume-cli setup --project {project}")],
+            )  # fmt: skip
     except (OSError, ValueError) as exc:
         return Inspection(
             project, volume, None, running, None, None, False,
@@ -269,7 +272,9 @@ def inspect(
             )
         )
     link = deps_path(volume, project, python_version or running)
-    generation = _check_deps(project, link, bool(state.get("deps")), problems, check_links=check_links)
+    # The link is the truth: a first install killed right after its switch has no record yet but works.
+    recorded = bool(state.get("deps")) or (os.path.islink(link) and os.path.isdir(link))
+    generation = _check_deps(project, link, recorded, problems, check_links=check_links)
     hook_problem = _hook_problem(project, state)
     if hook_problem is not None:
         problems.append(hook_problem)

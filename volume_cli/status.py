@@ -72,9 +72,14 @@ class ProjectStatus:
             return "config changed"
         if self.deps is not None and self.deps.generation_differs_from_lock:
             return "differs from lock"
-        if self.models_missing:
-            return "models missing"
         return "installed"
+
+    @property
+    def models_state(self) -> str:
+        """The models' own state, apart from the dependencies': none | present | missing."""
+        if not self.models_declared:
+            return "none"
+        return "missing" if self.models_missing else "present"
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,12 @@ def _known_state_names(layout: VolumeLayout) -> list[str]:
 
 
 def project_status(
-    layout: VolumeLayout, name: str, definition: ProjectDefinition | None, *, mirror: str | None
+    layout: VolumeLayout,
+    name: str,
+    definition: ProjectDefinition | None,
+    *,
+    mirror: str | None,
+    store_entries: frozenset[str] | None = None,
 ) -> ProjectStatus:
     problems: list[str] = []
     state: ProjectState | None = None
@@ -114,8 +124,13 @@ def project_status(
     config_changed: bool | None = None
     if definition is None:
         problems.append("installed on the volume but no project definition was found")
-    deps = state.deps if state else None
     models = state.models if state else None
+    deps = state.deps if state else None
+    if python_version is not None and not problems:
+        from volume_cli.deps.record import reconciled_deps
+
+        # state.json may be one switch behind after a crash: the link decides.
+        deps = reconciled_deps(layout, name, python_version, state)
     deps_detail: DepsStatus | None = None
     models_detail: ModelsStatus | None = None
     missing: list[str] = []
@@ -124,16 +139,30 @@ def project_status(
         from volume_cli.models import models_status
 
         try:
-            deps_detail = deps_status(layout=layout, project=definition, mirror=mirror, state=state)
+            deps_detail = deps_status(
+                layout=layout, project=definition, mirror=mirror, state=state, store_entries=store_entries
+            )
             models_detail = models_status(layout=layout, project=definition)
         except ConfigError as exc:
             problems.extend(exc.problems)
         except StateError as exc:
             problems.append(exc.message)
-        if deps is not None and deps_detail is not None:
-            config_changed = deps.config_hash != deps_detail.config_hash
+        if deps_detail is not None:
+            # "config changed" means the config differs from what the lock was made from; a generation
+            # that differs from the lock (after a rollback) is "differs from lock", not a config change.
+            # Without a lock, the installed generation's config is all there is to compare with.
+            if deps_detail.lock_config_hash is not None:
+                config_changed = deps_detail.config_changed_since_lock
+            elif deps is not None:
+                config_changed = deps.config_hash != deps_detail.config_hash
         if models_detail is not None:
             missing = [model.key for model in models_detail.models if not model.present]
+        if deps_detail is not None and deps_detail.missing_entries:
+            gone = deps_detail.missing_entries
+            problems.append(
+                f"generation {deps_detail.current_generation} links {len(gone)} store entries that are gone "
+                f"({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}): run volume-cli deps install --force"
+            )
         if deps is not None and deps_detail is not None and not deps_detail.installed:
             problems.append(
                 f"recorded as installed but {deps_detail.deps_path} is missing: run volume-cli deps install"
@@ -181,7 +210,11 @@ def volume_status(
     if disk.warning:
         warnings.append(f"the volume is {disk.percent_used:.0f}% full; free space or grow the volume")
     names = [only] if only else sorted(set(projects) | set(_known_state_names(layout)))
-    reports = [project_status(layout, name, projects.get(name), mirror=mirror) for name in names]
+    try:
+        listing = frozenset(os.listdir(layout.store_dir))  # once for all projects
+    except (FileNotFoundError, NotADirectoryError):
+        listing = frozenset()
+    reports = [project_status(layout, name, projects.get(name), mirror=mirror, store_entries=listing) for name in names]
     from volume_cli.deps import store_usage
 
     store = store_usage(layout=layout) if layout.store_dir.is_dir() else None

@@ -56,6 +56,7 @@ def to_jsonable(value: Any) -> Any:
 _DERIVED = (
     "ok",
     "state",
+    "models_state",
     "percent_used",
     "warning",
     "persistent",

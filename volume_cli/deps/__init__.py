@@ -25,6 +25,7 @@ On the volume::
     python-deps/pyX.Y/.generations/<project>/<gen>/       symlink forest over store entries
     python-deps/pyX.Y/<project> -> .generations/<project>/<gen>   what goes on PYTHONPATH
     .metadata/projects/<project>/{pylock.toml,lock.json,uv.lock,state.json,generations/<gen>.json}
+    .metadata/projects/<project>/install-intent.json      an install in progress (gc keeps what it names)
 
 ``cache_dir`` (uv's cache) defaults to ``$VOLUME_CLI_UV_CACHE``, else
 ``$XDG_CACHE_HOME/volume-cli/uv`` or ``~/.cache/volume-cli/uv``: local disk,

@@ -3,24 +3,37 @@
 A generation is kept while it is some project's current or previous one, or
 younger than the grace period (workers started on it may still run). An
 entry is kept while a kept generation's record lists it, or while it is
-younger than the grace period (an install may be about to link it; installs
-touch the entries they reuse). Everything is read from records and one
-listing per folder; the forest is never walked.
+younger than the grace period (measured from gc's own start), or while an
+in-progress install's intent names it. gc decides and renames aside what it
+removes under the volume's store lock, so no install can start using an
+entry between the decision and the removal (``deps/record.py``); the slow
+deletes happen after the lock is released. Everything is read from records
+and one listing per folder; the forest is never walked.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, generation_records_dir
+from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import TEMP_PREFIX
 from volume_cli.deps.locking import gc_lock
-from volume_cli.deps.store import cleanup_stale_staging, read_manifest, remove_tree
+from volume_cli.deps.record import live_intent, store_lock
+from volume_cli.deps.store import (
+    STALE_STAGING_SECONDS,
+    base_key,
+    read_manifest,
+    staging_is_stale,
+    staging_parent,
+)
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -74,6 +87,20 @@ def _linked_generations(layout: VolumeLayout) -> dict[tuple[str, str], str]:
     return linked
 
 
+@dataclass
+class _Decision:
+    """What gc removes, decided under the store lock from one consistent reading."""
+
+    generations: list[tuple[str, Path, Path]] = field(default_factory=list)  # (label, folder, record file)
+    orphans: list[tuple[str, Path]] = field(default_factory=list)
+    entries: list[str] = field(default_factory=list)
+    young: list[str] = field(default_factory=list)
+    freed: int = 0
+    kept_generations: int = 0
+    kept_entries: int = 0
+    installing: set[tuple[str, int]] = field(default_factory=set)  # (host, pid) of live installs
+
+
 def gc(
     *,
     layout: VolumeLayout,
@@ -83,112 +110,185 @@ def gc(
     wait_seconds: float = 0,
     drop_previous: bool = False,
 ) -> GcReport:
-    now = time.time()
-    removed_generations: list[str] = []
-    kept_generations = 0
-    referenced: set[str] = set()
+    # Ages are measured against gc's own start: an entry touched after it is young whatever the grace.
+    started = time.time()
+    aside: list[Path] = []
     with gc_lock(layout, wait_seconds=wait_seconds, progress=progress):
-        progress.step("collecting generations")
-        linked = _linked_generations(layout)
-        protected_by_project: dict[str, set[str]] = {}
-        for (_, name), generation in linked.items():
-            protected_by_project.setdefault(name, set()).add(generation)
-        for project in _listdir(layout.projects_state_dir):
-            protected = set(protected_by_project.get(project, set()))
-            try:
-                state = read_project_state(layout, project)
-            except StateError as exc:
-                progress.warn(f"{project}: {exc}; keeping all its generations")
-                state = None
-                protected.add("*")
-            if state is not None and state.deps is not None:
-                # drop_previous: the user gives up rollback to free what only the previous generation uses.
-                previous = None if drop_previous else state.deps.previous_generation
-                protected.update(filter(None, (state.deps.generation, previous)))
-            records_dir = generation_records_dir(layout, project)
-            for file_name in _listdir(records_dir):
-                if not file_name.endswith(".json"):
-                    continue
-                record = read_document(records_dir / file_name, GenerationRecord)
-                if record is None:
-                    continue
-                age = now - record.created_at.replace(tzinfo=record.created_at.tzinfo or timezone.utc).timestamp()
-                if "*" in protected or record.generation in protected or age < grace_seconds:
-                    kept_generations += 1
-                    referenced.update(entry.entry for entry in record.entries)
-                    continue
-                removed_generations.append(f"{project}/{record.generation}")
-                if not dry_run:
-                    # Folder first: a record without a folder is harmless, a folder without a record leaks.
-                    remove_tree(layout.absolute(record.path))
-                    (records_dir / file_name).unlink(missing_ok=True)
-        removed_generations += _orphan_generations(layout, linked, grace_seconds, now, dry_run)
-        progress.step("collecting store entries")
-        removed_entries: list[str] = []
-        young: list[str] = []
-        freed = 0
-        kept_entries = 0
-        for entry in _listdir(layout.store_dir):
-            path = layout.store_dir / entry
-            if entry.startswith(".trash-"):  # a removal that was interrupted
-                if not dry_run:
-                    remove_tree(path)
-                continue
-            if entry in referenced:
-                kept_entries += 1
-                continue
-            entry_age = _age(path, now)
-            if entry_age is None:
-                continue
-            if entry_age < grace_seconds:
-                young.append(entry)
-                continue
-            manifest = read_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
-            freed += manifest.info.size_bytes if manifest else 0
-            removed_entries.append(entry)
+        # Installs record their intent under this lock (deps/record.py explains the protocol).
+        with store_lock(layout, command="deps gc"):
+            progress.step("collecting generations")
+            decision = _decide(layout, grace_seconds, started, progress, drop_previous=drop_previous)
+            crash_point("gc-listed")
             if not dry_run:
-                again = _age(path, time.time())  # an install may have touched it since we listed
-                if again is not None and again >= grace_seconds:
-                    remove_tree(path)
+                aside = _set_aside_all(layout, decision)
+        progress.step("removing")
+        for path in aside:
+            shutil.rmtree(path, ignore_errors=True)
         if not dry_run:
-            cleanup_stale_staging(layout)
+            _cleanup_staging(layout, decision.installing)
+    removed_generations = [label for label, _, _ in decision.generations] + [label for label, _ in decision.orphans]
     progress.info(
         f"{'would remove' if dry_run else 'removed'} {len(removed_generations)} generations and "
-        f"{len(removed_entries)} store entries ({freed} bytes)"
+        f"{len(decision.entries)} store entries ({decision.freed} bytes)"
     )
     return GcReport(
         dry_run=dry_run,
         generations_removed=tuple(removed_generations),
-        entries_removed=tuple(removed_entries),
-        bytes_freed=freed,
-        generations_kept=kept_generations,
-        entries_kept=kept_entries,
-        young_entries_kept=tuple(young),
+        entries_removed=tuple(decision.entries),
+        bytes_freed=decision.freed,
+        generations_kept=decision.kept_generations,
+        entries_kept=decision.kept_entries,
+        young_entries_kept=tuple(decision.young),
     )
 
 
+def _decide(
+    layout: VolumeLayout, grace_seconds: float, now: float, progress: Progress, *, drop_previous: bool
+) -> _Decision:
+    decision = _Decision()
+    linked = _linked_generations(layout)
+    protected_by_project: dict[str, set[str]] = {}
+    for (_, name), generation in linked.items():
+        protected_by_project.setdefault(name, set()).add(generation)
+    referenced: set[str] = set()
+    in_progress: set[str] = set()  # base keys of entries installs are creating or linking
+    for project in _listdir(layout.projects_state_dir):
+        protected = protected_by_project.setdefault(project, set())
+        try:
+            state = read_project_state(layout, project)
+        except StateError as exc:
+            progress.warn(f"{project}: {exc}; keeping all its generations")
+            state = None
+            protected.add("*")
+        if state is not None and state.deps is not None:
+            # drop_previous: the user gives up rollback to free what only the previous generation uses.
+            previous = None if drop_previous else state.deps.previous_generation
+            protected.update(filter(None, (state.deps.generation, previous)))
+        intent = live_intent(layout, project)
+        if intent is not None:
+            protected.add(intent.generation)
+            in_progress.update(intent.entries)
+            decision.installing.add((intent.host, intent.pid))
+        _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced)
+    decision.orphans = _orphan_generations(layout, linked, protected_by_project, grace_seconds, now)
+    progress.step("collecting store entries")
+    for entry in _listdir(layout.store_dir):
+        path = layout.store_dir / entry
+        if entry.startswith(".trash-"):  # a removal that was interrupted
+            continue
+        if entry in referenced or "*" in in_progress or base_key(entry) in in_progress:
+            decision.kept_entries += 1
+            continue
+        entry_age = _age(path, now)
+        if entry_age is None:
+            continue
+        if entry_age < grace_seconds:
+            decision.young.append(entry)
+            continue
+        manifest = read_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
+        decision.freed += manifest.info.size_bytes if manifest else 0
+        decision.entries.append(entry)
+    return decision
+
+
+def _cleanup_staging(layout: VolumeLayout, installing: set[tuple[str, int]]) -> None:
+    """Remove killed runs' staging folders, but never one of an install whose intent is live.
+
+    The age rule alone (``staging_is_stale``) would remove the staging folder
+    of a build running longer than it on another pod.
+    """
+    parent = staging_parent(layout)
+    live = {(host.replace("-", "_"), pid) for host, pid in installing}
+    now = time.time()
+    for name in _listdir(parent):
+        host, _, rest = name.partition("-")
+        pid = rest.split("-", 1)[0]
+        if pid.isdigit() and (host, int(pid)) in live:
+            continue
+        age = _age(parent / name, now)
+        if age is None:
+            continue
+        if name.startswith(".trash-") or staging_is_stale(name, age_seconds=age, max_age_seconds=STALE_STAGING_SECONDS):
+            shutil.rmtree(parent / name, ignore_errors=True)
+
+
+def _decide_generations(
+    layout: VolumeLayout,
+    project: str,
+    protected: set[str],
+    grace_seconds: float,
+    now: float,
+    decision: _Decision,
+    referenced: set[str],
+) -> None:
+    records_dir = generation_records_dir(layout, project)
+    for file_name in _listdir(records_dir):
+        if not file_name.endswith(".json"):
+            continue
+        record = read_document(records_dir / file_name, GenerationRecord)
+        if record is None:
+            continue
+        age = now - record.created_at.replace(tzinfo=record.created_at.tzinfo or timezone.utc).timestamp()
+        if "*" in protected or record.generation in protected or age < grace_seconds:
+            decision.kept_generations += 1
+            referenced.update(entry.entry for entry in record.entries)
+            continue
+        label = f"{project}/{record.generation}"
+        decision.generations.append((label, layout.absolute(record.path), records_dir / file_name))
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Rename ``path`` to a trash name beside it (one atomic step); the slow delete happens later."""
+    aside = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:6]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def _set_aside_all(layout: VolumeLayout, decision: _Decision) -> list[Path]:
+    aside: list[Path] = []
+    for _, folder, record_file in decision.generations:
+        # Folder first: a record without a folder is harmless, a folder without a record leaks.
+        aside.append(_set_aside(folder) or folder)
+        record_file.unlink(missing_ok=True)
+    for _, folder in decision.orphans:
+        aside.append(_set_aside(folder) or folder)
+    for entry in decision.entries:
+        aside.append(_set_aside(layout.store_dir / entry) or layout.store_dir / entry)
+    # Interrupted removals of earlier runs.
+    aside += [layout.store_dir / name for name in _listdir(layout.store_dir) if name.startswith(".trash-")]
+    return sorted(set(aside))
+
+
 def _orphan_generations(
-    layout: VolumeLayout, linked: dict[tuple[str, str], str], grace_seconds: float, now: float, dry_run: bool
-) -> list[str]:
+    layout: VolumeLayout,
+    linked: dict[tuple[str, str], str],
+    protected_by_project: dict[str, set[str]],
+    grace_seconds: float,
+    now: float,
+) -> list[tuple[str, Path]]:
     """Generation folders with no record (a run killed before recording, or an unfinished temp one)."""
-    removed: list[str] = []
+    removed: list[tuple[str, Path]] = []
     for python_dir in _listdir(layout.deps_dir):
         generations_root = layout.deps_dir / python_dir / ".generations"
         if not python_dir.startswith("py"):
             continue
         for project in _listdir(generations_root):
             records = generation_records_dir(layout, project)
+            protected = protected_by_project.get(project, set())
             for name in _listdir(generations_root / project):
                 generation = name.removeprefix(TEMP_PREFIX)
                 if linked.get((python_dir, project)) == name or (
                     (records / f"{generation}.json").exists() and name == generation
                 ):
                     continue
+                if "*" in protected or generation in protected:  # an install is building it
+                    continue
                 path = generations_root / project / name
                 age = _age(path, now)
                 if age is None or age < grace_seconds:
                     continue
-                removed.append(f"{project}/{name}")
-                if not dry_run:
-                    remove_tree(path)
+                removed.append((f"{project}/{name}", path))
     return removed

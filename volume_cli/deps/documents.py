@@ -8,6 +8,9 @@
   after a config change keeps every other package where it was.
 - ``.metadata/projects/<p>/generations/<gen>.json``: which store entries a
   generation links (so gc and status never walk the forest).
+- ``.metadata/projects/<p>/install-intent.json``: the generation an install
+  is building and the entries it will link, written before it creates or
+  reuses any, so a concurrent gc keeps them (see ``deps/record.py``).
 - ``<store>/<entry>/.volume-cli-entry.json``: what an entry holds.
 """
 
@@ -124,6 +127,18 @@ class GenerationRecord(StoreDocument):
         return sum(entry.size_bytes for entry in self.entries)
 
 
+class InstallIntent(StoreDocument):
+    SCHEMA_VERSION: ClassVar[int] = 1
+    schema_version: int = SCHEMA_VERSION
+    project: str
+    python_version: str
+    generation: str = Field(description="Generation the install is building (also under its temporary name)")
+    entries: list[str] = Field(description="Store entries (base keys) it may create or link")
+    host: str
+    pid: int
+    created_at: datetime = Field(default_factory=utc_now)
+
+
 def pylock_path(layout: VolumeLayout, project: str) -> Path:
     return layout.project_state_dir(project) / "pylock.toml"
 
@@ -142,3 +157,7 @@ def generation_records_dir(layout: VolumeLayout, project: str) -> Path:
 
 def generation_record_path(layout: VolumeLayout, project: str, generation: str) -> Path:
     return generation_records_dir(layout, project) / f"{generation}.json"
+
+
+def install_intent_path(layout: VolumeLayout, project: str) -> Path:
+    return layout.project_state_dir(project) / "install-intent.json"

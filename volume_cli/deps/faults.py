@@ -2,15 +2,21 @@
 
 ``VOLUME_CLI_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself when it
 reaches ``<point>``: no cleanup handler runs, exactly like a pod being
-evicted. Unset (always, outside tests) it costs one dict lookup.
+evicted. ``VOLUME_CLI_TEST_PAUSE_AT=<point>=<folder>`` makes it create
+``<folder>/<point>.reached`` and wait for ``<folder>/<point>.go``, so a test
+can interleave two processes deterministically. Unset (always, outside
+tests) each costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 CRASH_ENV = "VOLUME_CLI_TEST_CRASH_AT"
+PAUSE_ENV = "VOLUME_CLI_TEST_PAUSE_AT"
 
 POINTS = (
     "staged",  # uv finished installing into the staging folder
@@ -26,3 +32,13 @@ POINTS = (
 def crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_ENV)
+    if pause and pause.partition("=")[0] == name:
+        _pause(name, Path(pause.partition("=")[2]))
+
+
+def _pause(name: str, folder: Path) -> None:
+    (folder / f"{name}.reached").touch()
+    deadline = time.monotonic() + 120
+    while not (folder / f"{name}.go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)

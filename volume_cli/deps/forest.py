@@ -16,10 +16,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from volume_cli.deps.documents import EntryInfo
+from volume_cli.deps.documents import EntryInfo, GenerationRecord, generation_record_path
 from volume_cli.errors import InstallError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.atomic import temp_path_for
+from volume_cli.store.documents import write_document
 
 TEMP_PREFIX = ".tmp-"
 
@@ -92,22 +93,48 @@ def current_generation(layout: VolumeLayout, project: str, python_version: str) 
     return Path(target).name or None
 
 
-def switch_current(layout: VolumeLayout, project: str, python_version: str, generation: str) -> None:
-    """Point ``pyX.Y/<project>`` at ``generation`` with one atomic rename."""
+def switch_current(layout: VolumeLayout, project: str, python_version: str, generation: str) -> str | None:
+    """Point ``pyX.Y/<project>`` at ``generation`` with one atomic rename.
+
+    Returns the name a plain folder left there by an older tool was kept
+    under, so the caller records it as the previous generation; else None.
+    """
     link = layout.deps_path(project, python_version)
     target = generation_dir(layout, project, python_version, generation)
     if not target.is_dir():
         raise InstallError(f"generation {generation} of {project} is missing on the volume")
-    if link.is_dir() and not link.is_symlink():
-        # A plain folder from an older volume-cli: keep it as a generation so
-        # nothing is lost, then the link can take its place.
-        legacy = generation_dir(layout, project, python_version, f"legacy-{new_generation_name()}")
-        legacy.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(link, legacy)
     temp = temp_path_for(link)
     os.symlink(os.path.relpath(target, link.parent), temp)
+    legacy: str | None = None
     try:
+        if link.is_dir() and not link.is_symlink():
+            legacy = _keep_legacy_folder(layout, project, python_version, link)
         os.replace(temp, link)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    return legacy
+
+
+def _keep_legacy_folder(layout: VolumeLayout, project: str, python_version: str, link: Path) -> str:
+    """Keep a plain folder from an older volume-cli as a generation, so nothing is lost and rollback reaches it.
+
+    Its record goes first: gc then treats it as a generation (kept while it
+    is the previous one) instead of an unrecorded leftover.
+    """
+    name = f"legacy-{new_generation_name()}"
+    legacy = generation_dir(layout, project, python_version, name)
+    record = GenerationRecord(
+        generation=name,
+        project=project,
+        python_version=python_version,
+        path=layout.relative(legacy),
+        config_hash="legacy",
+        lock_hash="legacy",
+        tool_version="unknown",
+        entries=[],
+    )
+    write_document(generation_record_path(layout, project, name), record)
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(link, legacy)
+    return name

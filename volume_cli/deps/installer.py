@@ -8,8 +8,12 @@
    call into a staging folder, move them into store entries, link a new
    generation, record it, and switch ``pyX.Y/<project>`` with one rename.
 
+Before it creates or reuses any store entry the install records its intent
+(``deps/record.py``), so a concurrent gc keeps what it is about to link.
 A crash anywhere before the switch leaves the current generation untouched;
-half-built staging folders and generations are removed by the next run.
+half-built staging folders and generations are removed by the next run, and
+a crash after it leaves state.json one switch behind, which every reader
+reconciles with the link and the next writer records.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from volume_cli.deps.documents import (
     LockedPackage,
     LockInfo,
     generation_record_path,
+    install_intent_path,
     lock_info_path,
 )
 from volume_cli.deps.faults import crash_point
@@ -46,6 +51,7 @@ from volume_cli.deps.forest import (
 from volume_cli.deps.locking import project_lock
 from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
+from volume_cli.deps.record import clear_intent, record_intent, repair_state
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.store import (
     EntryHealth,
@@ -112,7 +118,7 @@ def fast_noop_record(
     """The current generation's record and the previous generation when nothing needs doing, else None.
 
     Cost: read state.json, one readlink, read the generation record and
-    lock.json, one stat. No lock is taken: it only reads.
+    lock.json, two stats. No lock is taken: it only reads.
     """
     state = state or read_project_state(layout, project)
     if state is None or state.deps is None or state.deps.config_hash != config_hash:
@@ -129,6 +135,8 @@ def fast_noop_record(
     if lock is None or lock.pylock_sha256 != record.lock_hash or lock.config_hash != config_hash:
         return None
     if not layout.deps_path(project, python_version).is_dir():  # the link resolves
+        return None
+    if install_intent_path(layout, project).exists():  # a killed run's: the locked path clears it
         return None
     return record, state.deps.previous_generation
 
@@ -307,6 +315,10 @@ def install(
         layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
     ) as lease:
         _cleanup(layout, project.name, python_version)
+        # We hold the project's lock: an intent left here is a killed run's, and
+        # state.json may be one switch behind the link; record the truth first.
+        clear_intent(layout, project.name)
+        repair_state(layout, project.name, python_version)
         plan, lock, target = _plan(
             layout=layout,
             project=project,
@@ -348,6 +360,14 @@ def install(
                 link_count=record.link_count,
                 seconds=time.monotonic() - started,
             )
+        generation = new_generation_name()
+        record_intent(
+            layout,
+            project=project.name,
+            python_version=python_version,
+            generation=generation,
+            entries=_intended_entries(plan, lock, target.version),
+        )
         entries, harvested, reused = _materialize(
             layout=layout,
             plan=plan,
@@ -360,7 +380,6 @@ def install(
             progress=progress,
         )
         progress.step(f"linking {len(entries)} distributions")
-        generation = new_generation_name()
         building = temp_generation_dir(layout, project.name, python_version, generation)
         building.mkdir(parents=True)
         ordered = [entries[name] for name in sorted(entries)]
@@ -381,16 +400,19 @@ def install(
         crash_point("generation-recorded")
         os.rename(building, generation_dir(layout, project.name, python_version, generation))
         crash_point("before-switch")
-        missing = [name for name in reused if not (layout.store_dir / name).is_dir()]
+        # Every entry, not only the reused ones: one stat each, and a generation with holes never goes live.
+        missing = [entry.entry for entry in ordered if not (layout.store_dir / entry.entry).is_dir()]
         if missing:
             raise InstallError(
                 f"store entries disappeared while installing (a concurrent gc?): {', '.join(missing)}",
                 hint="run the install again",
             )
         lease.ensure_held()
-        switch_current(layout, project.name, python_version, generation)
+        legacy = switch_current(layout, project.name, python_version, generation)
         crash_point("switched")
+        current = current or legacy  # a plain folder of an older tool is kept as the previous generation
         _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
+        clear_intent(layout, project.name)
     progress.info(
         f"{project.name}: generation {generation} ({len(entries)} distributions, "
         f"{len(harvested.entries)} installed, {harvested.new_bytes} bytes added)"
@@ -665,6 +687,12 @@ def _uv_install(
             ) from exc
         finally:
             task.finish()
+
+
+def _intended_entries(plan: InstallPlan, lock: CurrentLock, python_version: str) -> list[str]:
+    """Every entry this install may create or link, as base keys (a forced rebuild adds a suffix)."""
+    names = [entry_key(package, python_version) for package in lock.info.packages]
+    return names + [base_key(change.entry) for change in plan.unchanged if change.entry]
 
 
 def _write_state(

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from volume_cli import __version__
 from volume_cli.deps.documents import GenerationRecord, generation_record_path
+from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import current_generation, generation_dir, switch_current
 from volume_cli.deps.locking import project_lock
+from volume_cli.deps.record import reconciled_deps, repair_state
 from volume_cli.errors import InstallError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -42,9 +44,13 @@ def rollback(
     with project_lock(
         layout, project.name, command="deps rollback", wait_seconds=wait_seconds, progress=progress
     ) as lease:
-        state = read_project_state(layout, project.name)
+        # A run killed after its switch left state.json one switch behind: the link decides.
+        if dry_run:
+            recorded = reconciled_deps(layout, project.name, python_version, read_project_state(layout, project.name))
+        else:
+            recorded = repair_state(layout, project.name, python_version)
         current = current_generation(layout, project.name, python_version)
-        previous = state.deps.previous_generation if state and state.deps else None
+        previous = recorded.previous_generation if recorded is not None and recorded.generation == current else None
         if current is None:
             raise InstallError(f"{project.name} has no installed generation for Python {python_version}")
         if previous is None or previous == current:
@@ -58,10 +64,18 @@ def rollback(
                 f"previous generation {previous} of {project.name} is gone (collected by gc?)",
                 hint="run: volume-cli deps install",
             )
+        gone = [entry.entry for entry in record.entries if not (layout.store_dir / entry.entry).is_dir()]
+        if gone:
+            # One stat per entry: switching onto a generation with holes would break every worker's imports.
+            raise InstallError(
+                f"previous generation {previous} of {project.name} is incomplete: {len(gone)} store "
+                f"entries are gone ({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}); nothing was switched",
+                hint="run: volume-cli deps install",
+            )
         if not dry_run:
             lease.ensure_held()
             switch_current(layout, project.name, python_version, previous)
-            assert state is not None and state.deps is not None
+            crash_point("rollback-switched")
             deps = DepsRecord(
                 generation=previous,
                 previous_generation=current,

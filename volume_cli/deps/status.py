@@ -17,9 +17,16 @@ from typing import Any, Literal
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from volume_cli.deps.documents import GenerationRecord, LockInfo, generation_records_dir, lock_info_path
+from volume_cli.deps.documents import (
+    GenerationRecord,
+    LockInfo,
+    generation_record_path,
+    generation_records_dir,
+    lock_info_path,
+)
 from volume_cli.deps.forest import current_generation
 from volume_cli.deps.plan import read_installed
+from volume_cli.deps.record import reconciled_deps
 from volume_cli.deps.resolve import read_current_lock
 from volume_cli.deps.store import read_manifest
 from volume_cli.errors import StateError
@@ -50,6 +57,7 @@ class DepsStatus:
     config_changed_since_lock: bool
     generation_differs_from_lock: bool
     writer: dict[str, object] | None  # who holds the project's lock, if anyone
+    missing_entries: tuple[str, ...] = ()  # store entries the current generation links that are gone
 
     @property
     def in_sync(self) -> bool:
@@ -68,13 +76,20 @@ def deps_status(
     project: ProjectDefinition,
     mirror: str | None,
     state: ProjectState | Literal["read"] | None = "read",
+    store_entries: frozenset[str] | None = None,
 ) -> DepsStatus:
-    """``state``: the project's state when the caller has read it already (one read less per project)."""
+    """``state``: the project's state when the caller has read it already (one read less per project).
+
+    ``store_entries``: one listing of the store shared by all projects; the
+    current generation's record is checked against it, so a generation that
+    lost entries shows without walking anything.
+    """
     python_version = project.python_version
     config_hash = project.config_hash(mirror=mirror)
     if state == "read":
         state = read_project_state(layout, project.name)
-    deps = state.deps if state else None
+    # state.json may be one switch behind after a crash: read it through the link.
+    deps = reconciled_deps(layout, project.name, python_version, state)
     lock = read_document(lock_info_path(layout, project.name), LockInfo)
     current = current_generation(layout, project.name, python_version)
     records = sorted(
@@ -102,7 +117,23 @@ def deps_status(
         config_changed_since_lock=lock is None or lock.config_hash != config_hash,
         generation_differs_from_lock=current is None or lock is None or generation_lock != lock.pylock_sha256,
         writer=describe_lock(lock_path(layout.locks_dir, project.name)),
+        missing_entries=_missing_entries(layout, project.name, current, store_entries),
     )
+
+
+def _missing_entries(
+    layout: VolumeLayout, project: str, current: str | None, store_entries: frozenset[str] | None
+) -> tuple[str, ...]:
+    if current is None:
+        return ()
+    try:
+        record = read_document(generation_record_path(layout, project, current), GenerationRecord)
+    except StateError:
+        return ()
+    if record is None:
+        return ()
+    on_disk = store_entries if store_entries is not None else frozenset(_listdir(layout.store_dir))
+    return tuple(entry.entry for entry in record.entries if entry.entry not in on_disk)
 
 
 def _listdir(folder: os.PathLike[str] | str) -> list[str]:

@@ -1,7 +1,8 @@
 """A writer lock that holds on a network file system.
 
 ``flock`` may silently succeed for two pods on MooseFS/NFS, so the lock is a
-file created with O_EXCL (atomic on those file systems) that records who
+file created exclusively (its record written aside, then hard-linked into
+place: atomic on those file systems, and never empty) that records who
 holds it and until when. The holder renews the lease from a background
 thread; a lock whose lease expired is taken over with a warning. A holder
 is identified by a random id per acquisition, not by hostname + pid: two
@@ -274,14 +275,21 @@ class LeaseLock:
         )
 
     def _try_create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self._record().model_dump_json())
+        # The record goes under a private name first and is linked into place: link fails when the
+        # lock exists, like O_EXCL, and a holder killed at any moment never leaves an empty lock file
+        # (which would block every run for a whole lease as "unreadable").
+        text = self._record().model_dump_json()
+        temp = self.path.with_name(f"{self.path.name}.new-{self.owner_id}")
+        with open(temp, "w") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        try:
+            os.link(temp, self.path)
+        except FileExistsError:
+            return False
+        finally:
+            temp.unlink(missing_ok=True)
         return True
 
     def _read_holder(self) -> LockRecord | None:

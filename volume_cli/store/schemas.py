@@ -32,6 +32,12 @@ DOCUMENTS: list[tuple[str, str, str, str]] = [
         "python-deps/.store/<entry>/.volume-cli-entry.json",
     ),
     ("model-manifest", "volume_cli.models.manifest", "ModelManifest", ".metadata/models/<model key>.json"),
+    (
+        "deps-install-intent",
+        "volume_cli.deps.documents",
+        "InstallIntent",
+        ".metadata/projects/<project>/install-intent.json",
+    ),
 ]
 
 

@@ -69,6 +69,7 @@ def render_status(console: Console, report: StatusReport) -> None:
         state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(
             item.state, "red"
         )
+        models_colour = {"present": "green", "missing": "red"}.get(item.models_state, "dim")
         table.add_row(
             item.name,
             item.python_version or "-",
@@ -76,13 +77,15 @@ def render_status(console: Console, report: StatusReport) -> None:
             item.generation or "-",
             item.installed_at.strftime("%Y-%m-%d") if item.installed_at else "-",
             str(item.package_count) if item.deps_installed else "-",
-            f"{item.models_declared - len(item.models_missing)}/{item.models_declared}",
+            f"[{models_colour}]{item.models_declared - len(item.models_missing)}/{item.models_declared}[/]",
             format_bytes(item.deps_size_bytes + item.models_size_bytes)
             if item.deps_installed or item.models_downloaded_at
             else "-",
         )
     console.print(table)
-    console.print("[dim]models: present/declared; size: dependencies + models, recorded at install[/]")
+    console.print(
+        "[dim]deps: the dependencies only; models: present/declared; size: dependencies + models, recorded at install[/]"
+    )
     if report.store is not None:
         store = report.store
         console.print(
