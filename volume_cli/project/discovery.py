@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
@@ -145,22 +146,9 @@ def _validate_spec(document: LocatedDocument, data: dict[str, Any]) -> ProjectSp
 
 
 def _load_plugin(path: Path) -> ProjectDefinition:
+    hint = "fix the plugin, then run: volume-cli projects check"
     module_name = f"volume_cli_projects.{path.parent.name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError([f"{path}: cannot be imported"])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == str(path)]
-        line = f":{frames[-1].lineno}" if frames else ""
-        raise ConfigError(
-            [f"{path}{line}: importing the plugin failed: {type(exc).__name__}: {exc}"],
-            hint="fix the plugin, then run: volume-cli projects check",
-        ) from exc
+    module = _import_plugin(path, module_name, hint=hint)
     classes = [
         value
         for value in vars(module).values()
@@ -173,18 +161,64 @@ def _load_plugin(path: Path) -> ProjectDefinition:
         found = ", ".join(cls.__name__ for cls in classes) or "none"
         raise ConfigError([f"{path}: must define exactly one subclass of volume_cli.Project (found: {found})"])
     plugin_class = classes[0]
-    data = {
+    try:
+        data = _plugin_data(plugin_class)
+        plugin = plugin_class()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a plugin class is user code: report it, never crash
+        raise ConfigError([f"{path}{_plugin_line(path, exc)}: {_failure(exc)}"], hint=hint) from None
+    document = LocatedDocument(path=path, data=data, lines={})
+    definition_spec = _validate_spec(document, data)
+    return ProjectDefinition(spec=definition_spec, folder=path.parent, definition_file=path, plugin=plugin)
+
+
+def _import_plugin(path: Path, module_name: str, *, hint: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError([f"{path}: cannot be imported"])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        sys.modules.pop(module_name, None)
+        raise
+    except BaseException as exc:  # sys.exit() in a plugin must not end the CLI silently
+        sys.modules.pop(module_name, None)
+        raise ConfigError(
+            [f"{path}{_plugin_line(path, exc)}: importing the plugin failed: {_failure(exc)}"], hint=hint
+        ) from None
+    return module
+
+
+def _plugin_data(plugin_class: type[Project]) -> dict[str, Any]:
+    return {
         "name": plugin_class.name,
         "python_version": plugin_class.python_version,
         "description": plugin_class.description or (inspect.getdoc(plugin_class) or "").split("\n\n")[0],
         "dependencies_file": plugin_class.dependencies_file,
-        "models": [_model_as_data(model) for model in plugin_class.models],
-        "hf_endpoints": list(plugin_class.hf_endpoints),
-        "modelscope_endpoints": list(plugin_class.modelscope_endpoints),
+        "models": _as_list(plugin_class.models, "models"),
+        "hf_endpoints": _as_list(plugin_class.hf_endpoints, "hf_endpoints"),
+        "modelscope_endpoints": _as_list(plugin_class.modelscope_endpoints, "modelscope_endpoints"),
     }
-    document = LocatedDocument(path=path, data=data, lines={})
-    definition_spec = _validate_spec(document, data)
-    return ProjectDefinition(spec=definition_spec, folder=path.parent, definition_file=path, plugin=plugin_class())
+
+
+def _as_list(value: object, attribute: str) -> list[object]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise TypeError(f"{attribute} must be a list, got {type(value).__name__}")
+    return [_model_as_data(item) for item in value]
+
+
+def _plugin_line(path: Path, exc: BaseException) -> str:
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == str(path)]
+    return f":{frames[-1].lineno}" if frames else ""
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}); a plugin module must only define its class"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _model_as_data(model: object) -> object:
