@@ -26,15 +26,8 @@ def _check_relative_dest(value: str) -> str:
         raise ValueError(f"destination must be a relative path under models/, got {value!r}")
     if any(part in {"..", "."} for part in path.parts):
         raise ValueError(f"destination may not contain '.' or '..' parts, got {value!r}")
-    # The same folders the models engine manages (models/fsops.py MANAGED_TOP_LEVEL), so check and download agree.
-    if path.parts and path.parts[0] in {
-        "hub",
-        "modelscope",
-        ".manifests",
-        "huggingface",
-        "torch",
-        ".volume-cli-staging",
-    }:
+    managed = {"hub", "modelscope", ".manifests", "huggingface", "torch", ".volume-cli-staging"}  # + models/fsops.py
+    if path.parts and path.parts[0] in managed:
         raise ValueError(f"destination {value!r} is inside a folder volume-cli manages; choose another path")
     return str(path)
 
