@@ -4,7 +4,10 @@ Search path, in order: every ``--projects-dir``, then the folders in
 ``VOLUME_CLI_PROJECTS_PATH`` (os.pathsep-separated), then the default: the
 ``projects/`` folder of the current directory when it holds projects, else
 the projects shipped with volume-cli. No registry to edit: a new folder is
-a new project. Two folders declaring one name is an error naming both.
+a new project. A folder that cannot be loaded is reported as broken and
+fails only the commands that ask for it. Two of the user's folders
+declaring one name make that name an error naming both; a user's folder
+declaring a bundled project's name wins over the bundled one, with a note.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
+from volume_cli.config.dependencies import load_dependency_config
 from volume_cli.config.located_yaml import LocatedDocument, load_located_yaml
 from volume_cli.config.strict import validation_problems
 from volume_cli.errors import ConfigError, DuplicateProjectError, ProjectNotFoundError
@@ -32,6 +36,7 @@ from volume_cli.project.definition import ProjectDefinition, ProjectSpec
 PROJECTS_PATH_ENV = "VOLUME_CLI_PROJECTS_PATH"
 PLUGIN_FILE = "project.py"
 PROJECT_YAML = "project.yaml"
+DEPENDENCIES_YAML = "dependencies.yaml"
 
 
 def bundled_projects_dir() -> Path:
@@ -44,7 +49,8 @@ def bundled_projects_dir() -> Path:
 
 def _holds_projects(folder: Path) -> bool:
     try:
-        return any((child / PLUGIN_FILE).is_file() or (child / PROJECT_YAML).is_file() for child in folder.iterdir())
+        markers = (PLUGIN_FILE, PROJECT_YAML, DEPENDENCIES_YAML)
+        return any((child / marker).is_file() for child in folder.iterdir() for marker in markers)
     except OSError:
         return False
 
@@ -66,40 +72,114 @@ def search_path(
 
 
 @dataclass(frozen=True)
+class BrokenProject:
+    """A project folder that could not be loaded; only commands that ask for it fail."""
+
+    folder: Path
+    problems: list[str]
+    hint: str | None = None
+    name: str | None = None  # known when the folder loaded but its name clashes
+    duplicate: bool = False
+
+    @property
+    def names(self) -> set[str]:
+        """Names a user may call it by: its declared name, else its folder's name."""
+        guess = self.folder.name.lower().replace("_", "-")
+        return {self.name, guess} if self.name else {guess}
+
+    def error(self) -> ConfigError:
+        if self.duplicate:
+            return DuplicateProjectError(self.problems, hint=self.hint)
+        return ConfigError(self.problems, hint=self.hint or "fix it, then run: volume-cli projects check")
+
+
+@dataclass(frozen=True)
 class Discovery:
     projects: dict[str, ProjectDefinition]
     folders: list[Path]
+    broken: list[BrokenProject] = field(default_factory=list)
+    # Per project name: why this folder was chosen over another (a user's project shadowing a bundled one).
+    notes: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> ProjectDefinition:
-        try:
+        if name in self.projects:
             return self.projects[name]
-        except KeyError:
-            known = ", ".join(sorted(self.projects)) or "none"
-            raise ProjectNotFoundError(
-                f"no project named {name!r} (found: {known})",
-                hint="run: volume-cli projects list   (or add --projects-dir DIR)",
-            ) from None
+        for broken in self.broken:
+            if name in broken.names:
+                raise broken.error()
+        known = ", ".join(sorted(self.projects)) or "none"
+        unread = f"; {len(self.broken)} project folder(s) could not be read" if self.broken else ""
+        raise ProjectNotFoundError(
+            f"no project named {name!r} (found: {known}){unread}",
+            hint="run: volume-cli projects check   (or add --projects-dir DIR)"
+            if self.broken
+            else "run: volume-cli projects list   (or add --projects-dir DIR)",
+        )
+
+    def note_for(self, name: str) -> str | None:
+        return self.notes.get(name)
 
 
 def discover(
     extra_dirs: Sequence[str | os.PathLike[str]] = (), *, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Discovery:
+    """Every project on the search path; a broken folder is recorded, never fatal for the others."""
     folders = search_path(extra_dirs, env=env, cwd=cwd)
     for folder in folders[: len(extra_dirs)]:
         if not folder.is_dir():
             raise ConfigError([f"{folder}: projects folder does not exist"], hint="check --projects-dir")
-    found: dict[str, ProjectDefinition] = {}
+    bundled = bundled_projects_dir().resolve()
+    collected = _Collected()
     for folder in folders:
         for candidate in _candidate_folders(folder):
-            definition = load_project_folder(candidate)
-            other = found.get(definition.name)
-            if other is not None:
-                raise DuplicateProjectError(
-                    [f"project {definition.name!r} is defined twice: in {other.folder} and in {candidate}"],
-                    hint="rename one of them (the 'name' of its plugin class or project.yaml)",
-                )
-            found[definition.name] = definition
-    return Discovery(projects=dict(sorted(found.items())), folders=folders)
+            try:
+                definition = load_project_folder(candidate)
+            except ConfigError as exc:
+                collected.broken.append(BrokenProject(folder=candidate, problems=exc.problems, hint=exc.hint))
+                continue
+            collected.add(definition, bundled=folder == bundled)
+    return Discovery(
+        projects=dict(sorted(collected.found.items())),
+        folders=folders,
+        broken=collected.broken,
+        notes=collected.notes,
+    )
+
+
+@dataclass
+class _Collected:
+    found: dict[str, ProjectDefinition] = field(default_factory=dict)
+    bundled: set[str] = field(default_factory=set)
+    broken: list[BrokenProject] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    clashing: dict[str, Path] = field(default_factory=dict)  # name -> the first folder that declared it
+
+    def add(self, definition: ProjectDefinition, *, bundled: bool) -> None:
+        name = definition.name
+        other = self.found.get(name)
+        if name in self.clashing:
+            self._clash(name, self.clashing[name], definition.folder, both=False)
+        elif other is None:
+            self.found[name] = definition
+            if bundled:
+                self.bundled.add(name)
+        elif bundled != (name in self.bundled):
+            # The user's own folder always wins over the copy shipped with volume-cli, and says so.
+            mine, shipped = (other, definition) if bundled else (definition, other)
+            self.found[name] = mine
+            self.bundled.discard(name)
+            self.notes[name] = f"project {name!r}: using {mine.folder}; it shadows the bundled one in {shipped.folder}"
+        else:
+            # Two folders of the user's: neither is picked behind their back.
+            del self.found[name]
+            self.clashing[name] = other.folder
+            self._clash(name, other.folder, definition.folder, both=True)
+
+    def _clash(self, name: str, first: Path, folder: Path, *, both: bool) -> None:
+        problem = f"project {name!r} is defined twice: in {first} and in {folder}"
+        hint = "rename one of them (the 'name' of its plugin class or project.yaml)"
+        for place in (first, folder) if both else (folder,):
+            self.broken.append(BrokenProject(folder=place, problems=[problem], hint=hint, name=name, duplicate=True))
 
 
 def _candidate_folders(folder: Path) -> list[Path]:
@@ -111,12 +191,14 @@ def _candidate_folders(folder: Path) -> list[Path]:
         child
         for child in children
         if not child.name.startswith((".", "_"))
-        and ((child / PLUGIN_FILE).is_file() or (child / PROJECT_YAML).is_file())
+        and any((child / marker).is_file() for marker in (PLUGIN_FILE, PROJECT_YAML, DEPENDENCIES_YAML))
     ]
 
 
 def load_project_folder(folder: Path) -> ProjectDefinition:
     plugin_file, yaml_file = folder / PLUGIN_FILE, folder / PROJECT_YAML
+    if not plugin_file.is_file() and not yaml_file.is_file():
+        raise _no_definition_error(folder)
     if plugin_file.is_file() and yaml_file.is_file():
         raise ConfigError(
             [f"{folder}: has both {PLUGIN_FILE} and {PROJECT_YAML}; keep one"],
@@ -125,6 +207,21 @@ def load_project_folder(folder: Path) -> ProjectDefinition:
     if plugin_file.is_file():
         return _load_plugin(plugin_file)
     return _load_yaml_project(yaml_file)
+
+
+def _no_definition_error(folder: Path) -> ConfigError:
+    """A folder with only a dependencies.yaml: say so instead of skipping it (or using a bundled namesake)."""
+    python = "3.10"
+    try:
+        declared = load_dependency_config(folder / DEPENDENCIES_YAML).metadata
+        python = declared.python_version if declared and declared.python_version else python
+    except ConfigError:
+        pass
+    name = folder.name.lower().replace("_", "-")
+    return ConfigError(
+        [f"{folder}: has {DEPENDENCIES_YAML} but no project.yaml or project.py, so it is not a project yet"],
+        hint=f'add {folder / PROJECT_YAML} with the lines  name: {name}  and  python_version: "{python}"',
+    )
 
 
 def _load_yaml_project(path: Path) -> ProjectDefinition:
