@@ -46,6 +46,7 @@ from volume_cli.deps.locking import project_lock
 from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.space import check_install_space
 from volume_cli.deps.store import (
     Harvest,
     Staging,
@@ -439,6 +440,7 @@ def _materialize(
         needed.append(package)
     if not needed:
         return entries, Harvest(entries={}, new_bytes=0, created=()), reused
+    check_install_space(layout.root, needed)  # before uv: a full volume mid-install helps no one
     keys = {package.name: entry_key(package, target.version, forced=force) for package in needed}
     staging = new_staging(layout)
     try:
