@@ -8,6 +8,7 @@ plugin ended the CLI with no output).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -235,3 +236,41 @@ def test_bad_plugin_gives_a_clean_error(
 def test_corpus_is_large() -> None:
     # The corpus had five cases; ours covers the listed ones and their relatives.
     assert len(YAML_CASES) + len(PLUGIN_CASES) >= 80
+
+
+SPECIAL_FILES: dict[str, Callable[[Path], None]] = {
+    "deps-is-a-folder": lambda path: path.mkdir(),
+    "deps-is-a-fifo": lambda path: os.mkfifo(path),
+    "deps-dangling-symlink": lambda path: path.symlink_to(path.parent / "nowhere.yaml"),
+    "deps-symlink-loop": lambda path: path.symlink_to(path),
+    "deps-unreadable": lambda path: (path.write_text(GOOD_DEPS), os.chmod(path, 0), _readable_only_by_root(path)),
+}
+
+
+def _readable_only_by_root(path: Path) -> None:
+    if os.geteuid() == 0:
+        # root reads mode-0 files; a folder in its place gives the same kind of read failure.
+        path.unlink()
+        path.mkdir()
+
+
+@pytest.mark.parametrize("how", sorted(SPECIAL_FILES))
+def test_dependencies_yaml_that_is_not_a_file(
+    how: str, projects_folder: ProjectsFolder, cli: Callable[..., CliResult], time_limit: Callable[[], float]
+) -> None:
+    folder = _victim(projects_folder)
+    bad_file = folder / "dependencies.yaml"
+    bad_file.unlink()
+    SPECIAL_FILES[how](bad_file)
+    result = cli("projects", "check", "--projects-dir", str(projects_folder.path))
+    _assert_clean_error(result, bad_file, time_limit())
+
+
+def test_project_yaml_that_is_a_folder_is_reported(
+    projects_folder: ProjectsFolder, cli: Callable[..., CliResult], time_limit: Callable[[], float]
+) -> None:
+    folder = _victim(projects_folder)
+    (folder / "project.yaml").unlink()
+    (folder / "project.yaml").mkdir()
+    result = cli("projects", "check", "--projects-dir", str(projects_folder.path))
+    _assert_clean_error(result, folder, time_limit())

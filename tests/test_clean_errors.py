@@ -262,3 +262,19 @@ def test_disk_full_while_storing_names_the_volume_and_gc(
     _assert_one_clean_error(result.stderr, exit_code=result.exit_code, must_name=str(root))
     assert f"volume-cli gc --root {root}" in result.stderr
     assert volume.current_generation() == before
+
+
+def test_undecodable_lock_file_is_not_an_internal_error(wheelhouse: JsonIndex, tmp_path: Path, cli: Cli) -> None:
+    root = tmp_path / "volume"
+    root.mkdir()
+    volume = Volume(root, tmp_path / "projects", wheelhouse)
+    volume.want("alpha==1.0")
+    assert volume.install(cli).exit_code == 0
+    (root / ".metadata" / "projects" / "tiny" / "pylock.toml").write_bytes(b"\x00\xff not utf-8")
+    for command in (["deps", "check"], ["models", "download"]):
+        result = cli(*command, "--project", "tiny", "--root", str(root), "--projects-dir", str(volume.projects))
+        output = result.stdout + result.stderr
+        assert "internal error" not in output and "Traceback" not in output, output
+    # The damaged lock is not trusted: the next install resolves again and converges.
+    again = volume.install(cli)
+    assert again.exit_code == 0, again.stderr

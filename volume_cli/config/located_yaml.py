@@ -7,6 +7,7 @@ the plain data from the same nodes (``yaml.safe_load`` semantics).
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,9 @@ _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 def load_located_yaml(path: Path, *, hint: str | None = None) -> LocatedDocument:
     """Read ``path`` as YAML; raise ``ConfigError`` with a located message."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            # A FIFO would block the read forever; a folder or device is never a config file.
+            raise ConfigError([f"{path}: is not a regular file"], hint=hint)
         with path.open("rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
