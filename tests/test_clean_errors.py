@@ -278,3 +278,11 @@ def test_undecodable_lock_file_is_not_an_internal_error(wheelhouse: JsonIndex, t
     # The damaged lock is not trusted: the next install resolves again and converges.
     again = volume.install(cli)
     assert again.exit_code == 0, again.stderr
+
+
+@pytest.mark.parametrize("below", ["", "x"])
+def test_projects_new_into_a_file_is_a_clean_error(below: str, tmp_path: Path, cli: Cli) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = cli("projects", "new", "foo", "--python", "3.10", "--dir", str(a_file / below))
+    _assert_one_clean_error(result.stderr, exit_code=result.exit_code, must_name=str(a_file))

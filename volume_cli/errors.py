@@ -143,12 +143,22 @@ def file_system_error(error: OSError) -> VolumeCliError | None:
             f"read-only file system: {place}",
             hint="mount the volume read-write (serverless workers see it read-only: install from a pod)",
         )
+    if error.errno in _PATH_PROBLEMS:
+        return FileSystemError(f"{reason.lower()}: {place}", hint=f"check the path: {_PATH_PROBLEMS[error.errno]}")
     if error.errno == errno.EIO:
         return FileSystemError(
             f"input/output error on {place}",
             hint="the network volume may be unreachable: check the mount (df -h), then run the command again",
         )
     return None
+
+
+_PATH_PROBLEMS = {
+    errno.ENOTDIR: "a file stands where a folder should be",
+    errno.EISDIR: "a folder stands where a file should be",
+    errno.ELOOP: "a symbolic link on it points in a circle",
+    errno.ENAMETOOLONG: "it is longer than the file system allows",
+}
 
 
 def _volume_root(path: Path | None) -> Path | str:
