@@ -9,6 +9,7 @@ plugin ended the CLI with no output).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -274,3 +275,78 @@ def test_project_yaml_that_is_a_folder_is_reported(
     (folder / "project.yaml").mkdir()
     result = cli("projects", "check", "--projects-dir", str(projects_folder.path))
     _assert_clean_error(result, folder, time_limit())
+
+
+RICH_PROJECT = (
+    'name: victim\npython_version: "3.11"\ndescription: a project\nhf_endpoints: [https://hf-mirror.com]\n'
+    "models:\n  - source: url\n    url: https://example.com/x.bin\n    dest: victim/x.bin\n"
+    "  - source: huggingface\n    repo_id: org/model\n    revision: main\n    allow_patterns: ['*.json']\n"
+)
+RICH_DEPS = (
+    "groups:\n  torch:\n    index_url: https://download.pytorch.org/whl/cu121\n    packages: [torch==2.4.1]\n"
+    "  main:\n    packages:\n      - six==1.17.0\n      - requests>=2\n    no_deps: false\n"
+    "install_order: [torch, main]\nmetadata:\n  python_version: '3.11'\n"
+)
+_NASTY = [
+    b"&a ",
+    b"*a",
+    b"[",
+    b"{",
+    b"]",
+    b"}",
+    b"!!binary ",
+    b"!!python/none",
+    b"\t",
+    b"\x00",
+    b"\xff",
+    b"- ",
+    b": ",
+    b"? ",
+    b"|",
+    b">",
+    b"'",
+    b'"',
+    b"#",
+    b"%YAML 1.1\n---\n",
+    b"<<: *a",
+    b"9" * 5000,
+    b"\n" + b"  " * 40,
+    b"~",
+]
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    for _ in range(rng.randint(1, 4)):
+        position = rng.randint(0, len(data))
+        choice = rng.random()
+        if choice < 0.4:
+            data = data[:position] + rng.choice(_NASTY) + data[position:]
+        elif choice < 0.6:
+            data = data[:position] + data[position + rng.randint(1, 20) :]
+        elif choice < 0.8 and data:
+            data = data[:position] + bytes([rng.randint(0, 255)]) + data[position + 1 :]
+        else:
+            data = data[:position]
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("VOLUME_CLI_SLOW_TESTS") != "1", reason="set VOLUME_CLI_SLOW_TESTS=1")
+@pytest.mark.parametrize("file_name", ["project.yaml", "dependencies.yaml"])
+def test_randomly_mutated_files_never_crash(
+    file_name: str, projects_folder: ProjectsFolder, cli: Callable[..., CliResult]
+) -> None:
+    rng = random.Random(int(os.environ.get("VOLUME_CLI_FUZZ_SEED", "9")))
+    folder = _victim(projects_folder)
+    (folder / "project.yaml").write_text(RICH_PROJECT)
+    (folder / "dependencies.yaml").write_text(RICH_DEPS)
+    good = (folder / file_name).read_bytes()
+    tried = 0
+    for _ in range(int(os.environ.get("VOLUME_CLI_FUZZ_RUNS", "1500"))):
+        (folder / file_name).write_bytes(_mutate(good, rng))
+        result = cli("projects", "check", "--projects-dir", str(projects_folder.path))
+        output = result.stdout + result.stderr
+        assert result.exit_code in (0, 1, 2), output
+        assert "internal error" not in output and "Traceback" not in output, (folder / file_name).read_bytes()
+        tried += 1
+    assert tried > 0
