@@ -286,3 +286,31 @@ def test_projects_new_into_a_file_is_a_clean_error(below: str, tmp_path: Path, c
     a_file.write_text("")
     result = cli("projects", "new", "foo", "--python", "3.10", "--dir", str(a_file / below))
     _assert_one_clean_error(result.stderr, exit_code=result.exit_code, must_name=str(a_file))
+
+
+HOOKS = {
+    "after_install-exits": ("after_install", "        import sys\n        sys.exit(3)\n", ["deps", "install"]),
+    "after_install-raises": ("after_install", "        raise RuntimeError('boom')\n", ["deps", "install"]),
+    "after_models-exits": ("after_models", "        raise SystemExit('bye')\n", ["setup"]),
+    "after_models-raises": ("after_models", "        raise RuntimeError('boom')\n", ["setup"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOOKS))
+def test_a_failing_plugin_hook_is_an_error_line(case: str, wheelhouse: JsonIndex, tmp_path: Path, cli: Cli) -> None:
+    hook, body, command = HOOKS[case]
+    root = tmp_path / "volume"
+    root.mkdir()
+    volume = Volume(root, tmp_path / "projects", wheelhouse)
+    volume.want("alpha==1.0")
+    (volume.folder / "project.yaml").unlink()
+    (volume.folder / "project.py").write_text(
+        "from volume_cli import Project\n\n"
+        f"class Tiny(Project):\n    name = 'tiny'\n    python_version = '{PY}'\n\n"
+        f"    def {hook}(self, context):\n{body}"
+    )
+    result = cli(*command, "--project", "tiny", *volume.args)
+    output = result.stdout + result.stderr
+    assert result.exit_code == 1, output
+    assert "internal error" not in output and "Traceback" not in output, output
+    assert hook in output and str(volume.folder / "project.py") in output, output

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from volume_cli.errors import VolumeCliError
+from volume_cli.errors import ModelError, VolumeCliError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.base import HookContext
@@ -84,16 +84,22 @@ def run_setup(
             progress=progress,
         )
         if project.plugin is not None:
-            project.plugin.after_models(
-                HookContext(
-                    project=project.name,
-                    python_version=project.python_version,
-                    root=layout.root,
-                    project_folder=project.folder,
-                    deps_path=layout.deps_path(project.name, project.python_version),
-                    models_dir=layout.models_dir,
-                )
+            context = HookContext(
+                project=project.name,
+                python_version=project.python_version,
+                root=layout.root,
+                project_folder=project.folder,
+                deps_path=layout.deps_path(project.name, project.python_version),
+                models_dir=layout.models_dir,
             )
+            try:
+                project.plugin.after_models(context)
+            except (Exception, SystemExit) as exc:  # user code: an error line, never a crash or a silent exit
+                raise ModelError(
+                    f"{project.name}: the models are present, but the plugin's after_models hook failed: "
+                    f"{type(exc).__name__}: {exc}",
+                    hint=f"fix {project.definition_file}, then run: volume-cli setup --project {project.name}",
+                ) from exc
         actions = Counter(model.action for model in result.models)
         detail = ", ".join(f"{count} {action}" for action, count in sorted(actions.items()))
         return f"{len(result.models)} model(s)" + (f": {detail}" if detail else ""), result

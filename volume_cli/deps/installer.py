@@ -580,7 +580,7 @@ def _run_hook(layout: VolumeLayout, project: ProjectDefinition) -> None:
     )
     try:
         project.plugin.after_install(context)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a hook must not end the CLI silently
         raise InstallError(
             f"{project.name}: the new generation is installed, but the plugin's after_install hook failed: "
             f"{type(exc).__name__}: {exc}",
