@@ -130,3 +130,17 @@ def test_unknown_name_mentions_broken_folders(projects_folder: ProjectsFolder) -
     with pytest.raises(ProjectNotFoundError) as info:
         discovery.get("zulu")
     assert "could not be read" in info.value.message and info.value.hint and "projects check" in info.value.hint
+
+
+def test_a_plugin_printing_at_import_does_not_corrupt_json_or_env(projects_folder: ProjectsFolder, cli: Cli) -> None:
+    folder = projects_folder.path / "chatty"
+    folder.mkdir()
+    (folder / "project.py").write_text(
+        "from volume_cli import Project\nprint('hello from the plugin')\n\n"
+        "class Chatty(Project):\n    name = 'chatty'\n    python_version = '3.11'\n"
+    )
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [six]\n")
+    result = cli("projects", "list", "--projects-dir", str(projects_folder.path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert any(row["name"] == "chatty" for row in json.loads(result.stdout))
+    assert "hello from the plugin" in result.stderr

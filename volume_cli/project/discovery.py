@@ -12,6 +12,7 @@ declaring a bundled project's name wins over the bundled one, with a note.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -260,7 +261,8 @@ def _load_plugin(path: Path) -> ProjectDefinition:
     plugin_class = classes[0]
     try:
         data = _plugin_data(plugin_class)
-        plugin = plugin_class()
+        with contextlib.redirect_stdout(sys.stderr):
+            plugin = plugin_class()
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # a plugin class is user code: report it, never crash
@@ -277,7 +279,9 @@ def _import_plugin(path: Path, module_name: str, *, hint: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        # stdout carries --json and `eval "$(volume-cli env)"` output: a plugin's print() goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            spec.loader.exec_module(module)
     except KeyboardInterrupt:
         sys.modules.pop(module_name, None)
         raise
