@@ -144,3 +144,16 @@ def test_a_plugin_printing_at_import_does_not_corrupt_json_or_env(projects_folde
     assert result.exit_code == 0, result.stderr
     assert any(row["name"] == "chatty" for row in json.loads(result.stdout))
     assert "hello from the plugin" in result.stderr
+
+
+def test_a_broken_copy_of_a_bundled_project_is_not_replaced_by_the_bundled_one(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    folder = mine / "speaker_diarization"
+    folder.mkdir(parents=True)
+    (folder / "project.py").write_text("this is not python\n")
+    (folder / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [six]\n")
+    discovery = discover([mine], env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        discovery.get("speaker-diarization")
+    assert str(folder / "project.py") in info.value.message
+    assert discovery.get("demo").folder.parent == bundled_projects_dir()

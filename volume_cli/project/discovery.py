@@ -81,6 +81,7 @@ class BrokenProject:
     hint: str | None = None
     name: str | None = None  # known when the folder loaded but its name clashes
     duplicate: bool = False
+    bundled: bool = False
 
     @property
     def names(self) -> set[str]:
@@ -101,13 +102,15 @@ class Discovery:
     broken: list[BrokenProject] = field(default_factory=list)
     # Per project name: why this folder was chosen over another (a user's project shadowing a bundled one).
     notes: dict[str, str] = field(default_factory=dict)
+    bundled: frozenset[str] = frozenset()  # names that resolved to a project shipped with volume-cli
 
     def get(self, name: str) -> ProjectDefinition:
-        if name in self.projects:
+        mine = [broken for broken in self.broken if name in broken.names and not broken.bundled]
+        if name in self.projects and not (mine and name in self.bundled):
             return self.projects[name]
-        for broken in self.broken:
-            if name in broken.names:
-                raise broken.error()
+        # The user's own broken copy of a bundled project: its problem, never the bundled package set.
+        for broken in mine or [broken for broken in self.broken if name in broken.names]:
+            raise broken.error()
         known = ", ".join(sorted(self.projects)) or "none"
         unread = f"; {len(self.broken)} project folder(s) could not be read" if self.broken else ""
         raise ProjectNotFoundError(
@@ -136,7 +139,10 @@ def discover(
             try:
                 definition = load_project_folder(candidate)
             except ConfigError as exc:
-                collected.broken.append(BrokenProject(folder=candidate, problems=exc.problems, hint=exc.hint))
+                broken = BrokenProject(
+                    folder=candidate, problems=exc.problems, hint=exc.hint, bundled=folder == bundled
+                )
+                collected.broken.append(broken)
                 continue
             collected.add(definition, bundled=folder == bundled)
     return Discovery(
@@ -144,6 +150,7 @@ def discover(
         folders=folders,
         broken=collected.broken,
         notes=collected.notes,
+        bundled=frozenset(collected.bundled),
     )
 
 
