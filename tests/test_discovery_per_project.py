@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, ProjectsFolder
+from tests.conftest import CliResult, ProjectsFolder, volume_cli_command
 from volume_cli.errors import ConfigError, DuplicateProjectError, ProjectNotFoundError
 from volume_cli.project.discovery import bundled_projects_dir, discover
 
@@ -157,3 +160,28 @@ def test_a_broken_copy_of_a_bundled_project_is_not_replaced_by_the_bundled_one(t
         discovery.get("speaker-diarization")
     assert str(folder / "project.py") in info.value.message
     assert discovery.get("demo").folder.parent == bundled_projects_dir()
+
+
+def test_unreadable_folders_are_reported_not_skipped(projects_folder: ProjectsFolder, tmp_path: Path) -> None:
+    """Root ignores file modes, so the check runs in a subprocess without CAP_DAC_OVERRIDE."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv")
+    projects_folder.add_yaml_project("alpha")
+    locked = projects_folder.add_yaml_project("bravo")
+    other = tmp_path / "other"
+    ProjectsFolder(other).add_yaml_project("charlie")
+    locked.chmod(0)
+    other.chmod(0)
+    try:
+        argv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *volume_cli_command()]
+        argv += ["projects", "check", "--projects-dir", str(projects_folder.path)]
+        env = {**os.environ, "NO_COLOR": "1", "VOLUME_CLI_PROJECTS_PATH": str(other)}
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        locked.chmod(0o755)
+        other.chmod(0o755)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "internal error" not in output, output
+    assert "ok     alpha" in output
+    assert f"{locked}: cannot read the project folder" in output
+    assert f"{other}: cannot list this projects folder" in output

@@ -49,11 +49,12 @@ def bundled_projects_dir() -> Path:
 
 
 def _holds_projects(folder: Path) -> bool:
+    """Whether ./projects is the user's: then it replaces the bundled projects, even if some are unreadable."""
     try:
-        markers = (PLUGIN_FILE, PROJECT_YAML, DEPENDENCIES_YAML)
-        return any((child / marker).is_file() for child in folder.iterdir() for marker in markers)
+        children = [child for child in folder.iterdir() if child.is_dir() and not child.name.startswith((".", "_"))]
     except OSError:
         return False
+    return any(_may_be_project(child) for child in children)
 
 
 def search_path(
@@ -135,7 +136,15 @@ def discover(
     bundled = bundled_projects_dir().resolve()
     collected = _Collected()
     for folder in folders:
-        for candidate in _candidate_folders(folder):
+        try:
+            candidates = _candidate_folders(folder)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problem = f"{folder}: cannot list this projects folder: {exc.strerror or exc}"
+            collected.broken.append(BrokenProject(folder=folder, problems=[problem], hint=f"check: ls -ld {folder}"))
+            continue
+        for candidate in candidates:
             try:
                 definition = load_project_folder(candidate)
             except ConfigError as exc:
@@ -191,34 +200,41 @@ class _Collected:
 
 
 def _candidate_folders(folder: Path) -> list[Path]:
+    """Subfolders that hold, or may hold, a project: an unreadable one is reported by loading it, not skipped."""
+    children = sorted(child for child in folder.iterdir() if child.is_dir())
+    return [child for child in children if not child.name.startswith((".", "_")) and _may_be_project(child)]
+
+
+def _may_be_project(child: Path) -> bool:
     try:
-        children = sorted(child for child in folder.iterdir() if child.is_dir())
+        names = set(os.listdir(child))
     except OSError:
-        return []
-    return [
-        child
-        for child in children
-        if not child.name.startswith((".", "_"))
-        and any((child / marker).is_file() for marker in (PLUGIN_FILE, PROJECT_YAML, DEPENDENCIES_YAML))
-    ]
+        return True
+    return bool(names & {PLUGIN_FILE, PROJECT_YAML, DEPENDENCIES_YAML})
 
 
 def load_project_folder(folder: Path) -> ProjectDefinition:
     plugin_file, yaml_file = folder / PLUGIN_FILE, folder / PROJECT_YAML
-    if not plugin_file.is_file() and not yaml_file.is_file():
+    try:
+        has_plugin, has_yaml = plugin_file.is_file(), yaml_file.is_file()  # is_file raises for an unreadable folder
+    except OSError as exc:
+        raise ConfigError(
+            [f"{folder}: cannot read the project folder: {exc.strerror or exc}"], hint=f"check: ls -ld {folder}"
+        ) from None
+    if not has_plugin and not has_yaml:
         raise _no_definition_error(folder)
-    if plugin_file.is_file() and yaml_file.is_file():
+    if has_plugin and has_yaml:
         raise ConfigError(
             [f"{folder}: has both {PLUGIN_FILE} and {PROJECT_YAML}; keep one"],
             hint="put the settings in the plugin class, or delete project.py if you need no hooks",
         )
-    if plugin_file.is_file():
+    if has_plugin:
         return _load_plugin(plugin_file)
     return _load_yaml_project(yaml_file)
 
 
 def _no_definition_error(folder: Path) -> ConfigError:
-    """A folder with only a dependencies.yaml: say so instead of skipping it (or using a bundled namesake)."""
+    """A folder without a project file (only a dependencies.yaml?): say so, never skip it or use a namesake."""
     python = "3.10"
     try:
         declared = load_dependency_config(folder / DEPENDENCIES_YAML).metadata
@@ -227,7 +243,7 @@ def _no_definition_error(folder: Path) -> ConfigError:
         pass
     name = folder.name.lower().replace("_", "-")
     return ConfigError(
-        [f"{folder}: has {DEPENDENCIES_YAML} but no project.yaml or project.py, so it is not a project yet"],
+        [f"{folder}: no project.yaml or project.py file, so it is not a project yet"],
         hint=f'add {folder / PROJECT_YAML} with the lines  name: {name}  and  python_version: "{python}"',
     )
 
