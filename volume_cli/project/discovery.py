@@ -235,13 +235,14 @@ def load_project_folder(folder: Path) -> ProjectDefinition:
 
 def _no_definition_error(folder: Path) -> ConfigError:
     """A folder without a project file (only a dependencies.yaml?): say so, never skip it or use a namesake."""
-    python = "3.10"
+    python, name = "3.10", folder.name.lower().replace("_", "-")
     try:
         declared = load_dependency_config(folder / DEPENDENCIES_YAML).metadata
-        python = declared.python_version if declared and declared.python_version else python
     except ConfigError:
-        pass
-    name = folder.name.lower().replace("_", "-")
+        declared = None
+    if declared is not None:
+        # What its own metadata says, so the suggested project.yaml matches it.
+        python, name = declared.python_version or python, declared.project or name
     return ConfigError(
         [f"{folder}: no project.yaml or project.py file, so it is not a project yet"],
         hint=f'add {folder / PROJECT_YAML} with the lines  name: {name}  and  python_version: "{python}"',
