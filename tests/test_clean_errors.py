@@ -314,3 +314,21 @@ def test_a_failing_plugin_hook_is_an_error_line(case: str, wheelhouse: JsonIndex
     assert result.exit_code == 1, output
     assert "internal error" not in output and "Traceback" not in output, output
     assert hook in output and str(volume.folder / "project.py") in output, output
+
+
+@pytest.mark.parametrize("how", ["file", "dangling-link"])
+def test_a_file_where_the_store_folder_should_be(how: str, wheelhouse: JsonIndex, tmp_path: Path, cli: Cli) -> None:
+    root = tmp_path / "volume"
+    root.mkdir()
+    volume = Volume(root, tmp_path / "projects", wheelhouse)
+    volume.want("alpha==1.0")
+    assert volume.install(cli).exit_code == 0
+    store = root / "python-deps" / ".store"
+    shutil.rmtree(store)
+    if how == "file":
+        store.write_text("junk")
+    else:
+        store.symlink_to("nowhere")
+    volume.want("alpha==1.0", "beta==1.0")
+    result = volume.install(cli)
+    _assert_one_clean_error(result.stderr, exit_code=result.exit_code, must_name=str(store))

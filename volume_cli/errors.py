@@ -155,6 +155,7 @@ def file_system_error(error: OSError) -> VolumeCliError | None:
 
 _PATH_PROBLEMS = {
     errno.ENOTDIR: "a file stands where a folder should be",
+    errno.EEXIST: "a file or a broken link stands where a folder should be",
     errno.EISDIR: "a folder stands where a file should be",
     errno.ELOOP: "a symbolic link on it points in a circle",
     errno.ENAMETOOLONG: "it is longer than the file system allows",
