@@ -54,7 +54,7 @@ def test_duplicate_names_name_both_folders(projects_folder: ProjectsFolder, tmp_
     other.mkdir()
     ProjectsFolder(other).add_yaml_project("alpha_copy", name="alpha")
     with pytest.raises(DuplicateProjectError) as info:
-        discover([projects_folder.path, other], env={}, cwd=tmp_path)
+        discover([projects_folder.path, other], env={}, cwd=tmp_path).get("alpha")
     message = info.value.message
     assert str(projects_folder.path / "alpha") in message and str(other / "alpha_copy") in message
 
@@ -71,7 +71,7 @@ def test_broken_plugin_names_file_and_line(projects_folder: ProjectsFolder) -> N
     folder.mkdir()
     (folder / "project.py").write_text("from volume_cli import Project\n\nraise RuntimeError('boom')\n")
     with pytest.raises(ConfigError) as info:
-        discover([projects_folder.path], env={}, cwd=projects_folder.path)
+        discover([projects_folder.path], env={}, cwd=projects_folder.path).get("broken")
     assert info.value.message.startswith(f"{folder / 'project.py'}:3: importing the plugin failed: RuntimeError: boom")
 
 
@@ -82,7 +82,7 @@ def test_plugin_with_bad_attributes(projects_folder: ProjectsFolder) -> None:
         "from volume_cli import Project\n\nclass Bad(Project):\n    name = 'bad'\n    python_version = '3.x'\n"
     )
     with pytest.raises(ConfigError) as info:
-        discover([projects_folder.path], env={}, cwd=projects_folder.path)
+        discover([projects_folder.path], env={}, cwd=projects_folder.path).get("bad")
     assert f"{folder / 'project.py'}: python_version: python version must look like" in info.value.message
 
 

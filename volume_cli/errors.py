@@ -7,6 +7,10 @@ a traceback for them unless ``--debug`` / ``VOLUME_CLI_DEBUG=1`` is set.
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 
 class VolumeCliError(Exception):
     """Base class: an expected failure with a clear message for the user."""
@@ -108,6 +112,67 @@ class ChecksumError(ModelError):
 
 class DiskSpaceError(VolumeCliError):
     """Not enough free space on the volume for the planned work."""
+
+
+class FileSystemError(VolumeCliError):
+    """The operating system refused a file operation: permissions, a full or read-only volume."""
+
+
+def file_system_error(error: OSError) -> VolumeCliError | None:
+    """The one-line error for an ``OSError`` the user can act on; None for the ones that are our bugs."""
+    paths = [Path(os.fsdecode(name)) for name in (error.filename, error.filename2) if isinstance(name, str | bytes)]
+    path = paths[-1] if paths else None  # a rename's destination is where it writes
+    place = " -> ".join(str(item) for item in paths) or "a file on the volume"
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        folders = " ".join(dict.fromkeys(str(item.parent) for item in paths)) or "."
+        return FileSystemError(
+            f"permission denied: {place} ({reason})",
+            hint=f"make sure this user (uid {os.getuid()}) may write there: ls -ld {folders}; "
+            "or run volume-cli as the user that owns the volume",
+        )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        root = _volume_root(path)
+        what = "no space left" if error.errno == errno.ENOSPC else "disk quota exceeded"
+        return DiskSpaceError(
+            f"{what} on the volume {root} (while writing {place})",
+            hint=f"free space with: volume-cli gc --root {root}  (and volume-cli models gc), or grow the volume",
+        )
+    if error.errno == errno.EROFS:
+        return FileSystemError(
+            f"read-only file system: {place}",
+            hint="mount the volume read-write (serverless workers see it read-only: install from a pod)",
+        )
+    if error.errno in _PATH_PROBLEMS:
+        return FileSystemError(f"{reason.lower()}: {place}", hint=f"check the path: {_PATH_PROBLEMS[error.errno]}")
+    if error.errno == errno.EIO:
+        return FileSystemError(
+            f"input/output error on {place}",
+            hint="the network volume may be unreachable: check the mount (df -h), then run the command again",
+        )
+    return None
+
+
+_PATH_PROBLEMS = {
+    errno.ENOTDIR: "a file stands where a folder should be",
+    errno.EEXIST: "a file or a broken link stands where a folder should be",
+    errno.EISDIR: "a folder stands where a file should be",
+    errno.ELOOP: "a symbolic link on it points in a circle",
+    errno.ENAMETOOLONG: "it is longer than the file system allows",
+}
+
+
+def _volume_root(path: Path | None) -> Path | str:
+    """The volume-cli root holding ``path`` (it has .metadata/volume.json), else the mount point."""
+    if path is None:
+        return "(unknown)"
+    for folder in path.parents:
+        if (folder / ".metadata" / "volume.json").is_file():
+            return folder
+    folder = path
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 class RuntimeCheckError(VolumeCliError):

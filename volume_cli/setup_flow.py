@@ -105,7 +105,7 @@ def _run_after_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
     )
     try:
         project.plugin.after_models(context)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # user code: an error line, never a crash or a silent exit
         raise HookError(
             f"{project.name}: the models are present, but the plugin's after_models hook failed: "
             f"{type(exc).__name__}: {exc}",

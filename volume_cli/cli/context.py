@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from volume_cli.cli.render import stderr_console
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import Discovery, discover
@@ -12,11 +13,22 @@ from volume_cli.root import ResolvedRoot, require_writable, resolve_root
 
 
 def projects(projects_dirs: Sequence[Path] | None) -> Discovery:
-    return discover(list(projects_dirs or ()))
+    discovery = discover(list(projects_dirs or ()))
+    for note in discovery.notes.values():
+        stderr_console.print(f"note: {note}", markup=False)
+    for broken in discovery.broken:
+        stderr_console.print(f"warning: skipped a broken project: {broken.problems[0]}", markup=False)
+    return discovery
 
 
 def project(projects_dirs: Sequence[Path] | None, name: str) -> ProjectDefinition:
-    return projects(projects_dirs).get(name)
+    # Only the asked-for project matters: another project's broken folder must not stop this command.
+    discovery = discover(list(projects_dirs or ()))
+    definition = discovery.get(name)
+    note = discovery.note_for(name)
+    if note:
+        stderr_console.print(f"note: {note}", markup=False)
+    return definition
 
 
 def read_root(root: Path | None) -> ResolvedRoot:

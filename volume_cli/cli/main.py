@@ -16,7 +16,7 @@ from rich.markup import escape
 from volume_cli import __version__
 from volume_cli.cli.commands import consumer, deps, models, projects, status, volume
 from volume_cli.cli.render import stderr_console
-from volume_cli.errors import Terminated, VolumeCliError
+from volume_cli.errors import Terminated, VolumeCliError, file_system_error
 from volume_cli.redact import shown
 
 DEBUG_ENV = "VOLUME_CLI_DEBUG"
@@ -129,6 +129,11 @@ def run(argv: list[str] | None = None) -> None:
     except Exception as error:
         if _debug_enabled():
             raise
+        mapped = file_system_error(error) if isinstance(error, OSError) else None
+        if mapped is not None:
+            # Permissions, a full or read-only volume: the user's to fix, so an error line, not "internal error".
+            report_error(mapped)
+            sys.exit(mapped.exit_code)
         stderr_console.print(
             f"[bold red]internal error:[/] {type(error).__name__}: {escape(shown(str(error)))}",
             markup=True,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
 
 from volume_cli.config.located_yaml import LocatedDocument, load_located_yaml
 from volume_cli.config.strict import StrictModel, validation_problems
@@ -18,13 +18,25 @@ from volume_cli.errors import ConfigError
 
 PYPI_SIMPLE_URL = "https://pypi.org/simple"
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PYTHON_VERSION = re.compile(r"^3\.(\d{1,2})$")
+_PYTHON_VERSION = re.compile(r"^3\.(0|[1-9]\d?)$")
+# CPython minors uv can build a lock for; the folder python-deps/pyX.Y is named after it.
+SUPPORTED_PYTHON_MINORS = range(8, 15)
 
 
 def check_python_version(value: str) -> str:
     match = _PYTHON_VERSION.match(value)
-    if not match or int(match.group(1)) < 8:
+    if not match or int(match.group(1)) < SUPPORTED_PYTHON_MINORS[0]:
         raise ValueError(f"python version must look like '3.10' (3.8 or newer), got {value!r}")
+    if int(match.group(1)) > SUPPORTED_PYTHON_MINORS[-1]:
+        newest = f"3.{SUPPORTED_PYTHON_MINORS[-1]}"
+        raise ValueError(f"python version {value!r} is not a CPython release volume-cli supports (3.8 to {newest})")
+    return value
+
+
+def _python_version_as_text(value: object) -> object:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        # YAML reads 3.10 as the number 3.1: say so instead of "must be a string".
+        raise ValueError(f"python version must be quoted text like '3.10', got the number {value!r}")
     return value
 
 
@@ -51,7 +63,7 @@ def _check_index_url(value: str | None) -> str | None:
 
 RequirementText = Annotated[str, AfterValidator(_check_requirement)]
 IndexUrl = Annotated[str, AfterValidator(_check_index_url)]
-PythonVersion = Annotated[str, AfterValidator(check_python_version)]
+PythonVersion = Annotated[str, BeforeValidator(_python_version_as_text), AfterValidator(check_python_version)]
 
 
 class DependencyGroup(StrictModel):

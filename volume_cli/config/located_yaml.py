@@ -7,6 +7,7 @@ the plain data from the same nodes (``yaml.safe_load`` semantics).
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,37 +54,113 @@ def format_problem(path: Path, key_path: Sequence[str | int], message: str, line
     return f"{location}: {format_key_path(key_path)}: {message}"
 
 
+# Config files are a few kilobytes; these bounds keep a hostile file (an alias bomb,
+# 10,000 nested brackets, a multi-megabyte blob) from hanging or crashing every command.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
 def load_located_yaml(path: Path, *, hint: str | None = None) -> LocatedDocument:
     """Read ``path`` as YAML; raise ``ConfigError`` with a located message."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            # A FIFO would block the read forever; a folder or device is never a config file.
+            raise ConfigError([f"{path}: is not a regular file"], hint=hint)
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"], hint=hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"], hint=hint) from None
-    return parse_located_yaml(text, path, hint=hint)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"], hint=hint) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB; this is not a config file"], hint=hint)
+    return parse_located_yaml(_decode(raw, path, hint=hint), path, hint=hint)
+
+
+def _decode(raw: bytes, path: Path, *, hint: str | None) -> str:
+    if raw.startswith(_UTF16_32_BOMS) or (len(raw) > 1 and raw[1:2] == b"\x00" and raw[:1] != b"\x00"):
+        raise ConfigError([f"{path}: is UTF-16 or UTF-32 encoded; save it as UTF-8"], hint=hint)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte {exc.start})"], hint=hint) from None
 
 
 def parse_located_yaml(text: str, path: Path, *, hint: str | None = None) -> LocatedDocument:
     try:
+        _check_depth(text, path)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            raise ConfigError([f"{path}: the file is empty"], hint=hint)
+        _check_size(root, path)
+        lines: dict[KeyPath, int] = {}
+        problems: list[str] = []
+        _index_lines(root, (), lines, problems, path)
+        if problems:
+            raise ConfigError(problems, hint=hint)
+        data = yaml.SafeLoader("").construct_document(root)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, hint=hint) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        reason = exc.problem or exc.context or "invalid YAML"
-        location = f"{path}:{line}" if line else str(path)
-        raise ConfigError([f"{location}: invalid YAML: {reason}"], hint=hint) from None
+        raise ConfigError([_yaml_problem(path, exc)], hint=hint) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {exc}"], hint=hint) from None
-    if root is None:
-        raise ConfigError([f"{path}: the file is empty"], hint=hint)
-    lines: dict[KeyPath, int] = {}
-    problems: list[str] = []
-    _index_lines(root, (), lines, problems, path)
-    if problems:
-        raise ConfigError(problems, hint=hint)
-    data = yaml.SafeLoader(text).get_single_data()
+    except Exception as exc:
+        # PyYAML's constructors leak plain errors on hostile scalars: ValueError for an
+        # integer of thousands of digits, AttributeError for a malformed !!timestamp.
+        raise ConfigError([f"{path}: invalid YAML value: {type(exc).__name__}: {exc}"], hint=hint) from None
     return LocatedDocument(path=path, data=data, lines=lines)
+
+
+def _yaml_problem(path: Path, exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    reason = exc.problem or exc.context or "invalid YAML"
+    location = f"{path}:{line}" if line else str(path)
+    return f"{location}: invalid YAML: {reason}"
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Walk the event stream (iterative, unlike composing) so deep nesting cannot exhaust the stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                location = f"{path}:{line}" if line else str(path)
+                raise ConfigError([f"{location}: nested more than {MAX_DEPTH} levels deep"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_size(root: yaml.Node, path: Path) -> None:
+    """Count nodes as if aliases were expanded: a few lines of anchors can stand for billions of nodes."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError([f"{path}:{node.start_mark.line + 1}: an alias refers to the node containing it"])
+        active.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(child) for child in children)
+        active.discard(key)
+        sizes[key] = min(total, MAX_NODES + 1)
+        return sizes[key]
+
+    if size(root) > MAX_NODES:
+        raise ConfigError([f"{path}: expands to more than {MAX_NODES} values (YAML aliases?); write it out plainly"])
 
 
 def _index_lines(
@@ -93,6 +170,11 @@ def _index_lines(
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(
+                    format_problem(path, key_path, "keys must be plain names", key_node.start_mark.line + 1)
+                )
+                continue
             key = str(key_node.value)
             child = (*key_path, key)
             if key in seen:

@@ -53,6 +53,7 @@ from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, repair_state
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.space import check_install_space
 from volume_cli.deps.store import (
     EntryHealth,
     Harvest,
@@ -462,6 +463,7 @@ def _materialize(
     )
     if not picked.needed:
         return picked.entries, Harvest(entries={}, new_bytes=0, created=()), picked.reused
+    check_install_space(layout.root, picked.needed)  # before uv: a full volume mid-install helps no one
     staging = new_staging(layout)
     try:
         _uv_install(
@@ -778,7 +780,7 @@ def _run_hook(layout: VolumeLayout, project: ProjectDefinition, generation: str)
     _record_hook(layout, project, HookRecord(generation=generation, ok=False, finished_at=utc_now()))
     try:
         project.plugin.after_install(context)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a hook must not end the CLI silently
         error = f"{type(exc).__name__}: {exc}"
         _record_hook(layout, project, HookRecord(generation=generation, ok=False, finished_at=utc_now(), error=error))
         raise InstallError(

@@ -15,7 +15,7 @@ def locked_version(layout: VolumeLayout, project: str, package: str) -> str | No
     path = pylock_path(layout, project)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     try:
         data = parse_pylock(text, source=str(path))

@@ -126,8 +126,8 @@ def read_current_lock(layout: VolumeLayout, project: str) -> CurrentLock | None:
         return None
     try:
         text = pylock_path(layout, project).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None  # a damaged pylock cannot match its recorded hash either: resolve again
     except OSError as exc:
         raise StateError(f"{pylock_path(layout, project)}: cannot read: {exc.strerror or exc}") from None
     if sha256_text(text) != info.pylock_sha256:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from volume_cli.errors import ConfigError
-from volume_cli.project.discovery import Discovery, discover
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.project.discovery import BrokenProject, Discovery, discover
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class ProjectCheck:
     name: str
     folder: Path
     problems: list[str] = field(default_factory=list)
+    hint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -25,6 +27,7 @@ class ProjectCheck:
 @dataclass(frozen=True)
 class CheckReport:
     projects: list[ProjectCheck]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -36,16 +39,29 @@ class CheckReport:
 
 
 def check_projects(extra_dirs: Sequence[str | os.PathLike[str]] = (), *, only: str | None = None) -> CheckReport:
-    """Discovery problems raise; per-project config problems are collected."""
+    """Every project's problems, broken folders included; one project's problem never hides the others."""
     discovery: Discovery = discover(extra_dirs)
-    names = [only] if only else list(discovery.projects)
-    checks: list[ProjectCheck] = []
-    for name in names:
-        definition = discovery.get(name)
-        try:
-            _ = definition.dependencies
-            problems: list[str] = []
-        except ConfigError as exc:
-            problems = exc.problems
-        checks.append(ProjectCheck(name=name, folder=definition.folder, problems=problems))
-    return CheckReport(projects=checks)
+    checks = [_check(definition) for definition in discovery.projects.values()]
+    checks += [_broken(entry) for entry in discovery.broken]
+    checks.sort(key=lambda check: (check.name, str(check.folder)))
+    if only is None:
+        return CheckReport(projects=checks, notes=list(discovery.notes.values()))
+    selected = [check for check in checks if check.name == only]
+    if not selected:
+        discovery.get(only)  # raises: not found, naming the folders that could not be read
+    note = discovery.note_for(only)
+    return CheckReport(projects=selected, notes=[note] if note else [])
+
+
+def _check(definition: ProjectDefinition) -> ProjectCheck:
+    try:
+        _ = definition.dependencies
+        problems: list[str] = []
+    except ConfigError as exc:
+        problems = exc.problems
+    return ProjectCheck(name=definition.name, folder=definition.folder, problems=problems)
+
+
+def _broken(entry: BrokenProject) -> ProjectCheck:
+    name = entry.name or entry.folder.name.lower().replace("_", "-")
+    return ProjectCheck(name=name, folder=entry.folder, problems=list(entry.problems), hint=entry.hint)

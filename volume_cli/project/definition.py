@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -36,13 +36,23 @@ def _check_endpoint(value: str) -> str:
 EndpointUrl = Annotated[str, AfterValidator(_check_endpoint)]
 
 
+def _check_dependencies_file(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or "\\" in value or any(part in {"..", "."} for part in path.parts) or not path.parts:
+        raise ValueError(f"dependencies_file must be a file name inside the project folder, got {value!r}")
+    return value
+
+
+DependenciesFile = Annotated[str, AfterValidator(_check_dependencies_file)]
+
+
 class ProjectSpec(StrictModel):
     """What a plugin class or a project.yaml declares."""
 
     name: ProjectName
     python_version: PythonVersion
     description: str = ""
-    dependencies_file: str = Field(default="dependencies.yaml", min_length=1)
+    dependencies_file: DependenciesFile = Field(default="dependencies.yaml", min_length=1)
     models: list[ModelSpec] = Field(default_factory=list)
     # Hub endpoints in the order to try (e.g. https://hf-mirror.com then https://huggingface.co);
     # --hf-endpoint / --modelscope-endpoint replace them, and they replace HF_ENDPOINT / MODELSCOPE_ENDPOINT.

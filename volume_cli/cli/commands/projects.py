@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from volume_cli.cli.options import JsonOption, ProjectsDirOption
@@ -24,13 +25,14 @@ app = typer.Typer(help="List, create and validate projects.", no_args_is_help=Tr
 @dataclass(frozen=True)
 class ProjectRow:
     name: str
-    python_version: str
+    python_version: str | None
     groups: int | None
     packages: int | None
-    models: int
+    models: int | None
     folder: Path
-    definition: str
+    definition: str | None
     error: str | None
+    note: str | None = None
 
 
 def project_rows(discovery: Discovery) -> list[ProjectRow]:
@@ -51,17 +53,31 @@ def project_rows(discovery: Discovery) -> list[ProjectRow]:
                 folder=definition.folder,
                 definition=definition.definition_file.name,
                 error=error,
+                note=discovery.note_for(definition.name),
             )
         )
-    return rows
+    for broken in discovery.broken:
+        rows.append(
+            ProjectRow(
+                name=broken.name or broken.folder.name.lower().replace("_", "-"),
+                python_version=None,
+                groups=None,
+                packages=None,
+                models=None,
+                folder=broken.folder,
+                definition=None,
+                error=broken.error().message,
+            )
+        )
+    return sorted(rows, key=lambda row: (row.name, str(row.folder)))
 
 
 @app.command("list")
 def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = False) -> None:
     """Every discovered project: python, groups, package and model counts, folder."""
-    from volume_cli.cli import context
+    from volume_cli.project.discovery import discover
 
-    discovery = context.projects(projects_dir)
+    discovery = discover(list(projects_dir or ()))  # broken folders are rows here, not warnings
     rows = project_rows(discovery)
 
     def human(console: Console) -> None:
@@ -73,10 +89,10 @@ def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = F
         for row in rows:
             table.add_row(
                 row.name,
-                row.python_version,
+                row.python_version or "-",
                 "-" if row.groups is None else str(row.groups),
                 "[red]invalid[/]" if row.packages is None else str(row.packages),
-                str(row.models),
+                "-" if row.models is None else str(row.models),
                 short_path(row.folder),
             )
         console.print(table)
@@ -84,7 +100,9 @@ def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = F
             console.print("no projects found; create one with: volume-cli projects new NAME --python 3.10")
         for row in rows:
             if row.error:
-                console.print(f"[red]{row.name}:[/] {row.error}", markup=True)
+                console.print(f"[red]{escape(row.name)}:[/] {escape(row.error)}", markup=True)
+            if row.note:
+                console.print(f"note: {row.note}", markup=False)
         console.print(f"[dim]searched: {', '.join(short_path(folder) for folder in discovery.folders)}[/]")
 
     emit(rows, as_json=as_json, human=human)
@@ -131,8 +149,11 @@ def check_command(
                 console.print(f"[red]error[/]  {check.name}  [dim]{short_path(check.folder)}[/]")
                 for problem in check.problems:
                     console.print(f"         {problem}", markup=False)
+        for note in report.notes:
+            console.print(f"note: {note}", markup=False)
 
     emit(report, as_json=as_json, human=human)
     failure = report.first_failure
     if failure is not None:
-        raise ConfigError(failure.problems, hint=f"fix {failure.name}'s config, then run: volume-cli projects check")
+        hint = failure.hint or f"fix {failure.name}'s config, then run: volume-cli projects check"
+        raise ConfigError(failure.problems, hint=hint)
