@@ -36,7 +36,7 @@ from tests.models.conftest import FAST, ProjectMaker, range_headers
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.fsops import staging_dir
-from volume_cli.models.manifest import read_manifest, write_manifest
+from volume_cli.models.manifest import read_manifest
 
 SLOW = os.environ.get("VOLUME_CLI_SLOW_TESTS") == "1"
 POINTS = 60 if SLOW else 5
@@ -346,8 +346,10 @@ def test_a_refresh_killed_between_the_switch_and_the_manifest_converges_forward(
     commits[add(scenario.repo, files=scenario.revisions()[2])] = 2
     _download(layout, project, hub, refresh=True)
     assert old is not None
-    if source == "huggingface":  # HF switches refs/main before the manifest is written
-        write_manifest(layout, old)
+    if source == "huggingface":  # the manifest is written first, then refs/main is switched
+        refs = layout.hf_hub_cache / f"models--{scenario.repo.replace('/', '--')}" / "refs" / "main"
+        refs.write_text(old.resolved_commit or "")
+        assert _hf_view(layout, scenario, commits) == "rev1"
     else:  # ModelScope writes the manifest first, then switches ``current``
         current = layout.modelscope_cache / ".volume-cli" / "crash" / "between" / "current"
         current.unlink()

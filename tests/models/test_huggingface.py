@@ -136,7 +136,7 @@ def test_refresh_sees_a_moved_branch(hub: FakeHub, layout: VolumeLayout, make_pr
     assert outcome.files_fetched == ("config.json",)  # unchanged blobs are shared between commits
     repo = layout.hf_hub_cache / "models--org--tiny"
     assert (repo / "refs" / "main").read_text() == second
-    assert not (repo / "snapshots" / first).exists()
+    assert (repo / "snapshots" / first).exists()  # kept for readers that resolved it, until the next update
     assert (repo / "snapshots" / second / "config.json").read_bytes() == b'{"hidden_size": 16}'
 
     hub.clear_requests()

@@ -127,6 +127,9 @@ def test_refresh_never_empties_a_planted_blobs_link(
     before = _tree(outside)
 
     _hf(hub, layout, project, refresh=True)
+    # The snapshot a refresh replaces stays for readers until the next update, which removes it.
+    hub.move_branch("org/tiny", "main", files={"config.json": b'{"a": 3}'})
+    _hf(hub, layout, project, refresh=True)
 
     assert _tree(outside) == before
     assert not os.path.lexists(old)  # the link itself was removed

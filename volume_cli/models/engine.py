@@ -116,7 +116,13 @@ class Engine:
             except HttpStatusError as exc:
                 raise status_error(spec.key, exc) from None
             unchanged = plan.manifest is not None and _same_files(plan.manifest, item.listing)
-            if plan.state == "refresh" and unchanged and plan.check is not None and plan.check.ok:
+            settled = (  # nothing new on the hub, every file whole, and the switch made
+                plan.manifest is not None
+                and plan.check is not None
+                and plan.check.ok
+                and adapter.is_current(plan.manifest)
+            )
+            if plan.state == "refresh" and unchanged and settled:
                 return present_outcome(plan)
         else:
             assert plan.manifest is not None  # repairs and relinks work from the manifest, offline
@@ -198,8 +204,7 @@ class Engine:
         if report.endpoints:
             manifest = manifest.model_copy(update={"endpoint": report.endpoints[-1]})
         write_manifest(self.context.layout, manifest)
-        if isinstance(adapter, ModelScopeSource):
-            adapter.publish(spec, manifest, current)  # the switch comes after the manifest: a kill converges forward
+        adapter.publish(spec, manifest, current)  # the switch comes after the manifest: a kill converges forward
         remove_path(staging_dir(self.context.layout) / safe_key(spec.key), within=self.context.layout.models_dir)
         action = _ACTION_FOR_STATE.get(item.plan.state, "downloaded")
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)

@@ -157,7 +157,15 @@ class HuggingFaceSource:
         return None
 
     def is_current(self, manifest: ModelManifest) -> bool:
-        return True
+        """``refs/<revision>`` names the manifest's commit (one small read; a pinned commit has no ref)."""
+        revision = manifest.requested_revision or "main"
+        if is_pinned(revision) or manifest.resolved_commit is None:
+            return True
+        refs = self.context.layout.absolute(manifest.target) / "refs" / revision
+        try:
+            return refs.read_text(encoding="utf-8").strip() == manifest.resolved_commit
+        except (OSError, UnicodeDecodeError):
+            return False
 
     def file_jobs(self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None) -> list[FileJob]:
         hf = _as_hf(spec)
@@ -196,24 +204,42 @@ class HuggingFaceSource:
         for entry in listing.files:
             link = check_inside(snapshot / check_repo_path(entry.path), self.hub_cache, known=known)
             relative_symlink(link, folder / "blobs" / _blob_id(entry))
-        if not is_pinned(hf.revision):
-            refs = check_inside(folder / "refs" / check_revision(hf.revision), self.hub_cache)
-            atomic_write_text(refs, commit)  # written last: readers switch commits here
-        if previous is not None and previous.resolved_commit and previous.resolved_commit != commit:
-            self._drop_snapshot(folder, previous.resolved_commit)
-        elif previous is not None:
-            self._drop_paths(folder, snapshot, previous, listing)
+        if not is_pinned(hf.revision):  # refused before the manifest names the new commit
+            check_inside(folder / "refs" / check_revision(hf.revision), self.hub_cache)
         return self._manifest(hf, folder, snapshot, commit, listing)
 
-    def _drop_snapshot(self, folder: Path, old_commit: str) -> None:
-        """The replaced revision's snapshot; a manifest naming something other than a commit is not obeyed."""
-        if is_pinned(old_commit):
-            remove_path(folder / "snapshots" / old_commit, within=self.hub_cache)
+    def publish(self, spec: ModelSpec, manifest: ModelManifest, previous: ModelManifest | None) -> None:
+        """Switch ``refs`` to the new commit, then drop snapshots older than the one it replaced.
+
+        The replaced snapshot stays until the next update, for a reader that
+        resolved ``refs`` a moment before the switch and is still loading.
+        """
+        hf = _as_hf(spec)
+        folder = repo_folder(self.hub_cache, hf)
+        commit = check_commit(manifest.resolved_commit or hf.revision)
+        if not is_pinned(hf.revision):
+            refs = check_inside(folder / "refs" / check_revision(hf.revision), self.hub_cache)
+            atomic_write_text(refs, commit)  # readers switch commits here
+        if previous is not None and previous.resolved_commit == commit:
+            self._drop_paths(folder, folder / "snapshots" / commit, previous, manifest)
+        else:
+            replaced = previous.resolved_commit if previous is not None else None
+            self._drop_snapshots(folder, keep={commit, replaced or commit})
+
+    def _drop_snapshots(self, folder: Path, keep: set[str]) -> None:
+        """Snapshots other than ``keep`` (and their blobs); only folders named like a commit are touched."""
+        try:
+            names = [entry.name for entry in os.scandir(folder / "snapshots")]
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name not in keep and is_pinned(name):
+                remove_path(folder / "snapshots" / name, within=self.hub_cache)
         prune_unreferenced_blobs(folder)
 
-    def _drop_paths(self, folder: Path, snapshot: Path, previous: ModelManifest, listing: Listing) -> None:
+    def _drop_paths(self, folder: Path, snapshot: Path, previous: ModelManifest, manifest: ModelManifest) -> None:
         """Narrower patterns: the snapshot should show only what is wanted."""
-        wanted = {entry.path for entry in listing.files}
+        wanted = {entry.path for entry in manifest.files}
         dropped = [entry.path for entry in previous.files if entry.path not in wanted]
         for path in dropped:
             try:

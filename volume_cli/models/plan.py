@@ -82,7 +82,7 @@ def plan_model(
         # repairing from it would bring the old commit back, asking the hub goes forward.
         return ModelPlan(spec, manifest, "refresh" if refresh and movable else "incomplete", check)
     if not is_current(manifest):
-        return ModelPlan(spec, manifest, "relayout", check)
+        return ModelPlan(spec, manifest, "refresh" if refresh and movable else "relayout", check)
     if refresh and movable:
         return ModelPlan(spec, manifest, "refresh", check)
     return ModelPlan(spec, manifest, "present", check)

@@ -110,6 +110,14 @@ class RemoteSource(Protocol):
         """The on-volume arrangement (links, layout) is what this run would write."""
         ...
 
+    def publish(self, spec: ModelSpec, manifest: ModelManifest, previous: ModelManifest | None) -> None:
+        """After the manifest is written: the one switch readers see, then what the switch replaced goes.
+
+        The manifest comes first so that a kill between the two converges
+        forward (the next run sees the switch missing and makes it) instead
+        of repairing back to the previous revision.
+        """
+
 
 def _normalize(pattern: str) -> str:
     return pattern + "*" if pattern.endswith("/") else pattern

@@ -74,6 +74,9 @@ class UrlSource:
     def is_current(self, manifest: ModelManifest) -> bool:
         return True
 
+    def publish(self, spec: ModelSpec, manifest: ModelManifest, previous: ModelManifest | None) -> None:
+        return None  # the file was put in place with one rename in finalize
+
     def file_jobs(self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None) -> list[FileJob]:
         url_spec = _as_url(spec)
         entry = listing.files[0]
