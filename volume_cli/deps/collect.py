@@ -22,6 +22,7 @@ from volume_cli.deps.forest import TEMP_PREFIX
 from volume_cli.deps.locking import gc_lock
 from volume_cli.deps.store import cleanup_stale_staging, read_manifest, remove_tree
 from volume_cli.errors import StateError
+from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
@@ -65,6 +66,7 @@ def _linked_generations(layout: VolumeLayout) -> dict[tuple[str, str], str]:
     for python_dir in _listdir(layout.deps_dir):
         if not python_dir.startswith("py"):
             continue
+        check_folder(layout.deps_dir / python_dir / ".generations", layout.root)  # a planted pyX.Y link
         for name in _listdir(layout.deps_dir / python_dir):
             try:
                 target = os.readlink(layout.deps_dir / python_dir / name)
@@ -88,6 +90,7 @@ def gc(
     kept_generations = 0
     referenced: set[str] = set()
     with gc_lock(layout, wait_seconds=wait_seconds, progress=progress):
+        guard_volume(layout)  # a planted .store or .staging link would make gc empty another tree
         progress.step("collecting generations")
         linked = _linked_generations(layout)
         protected_by_project: dict[str, set[str]] = {}
@@ -105,7 +108,7 @@ def gc(
                 # drop_previous: the user gives up rollback to free what only the previous generation uses.
                 previous = None if drop_previous else state.deps.previous_generation
                 protected.update(filter(None, (state.deps.generation, previous)))
-            records_dir = generation_records_dir(layout, project)
+            records_dir = check_folder(generation_records_dir(layout, project), layout.root)
             for file_name in _listdir(records_dir):
                 if not file_name.endswith(".json"):
                     continue
@@ -177,6 +180,7 @@ def _orphan_generations(
         if not python_dir.startswith("py"):
             continue
         for project in _listdir(generations_root):
+            check_folder(generations_root / project, layout.root)  # its old generations go through this folder
             records = generation_records_dir(layout, project)
             for name in _listdir(generations_root / project):
                 generation = name.removeprefix(TEMP_PREFIX)

@@ -9,6 +9,7 @@ from volume_cli.deps.documents import GenerationRecord, generation_record_path
 from volume_cli.deps.forest import current_generation, generation_dir, switch_current
 from volume_cli.deps.locking import project_lock
 from volume_cli.errors import InstallError
+from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
@@ -42,6 +43,7 @@ def rollback(
     with project_lock(
         layout, project.name, command="deps rollback", wait_seconds=wait_seconds, progress=progress
     ) as lease:
+        guard_volume(layout, project=project.name, python_version=python_version)
         state = read_project_state(layout, project.name)
         current = current_generation(layout, project.name, python_version)
         previous = state.deps.previous_generation if state and state.deps else None
