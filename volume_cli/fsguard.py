@@ -139,7 +139,10 @@ def remove_tree(path: Path, *, root: Path | None = None) -> None:
     """
     base = root if root is not None else volume_root_of(path)
     if base is None:
-        raise _outside(path, path.parent)
+        raise UnsafePathError(
+            f"refused to remove {path}: it is not under a volume's python-deps/ or .metadata/ folder",
+            hint="check the record or path that named it; nothing was removed",
+        )
     check_chain(path, base)
     if os.path.islink(path):
         os.unlink(path)

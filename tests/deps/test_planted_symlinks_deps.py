@@ -256,3 +256,35 @@ def test_remove_tree_never_follows_a_link_into_another_tree(tmp_path: Path, outs
         remove_tree(generations / PROJECT / "sub")  # through a link: refused, not moved aside
     assert snapshot(outside) == before
     assert sys.platform != "win32"
+
+
+@pytest.mark.parametrize("forged", ["current", "outside", "other project"])
+def test_gc_never_removes_a_folder_a_forged_generation_record_names(
+    volume: VolumeLayout, outside: Path, tmp_path: Path, forged: str
+) -> None:
+    """A record is only trusted to name its own folder: ``.generations/<project>/<generation>``."""
+    from volume_cli.deps.documents import GenerationRecord, generation_record_path
+    from volume_cli.deps.forest import current_generation
+    from volume_cli.store.documents import read_document, write_document
+
+    current = current_generation(volume, PROJECT, PY)
+    assert current is not None
+    record = read_document(generation_record_path(volume, PROJECT, current), GenerationRecord)
+    assert record is not None
+    other = volume.generations_dir("q", PY) / "gq"
+    (other / "pkg").mkdir(parents=True)
+    os.symlink(os.path.relpath(other, volume.python_dir(PY)), volume.deps_path("q", PY))  # q's current: kept
+    paths = {
+        "current": record.path,
+        "outside": os.path.relpath(outside, volume.root),
+        "other project": volume.relative(other),
+    }
+    forged_record = record.model_copy(update={"generation": "gforged", "path": paths[forged]})
+    write_document(generation_record_path(volume, PROJECT, "gforged"), forged_record)
+    before = snapshot(outside)
+
+    gc(layout=volume, grace_seconds=0, dry_run=False, progress=NullProgress())
+
+    assert snapshot(outside) == before
+    assert (volume.generations_dir(PROJECT, PY) / current).is_dir()
+    assert (other / "pkg").is_dir()

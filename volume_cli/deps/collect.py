@@ -116,14 +116,17 @@ def gc(
                 if record is None:
                     continue
                 age = now - record.created_at.replace(tzinfo=record.created_at.tzinfo or timezone.utc).timestamp()
-                if "*" in protected or record.generation in protected or age < grace_seconds:
+                own = _own_folder(layout, project, record)
+                if own is None:
+                    progress.warn(f"{project}: {file_name} names {record.path}, not its own folder; keeping it")
+                if own is None or "*" in protected or record.generation in protected or age < grace_seconds:
                     kept_generations += 1
                     referenced.update(entry.entry for entry in record.entries)
                     continue
                 removed_generations.append(f"{project}/{record.generation}")
                 if not dry_run:
                     # Folder first: a record without a folder is harmless, a folder without a record leaks.
-                    remove_tree(layout.absolute(record.path))
+                    remove_tree(own)
                     (records_dir / file_name).unlink(missing_ok=True)
         removed_generations += _orphan_generations(layout, linked, grace_seconds, now, dry_run)
         progress.step("collecting store entries")
@@ -196,3 +199,18 @@ def _orphan_generations(
                 if not dry_run:
                     remove_tree(path)
     return removed
+
+
+def _own_folder(layout: VolumeLayout, project: str, record: GenerationRecord) -> Path | None:
+    """The folder ``record`` may remove: its own generation's, or None for a forged or corrupt record.
+
+    A record naming another generation (the current one, another project's) or a
+    path outside the volume would make gc delete what is in use.
+    """
+    name = record.generation
+    if not name or name in (".", "..") or "/" in name or os.sep in name or record.project != project:
+        return None
+    folder = layout.generations_dir(project, record.python_version) / name
+    if "/" in record.python_version or layout.absolute(record.path) != folder:
+        return None
+    return folder
