@@ -288,3 +288,20 @@ def test_gc_never_removes_a_folder_a_forged_generation_record_names(
     assert snapshot(outside) == before
     assert (volume.generations_dir(PROJECT, PY) / current).is_dir()
     assert (other / "pkg").is_dir()
+
+
+def test_force_never_repairs_through_a_link_planted_inside_a_store_entry(
+    volume: VolumeLayout, base: dict[str, Any], outside: Path, tmp_path: Path
+) -> None:
+    """``.store/<entry>/delta -> outside``: its files look missing, and the repair must not write them there."""
+    entry = location_path(volume, "store entry")
+    package = next(path for path in entry.iterdir() if path.is_dir() and not path.name.endswith(".dist-info"))
+    package.rename(tmp_path / "moved-package")
+    os.symlink(outside, package)
+    before = snapshot(outside)
+
+    with pytest.raises(VolumeCliError) as caught:
+        _install(volume, base, tmp_path, force=True)
+
+    assert str(package) in str(caught.value)
+    assert snapshot(outside) == before
