@@ -305,3 +305,19 @@ def test_force_never_repairs_through_a_link_planted_inside_a_store_entry(
 
     assert str(package) in str(caught.value)
     assert snapshot(outside) == before
+
+
+def test_a_model_manifest_is_never_removed_through_a_planted_metadata_models_link(
+    volume: VolumeLayout, outside: Path
+) -> None:
+    from volume_cli.models.manifest import delete_manifest, manifest_path
+
+    key = "huggingface/model/org/tiny"
+    (outside / manifest_path(volume, key).name).write_text("{}")  # a copy of the manifests, say a backup
+    os.symlink(outside, volume.model_manifests_dir)
+    before = snapshot(outside)
+
+    with pytest.raises(VolumeCliError):
+        delete_manifest(volume, key)
+
+    assert snapshot(outside) == before
