@@ -73,34 +73,39 @@ def check_chain(path: Path, root: Path, *, known: set[Path] | None = None) -> Pa
     The root itself may be a link (``/workspace`` to a mount); a folder that
     does not exist yet ends the walk (we create it, as a real folder).
     """
-    relative = os.path.relpath(path, root)
-    if path.name in ("", ".", "..") or relative == "." or relative.split(os.sep)[0] == "..":
-        raise _outside(path, root)
+    _check_folders(path.parent, root, subject=path, known=known)
+    return path
+
+
+def check_folder(folder: Path, root: Path, *, known: set[Path] | None = None) -> Path:
+    """``check_chain`` for a folder we write into: the folder itself must not be a link either."""
+    _check_folders(folder, root, subject=folder, known=known)
+    return folder
+
+
+def _check_folders(folder: Path, root: Path, *, subject: Path, known: set[Path] | None) -> None:
+    relative = os.path.relpath(folder, root)
+    if subject.name in ("", ".", "..") or subject == root or relative.split(os.sep)[0] == "..":
+        raise _outside(subject, root)
     current = root
-    for part in Path(relative).parent.parts:
+    for part in Path(relative).parts if relative != "." else ():
         current = current / part
         if known is not None and current in known:
             continue
         try:
             mode = os.lstat(current).st_mode
         except (FileNotFoundError, NotADirectoryError):
-            return path
+            return
         if stat.S_ISLNK(mode):
-            raise planted_link(current, path)
+            raise planted_link(current, subject)
         if known is not None:
             known.add(current)
-    return path
-
-
-def check_folder(folder: Path, root: Path, *, known: set[Path] | None = None) -> Path:
-    """``check_chain`` for a folder we write into: the folder itself must not be a link either."""
-    check_chain(folder / "_", root, known=known)
-    return folder
 
 
 def planted_link(link: Path, path: Path) -> UnsafePathError:
+    where = f"{link} is a symbolic link" if link == path else f"{link} above it is a symbolic link"
     return UnsafePathError(
-        f"refused to touch {path}: {link} is a symbolic link (volume-cli never writes or removes through one)",
+        f"refused to touch {path}: {where} (volume-cli never writes or removes through one)",
         hint=f"remove the link {link} (rm {link}), then run the command again",
     )
 
