@@ -33,6 +33,7 @@ from volume_cli.deps import check, deps_status, gc, install, rollback
 from volume_cli.errors import VolumeCliError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.setup_flow import run_setup
 
 from .helpers import PY, Projects
 
@@ -164,6 +165,12 @@ COMMANDS: dict[str, Callable[[VolumeLayout, dict[str, Any], Path], Any]] = {
     "check": lambda layout, base, tmp: check(layout=layout, project=_project(tmp, ["delta"]), progress=NullProgress()),
     "status": lambda layout, base, tmp: deps_status(layout=layout, project=_project(tmp, ["delta"]), mirror=None),
     "env": lambda layout, base, tmp: consumer_env(layout=layout, project=PROJECT, python_version=PY, mount=None),
+    "setup": lambda layout, base, tmp: run_setup(
+        layout=layout,
+        project=_project(tmp, ["delta", "epsilon==3.0"]),
+        mirror=base["index"].url,
+        progress=NullProgress(),
+    ),
 }
 
 
