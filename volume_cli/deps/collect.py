@@ -35,6 +35,7 @@ from volume_cli.deps.store import (
     staging_parent,
 )
 from volume_cli.errors import StateError
+from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
@@ -78,6 +79,7 @@ def _linked_generations(layout: VolumeLayout) -> dict[tuple[str, str], str]:
     for python_dir in _listdir(layout.deps_dir):
         if not python_dir.startswith("py"):
             continue
+        check_folder(layout.deps_dir / python_dir / ".generations", layout.root)  # a planted pyX.Y link
         for name in _listdir(layout.deps_dir / python_dir):
             try:
                 target = os.readlink(layout.deps_dir / python_dir / name)
@@ -114,6 +116,7 @@ def gc(
     started = time.time()
     aside: list[Path] = []
     with gc_lock(layout, wait_seconds=wait_seconds, progress=progress):
+        guard_volume(layout)  # a planted .store or .staging link would make gc empty another tree
         # Installs record their intent under this lock (deps/record.py explains the protocol).
         with store_lock(layout, command="deps gc"):
             progress.step("collecting generations")
@@ -169,7 +172,7 @@ def _decide(
             protected.add(intent.generation)
             in_progress.update(intent.entries)
             decision.installing.add((intent.host, intent.pid))
-        _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced)
+        _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced, progress)
     decision.orphans = _orphan_generations(layout, linked, protected_by_project, grace_seconds, now)
     progress.step("collecting store entries")
     for entry in _listdir(layout.store_dir):
@@ -220,8 +223,9 @@ def _decide_generations(
     now: float,
     decision: _Decision,
     referenced: set[str],
+    progress: Progress,
 ) -> None:
-    records_dir = generation_records_dir(layout, project)
+    records_dir = check_folder(generation_records_dir(layout, project), layout.root)
     for file_name in _listdir(records_dir):
         if not file_name.endswith(".json"):
             continue
@@ -229,12 +233,15 @@ def _decide_generations(
         if record is None:
             continue
         age = now - record.created_at.replace(tzinfo=record.created_at.tzinfo or timezone.utc).timestamp()
-        if "*" in protected or record.generation in protected or age < grace_seconds:
+        own = _own_folder(layout, project, record)
+        if own is None:
+            progress.warn(f"{project}: {file_name} names {record.path}, not its own folder; keeping it")
+        if own is None or "*" in protected or record.generation in protected or age < grace_seconds:
             decision.kept_generations += 1
             referenced.update(entry.entry for entry in record.entries)
             continue
         label = f"{project}/{record.generation}"
-        decision.generations.append((label, layout.absolute(record.path), records_dir / file_name))
+        decision.generations.append((label, own, records_dir / file_name))
 
 
 def _set_aside(path: Path) -> Path | None:
@@ -276,6 +283,7 @@ def _orphan_generations(
         if not python_dir.startswith("py"):
             continue
         for project in _listdir(generations_root):
+            check_folder(generations_root / project, layout.root)  # its old generations go through this folder
             records = generation_records_dir(layout, project)
             protected = protected_by_project.get(project, set())
             for name in _listdir(generations_root / project):
@@ -292,3 +300,18 @@ def _orphan_generations(
                     continue
                 removed.append((f"{project}/{name}", path))
     return removed
+
+
+def _own_folder(layout: VolumeLayout, project: str, record: GenerationRecord) -> Path | None:
+    """The folder ``record`` may remove: its own generation's, or None for a forged or corrupt record.
+
+    A record naming another generation (the current one, another project's) or a
+    path outside the volume would make gc delete what is in use.
+    """
+    name = record.generation
+    if not name or name in (".", "..") or "/" in name or os.sep in name or record.project != project:
+        return None
+    folder = layout.generations_dir(project, record.python_version) / name
+    if "/" in record.python_version or layout.absolute(record.path) != folder:
+        return None
+    return folder

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from volume_cli.deps.documents import EntryInfo, GenerationRecord, generation_record_path
 from volume_cli.errors import InstallError
+from volume_cli.fsguard import check_chain, check_folder, planted_link
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.atomic import temp_path_for
 from volume_cli.store.documents import write_document
@@ -43,6 +44,7 @@ def _link(target: Path, link: Path) -> None:
 
 def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> int:
     """Fill the empty ``folder`` with links to ``entries``; returns the number of links made."""
+    check_folder(folder, layout.root)
     real_dirs = {(entry.entry, path) for entry in entries for path in entry.real_dirs}
     real_paths = {path for _, path in real_dirs}
     top: dict[str, _Node] = {}
@@ -99,8 +101,10 @@ def switch_current(layout: VolumeLayout, project: str, python_version: str, gene
     Returns the name a plain folder left there by an older tool was kept
     under, so the caller records it as the previous generation; else None.
     """
-    link = layout.deps_path(project, python_version)
+    link = check_chain(layout.deps_path(project, python_version), layout.root)
     target = generation_dir(layout, project, python_version, generation)
+    if os.path.islink(check_chain(target, layout.root)):
+        raise planted_link(target, link)
     if not target.is_dir():
         raise InstallError(f"generation {generation} of {project} is missing on the volume")
     temp = temp_path_for(link)

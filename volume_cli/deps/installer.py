@@ -70,6 +70,7 @@ from volume_cli.deps.store import (
 )
 from volume_cli.deps.uvtool import default_cache_dir, failing_package, raise_for_network, uv_binary, uv_environment
 from volume_cli.errors import InstallError, StateError, SubprocessError
+from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.base import HookContext, Project
@@ -315,6 +316,7 @@ def install(
     with project_lock(
         layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
     ) as lease:
+        guard_volume(layout, project=project.name, python_version=python_version)  # before anything is written
         _cleanup(layout, project.name, python_version)
         # We hold the project's lock: an intent left here is a killed run's, and
         # state.json may be one switch behind the link; record the truth first.

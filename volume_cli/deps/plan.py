@@ -43,8 +43,8 @@ def read_installed(generation: Path) -> dict[str, InstalledDistribution]:
             entry = Path(os.readlink(child.path)).parent.name
         try:
             fields = read_metadata_fields(Path(child.path) / "METADATA")
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # a dangling link: not installed, whatever its name says
+        except OSError:
+            continue  # a dangling link or a loop: not installed, whatever its name says
         if "Name" not in fields:
             continue
         name = canonicalize_name(fields["Name"])

@@ -11,6 +11,7 @@ from volume_cli.deps.forest import current_generation, generation_dir, switch_cu
 from volume_cli.deps.locking import project_lock
 from volume_cli.deps.record import reconciled_deps, repair_state
 from volume_cli.errors import InstallError
+from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
@@ -44,6 +45,7 @@ def rollback(
     with project_lock(
         layout, project.name, command="deps rollback", wait_seconds=wait_seconds, progress=progress
     ) as lease:
+        guard_volume(layout, project=project.name, python_version=python_version)
         # A run killed after its switch left state.json one switch behind: the link decides.
         if dry_run:
             recorded = reconciled_deps(layout, project.name, python_version, read_project_state(layout, project.name))

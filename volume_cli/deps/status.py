@@ -8,6 +8,7 @@ exception by design: it reads the generation's dist-info METADATA, the truth.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -141,6 +142,10 @@ def _listdir(folder: os.PathLike[str] | str) -> list[str]:
         return os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a planted link loop: nothing is there for status to count
+            return []
+        raise
 
 
 @dataclass(frozen=True)

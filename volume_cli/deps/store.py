@@ -36,6 +36,8 @@ from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, 
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
 from volume_cli.errors import InstallError, StateError
+from volume_cli.fsguard import check_chain, check_folder, check_inside, planted_link
+from volume_cli.fsguard import remove_tree as remove_tree
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_tag, tagged_process_gone
@@ -58,6 +60,8 @@ def base_key(entry: str) -> str:
 
 
 def read_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
+    if os.path.islink(layout.store_dir / entry):  # a planted entry: linking or repairing it would reach outside
+        raise planted_link(layout.store_dir / entry, layout.store_dir / entry)
     return read_document(layout.store_dir / entry / ENTRY_MANIFEST, EntryManifest)
 
 
@@ -82,6 +86,7 @@ class Staging:
 def new_staging(layout: VolumeLayout) -> Staging:
     host = socket.gethostname().replace("-", "_")
     staging = Staging(staging_parent(layout) / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{process_tag()}")
+    check_chain(staging.target, layout.root)
     staging.target.mkdir(parents=True)
     staging.entries.mkdir()
     return staging
@@ -101,20 +106,8 @@ def staging_is_stale(name: str, *, age_seconds: float, max_age_seconds: float) -
     return age_seconds > max_age_seconds
 
 
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` after renaming it aside, so nobody sees it half-deleted."""
-    aside = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:6]}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    except OSError:
-        aside = path
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STALE_STAGING_SECONDS) -> int:
-    parent = staging_parent(layout)
+    parent = check_folder(staging_parent(layout), layout.root)
     try:
         children = list(os.scandir(parent))
     except FileNotFoundError:
@@ -129,7 +122,10 @@ def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STAL
         if child.name.startswith(".trash-") or staging_is_stale(
             child.name, age_seconds=age, max_age_seconds=max_age_seconds
         ):
-            shutil.rmtree(child.path, ignore_errors=True)
+            if child.is_symlink():
+                os.unlink(child.path)  # removed as a link, never followed
+            else:
+                shutil.rmtree(child.path, ignore_errors=True)
             removed += 1
     return removed
 
@@ -371,7 +367,7 @@ def harvest(
         build.folder.mkdir()
     _distribute(staging.target, _Ownership(staged.values(), staging.target), builds)
     crash_point("entries-distributed")
-    layout.store_dir.mkdir(parents=True, exist_ok=True)
+    check_folder(layout.store_dir, layout.root).mkdir(parents=True, exist_ok=True)
     entries: dict[str, EntryInfo] = {}
     created: list[str] = []
     new_bytes = 0
@@ -394,6 +390,8 @@ def harvest(
         manifest = EntryManifest(info=info, artifact_sha256=by_name[name].artifact_hash, python_version=python_version)
         write_document(build.folder / ENTRY_MANIFEST, manifest)
         final = layout.store_dir / build.key
+        if os.path.islink(final):
+            raise planted_link(final, final)
         try:
             os.rename(build.folder, final)
         except OSError as exc:
@@ -475,6 +473,8 @@ class EntryHealth:
 def inspect_entry(layout: VolumeLayout, entry: str) -> EntryHealth:
     """Verify every file of ``entry`` against its RECORD; refresh the manifest's ``real_dirs`` to today's rule."""
     folder = layout.store_dir / entry
+    if os.path.islink(folder):
+        raise planted_link(folder, folder)
     if not folder.is_dir():
         return EntryHealth(exists=False)
     try:
@@ -514,9 +514,10 @@ def repair_entry(layout: VolumeLayout, staging: Staging, entry: str, health: Ent
                 return False
         except OSError:
             return False
-    folder = layout.store_dir / entry
+    folder = check_folder(layout.store_dir / entry, layout.root)
+    known: set[Path] = set()
     for path in health.damaged:
-        destination = folder / path
+        destination = check_inside(folder / path, folder, known=known)  # a link planted inside the entry
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging.target / path, destination)
         crash_point("first-file-repaired")  # only --force reaches it: not in faults.POINTS, which every install passes

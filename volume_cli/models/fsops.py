@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 
 from volume_cli.errors import UnsafePathError
+from volume_cli.fsguard import check_inside as check_inside  # one implementation, shared with deps
+from volume_cli.fsguard import is_inside as is_inside
 from volume_cli.layout import VolumeLayout
 
 STAGING_NAME = ".volume-cli-staging"
@@ -38,45 +40,6 @@ def disk_free(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
-
-
-def check_inside(path: Path, base: Path, *, known: set[Path] | None = None) -> Path:
-    """Refuse ``path`` unless its folder, with every symlink followed, is ``base`` or under it.
-
-    The last component is deliberately not followed: a link there is replaced
-    or removed as a link. A planted link anywhere above it (``models--x``,
-    ``blobs``, the staging folder, a URL model's parent folder) or a ``..``
-    from a manifest would otherwise make a write or a removal land outside.
-    ``known`` holds folders already checked in this step: resolving costs one
-    round trip per path component on a network file system, so each folder is
-    resolved once per model, not once per file.
-    """
-    if path.name in ("", ".", ".."):
-        raise _outside(path, base)
-    if known is not None and path.parent in known:
-        return path
-    real_base = os.path.realpath(base)
-    real_parent = os.path.realpath(path.parent)
-    if real_parent != real_base and not real_parent.startswith(real_base + os.sep):
-        raise _outside(path, base)
-    if known is not None:
-        known.add(path.parent)
-    return path
-
-
-def _outside(path: Path, base: Path) -> UnsafePathError:
-    return UnsafePathError(
-        f"refused to touch {path}: it resolves outside {base} (a symlink or '..' points elsewhere)",
-        hint=f"remove the planted link, or check what points outside {base}",
-    )
-
-
-def is_inside(path: Path, base: Path) -> bool:
-    try:
-        check_inside(path, base)
-    except UnsafePathError:
-        return False
-    return True
 
 
 def open_partial_for_append(path: Path) -> int:

@@ -21,6 +21,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from volume_cli.config.model_sources import ModelSpec
+from volume_cli.fsguard import check_chain
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.checksums import Algorithm, Checksum
 from volume_cli.redact import strip_credentials
@@ -104,7 +105,7 @@ def write_manifest(layout: VolumeLayout, manifest: ModelManifest) -> None:
 
 
 def delete_manifest(layout: VolumeLayout, key: str) -> None:
-    manifest_path(layout, key).unlink(missing_ok=True)
+    check_chain(manifest_path(layout, key), layout.root).unlink(missing_ok=True)  # never through a planted link
 
 
 def all_manifests(layout: VolumeLayout) -> list[ModelManifest]:

@@ -13,6 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
+from volume_cli.fsguard import check_chain, volume_root_of
+
 TEMP_MARKER = ".tmp-"
 
 
@@ -21,6 +23,9 @@ def temp_path_for(target: Path) -> Path:
 
 
 def atomic_write_bytes(target: Path, data: bytes, *, mode: int = 0o644) -> None:
+    root = volume_root_of(target)
+    if root is not None:  # a link planted above a state file, lock, log or boot file would take the write outside
+        check_chain(target, root)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(target)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from volume_cli.errors import LockHeldError
+from volume_cli.fsguard import check_chain, volume_root_of
 from volume_cli.store.atomic import atomic_write_text
 from volume_cli.store.documents import Migration, StoreDocument, parse_document
 
@@ -195,6 +196,9 @@ class LeaseLock:
 
     # -- public API ---------------------------------------------------------
     def acquire(self) -> None:
+        root = volume_root_of(self.path)
+        if root is not None:  # a planted .metadata/locks link would put our lock files in another tree
+            check_chain(self.path, root)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait_seconds
         announced = False
