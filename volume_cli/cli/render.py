@@ -19,6 +19,9 @@ from typing import Any
 from rich.console import Console
 
 from volume_cli.redact import redact_text
+from volume_cli.units import format_bytes
+
+__all__ = ["format_bytes", "emit", "to_jsonable", "format_time", "short_path"]
 
 stdout_console = Console(highlight=False, soft_wrap=True)
 if not stdout_console.is_terminal and "COLUMNS" not in os.environ:
@@ -79,17 +82,6 @@ def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> Non
         sys.stdout.flush()
     else:
         human(stdout_console)
-
-
-def format_bytes(count: int | float | None) -> str:
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 def format_time(moment: datetime | None) -> str:

@@ -23,6 +23,7 @@ from volume_cli.models.urlsource import UrlSource, url_origin
 from volume_cli.progress import Task
 from volume_cli.redact import redact_text
 from volume_cli.store.lock import LeaseLock, LockRecord
+from volume_cli.units import format_bytes
 
 _ACTION_FOR_STATE: dict[str, ModelAction] = {
     "missing": "downloaded",
@@ -33,12 +34,7 @@ _ACTION_FOR_STATE: dict[str, ModelAction] = {
 }
 
 
-def human_bytes(amount: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(amount) < 1024 or unit == "TB":
-            return f"{amount:.1f} {unit}" if unit != "B" else f"{int(amount)} B"
-        amount /= 1024
-    return f"{amount:.1f} TB"
+human_bytes = format_bytes  # the one formatter (volume_cli.units); kept as a name for callers
 
 
 @dataclass
