@@ -55,3 +55,83 @@ def test_all_display_paths_agree() -> None:
 
     for value in (0, 1234, 209_715_200, 6_200_000_000):
         assert render.format_bytes(value) == engine.human_bytes(value) == format_bytes(value)
+
+
+class _RecordedTask:
+    def __init__(self, description: str, total: float | None, unit: str) -> None:
+        self.description, self.total, self.unit = description, total, unit
+        self.completed = 0.0
+        self.seen: list[float] = []
+
+    def advance(self, amount: float = 1) -> None:
+        self.completed += amount
+        self.seen.append(self.completed)
+
+    def update(
+        self, *, completed: float | None = None, total: float | None = None, description: str | None = None
+    ) -> None:
+        if completed is not None:
+            self.completed = completed
+            self.seen.append(completed)
+        if total is not None:
+            self.total = total
+
+    def finish(self) -> None:
+        pass
+
+
+class _RecordingProgress:
+    def __init__(self) -> None:
+        self.tasks: list[_RecordedTask] = []
+        self.lines: list[str] = []
+
+    def step(self, message: str) -> None:
+        self.lines.append(message)
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def warn(self, message: str) -> None:
+        self.lines.append(message)
+
+    def task(self, description: str, *, total: float | None = None, unit: str = "items") -> _RecordedTask:
+        self.tasks.append(_RecordedTask(description, total, unit))
+        return self.tasks[-1]
+
+
+def test_a_resumed_download_starts_at_the_bytes_present_and_never_passes_100_percent(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.fakehub import FakeHub
+    from volume_cli import models
+    from volume_cli.layout import VolumeLayout
+    from volume_cli.models.fsops import staging_dir
+    from volume_cli.models.manifest import safe_key
+    from volume_cli.project.discovery import load_project_folder
+
+    data = bytes(range(256)) * 4000  # 1 024 000 bytes
+    layout = VolumeLayout(tmp_path / "volume")
+    layout.root.mkdir()
+    with FakeHub() as hub:
+        hub.add_hf_repo("org/files", files={"vae.safetensors": data})
+        folder = tmp_path / "projects" / "demo"
+        folder.mkdir(parents=True)
+        url = f"{hub.url}/org/files/resolve/main/vae.safetensors"
+        document = {
+            "name": "demo",
+            "python_version": "3.11",
+            "models": [{"source": "url", "url": url, "dest": "vae.bin"}],
+        }
+        (folder / "project.yaml").write_text(yaml.safe_dump(document))
+        project = load_project_folder(folder)
+        partial = staging_dir(layout) / f"{safe_key('url/vae.bin')}.part"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data[:600_000])  # what a killed run left
+        recorder = _RecordingProgress()
+        models.download(layout=layout, project=project, progress=recorder)
+    byte_tasks = [task for task in recorder.tasks if task.unit == "bytes"]
+    assert len(byte_tasks) == 2  # the overall bar and the model's bar
+    for task in byte_tasks:
+        assert task.total == len(data), (task.description, task.total)
+        assert task.seen[0] == 600_000, (task.description, task.seen[:3])  # starts at the resumed bytes
+        assert max(task.seen) <= len(data), (task.description, max(task.seen))
