@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,57 @@ def test_a_resumed_download_starts_at_the_bytes_present_and_never_passes_100_per
         assert task.total == len(data), (task.description, task.total)
         assert task.seen[0] == 600_000, (task.description, task.seen[:3])  # starts at the resumed bytes
         assert max(task.seen) <= len(data), (task.description, max(task.seen))
+
+
+def test_a_hub_timeout_is_said_once(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One endpoint, no answer: one error line and one next line, no warnings repeating them."""
+    from tests.fakehub import FakeHub
+
+    monkeypatch.chdir(tmp_path)
+    projects = _model_project(tmp_path, "org/model")
+    root = tmp_path / "volume"
+    root.mkdir()
+    with FakeHub() as hub:
+        hub.add_hf_repo("org/model", files={"model.bin": b"x" * 1000})
+        hub.hang()
+        try:
+            result = cli(
+                "models", "download", "-p", "demo", "--root", str(root), "--projects-dir", str(projects),
+                "--hf-endpoint", hub.url, "--timeout", "1", "--retries", "0",
+            )  # fmt: skip
+        finally:
+            hub.unhang()
+    assert result.exit_code != 0
+    said = [line for line in (result.stdout + result.stderr).splitlines() if "timed out" in line]
+    assert len(said) == 1, said
+
+
+def test_a_failover_still_warns_about_the_dead_endpoint(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakehub import FakeHub
+    from tests.models.conftest import closed_port_url
+
+    monkeypatch.chdir(tmp_path)
+    projects = _model_project(tmp_path, "org/model")
+    root = tmp_path / "volume"
+    root.mkdir()
+    dead = closed_port_url()
+    with FakeHub() as hub:
+        hub.add_hf_repo("org/model", files={"model.bin": b"x" * 1000})
+        result = cli(
+            "models", "download", "-p", "demo", "--root", str(root), "--projects-dir", str(projects),
+            "--hf-endpoint", dead, "--hf-endpoint", hub.url, "--retries", "0",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert sum(dead in line for line in result.stderr.splitlines() if line.startswith("warning:")) == 1
+
+
+def _model_project(base: Path, repo_id: str) -> Path:
+    import yaml
+
+    folder = base / "projects" / "demo"
+    folder.mkdir(parents=True)
+    document = {"name": "demo", "python_version": "3.11", "models": [{"source": "huggingface", "repo_id": repo_id}]}
+    (folder / "project.yaml").write_text(yaml.safe_dump(document))
+    return base / "projects"

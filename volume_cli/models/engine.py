@@ -201,10 +201,11 @@ class Engine:
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)
 
     def record_failure(self, spec: ModelSpec, exc: Exception) -> ModelOutcome:
-        self.failures[spec.key] = exc
         message = str(exc) if isinstance(exc, VolumeCliError) else f"{type(exc).__name__}: {exc}"
         message = redact_text(message)
-        self.context.progress.warn(f"{spec.key}: {message}")
+        if self.failures:  # the first failure becomes the run's error line; warning it too says it twice
+            self.context.progress.warn(f"{spec.key}: {message}")
+        self.failures[spec.key] = exc
         return ModelOutcome(
             key=spec.key, source=spec.source, action="failed", requested_revision=_revision(spec), error=message
         )
