@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from volume_cli.units import format_bytes, format_count
 
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 PACKAGE = Path(__file__).resolve().parents[1] / "volume_cli"
 
 
@@ -190,3 +192,29 @@ def _model_project(base: Path, repo_id: str) -> Path:
     document = {"name": "demo", "python_version": "3.11", "models": [{"source": "huggingface", "repo_id": repo_id}]}
     (folder / "project.yaml").write_text(yaml.safe_dump(document))
     return base / "projects"
+
+
+def test_deps_rollback_says_its_switch_once(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from tests.wheelfactory import IndexServer, build_wheel
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "projects" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "demo", "python_version": PY}))
+    root = tmp_path / "volume"
+    root.mkdir()
+    build_wheel(tmp_path / "wheels", "alpha", "1.0")
+    build_wheel(tmp_path / "wheels", "alpha", "2.0")
+    common = ["--root", str(root), "--projects-dir", str(tmp_path / "projects")]
+    with IndexServer(tmp_path / "wheels") as index:
+        for version in ("1.0", "2.0"):
+            deps = {"groups": {"m": {"packages": [f"alpha=={version}"]}}}
+            (folder / "dependencies.yaml").write_text(yaml.safe_dump(deps))
+            installed = cli("deps", "install", "-p", "demo", *common, "--index-url", index.url)
+            assert installed.exit_code == 0, installed.stderr
+        result = cli("deps", "rollback", "-p", "demo", *common)
+    assert result.exit_code == 0, result.stderr
+    said = [line for line in (result.stdout + result.stderr).splitlines() if "g20" in line]
+    assert len(said) == 1, said
