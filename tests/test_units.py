@@ -218,3 +218,37 @@ def test_deps_rollback_says_its_switch_once(tmp_path: Path, cli: Any, monkeypatc
     assert result.exit_code == 0, result.stderr
     said = [line for line in (result.stdout + result.stderr).splitlines() if "g20" in line]
     assert len(said) == 1, said
+
+
+def test_status_at_80_columns_cuts_no_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import volume_cli_command
+    from tests.wheelfactory import IndexServer, build_wheel
+    from volume_cli.deps import install
+    from volume_cli.layout import VolumeLayout
+    from volume_cli.progress import NullProgress
+    from volume_cli.project.discovery import load_project_folder
+
+    name = "speaker-diarization-large"
+    folder = tmp_path / "projects" / name
+    folder.mkdir(parents=True)
+    (folder / "project.yaml").write_text(yaml.safe_dump({"name": name, "python_version": PY}))
+    (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": {"m": {"packages": ["alpha==1.0"]}}}))
+    layout = VolumeLayout(tmp_path / "volume")
+    layout.root.mkdir()
+    build_wheel(tmp_path / "wheels", "alpha", "1.0")
+    with IndexServer(tmp_path / "wheels") as index:
+        result = install(layout=layout, project=load_project_folder(folder), mirror=index.url, progress=NullProgress())
+        env = {**__import__("os").environ, "COLUMNS": "80"}
+        shown = subprocess.run(
+            [*volume_cli_command(), "status", "--root", str(layout.root), "--projects-dir", str(tmp_path / "projects")],
+            capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+        )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout, shown.stdout
+    row = next(line for line in shown.stdout.splitlines() if line.startswith(name))
+    assert len(row.rstrip()) <= 80 and result.generation in row, shown.stdout
+    assert "config changed" in row or "installed" in row, row  # the state column stays
