@@ -252,3 +252,21 @@ def test_status_at_80_columns_cuts_no_name(tmp_path: Path, monkeypatch: pytest.M
     row = next(line for line in shown.stdout.splitlines() if line.startswith(name))
     assert len(row.rstrip()) <= 80 and result.generation in row, shown.stdout
     assert "config changed" in row or "installed" in row, row  # the state column stays
+
+
+def test_the_next_line_of_projects_new_is_one_line_at_80_columns(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.conftest import volume_cli_command
+
+    parent = tmp_path / "a-rather-long-folder-name-for-projects" / "that-goes-on"
+    parent.mkdir(parents=True)
+    env = {**os.environ, "COLUMNS": "80"}
+    shown = subprocess.run(
+        [*volume_cli_command(), "projects", "new", "whisper-large", "--python", "3.10", "--dir", str(parent)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    (line,) = [line for line in shown.stdout.splitlines() if line.startswith("next:")]
+    assert line.endswith(f"volume-cli projects check --projects-dir {parent}"), shown.stdout
