@@ -270,3 +270,34 @@ def test_the_next_line_of_projects_new_is_one_line_at_80_columns(tmp_path: Path)
     assert shown.returncode == 0, shown.stderr
     (line,) = [line for line in shown.stdout.splitlines() if line.startswith("next:")]
     assert line.endswith(f"volume-cli projects check --projects-dir {parent}"), shown.stdout
+
+
+def test_deps_install_and_gc_say_sizes_once_and_in_si_units(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from tests.wheelfactory import IndexServer, build_wheel
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "projects" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "demo", "python_version": PY}))
+    root = tmp_path / "volume"
+    root.mkdir()
+    build_wheel(tmp_path / "wheels", "alpha", "1.0")
+    build_wheel(tmp_path / "wheels", "alpha", "2.0")
+    common = ["--root", str(root), "--projects-dir", str(tmp_path / "projects")]
+    outputs: list[str] = []
+    with IndexServer(tmp_path / "wheels") as index:
+        for version in ("1.0", "2.0"):
+            deps = {"groups": {"m": {"packages": [f"alpha=={version}"]}}}
+            (folder / "dependencies.yaml").write_text(yaml.safe_dump(deps))
+            installed = cli("deps", "install", "-p", "demo", *common, "--index-url", index.url)
+            assert installed.exit_code == 0, installed.stderr
+            lines = (installed.stdout + installed.stderr).splitlines()
+            assert len([line for line in lines if "added" in line]) == 1, lines
+            outputs += lines
+        collected = cli("gc", "--grace-hours", "0", "--drop-previous", "--root", str(root))
+        outputs += (collected.stdout + collected.stderr).splitlines()
+    assert not [line for line in outputs if re.search(r"\d bytes\b", line)], outputs

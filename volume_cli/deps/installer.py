@@ -415,10 +415,6 @@ def install(
         current = current or legacy  # a plain folder of an older tool is kept as the previous generation
         _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
         clear_intent(layout, project.name)
-    progress.info(
-        f"{project.name}: generation {generation} ({len(entries)} distributions, "
-        f"{len(harvested.entries)} installed, {harvested.new_bytes} bytes added)"
-    )
     _follow_up(layout, project, generation, only_if_due=False)
     return InstallResult(
         project=project.name,
