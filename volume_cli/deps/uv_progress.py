@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -57,6 +58,7 @@ class UvInstallWatcher:
         self._stop = threading.Event()
         self._start_size = tree_size(cache_dir)
         self._start_archives = _archive_count(cache_dir)
+        self.grown = 0
         self.downloaded: Task = progress.task(
             "downloading", total=float(total_bytes) if total_bytes else None, unit="bytes"
         )
@@ -67,13 +69,19 @@ class UvInstallWatcher:
         grown = max(0, tree_size(self._cache_dir) - self._start_size)
         if self._total_bytes:
             grown = min(grown, self._total_bytes)
+        self.grown = grown
         self.downloaded.update(completed=float(grown))
         done = min(self._packages, max(0, _archive_count(self._cache_dir) - self._start_archives))
         self.prepared.update(completed=float(done))
 
     def _loop(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
+        pause = POLL_SECONDS
+        while not self._stop.wait(pause):
+            started = time.monotonic()
             self._poll()
+            # A warm cache of the torch stack holds tens of thousands of files: walking it must stay
+            # a small share of a core (2-core pods), so the pause grows with the walk's cost.
+            pause = max(POLL_SECONDS, 10 * (time.monotonic() - started))
 
     def __enter__(self) -> UvInstallWatcher:
         self._thread.start()
@@ -85,5 +93,8 @@ class UvInstallWatcher:
         self._stop.set()
         self._thread.join()
         if exc_type is None:
+            # What was fetched, not the lock's total: a warm cache downloads nothing and must say so.
+            self._poll()
+            self.downloaded.update(total=float(self.grown))
             self.downloaded.finish()
             self.prepared.finish()
