@@ -132,6 +132,7 @@ def test_a_resumed_download_starts_at_the_bytes_present_and_never_passes_100_per
         partial.write_bytes(data[:600_000])  # what a killed run left
         recorder = _RecordingProgress()
         models.download(layout=layout, project=project, progress=recorder)
+    assert any("424.0 kB (600.0 kB already here, resumed)" in line for line in recorder.lines), recorder.lines
     byte_tasks = [task for task in recorder.tasks if task.unit == "bytes"]
     assert len(byte_tasks) == 2  # the overall bar and the model's bar
     for task in byte_tasks:

@@ -171,7 +171,9 @@ class Engine:
         pending = [job for job in jobs if not job.present]
         progress = self.context.progress
         if pending:
-            progress.step(f"{spec.key}: fetching {len(pending)} file(s), {human_bytes(item.bytes_needed)}")
+            resumed = sum(job.size for job in pending) - item.bytes_needed
+            kept = f" ({human_bytes(resumed)} already here, resumed)" if resumed > 0 else ""
+            progress.step(f"{spec.key}: fetching {len(pending)} file(s), {human_bytes(item.bytes_needed)}{kept}")
         task = progress.task(spec.key, total=float(sum(job.size for job in pending)), unit="bytes")
         counter = ByteCounter(task, overall)
         report = FetchReport()
