@@ -10,16 +10,17 @@ from types import TracebackType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.progress import Task as RichTaskState
+from rich.text import Text
 
-from volume_cli.cli.render import format_bytes, stderr_console
+from volume_cli.cli.render import format_bytes, live_terminal, stderr_console
 from volume_cli.progress import Task
 from volume_cli.redact import shown
 
@@ -46,6 +47,35 @@ class _RichTask:
         self._bars.stop_task(self._id)
 
 
+def _is_bytes(task: RichTaskState) -> bool:
+    return bool(task.fields.get("unit") == "bytes")
+
+
+class _AmountColumn(ProgressColumn):
+    """``1.2/3.4 GB`` for a bytes task, ``3/14 packages`` for a count: counts never get byte units."""
+
+    def render(self, task: RichTaskState) -> Text:
+        if _is_bytes(task):
+            done = format_bytes(task.completed)
+            return Text(f"{done}/{format_bytes(task.total)}" if task.total is not None else done)
+        unit = str(task.fields.get("unit", "items"))
+        total = f"/{task.total:.0f}" if task.total is not None else ""
+        return Text(f"{task.completed:.0f}{total} {unit}")
+
+
+class _SpeedColumn(ProgressColumn):
+    def render(self, task: RichTaskState) -> Text:
+        speed = task.finished_speed or task.speed
+        if not _is_bytes(task) or speed is None:
+            return Text("")
+        return Text(f"{format_bytes(speed)}/s")
+
+
+class _EtaColumn(TimeRemainingColumn):
+    def render(self, task: RichTaskState) -> Text:
+        return super().render(task) if _is_bytes(task) else Text("")
+
+
 class RichProgressView:
     """For a terminal: one bar per task, bytes tasks with speed and ETA."""
 
@@ -54,9 +84,9 @@ class RichProgressView:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            _AmountColumn(),
+            _SpeedColumn(),
+            _EtaColumn(),
             console=stderr_console,
             transient=False,
         )
@@ -78,9 +108,7 @@ class RichProgressView:
 
     def task(self, description: str, *, total: float | None = None, unit: str = "items") -> Task:
         self._start()
-        if unit != "bytes":
-            description = f"{description} ({unit})"
-        return _RichTask(self._bytes, self._bytes.add_task(description, total=total))
+        return _RichTask(self._bytes, self._bytes.add_task(description, total=total, unit=unit))
 
     def close(self) -> None:
         if self._started:
@@ -102,12 +130,16 @@ class _PlainTask:
     def _amount(self, value: float) -> str:
         return format_bytes(value) if self.unit == "bytes" else f"{value:.0f}"
 
+    def _suffix(self) -> str:
+        return "" if self.unit == "bytes" else f" {self.unit}"
+
     def line(self) -> str:
         done = self._amount(self.completed)
         if self.total:
-            text = f"{self.description}: {done}/{self._amount(self.total)} ({100 * self.completed / self.total:.0f}%)"
+            percent = min(100.0, 100 * self.completed / self.total)
+            text = f"{self.description}: {done}/{self._amount(self.total)}{self._suffix()} ({percent:.0f}%)"
         else:
-            text = f"{self.description}: {done}"
+            text = f"{self.description}: {done}{self._suffix()}"
         elapsed = time.monotonic() - self.started
         if self.unit == "bytes" and elapsed > 0:
             text += f", {format_bytes(self.completed / elapsed)}/s"
@@ -174,7 +206,7 @@ class ProgressView:
 
     def __init__(self, *, quiet: bool = False) -> None:
         self.view: RichProgressView | PlainProgressView = (
-            RichProgressView() if stderr_console.is_terminal and not quiet else PlainProgressView()
+            RichProgressView() if live_terminal(stderr_console) and not quiet else PlainProgressView()
         )
 
     def __enter__(self) -> RichProgressView | PlainProgressView:

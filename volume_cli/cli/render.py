@@ -19,12 +19,24 @@ from typing import Any
 from rich.console import Console
 
 from volume_cli.redact import redact_text
+from volume_cli.units import format_bytes
 
-stdout_console = Console(highlight=False, soft_wrap=True)
+__all__ = ["emit", "format_bytes", "format_time", "short_path", "to_jsonable"]
+
+# rich's own NO_COLOR handling drops colours but keeps bold and dim; https://no-color.org asks for
+# no styling, and no colour system means no escape codes at all.
+_PLAIN_STYLE: dict[str, Any] = {"color_system": None} if os.environ.get("NO_COLOR") else {}
+
+stdout_console = Console(highlight=False, soft_wrap=True, **_PLAIN_STYLE)
 if not stdout_console.is_terminal and "COLUMNS" not in os.environ:
     # Piped into a file or a log: rich would wrap tables at 80 columns.
-    stdout_console = Console(highlight=False, soft_wrap=True, width=160)
-stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    stdout_console = Console(highlight=False, soft_wrap=True, width=160, **_PLAIN_STYLE)
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True, **_PLAIN_STYLE)
+
+
+def live_terminal(console: Console) -> bool:
+    """Redrawn bars only where they can be redrawn: a terminal that is not ``TERM=dumb``."""
+    return console.is_terminal and not console.is_dumb_terminal and os.environ.get("TERM") != "dumb"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -79,17 +91,6 @@ def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> Non
         sys.stdout.flush()
     else:
         human(stdout_console)
-
-
-def format_bytes(count: int | float | None) -> str:
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 def format_time(moment: datetime | None) -> str:

@@ -130,10 +130,6 @@ def gc(
         if not dry_run:
             _cleanup_staging(layout, decision.installing)
     removed_generations = [label for label, _, _ in decision.generations] + [label for label, _ in decision.orphans]
-    progress.info(
-        f"{'would remove' if dry_run else 'removed'} {len(removed_generations)} generations and "
-        f"{len(decision.entries)} store entries ({decision.freed} bytes)"
-    )
     return GcReport(
         dry_run=dry_run,
         generations_removed=tuple(removed_generations),

@@ -68,6 +68,7 @@ from volume_cli.deps.store import (
     remove_tree,
     repair_entry,
 )
+from volume_cli.deps.uv_progress import UvInstallWatcher
 from volume_cli.deps.uvtool import default_cache_dir, failing_package, raise_for_network, uv_binary, uv_environment
 from volume_cli.errors import InstallError, StateError, SubprocessError
 from volume_cli.fsguard import guard_volume
@@ -416,10 +417,6 @@ def install(
         current = current or legacy  # a plain folder of an older tool is kept as the previous generation
         _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
         clear_intent(layout, project.name)
-    progress.info(
-        f"{project.name}: generation {generation} ({len(entries)} distributions, "
-        f"{len(harvested.entries)} installed, {harvested.new_bytes} bytes added)"
-    )
     _follow_up(layout, project, generation, only_if_due=False)
     return InstallResult(
         project=project.name,
@@ -667,19 +664,25 @@ def _uv_install(
         command += ["--default-index", mirror or PYPI_SIMPLE_URL]
     else:
         command.append("--no-index")
-    task = progress.task(f"installing {len(packages)} distributions", total=len(packages))
     progress.step(f"installing {len(packages)} distributions with uv")
+    sizes = [package.artifact.size for package in packages]
+    total_bytes = sum(size for size in sizes if size) if all(sizes) else None
+    watcher = UvInstallWatcher(progress, cache_dir=cache_dir, packages=len(packages), total_bytes=total_bytes)
+    task = progress.task("installed", total=len(packages), unit="packages")
 
     def on_line(line: str) -> None:
+        # uv's summary lines ("Prepared 14 packages in 3.2s") repeat what the bars show; " + name"
+        # lines come only once everything is unpacked, one per installed distribution.
         if line.startswith(" + "):
             task.advance()
-        elif line.startswith(("Prepared ", "Downloaded ", "Built ")):
-            progress.info(line.strip())
 
     with tempfile.TemporaryDirectory(prefix="volume-cli-uv-") as config_home:
         env = uv_environment(cache_dir=cache_dir, config_home=Path(config_home))
         try:
-            run(command, label="uv-pip-install", env=env, cwd=staging.root, on_line=on_line, log_dir=layout.logs_dir)
+            with watcher:
+                run(
+                    command, label="uv-pip-install", env=env, cwd=staging.root, on_line=on_line, log_dir=layout.logs_dir
+                )
         except SubprocessError as exc:
             raise_for_network(exc)
             culprit = failing_package(exc.tail, [package.name for package in packages])

@@ -93,5 +93,4 @@ def rollback(
             update_project_state(
                 layout, project.name, python_version, lambda current: current.model_copy(update={"deps": deps})
             )
-            progress.info(f"{project.name}: now on generation {previous} (was {current})")
     return RollbackResult(project.name, python_version, current, previous, dry_run)

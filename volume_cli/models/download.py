@@ -106,7 +106,9 @@ def download(
                 key=item.plan.key, source=item.plan.spec.source, action="planned", size_bytes=item.bytes_needed
             )
     elif items:
-        overall = reporter.task("models", total=float(needed), unit="bytes")
+        # Whole files, as each model's bar: a resumed partial is counted in as it is adopted.
+        whole = sum(job.size for item in items for job in item.jobs if not job.present)
+        overall = reporter.task("models", total=float(whole), unit="bytes")
         try:
             for item in items:
                 try:

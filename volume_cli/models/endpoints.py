@@ -55,8 +55,8 @@ class EndpointPool:
                 return
             self._dead[endpoint] = reason
             remaining = [candidate for candidate in self.endpoints if candidate not in self._dead]
-        following = f"; trying {remaining[0]}" if remaining else ""
-        self._progress.warn(f"{self.source} endpoint {endpoint} failed: {reason}{following}")
+        if remaining:  # the last one's failure is in the error raised next: say it once
+            self._progress.warn(f"{self.source} endpoint {endpoint} failed: {reason}; trying {remaining[0]}")
 
     def call(self, action: Callable[[str], T]) -> tuple[T, str]:
         """Run ``action(endpoint)`` on the first live endpoint that succeeds; returns (result, endpoint)."""

@@ -23,6 +23,7 @@ from volume_cli.models.urlsource import UrlSource, url_origin
 from volume_cli.progress import Task
 from volume_cli.redact import redact_text
 from volume_cli.store.lock import LeaseLock, LockRecord
+from volume_cli.units import format_bytes
 
 _ACTION_FOR_STATE: dict[str, ModelAction] = {
     "missing": "downloaded",
@@ -33,12 +34,7 @@ _ACTION_FOR_STATE: dict[str, ModelAction] = {
 }
 
 
-def human_bytes(amount: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(amount) < 1024 or unit == "TB":
-            return f"{amount:.1f} {unit}" if unit != "B" else f"{int(amount)} B"
-        amount /= 1024
-    return f"{amount:.1f} TB"
+human_bytes = format_bytes  # the one formatter (volume_cli.units); kept as a name for callers
 
 
 @dataclass
@@ -181,7 +177,9 @@ class Engine:
         pending = [job for job in jobs if not job.present]
         progress = self.context.progress
         if pending:
-            progress.step(f"{spec.key}: fetching {len(pending)} file(s), {human_bytes(item.bytes_needed)}")
+            resumed = sum(job.size for job in pending) - item.bytes_needed
+            kept = f" ({human_bytes(resumed)} already here, resumed)" if resumed > 0 else ""
+            progress.step(f"{spec.key}: fetching {len(pending)} file(s), {human_bytes(item.bytes_needed)}{kept}")
         task = progress.task(spec.key, total=float(sum(job.size for job in pending)), unit="bytes")
         counter = ByteCounter(task, overall)
         report = FetchReport()
@@ -210,10 +208,11 @@ class Engine:
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)
 
     def record_failure(self, spec: ModelSpec, exc: Exception) -> ModelOutcome:
-        self.failures[spec.key] = exc
         message = str(exc) if isinstance(exc, VolumeCliError) else f"{type(exc).__name__}: {exc}"
         message = redact_text(message)
-        self.context.progress.warn(f"{spec.key}: {message}")
+        if self.failures:  # the first failure becomes the run's error line; warning it too says it twice
+            self.context.progress.warn(f"{spec.key}: {message}")
+        self.failures[spec.key] = exc
         return ModelOutcome(
             key=spec.key, source=spec.source, action="failed", requested_revision=_revision(spec), error=message
         )

@@ -122,7 +122,8 @@ def new_command(
     from volume_cli.project.scaffold import scaffold_project
 
     result = scaffold_project(name=name, python_version=python, parent=directory)
-    console = Console()
+    from volume_cli.cli.render import stdout_console as console  # soft-wrapped: a command is never split
+
     console.print(f"created project [bold]{result.name}[/] in {short_path(result.folder)}")
     for file in result.files:
         console.print(f"  {short_path(file)}")

@@ -8,12 +8,13 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOption, ProjectsDirOption, RootOption
 from volume_cli.cli.render import emit, format_bytes
 
 if TYPE_CHECKING:
-    from volume_cli.status import StatusReport
+    from volume_cli.status import ProjectStatus, StatusReport
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +38,55 @@ def register(app: typer.Typer) -> None:
         emit(report, as_json=as_json, human=lambda console: render_status(console, report))
 
 
+_COLUMNS = ("project", "py", "deps", "generation", "installed", "pkgs", "models", "size")
+# Dropped first when the terminal is narrow: the project, its state and its generation are what users
+# read and copy into the next command, so they are never cut to "…".
+_DROP_ORDER = ("installed", "py", "pkgs", "size", "models")
+_GAP = 3  # SIMPLE_HEAD with padding: two spaces and a separator between columns
+
+
+def _row(item: ProjectStatus) -> dict[str, tuple[str, str]]:
+    """Each cell as (plain text, rich style): widths are measured on the plain text."""
+    state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(item.state, "red")
+    models_colour = {"present": "green", "missing": "red"}.get(item.models_state, "dim")
+    size = (
+        format_bytes(item.deps_size_bytes + item.models_size_bytes)
+        if item.deps_installed or item.models_downloaded_at
+        else "-"
+    )
+    return {
+        "project": (item.name, ""),
+        "py": (item.python_version or "-", ""),
+        "deps": (item.state, state_colour),
+        "generation": (item.generation or "-", ""),
+        "installed": (item.installed_at.strftime("%Y-%m-%d") if item.installed_at else "-", ""),
+        "pkgs": (str(item.package_count) if item.deps_installed else "-", ""),
+        "models": (f"{item.models_declared - len(item.models_missing)}/{item.models_declared}", models_colour),
+        "size": (size, ""),
+    }
+
+
+def _fitting_columns(rows: list[dict[str, tuple[str, str]]], width: int) -> list[str]:
+    widths = {column: max([len(column)] + [len(row[column][0]) for row in rows]) for column in _COLUMNS}
+    shown = list(_COLUMNS)
+    for column in _DROP_ORDER:
+        if sum(widths[name] for name in shown) + _GAP * (len(shown) - 1) <= width:
+            break
+        shown.remove(column)
+    return shown
+
+
+def _table(rows: list[dict[str, tuple[str, str]]], *, width: int) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for column in _fitting_columns(rows, width):
+        # Still too wide (a very long name): fold onto the next line rather than cut to "…".
+        table.add_column(column, justify="right" if column in {"size", "pkgs"} else "left", overflow="fold")
+    for row in rows:
+        cells = [row[column.header] for column in table.columns if isinstance(column.header, str)]
+        table.add_row(*(Text(text, style=style) for text, style in cells))
+    return table
+
+
 def render_status(console: Console, report: StatusReport) -> None:
     disk = report.disk
     console.print(f"[bold]root[/]   {report.root}  [dim](from {report.root_source})[/]")
@@ -48,41 +98,8 @@ def render_status(console: Console, report: StatusReport) -> None:
     )
     if not report.initialised:
         console.print("[dim]no volume-cli metadata here yet: run volume-cli setup --project NAME[/]")
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for column in (
-        "project",
-        "py",
-        "deps",
-        "generation",
-        "installed",
-        "pkgs",
-        "models",
-        "size",
-    ):
-        table.add_column(
-            column,
-            justify="right" if column in {"size", "pkgs"} else "left",
-            # names are what users copy into the next command: never cut them
-            no_wrap=column in {"project", "generation", "deps", "installed", "size"},
-        )
-    for item in report.projects:
-        state_colour = {"installed": "green", "not installed": "yellow", "config changed": "yellow"}.get(
-            item.state, "red"
-        )
-        models_colour = {"present": "green", "missing": "red"}.get(item.models_state, "dim")
-        table.add_row(
-            item.name,
-            item.python_version or "-",
-            f"[{state_colour}]{item.state}[/]",
-            item.generation or "-",
-            item.installed_at.strftime("%Y-%m-%d") if item.installed_at else "-",
-            str(item.package_count) if item.deps_installed else "-",
-            f"[{models_colour}]{item.models_declared - len(item.models_missing)}/{item.models_declared}[/]",
-            format_bytes(item.deps_size_bytes + item.models_size_bytes)
-            if item.deps_installed or item.models_downloaded_at
-            else "-",
-        )
-    console.print(table)
+    rows = [_row(item) for item in report.projects]
+    console.print(_table(rows, width=console.width))
     console.print(
         "[dim]deps: the dependencies only; models: present/declared; size: dependencies + models, recorded at install[/]"
     )
