@@ -121,7 +121,9 @@ def slow_index(tmp_path: Path) -> Iterator[SlowIndex]:
     folder = tmp_path / "wheels"
     for number in range(3):
         blob = os.urandom(1_500_000)  # random bytes do not compress: the wheel is as big as its payload
-        build_wheel(folder, f"big{number}", "1.0", files={f"big{number}/__init__.py": "", f"big{number}/blob.bin": blob})
+        build_wheel(
+            folder, f"big{number}", "1.0", files={f"big{number}/__init__.py": "", f"big{number}/blob.bin": blob}
+        )
     with SlowIndex(folder, bytes_per_second=1_500_000) as server:
         yield server
 
