@@ -114,7 +114,9 @@ class Engine:
             try:
                 item.listing = adapter.list_remote(spec, pool=self.pool_for(spec), http=self.http)
             except HttpStatusError as exc:
-                raise status_error(spec.key, exc) from None
+                raise status_error(
+                    spec.key, exc, source=spec.source, token_sent=adapter.auth_token() is not None
+                ) from None
             unchanged = plan.manifest is not None and _same_files(plan.manifest, item.listing)
             if plan.state == "refresh" and unchanged and plan.check is not None and plan.check.ok:
                 return present_outcome(plan)

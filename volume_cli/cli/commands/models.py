@@ -248,11 +248,36 @@ def verify_command(
     emit(result, as_json=as_json, human=lambda console: render_verify(console, result))
     if not result.ok:
         damaged = [model.key for model in result.models if not model.ok]
-        target = f" --project {project}" if project else ""
         raise ModelError(
             f"{len(damaged)} model(s) missing or damaged: {', '.join(damaged)}",
-            hint=f"volume-cli models download{target or ' --project NAME'}  (re-fetches exactly the damaged files)",
+            hint=_repair_hint(layout, damaged, project, projects_dir),
         )
+
+
+def _repair_hint(layout: VolumeLayout, damaged: list[str], project: str | None, projects_dir: list[Path] | None) -> str:
+    """Name the projects whose download re-fetches the damaged models (a literal NAME helps nobody)."""
+    if project:
+        names = [project]
+    else:
+        from volume_cli.models.gc import projects_declaring
+
+        wanting = projects_declaring(layout, damaged, declared=_declared_models(projects_dir))
+        names = sorted({name for projects in wanting.values() for name in projects})
+        if not names:
+            return f"no project declares them: remove with volume-cli models rm {' '.join(damaged)}"
+    commands = " and ".join(f"volume-cli models download --project {name}" for name in names)
+    return f"{commands}  (re-fetches exactly the damaged files)"
+
+
+def _declared_models(projects_dir: list[Path] | None) -> dict[str, list[str]]:
+    from volume_cli.cli import context
+    from volume_cli.errors import VolumeCliError
+
+    try:
+        discovered = context.projects(projects_dir).projects
+    except VolumeCliError:
+        return {}  # no project folders here: the volume's own records still tell
+    return {name: [spec.key for spec in definition.models] for name, definition in discovered.items()}
 
 
 def render_verify(console: Console, result: VerifyResult) -> None:
