@@ -119,3 +119,18 @@ def test_on_a_terminal_models_rm_asks(layout: VolumeLayout, volume: dict, answer
     assert (read_manifest(layout, KEY) is None) is removed
     if not removed:
         assert "not confirmed: nothing removed" in output
+
+
+def test_gc_refuses_without_yes_then_removes_an_unused_store_entry(cli: Any, layout: VolumeLayout) -> None:
+    entry = layout.store_dir / "six-1.17.0-py3-none-any-abc"
+    (entry / "six").mkdir(parents=True)
+    (entry / "six" / "__init__.py").write_text("x = 1\n")
+    os.utime(entry, (1, 1))
+
+    refused = cli("gc", "--root", str(layout.root), "--grace-hours", "0")
+    assert refused.exit_code == 1 and "not removing 0 generation(s) and 1 store entry" in refused.stderr
+    assert "next: volume-cli gc --yes" in refused.stderr and entry.exists()
+
+    done = cli("gc", "--root", str(layout.root), "--grace-hours", "0", "--yes")
+    assert done.exit_code == 0, done.stderr
+    assert "removed 0 generation(s) and 1 store entry" in done.stdout and not entry.exists()
