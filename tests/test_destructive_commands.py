@@ -134,3 +134,29 @@ def test_gc_refuses_without_yes_then_removes_an_unused_store_entry(cli: Any, lay
     done = cli("gc", "--root", str(layout.root), "--grace-hours", "0", "--yes")
     assert done.exit_code == 0, done.stderr
     assert "removed 0 generation(s) and 1 store entry" in done.stdout and not entry.exists()
+
+
+HOSTILE_KEYS = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "local/checkpoints/../../..",
+    "local/checkpoints/w.bin/",
+    "LOCAL/CHECKPOINTS/W.BIN",
+    "local/checkpoints/*",
+    "local/checkpoints/w.bin\x00",
+    " local/checkpoints/w.bin",
+    "",
+]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_a_key_that_is_not_exactly_a_model_on_the_volume_removes_nothing(
+    key: str, cli: Any, layout: VolumeLayout, volume: dict
+) -> None:
+    before = sorted(str(path) for path in layout.models_dir.rglob("*"))
+
+    result = cli("models", "rm", key, "--root", volume["root"], "--yes")
+
+    assert result.exit_code == 1, result
+    assert result.stderr.startswith("error: no model on the volume has the key"), result.stderr
+    assert sorted(str(path) for path in layout.models_dir.rglob("*")) == before
