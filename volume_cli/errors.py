@@ -204,3 +204,11 @@ class UnsafeIdentifierError(ModelError):
 
 class UnsafePathError(ModelError):
     """A path about to be written or removed resolves outside the volume's models folder (a planted symlink)."""
+
+
+class ConfirmationError(VolumeCliError):
+    """A destructive command was not confirmed (declined, or no terminal to ask on and no ``--yes``)."""
+
+
+class UnknownModelError(ModelError):
+    """A model key given on the command line names no model on the volume."""

@@ -161,6 +161,6 @@ def test_the_cli_prints_warnings_and_a_next_line_that_works(  # type: ignore[no-
         assert "0 installed" in repaired.stdout and "1 repaired in place" in repaired.stdout
     assert cli("deps", "check", *base).exit_code == 0
     assert sorted(path.name for path in layout.store_dir.iterdir()) == entries
-    dropped = cli("gc", "--root", str(layout.root), "--drop-previous", "--grace-hours", "0", "--json")
+    dropped = cli("gc", "--root", str(layout.root), "--drop-previous", "--grace-hours", "0", "--json", "--yes")
     assert dropped.exit_code == 0, dropped.stderr
     assert len(json.loads(dropped.stdout)["generations_removed"]) == 1

@@ -301,11 +301,11 @@ def test_models_gc_keeps_models_of_projects_set_up_elsewhere(volume: Volume, tmp
     (elsewhere / "other").mkdir()
     (elsewhere / "other" / "project.yaml").write_text(f'name: other\npython_version: "{PY}"\n')
     (elsewhere / "other" / "dependencies.yaml").write_text("groups:\n  main:\n    packages: [beta]\n")
-    result = json.loads(volume.run("models", "gc", *argv_projects, "--json").stdout)
+    result = json.loads(volume.run("models", "gc", *argv_projects, "--json", "--yes").stdout)
     assert result["removed"] == []
     assert volume.run("models", "verify", "--project", "kept").returncode == 0
     # models rm removes explicitly, and verify then fails for that project
-    volume.run("models", "rm", "local/story/local-weights", "--root", str(volume.root))
+    volume.run("models", "rm", "local/story/local-weights", "--root", str(volume.root), "--yes")
     assert volume.run("models", "verify", "--project", "kept", check=False).returncode == 1
 
 

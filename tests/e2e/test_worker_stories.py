@@ -70,7 +70,7 @@ def test_after_models_rm_doctor_fails_and_env_stops_promising_offline(volume: Vo
     story_project(volume)
     volume.run("setup", "--project", "story")
     assert volume.run("doctor", "--project", "story").returncode == 0
-    volume.run("models", "rm", "local/story/local-weights")
+    volume.run("models", "rm", "local/story/local-weights", "--yes")
     doctor = volume.run("doctor", "--project", "story", check=False)
     assert doctor.returncode != 0 and "local/story/local-weights" in doctor.stderr
     env = json.loads(volume.run("env", "--project", "story", "--format", "json").stdout)

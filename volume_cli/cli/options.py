@@ -28,6 +28,24 @@ OptionalProjectOption = Annotated[
     str | None, typer.Option("--project", "-p", help="Only this project.", show_default=False)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _checked_index_url(value: str | None) -> str | None:
+    # Checked here, not at the first install: a bad mirror would otherwise be blamed on a package.
+    from volume_cli.config.dependencies import check_index_url, index_url_warning
+
+    if value is None:
+        return None
+    try:
+        value = check_index_url(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    warning = index_url_warning(value)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    return value
+
+
 IndexUrlOption = Annotated[
     str | None,
     typer.Option(
@@ -36,6 +54,7 @@ IndexUrlOption = Annotated[
         help="Mirror that replaces PyPI for groups without their own index_url "
         "(e.g. https://pypi.tuna.tsinghua.edu.cn/simple).",
         show_default=False,
+        callback=_checked_index_url,
     ),
 ]
 WaitOption = Annotated[

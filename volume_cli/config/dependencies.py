@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -54,11 +55,30 @@ def _check_requirement(value: str) -> str:
 
 
 def _check_index_url(value: str | None) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else check_index_url(value)
+
+
+def check_index_url(value: str) -> str:
+    """An index URL with a scheme uv understands and, for http(s), a host; raises ValueError naming the fix."""
     if not re.match(r"^(https?|file)://\S+$", value):
-        raise ValueError(f"index URL must start with http://, https:// or file://, got {value!r}")
+        bare_host = re.match(r"^[a-z0-9.-]+\.[a-z]{2,}(:\d+)?(/\S*)?$", value)
+        guess = f" (did you mean https://{value if '/' in value else value + '/simple'}?)" if bare_host else ""
+        raise ValueError(f"index URL must start with http://, https:// or file://, got {value!r}{guess}")
+    parts = urlsplit(value)
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValueError(f"index URL {value!r} has no host")
     return value.rstrip("/")
+
+
+def index_url_warning(value: str) -> str | None:
+    """A note for the obvious slip, a mirror's bare host: PyPI-style indexes serve ``/simple``.
+
+    Only an empty path is flagged: other indexes (PyTorch's ``/whl/cu121``) use their own paths.
+    """
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.path.strip("/") == "":
+        return f"index URL {value} has no path: PyPI mirrors serve /simple (did you mean {value.rstrip('/')}/simple?)"
+    return None
 
 
 RequirementText = Annotated[str, AfterValidator(_check_requirement)]
@@ -186,6 +206,12 @@ def _install_order_problems(document: LocatedDocument, config: DependencyConfig)
 def load_dependency_config(path: Path, *, plugin_python_version: str | None = None) -> DependencyConfig:
     """Load and validate a ``dependencies.yaml``; every problem is located."""
     hint = f"fix {path.name}, then run: volume-cli projects check"
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(
+            [f"{path}: file not found"],
+            hint=f"create it, e.g.: printf 'groups:\\n  main:\\n    packages: [numpy]\\n' > {path}  "
+            "(volume-cli projects new NAME scaffolds a whole project)",
+        )
     document = load_located_yaml(path, hint=hint)
     if not isinstance(document.data, dict):
         raise ConfigError([document.problem((), "must be a mapping with a 'groups' key")], hint=hint)

@@ -105,7 +105,7 @@ def parse_located_yaml(text: str, path: Path, *, hint: str | None = None) -> Loc
     except ConfigError as exc:
         raise ConfigError(exc.problems, hint=hint) from None
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_yaml_problem(path, exc)], hint=hint) from None
+        raise ConfigError([_yaml_problem(path, exc, text)], hint=hint) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {exc}"], hint=hint) from None
     except Exception as exc:
@@ -115,12 +115,49 @@ def parse_located_yaml(text: str, path: Path, *, hint: str | None = None) -> Loc
     return LocatedDocument(path=path, data=data, lines=lines)
 
 
-def _yaml_problem(path: Path, exc: yaml.MarkedYAMLError) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark else None
+def _yaml_problem(path: Path, exc: yaml.MarkedYAMLError, text: str) -> str:
+    problem, context = exc.problem_mark, exc.context_mark
     reason = exc.problem or exc.context or "invalid YAML"
-    location = f"{path}:{line}" if line else str(path)
-    return f"{location}: invalid YAML: {reason}"
+    # A construct left open (a quote, a bracket) is only noticed at the end of the file: the
+    # place to fix is where it was opened, so that is the location given.
+    at_end = problem is not None and "end of" in reason.replace("<stream end>", "end of stream")
+    opened_by = exc.context or ""
+    if context is not None and ("flow" in opened_by or "quoted" in opened_by) and context.line < _line(problem):
+        opened: tuple[int, int] | None = (context.line, context.column)
+    else:
+        opened = _last_unclosed_bracket(text) if at_end else None
+    if opened is not None:
+        what = opened_by.removeprefix("while scanning ").removeprefix("while parsing ")
+        if "flow node" in what or not what:
+            what = f"'{text.splitlines()[opened[0]][opened[1]]}'"
+        return f"{path}:{opened[0] + 1}: invalid YAML (column {opened[1] + 1}): {what} opened here is never closed ({reason})"
+    mark = problem or context
+    if mark is None:
+        return f"{path}: invalid YAML: {reason}"
+    return f"{path}:{mark.line + 1}: invalid YAML (column {mark.column + 1}): {reason}"
+
+
+def _line(mark: yaml.Mark | None) -> int:
+    return mark.line if mark is not None else 0
+
+
+def _last_unclosed_bracket(text: str) -> tuple[int, int] | None:
+    """Where the innermost ``[``/``{`` still open at the end was opened (quotes and comments skipped)."""
+    stack: list[tuple[int, int]] = []
+    for number, line in enumerate(text.splitlines()):
+        quote = ""
+        for column, char in enumerate(line):
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "\"'":
+                quote = char
+            elif char == "#" and (column == 0 or line[column - 1] in " \t"):
+                break
+            elif char in "[{":
+                stack.append((number, column))
+            elif char in "]}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
 
 
 def _check_depth(text: str, path: Path) -> None:

@@ -69,7 +69,14 @@ from volume_cli.deps.store import (
     repair_entry,
 )
 from volume_cli.deps.uv_progress import UvInstallWatcher
-from volume_cli.deps.uvtool import default_cache_dir, failing_package, raise_for_network, uv_binary, uv_environment
+from volume_cli.deps.uvtool import (
+    default_cache_dir,
+    error_excerpt,
+    failing_package,
+    raise_for_network,
+    uv_binary,
+    uv_environment,
+)
 from volume_cli.errors import InstallError, StateError, SubprocessError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
@@ -687,9 +694,8 @@ def _uv_install(
             raise_for_network(exc)
             culprit = failing_package(exc.tail, [package.name for package in packages])
             about = f" ({culprit})" if culprit else ""
-            last = exc.tail.strip().splitlines()[-6:]
             raise InstallError(
-                f"installing failed{about}; the current generation was kept:\n" + "\n".join(last),
+                f"installing failed{about}; the current generation was kept:\n" + error_excerpt(exc.tail),
                 hint=f"full log: {exc.log_path}" if exc.log_path else None,
             ) from exc
         finally:

@@ -33,7 +33,14 @@ from volume_cli.deps.documents import (
 )
 from volume_cli.deps.pylock import TOOL_TABLE, parse_pylock, select_packages
 from volume_cli.deps.python import TargetPython
-from volume_cli.deps.uvtool import failing_package, raise_for_network, uv_binary, uv_environment
+from volume_cli.deps.uvtool import (
+    error_excerpt,
+    failing_package,
+    raise_for_network,
+    registry_hint,
+    uv_binary,
+    uv_environment,
+)
 from volume_cli.errors import ResolutionError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -195,10 +202,11 @@ def resolve(
             raise_for_network(exc)
             culprit = failing_package(exc.tail, _groups_by_package(config))
             about = f" for {culprit}" if culprit else ""
-            last = exc.tail.strip().splitlines()[-6:]
+            indexes = [group.effective_index_url(mirror) for _, group in config.ordered_groups]
+            hints = [registry_hint(exc.tail, indexes), f"full log: {exc.log_path}" if exc.log_path else None]
             raise ResolutionError(
-                f"resolving {project}'s dependencies failed{about}:\n" + "\n".join(last),
-                hint=f"full log: {exc.log_path}" if exc.log_path else None,
+                f"resolving {project}'s dependencies failed{about}:\n" + error_excerpt(exc.tail),
+                hint="; ".join(hint for hint in hints if hint) or None,
             ) from exc
         exported = (work / "pylock.toml").read_text(encoding="utf-8")
         uv_lock_text = (work / "uv.lock").read_text(encoding="utf-8")

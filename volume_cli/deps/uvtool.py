@@ -175,3 +175,27 @@ def failing_package(output: str, candidates: Iterable[str] = ()) -> str | None:
         if re.search(rf"(?<![a-z0-9_-]){re.escape(name.lower())}(?![a-z0-9_-])", lowered):
             return name
     return None
+
+
+# Status and progress lines uv prints on the way to an error: they say nothing about the failure.
+_NOISE = re.compile(
+    r"^\s*(Using (CPython|Python|PyPy)\b|Resolved \d+|Prepared \d+|Installed \d+|Uninstalled \d+|Audited \d+|"
+    r"Downloading\b|Downloaded\b|Building\b|Built\b|Updating\b|Updated\b|Checked \d+|Creating virtual|"
+    r"warning: `VIRTUAL_ENV=|[⠀-⣿]|░|█)"
+)
+
+
+def error_excerpt(output: str, *, lines: int = 6) -> str:
+    """The last ``lines`` lines of uv's output that are about the failure (status lines dropped)."""
+    kept = [line for line in output.strip().splitlines() if line.strip() and not _NOISE.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+def registry_hint(output: str, index_urls: Iterable[str]) -> str | None:
+    """When uv says a package is not in the registry, the index URL may be what is wrong: name it."""
+    if "not found in the package registry" not in output:
+        return None
+    suspicious = [url for url in dict.fromkeys(index_urls) if not urlsplit(url).path.rstrip("/").endswith("/simple")]
+    if not suspicious:
+        return None
+    return f"check the package name, and the index URL {suspicious[0]} (PyPI-style indexes end in /simple)"

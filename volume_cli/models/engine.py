@@ -110,7 +110,9 @@ class Engine:
             try:
                 item.listing = adapter.list_remote(spec, pool=self.pool_for(spec), http=self.http)
             except HttpStatusError as exc:
-                raise status_error(spec.key, exc) from None
+                raise status_error(
+                    spec.key, exc, source=spec.source, token_sent=adapter.auth_token() is not None
+                ) from None
             unchanged = plan.manifest is not None and _same_files(plan.manifest, item.listing)
             settled = (  # nothing new on the hub, every file whole, and the switch made
                 plan.manifest is not None

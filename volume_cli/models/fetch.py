@@ -19,14 +19,28 @@ from volume_cli.progress import Task
 from volume_cli.redact import redact_text
 
 _STATUS_HINTS = {
-    401: "the repository is private or gated: set HF_TOKEN / MODELSCOPE_API_TOKEN (or log in) and accept its terms",
-    403: "the repository is private or gated: set HF_TOKEN / MODELSCOPE_API_TOKEN (or log in) and accept its terms",
     404: "check the repository id, revision and file names",
+}
+_TOKEN_VARIABLES = {
+    "huggingface": "HF_TOKEN (or hf auth login)",
+    "modelscope": "MODELSCOPE_API_TOKEN (or modelscope login)",
 }
 
 
-def status_error(key: str, exc: HttpStatusError) -> DownloadError:
-    return DownloadError(redact_text(f"{key}: {exc}"), hint=_STATUS_HINTS.get(exc.status))
+def status_error(key: str, exc: HttpStatusError, *, source: str = "", token_sent: bool = False) -> DownloadError:
+    return DownloadError(redact_text(f"{key}: {exc}"), hint=_status_hint(exc.status, source, token_sent))
+
+
+def _status_hint(status: int, source: str, token_sent: bool) -> str | None:
+    if status not in (401, 403):
+        return _STATUS_HINTS.get(status)
+    # A refused token and a missing one need different fixes: setting HF_TOKEN again changes nothing.
+    if source == "url":
+        return "the server refused access to this URL (volume-cli sends no credentials to plain URLs)"
+    if token_sent:
+        return "the token was refused (wrong, or no access to this repo): check it and accept the repo's terms"
+    variable = _TOKEN_VARIABLES.get(source, "HF_TOKEN / MODELSCOPE_API_TOKEN")
+    return f"the repository is private or gated and no token was found: set {variable} and accept its terms"
 
 
 class ByteCounter:
@@ -88,7 +102,7 @@ def fetch_files(
         try:
             fetched, endpoint = pool.call(attempt)
         except HttpStatusError as exc:
-            raise status_error(key, exc) from None
+            raise status_error(key, exc, source=source, token_sent=token is not None) from None
         except ChecksumMismatch as exc:
             raise ChecksumError(
                 f"{key}: {job.file.path}: checksum mismatch ({exc}); nothing was put in place"

@@ -7,10 +7,11 @@ process holds the lock of (being downloaded) is left alone.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
-from volume_cli.errors import LockHeldError, UnsafePathError
+from volume_cli.errors import LockHeldError, UnknownModelError, UnsafePathError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.fsops import check_inside, is_inside, remove_empty_parents, remove_path, staging_dir, tree_bytes
 from volume_cli.models.manifest import ModelManifest, all_manifests, delete_manifest, model_lock_path, safe_key
@@ -50,9 +51,47 @@ def _remove_orphan_partials(layout: VolumeLayout, referenced: set[str]) -> None:
 def remove(
     *, layout: VolumeLayout, keys: Iterable[str], dry_run: bool = False, progress: Progress | None = None
 ) -> GcResult:
+    """Remove the named models; an unknown key raises before anything is removed (a typo must not pass as done)."""
     wanted = set(keys)
-    manifests = [manifest for manifest in all_manifests(layout) if manifest.key in wanted]
+    present = all_manifests(layout)
+    _check_known(wanted, {manifest.key for manifest in present})
+    manifests = [manifest for manifest in present if manifest.key in wanted]
     return _remove_all(layout, manifests, (), dry_run, progress or NullProgress())
+
+
+def _check_known(wanted: set[str], known: set[str]) -> None:
+    unknown = sorted(wanted - known)
+    if not unknown:
+        return
+    close = [match for key in unknown for match in difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)]
+    hint = f"did you mean {', '.join(dict.fromkeys(close))}?" if close else "see the keys with: volume-cli models list"
+    raise UnknownModelError(f"no model on the volume has the key {', '.join(unknown)}; nothing was removed", hint=hint)
+
+
+def projects_declaring(
+    layout: VolumeLayout, keys: Collection[str], *, declared: Mapping[str, Collection[str]]
+) -> dict[str, list[str]]:
+    """For each of ``keys``, the projects that still want it: ``declared`` (found here) plus the volume's records."""
+    wanted = set(keys)
+    by_key: dict[str, set[str]] = {}
+    for project, project_keys in declared.items():
+        for key in wanted.intersection(project_keys):
+            by_key.setdefault(key, set()).add(project)
+    for project in _recorded_projects(layout):
+        if project in declared:
+            continue  # what the project declares now wins over what it downloaded before
+        state = read_project_state(layout, project)
+        if state is not None and state.models is not None:
+            for key in wanted.intersection(state.models.model_keys):
+                by_key.setdefault(key, set()).add(project)
+    return {key: sorted(projects) for key, projects in by_key.items()}
+
+
+def _recorded_projects(layout: VolumeLayout) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(layout.projects_state_dir) if entry.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def _remove_all(

@@ -66,6 +66,10 @@ DeadlineOption = Annotated[
         min=0,
     ),
 ]
+YesOption = Annotated[
+    bool,
+    typer.Option("-y", "--yes", help="Remove without asking (needed when stdin is not a terminal, or with --json)."),
+]
 
 
 def render_download(console: Console, result: DownloadResult) -> None:
@@ -244,11 +248,36 @@ def verify_command(
     emit(result, as_json=as_json, human=lambda console: render_verify(console, result))
     if not result.ok:
         damaged = [model.key for model in result.models if not model.ok]
-        target = f" --project {project}" if project else ""
         raise ModelError(
             f"{len(damaged)} model(s) missing or damaged: {', '.join(damaged)}",
-            hint=f"volume-cli models download{target or ' --project NAME'}  (re-fetches exactly the damaged files)",
+            hint=_repair_hint(layout, damaged, project, projects_dir),
         )
+
+
+def _repair_hint(layout: VolumeLayout, damaged: list[str], project: str | None, projects_dir: list[Path] | None) -> str:
+    """Name the projects whose download re-fetches the damaged models (a literal NAME helps nobody)."""
+    if project:
+        names = [project]
+    else:
+        from volume_cli.models.gc import projects_declaring
+
+        wanting = projects_declaring(layout, damaged, declared=_declared_models(projects_dir))
+        names = sorted({name for projects in wanting.values() for name in projects})
+        if not names:
+            return f"no project declares them: remove with volume-cli models rm {' '.join(damaged)}"
+    commands = " and ".join(f"volume-cli models download --project {name}" for name in names)
+    return f"{commands}  (re-fetches exactly the damaged files)"
+
+
+def _declared_models(projects_dir: list[Path] | None) -> dict[str, list[str]]:
+    from volume_cli.cli import context
+    from volume_cli.errors import VolumeCliError
+
+    try:
+        discovered = context.projects(projects_dir).projects
+    except VolumeCliError:
+        return {}  # no project folders here: the volume's own records still tell
+    return {name: [spec.key for spec in definition.models] for name, definition in discovered.items()}
 
 
 def render_verify(console: Console, result: VerifyResult) -> None:
@@ -275,22 +304,61 @@ def rm_command(
         list[str], typer.Argument(help="Model keys as shown by models list, e.g. huggingface/model/org/name.")
     ],
     root: RootOption = None,
+    projects_dir: ProjectsDirOption = None,
+    yes: YesOption = False,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Remove models from the volume by key (even ones a project still wants)."""
+    """Remove models from the volume by key (even ones a project still wants: it warns, then asks)."""
     from volume_cli.cli import context
     from volume_cli.models import remove
 
     layout = context.write_layout(root)
-    result = remove(layout=layout, keys=keys, dry_run=dry_run)
+    plan = remove(layout=layout, keys=keys, dry_run=True)  # an unknown key stops here, before any question
+    _warn_still_declared(layout, [removed.key for removed in plan.removed], projects_dir)
+    if not dry_run:
+        _confirm_plan(plan, yes=yes, as_json=as_json, command=f"volume-cli models rm {' '.join(keys)}")
+    result = plan if dry_run else remove(layout=layout, keys=keys)
     emit(result, as_json=as_json, human=lambda console: _render_gc(console, result))
+
+
+def _warn_still_declared(layout: VolumeLayout, keys: list[str], projects_dir: list[Path] | None) -> None:
+    from volume_cli.cli import context
+    from volume_cli.errors import VolumeCliError
+    from volume_cli.models.gc import projects_declaring
+
+    try:
+        declared = {
+            name: [spec.key for spec in d.models] for name, d in context.projects(projects_dir).projects.items()
+        }
+    except VolumeCliError:
+        declared = {}  # no project folders here: the volume's own records still tell
+    stderr = Console(stderr=True)
+    for key, projects in sorted(projects_declaring(layout, keys, declared=declared).items()):
+        stderr.print(
+            f"[yellow]warning:[/] {key} is still declared by {', '.join(projects)}: "
+            f"its next models download/ensure fetches it again",
+            highlight=False,
+        )
+
+
+def _confirm_plan(plan: GcResult, *, yes: bool, as_json: bool, command: str) -> None:
+    from volume_cli.cli.confirm import confirm_removal
+
+    if not plan.removed:
+        return
+    if not yes and not as_json:
+        _render_gc(Console(stderr=True), plan)
+    confirm_removal(
+        f"{len(plan.removed)} model(s), {format_bytes(plan.bytes_freed)}", yes=yes, as_json=as_json, command=command
+    )
 
 
 @app.command("gc")
 def gc_command(
     root: RootOption = None,
     projects_dir: ProjectsDirOption = None,
+    yes: YesOption = False,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -307,5 +375,8 @@ def gc_command(
     # Projects set up from another pod (whose folders are not found here) keep their models:
     # the volume's own records say what they use. Remove those explicitly with models rm.
     referenced |= keys_recorded_on_volume(layout, exclude=set(discovery.projects))
-    result = gc(layout=layout, referenced_keys=referenced, dry_run=dry_run)
+    plan = gc(layout=layout, referenced_keys=referenced, dry_run=True)
+    if not dry_run:
+        _confirm_plan(plan, yes=yes, as_json=as_json, command="volume-cli models gc")
+    result = plan if dry_run else gc(layout=layout, referenced_keys=referenced)
     emit(result, as_json=as_json, human=lambda console: _render_gc(console, result))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption
+from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption, YesOption
 from volume_cli.cli.options import (
     DryRunOption,
     IndexUrlOption,
@@ -18,6 +18,9 @@ from volume_cli.cli.options import (
     WaitOption,
 )
 from volume_cli.cli.render import emit, format_bytes
+
+if TYPE_CHECKING:
+    from volume_cli.deps.collect import GcReport
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +91,7 @@ def register(app: typer.Typer) -> None:
                 "--drop-previous", help="Also remove each project's previous generation (no rollback after this)."
             ),
         ] = False,
+        yes: YesOption = False,
         dry_run: DryRunOption = False,
         wait: WaitOption = 0,
         as_json: JsonOption = False,
@@ -98,15 +102,23 @@ def register(app: typer.Typer) -> None:
         from volume_cli.deps import gc
 
         layout = context.write_layout(root)
-        with ProgressView() as progress:
-            report = gc(
-                layout=layout,
-                grace_seconds=grace_hours * 3600,
-                dry_run=dry_run,
-                progress=progress,
-                wait_seconds=wait,
-                drop_previous=drop_previous,
-            )
+
+        def collect(*, plan_only: bool) -> GcReport:
+            with ProgressView() as progress:
+                return gc(
+                    layout=layout,
+                    grace_seconds=grace_hours * 3600,
+                    dry_run=plan_only,
+                    progress=progress,
+                    wait_seconds=wait,
+                    drop_previous=drop_previous,
+                )
+
+        report = collect(plan_only=True)
+        if not dry_run:
+            if report.generations_removed or report.entries_removed:
+                _confirm_gc(report, yes=yes, as_json=as_json)
+            report = collect(plan_only=False)
 
         def human(console: Console) -> None:
             verb = "would remove" if report.dry_run else "removed"
@@ -122,3 +134,19 @@ def register(app: typer.Typer) -> None:
             )
 
         emit(report, as_json=as_json, human=human)
+
+
+def _confirm_gc(report: GcReport, *, yes: bool, as_json: bool) -> None:
+    from volume_cli.cli.confirm import confirm_removal
+
+    what = (
+        f"{len(report.generations_removed)} generation(s) and {len(report.entries_removed)} store "
+        f"entr{'y' if len(report.entries_removed) == 1 else 'ies'}, {format_bytes(report.bytes_freed)}"
+    )
+    if not yes and not as_json:
+        stderr = Console(stderr=True)
+        for generation in report.generations_removed:
+            stderr.print(f"would remove generation {generation}", markup=False)
+        for entry in report.entries_removed:
+            stderr.print(f"would remove store entry {entry}", markup=False)
+    confirm_removal(what, yes=yes, as_json=as_json, command="volume-cli gc")
