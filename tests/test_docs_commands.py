@@ -14,6 +14,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -233,3 +234,25 @@ def test_no_doc_installs_volume_cli_from_pypi_by_name() -> None:
             if by_name.search(line) and "not on PyPI" not in line and "不在 PyPI" not in line:
                 wrong.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert not wrong, wrong
+
+
+def test_copying_the_bundled_example_into_your_projects_dir_and_editing_it_works(cli: Any, tmp_path: Path) -> None:
+    """The projects guide's workflow: copy speaker_diarization, edit it, use it with --projects-dir."""
+    mine = tmp_path / "my-projects"
+    shutil.copytree(REPO_ROOT / "projects" / "speaker_diarization", mine / "speaker_diarization")
+    deps = mine / "speaker_diarization" / "dependencies.yaml"
+    deps.write_text(deps.read_text().replace("- tqdm==4.67.1", "- tqdm==4.66.5"))
+    root = tmp_path / "workspace"
+    root.mkdir()
+    common = ["--projects-dir", str(mine)]
+    checked = cli("projects", "check", *common)
+    assert checked.exit_code == 0, checked.stderr
+    assert "defined twice" not in checked.stderr + checked.stdout
+    assert "shadows the bundled one" in checked.stderr + checked.stdout  # says which copy it uses
+    listed = cli("deps", "list", "-p", "speaker-diarization", "--root", str(root), *common, "--json")
+    assert listed.exit_code == 0, listed.stderr
+    assert "tqdm==4.66.5" in listed.stdout  # the edited copy, not the bundled one
+    missing = cli("models", "verify", "-p", "speaker-diarization", "--root", str(root), *common)
+    assert missing.exit_code != 0
+    next_line = next(line for line in missing.stderr.splitlines() if line.startswith("next:"))
+    assert f"--projects-dir {mine}" in next_line and f"--root {root}" in next_line, next_line
