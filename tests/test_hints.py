@@ -39,11 +39,11 @@ def test_hint_rewriting_only_adds_what_the_command_accepts() -> None:
     assert given == (("--root", "/tmp/v"), ("--projects-dir", "/tmp/p"))
     hint = "run: volume-cli deps rollback --project x, then volume-cli projects check"
     assert with_user_options(hint, given) == (
-        "run: volume-cli deps rollback --root /tmp/v --projects-dir /tmp/p --project x, "
+        "run: volume-cli deps rollback --project x --root /tmp/v --projects-dir /tmp/p, "
         "then volume-cli projects check --projects-dir /tmp/p"
     )
     already = "volume-cli status --root /elsewhere"
-    assert with_user_options(already, given) == "volume-cli status --projects-dir /tmp/p --root /elsewhere"
+    assert with_user_options(already, given) == "volume-cli status --root /elsewhere --projects-dir /tmp/p"
     assert with_user_options("volume-cli nosuch thing", given) == "volume-cli nosuch thing"
     assert with_user_options("volume-cli deps install -p x", ()) == "volume-cli deps install -p x"
 

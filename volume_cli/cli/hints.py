@@ -76,12 +76,12 @@ def with_user_options(text: str, given: Sequence[tuple[str, str]] | None = None)
             continue
         end_of_path = match.start(1) + len(" " + " ".join(words[:used]))
         # The command's own words end at prose: "(or add --projects-dir DIR)" is not one of its options.
-        following = _COMMAND_END.split(text[end_of_path:], 1)[0]
-        extra = [
-            f"{option} {shlex.quote(value)}" for option, value in pairs if option in options and option not in following
-        ]
+        own = _COMMAND_END.split(text[end_of_path:], 1)[0].rstrip().removesuffix(".")
+        extra = [f"{option} {shlex.quote(value)}" for option, value in pairs if option in options and option not in own]
         if extra:
-            pieces.append(text[last:end_of_path] + " " + " ".join(extra))
-            last = end_of_path
+            # Appended after the command's own options, so the line still starts as the bare hint did.
+            insert_at = end_of_path + len(own)
+            pieces.append(text[last:insert_at] + " " + " ".join(extra))
+            last = insert_at
     pieces.append(text[last:])
     return "".join(pieces)
