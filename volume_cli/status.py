@@ -23,6 +23,7 @@ from volume_cli.store.state import ProjectState, read_project_state
 if TYPE_CHECKING:
     from volume_cli.deps import DepsStatus, StoreUsage
     from volume_cli.models import ModelsStatus
+    from volume_cli.uv_cache import UvCacheUsage
 
 DISK_WARNING_PERCENT = 85.0
 
@@ -92,6 +93,7 @@ class StatusReport:
     projects: list[ProjectStatus]
     warnings: list[str]
     store: StoreUsage | None = None
+    uv_cache: UvCacheUsage | None = None
 
 
 def disk_usage(path: Path) -> DiskUsage:
@@ -198,6 +200,7 @@ def volume_status(
     *,
     only: str | None = None,
     mirror: str | None = None,
+    measure_uv_cache: bool = False,
 ) -> StatusReport:
     layout = VolumeLayout(resolved.path)
     mount = inspect_mount(resolved.path)
@@ -216,6 +219,7 @@ def volume_status(
         listing = frozenset()
     reports = [project_status(layout, name, projects.get(name), mirror=mirror, store_entries=listing) for name in names]
     from volume_cli.deps import store_usage
+    from volume_cli.uv_cache import uv_cache_usage
 
     store = store_usage(layout=layout) if layout.store_dir.is_dir() else None
     return StatusReport(
@@ -227,4 +231,5 @@ def volume_status(
         projects=reports,
         warnings=warnings,
         store=store,
+        uv_cache=uv_cache_usage(measure=measure_uv_cache),
     )

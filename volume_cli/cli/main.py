@@ -71,7 +71,10 @@ def report_error(error: VolumeCliError) -> None:
         for problem in problems:
             stderr_console.print(f"  - {shown(problem)}", markup=False, highlight=False)
     if error.hint:
-        stderr_console.print(f"[bold]next:[/] {escape(shown(error.hint))}", markup=True, highlight=False)
+        from volume_cli.cli.hints import with_user_options  # the hint runs as printed: same --root/--projects-dir
+
+        hint = with_user_options(error.hint)
+        stderr_console.print(f"[bold]next:[/] {escape(shown(hint))}", markup=True, highlight=False)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -110,6 +113,9 @@ def run(argv: list[str] | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like Ctrl-C: locks are released and partial files kept for the resume.
         signal.signal(signal.SIGTERM, _raise_terminated)
+    from volume_cli.cli.hints import remember
+
+    remember(sys.argv[1:] if argv is None else argv)
     try:
         # Standalone mode: typer/click print usage errors (exit 2) and handle
         # --help and Exit themselves; our own errors propagate to here.

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from volume_cli.cli.hints import with_user_options
 from volume_cli.cli.options import (
     DryRunOption,
     IndexTimeoutOption,
@@ -191,7 +193,8 @@ def render_install(console: Console, result: InstallResult) -> None:
         )
         console.print(f"PYTHONPATH={result.deps_path.parent / '.boot' / result.deps_path.name}")  # pins a generation
         if result.previous_generation:
-            console.print(f"[dim]undo with: volume-cli deps rollback --project {result.project}[/]")
+            undo = with_user_options(f"volume-cli deps rollback --project {result.project}")
+            console.print(f"[dim]undo with: {escape(undo)}[/]")
 
 
 @app.command("install")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -15,6 +16,7 @@ from volume_cli.cli.render import emit, format_bytes
 
 if TYPE_CHECKING:
     from volume_cli.status import ProjectStatus, StatusReport
+    from volume_cli.uv_cache import UvCacheUsage
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +27,10 @@ def register(app: typer.Typer) -> None:
         projects_dir: ProjectsDirOption = None,
         index_url: IndexUrlOption = None,
         as_json: JsonOption = False,
+        uv_cache: Annotated[
+            bool,
+            typer.Option("--uv-cache", help="Also measure uv's package cache on this pod's disk (a walk: seconds)."),
+        ] = False,
     ) -> None:
         """What is installed on the volume, what drifted, sizes and free space."""
         from volume_cli.cli import context
@@ -34,7 +40,7 @@ def register(app: typer.Typer) -> None:
         discovery = context.projects(projects_dir)
         if project:
             discovery.get(project)
-        report = volume_status(resolved, discovery.projects, only=project, mirror=index_url)
+        report = volume_status(resolved, discovery.projects, only=project, mirror=index_url, measure_uv_cache=uv_cache)
         emit(report, as_json=as_json, human=lambda console: render_status(console, report))
 
 
@@ -128,5 +134,16 @@ def render_status(console: Console, report: StatusReport) -> None:
     for item in report.projects:
         for problem in item.problems:
             console.print(f"[red]{item.name}:[/] {problem}")
+    if report.uv_cache is not None:
+        render_uv_cache(console, report.uv_cache)
     for warning in report.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def render_uv_cache(console: Console, usage: UvCacheUsage) -> None:
+    # This pod's disk, not the volume: a torch stack leaves ~6 GB here after its first install.
+    if usage.size_bytes is None:
+        size = "size: volume-cli status --uv-cache" if usage.exists else "empty"
+    else:
+        size = f"{format_bytes(usage.size_bytes)} on this pod's disk (free it: volume-cli gc --uv-cache)"
+    console.print(f"[bold]uv cache[/] {escape(str(usage.path))}  [dim]{size}[/]", highlight=False)

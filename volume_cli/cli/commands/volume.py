@@ -17,7 +17,7 @@ from volume_cli.cli.options import (
     RootOption,
     WaitOption,
 )
-from volume_cli.cli.render import emit, format_bytes
+from volume_cli.cli.render import emit, format_bytes, to_jsonable
 
 if TYPE_CHECKING:
     from volume_cli.deps.collect import GcReport
@@ -95,11 +95,16 @@ def register(app: typer.Typer) -> None:
         dry_run: DryRunOption = False,
         wait: WaitOption = 0,
         as_json: JsonOption = False,
+        uv_cache: Annotated[
+            bool,
+            typer.Option("--uv-cache", help="Also empty uv's package cache on this pod's disk (uv cache clean)."),
+        ] = False,
     ) -> None:
         """Remove generations that are neither current nor previous, then store entries nothing uses."""
         from volume_cli.cli import context
         from volume_cli.cli.progress_view import ProgressView
         from volume_cli.deps import gc
+        from volume_cli.uv_cache import clean_uv_cache
 
         layout = context.write_layout(root)
 
@@ -119,6 +124,7 @@ def register(app: typer.Typer) -> None:
             if report.generations_removed or report.entries_removed:
                 _confirm_gc(report, yes=yes, as_json=as_json)
             report = collect(plan_only=False)
+        cleaned = clean_uv_cache(dry_run=dry_run) if uv_cache else None
 
         def human(console: Console) -> None:
             verb = "would remove" if report.dry_run else "removed"
@@ -132,8 +138,10 @@ def register(app: typer.Typer) -> None:
                 f"kept {report.generations_kept} generation(s), {report.entries_kept} entries"
                 + (f" ({len(report.young_entries_kept)} too young to judge)" if report.young_entries_kept else "")
             )
+            if cleaned is not None:
+                console.print(f"{verb} uv cache {cleaned.path}: {format_bytes(cleaned.bytes_freed)}", markup=False)
 
-        emit(report, as_json=as_json, human=human)
+        emit(report if cleaned is None else {**to_jsonable(report), "uv_cache": cleaned}, as_json=as_json, human=human)
 
 
 def _confirm_gc(report: GcReport, *, yes: bool, as_json: bool) -> None:
