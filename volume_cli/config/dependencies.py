@@ -10,7 +10,7 @@ from typing import Annotated
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from volume_cli.config.located_yaml import LocatedDocument, load_located_yaml
 from volume_cli.config.strict import StrictModel, validation_problems
@@ -61,6 +61,11 @@ def _check_index_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
+def _empty_is_null(value: object) -> object:
+    # The original tool's files say `index_url: ""` for "the default index".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 RequirementText = Annotated[str, AfterValidator(_check_requirement)]
 IndexUrl = Annotated[str, AfterValidator(_check_index_url)]
 PythonVersion = Annotated[str, BeforeValidator(_python_version_as_text), AfterValidator(check_python_version)]
@@ -68,7 +73,7 @@ PythonVersion = Annotated[str, BeforeValidator(_python_version_as_text), AfterVa
 
 class DependencyGroup(StrictModel):
     packages: list[RequirementText] = Field(min_length=1)
-    index_url: IndexUrl | None = None
+    index_url: Annotated[IndexUrl | None, BeforeValidator(_empty_is_null)] = None
     extra_index_urls: list[IndexUrl] = Field(default_factory=list)
     no_deps: bool = False
     description: str = ""
@@ -83,9 +88,17 @@ class DependencyGroup(StrictModel):
 
 
 class DependencyMetadata(StrictModel):
+    """Informational keys the original tool's users write (created, updated, version, author) are kept, not errors."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+
     python_version: PythonVersion | None = None
     description: str = ""
     project: str | None = None
+
+    @property
+    def unknown_keys(self) -> list[str]:
+        return sorted(self.model_extra or {})
 
 
 class DependencyConfig(StrictModel):
