@@ -48,6 +48,7 @@ def consumer_env(
     """
     seen_at = mount or layout.root
     write_boot(layout, project, python_version)
+    write_hub_version(layout)
     state = read_project_state(layout, project)
     # The record alone is not enough: `models rm` or a lost file leaves it behind.
     models_complete = bool(
@@ -126,10 +127,25 @@ def _write_if_changed(target: Path, data: bytes) -> None:
     atomic_write_bytes(target, data)
 
 
+HUB_VERSION = b"1"
+
+
+def write_hub_version(layout: VolumeLayout) -> None:
+    """``hub/version.txt``: without it transformers 4.x prints its cache-migration notice and writes it from a worker."""
+    target = layout.hf_hub_cache / "version.txt"
+    try:
+        if target.is_file():
+            return  # whatever is there, transformers (or a newer hub layout) wrote it on purpose
+        atomic_write_bytes(target, HUB_VERSION)
+    except OSError:
+        pass  # a read-only mount: the next install on a pod writes it
+
+
 def write_runtime_copy(layout: VolumeLayout) -> Path:
     """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
     from volume_cli import runtime
 
+    write_hub_version(layout)
     target = layout.absolute(RUNTIME_FILE)
     _write_if_changed(target, Path(runtime.__file__).read_bytes())
     return target

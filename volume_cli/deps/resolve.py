@@ -33,7 +33,7 @@ from volume_cli.deps.documents import (
 )
 from volume_cli.deps.pylock import TOOL_TABLE, parse_pylock, select_packages
 from volume_cli.deps.python import TargetPython
-from volume_cli.deps.uvtool import failing_package, raise_for_network, uv_binary, uv_environment
+from volume_cli.deps.uvtool import failing_package, ignored_index_warnings, raise_for_network, uv_binary, uv_environment
 from volume_cli.errors import ResolutionError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -150,6 +150,8 @@ def resolve(
 ) -> CurrentLock:
     """Resolve the lock; with ``store`` keep it (pylock.toml, uv.lock, lock.json) under the project lock."""
     progress.step(f"resolving {config.package_count} requirements for Python {target.version} (linux x86_64)")
+    for warning in ignored_index_warnings():
+        progress.warn(warning)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="volume-cli-lock-") as scratch:
         folder = Path(scratch)
