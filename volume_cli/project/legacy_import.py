@@ -123,5 +123,10 @@ def import_legacy_folder(folder: Path, *, force: bool = False) -> ImportResult:
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, target)
     return ImportResult(
-        folder=folder, project_yaml=target, name=name, python_version=python, models=len(legacy.models), notes=legacy.notes
+        folder=folder,
+        project_yaml=target,
+        name=name,
+        python_version=python,
+        models=len(legacy.models),
+        notes=legacy.notes,
     )

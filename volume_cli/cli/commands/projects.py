@@ -161,7 +161,9 @@ def check_command(
 
 @app.command("import")
 def import_command(
-    folder: Annotated[Path, typer.Argument(help="A project folder of the original tool: config.py + dependencies.yaml.")],
+    folder: Annotated[
+        Path, typer.Argument(help="A project folder of the original tool: config.py + dependencies.yaml.")
+    ],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing project.yaml.")] = False,
 ) -> None:
     """Write project.yaml for a folder of the original runpod-model-manager layout (config.py is read, never run)."""
