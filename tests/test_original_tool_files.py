@@ -125,7 +125,7 @@ def test_unquoted_python_version_says_quote_it(tmp_path: Path) -> None:
     path.write_text("groups:\n  main:\n    packages: [six]\nmetadata:\n  python_version: 3.10\n")
     with pytest.raises(ConfigError) as caught:
         load_dependency_config(path)
-    assert "quoted" in caught.value.message and "3.10" in caught.value.message
+    assert 'quote it: "3.10"' in caught.value.message
 
 
 def test_folder_with_metadata_project_is_adopted_and_listed(tmp_path: Path, cli: object) -> None:

@@ -50,7 +50,6 @@ def consumer_env(
     """
     seen_at = mount or layout.root
     write_boot(layout, project, python_version)
-    write_hub_version(layout)
     state = read_project_state(layout, project)
     # The record alone is not enough: `models rm` or a lost file leaves it behind.
     models_complete = bool(

@@ -36,7 +36,10 @@ def check_python_version(value: str) -> str:
 def _python_version_as_text(value: object) -> object:
     if isinstance(value, float | int) and not isinstance(value, bool):
         # YAML reads 3.10 as the number 3.1: say so instead of "must be a string".
-        raise ValueError(f"python version must be quoted text like '3.10', got the number {value!r}")
+        meant = "3.10" if value == 3.1 else str(value)
+        raise ValueError(
+            f'python version must be text; quote it: "{meant}" (YAML reads it unquoted as the number {value!r})'
+        )
     return value
 
 
