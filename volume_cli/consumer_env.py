@@ -11,7 +11,7 @@ from typing import Literal
 from volume_cli.errors import RootError
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.runtime import boot_path, cache_variables, missing_models
+from volume_cli.runtime import boot_path, cache_variables, deps_path, missing_models
 from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
 
@@ -24,6 +24,8 @@ class ConsumerEnv:
     mount: Path
     variables: dict[str, str]
     models_complete: bool
+    # Prepended to PATH (shell and Dockerfile formats only: a dotenv or JSON value cannot extend PATH).
+    bin_dir: Path | None = None
 
 
 def consumer_env(
@@ -63,7 +65,15 @@ def consumer_env(
     if models_complete:
         # Every model is on the volume: a worker must never call the hub.
         variables["HF_HUB_OFFLINE"] = "1"
-    return ConsumerEnv(project=project, mount=seen_at, variables=variables, models_complete=models_complete)
+    # The switchable link's bin/, not a pinned generation's: see docs/concepts.md (console scripts).
+    has_bin = (deps_path(layout.root, project, python_version) / "bin").is_dir()
+    return ConsumerEnv(
+        project=project,
+        mount=seen_at,
+        variables=variables,
+        models_complete=models_complete,
+        bin_dir=deps_path(seen_at, project, python_version) / "bin" if has_bin else None,
+    )
 
 
 def declared_models_hash(definition: ProjectDefinition) -> str:
@@ -88,6 +98,10 @@ def render_env(env: ConsumerEnv, style: EnvFormat) -> str:
             lines.append(f"{name}={value}")
         else:
             lines.append(f"ENV {name}={json.dumps(value)}")
+    if env.bin_dir is not None and style == "shell":
+        lines.append(f'export PATH={shlex.quote(str(env.bin_dir))}"${{PATH:+:$PATH}}"')
+    elif env.bin_dir is not None and style == "dockerfile":
+        lines.append(f'ENV PATH="{env.bin_dir}:${{PATH}}"')
     return "\n".join(lines) + "\n"
 
 
@@ -126,10 +140,25 @@ def _write_if_changed(target: Path, data: bytes) -> None:
     atomic_write_bytes(target, data)
 
 
+HUB_VERSION = b"1"
+
+
+def write_hub_version(layout: VolumeLayout) -> None:
+    """``hub/version.txt``: without it transformers 4.x prints its cache-migration notice and writes it from a worker."""
+    target = layout.hf_hub_cache / "version.txt"
+    try:
+        if target.is_file():
+            return  # whatever is there, transformers (or a newer hub layout) wrote it on purpose
+        atomic_write_bytes(target, HUB_VERSION)
+    except OSError:
+        pass  # a read-only mount: the next install on a pod writes it
+
+
 def write_runtime_copy(layout: VolumeLayout) -> Path:
     """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
     from volume_cli import runtime
 
+    write_hub_version(layout)
     target = layout.absolute(RUNTIME_FILE)
     _write_if_changed(target, Path(runtime.__file__).read_bytes())
     return target

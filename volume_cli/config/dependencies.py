@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from volume_cli.config.located_yaml import LocatedDocument, load_located_yaml
 from volume_cli.config.strict import StrictModel, validation_problems
@@ -37,7 +37,10 @@ def check_python_version(value: str) -> str:
 def _python_version_as_text(value: object) -> object:
     if isinstance(value, float | int) and not isinstance(value, bool):
         # YAML reads 3.10 as the number 3.1: say so instead of "must be a string".
-        raise ValueError(f"python version must be quoted text like '3.10', got the number {value!r}")
+        meant = "3.10" if value == 3.1 else str(value)
+        raise ValueError(
+            f'python version must be text; quote it: "{meant}" (YAML reads it unquoted as the number {value!r})'
+        )
     return value
 
 
@@ -81,6 +84,11 @@ def index_url_warning(value: str) -> str | None:
     return None
 
 
+def _empty_is_null(value: object) -> object:
+    # The original tool's files say `index_url: ""` for "the default index".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 RequirementText = Annotated[str, AfterValidator(_check_requirement)]
 IndexUrl = Annotated[str, AfterValidator(_check_index_url)]
 PythonVersion = Annotated[str, BeforeValidator(_python_version_as_text), AfterValidator(check_python_version)]
@@ -88,7 +96,7 @@ PythonVersion = Annotated[str, BeforeValidator(_python_version_as_text), AfterVa
 
 class DependencyGroup(StrictModel):
     packages: list[RequirementText] = Field(min_length=1)
-    index_url: IndexUrl | None = None
+    index_url: Annotated[IndexUrl | None, BeforeValidator(_empty_is_null)] = None
     extra_index_urls: list[IndexUrl] = Field(default_factory=list)
     no_deps: bool = False
     description: str = ""
@@ -103,9 +111,17 @@ class DependencyGroup(StrictModel):
 
 
 class DependencyMetadata(StrictModel):
+    """Informational keys the original tool's users write (created, updated, version, author) are kept, not errors."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+
     python_version: PythonVersion | None = None
     description: str = ""
     project: str | None = None
+
+    @property
+    def unknown_keys(self) -> list[str]:
+        return sorted(self.model_extra or {})
 
 
 class DependencyConfig(StrictModel):

@@ -53,6 +53,7 @@ from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, repair_state
 from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.scripts import rewrite_console_scripts
 from volume_cli.deps.space import check_install_space
 from volume_cli.deps.store import (
     EntryHealth,
@@ -481,6 +482,7 @@ def _materialize(
             mirror=mirror,
             progress=progress,
         )
+        rewrite_console_scripts(staging.target, python_version=target.version)  # before any entry is made from it
         crash_point("staged")
         harvested = _repair_and_store(layout=layout, staging=staging, picked=picked, target=target, progress=progress)
     finally:

@@ -36,6 +36,7 @@ from volume_cli.deps.python import TargetPython
 from volume_cli.deps.uvtool import (
     error_excerpt,
     failing_package,
+    ignored_index_warnings,
     raise_for_network,
     registry_hint,
     uv_binary,
@@ -157,6 +158,8 @@ def resolve(
 ) -> CurrentLock:
     """Resolve the lock; with ``store`` keep it (pylock.toml, uv.lock, lock.json) under the project lock."""
     progress.step(f"resolving {config.package_count} requirements for Python {target.version} (linux x86_64)")
+    for warning in ignored_index_warnings():
+        progress.warn(warning)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="volume-cli-lock-") as scratch:
         folder = Path(scratch)

@@ -98,14 +98,41 @@ def uv_binary() -> str:
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Local disk, never the volume: uv's cache is many small files and hard links."""
+    """Local disk, never the volume: uv's cache is many small files and hard links.
+
+    ``UV_CACHE_DIR`` is honoured after our own variable: a pod image that
+    warmed uv's cache there should not download the same wheels again.
+    """
     environ = os.environ if env is None else env
-    explicit = environ.get(CACHE_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
+    for name in (CACHE_ENV, "UV_CACHE_DIR"):
+        explicit = environ.get(name, "").strip()
+        if explicit:
+            return Path(explicit).expanduser()
     xdg = environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "volume-cli" / "uv"
+
+
+# Index settings people set for pip or uv; every uv call drops them (see _SCRUBBED_PREFIXES), so say so.
+IGNORED_INDEX_VARIABLES = (
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+)
+
+
+def ignored_index_warnings(env: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per index variable that is set but has no effect (values are never shown: they may hold a token)."""
+    environ = os.environ if env is None else env
+    names = [name for name in IGNORED_INDEX_VARIABLES if environ.get(name, "").strip()]
+    return [
+        f"{name} is set but ignored: each group's index_url decides, else --index-url or VOLUME_CLI_INDEX_URL "
+        f'(e.g. export VOLUME_CLI_INDEX_URL="${name}")'
+        for name in names
+    ]
 
 
 def uv_environment(*, cache_dir: Path, config_home: Path) -> dict[str, str]:

@@ -10,8 +10,12 @@ from volume_cli.errors import DownloadError
 from volume_cli.models.http import EndpointFailure
 from volume_cli.progress import Progress
 
+# The clients' own defaults (huggingface_hub.constants, modelscope.hub.constants; a test keeps them equal),
+# written out so that choosing an endpoint never imports a hub client.
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 MODELSCOPE_DEFAULT_ENDPOINT = "https://www.modelscope.cn"
+# What modelscope < 1.38 reads instead of MODELSCOPE_ENDPOINT (a host name, no scheme); newer ones still accept it.
+MODELSCOPE_DOMAIN_ENV = "MODELSCOPE_DOMAIN"
 
 T = TypeVar("T")
 
@@ -23,6 +27,9 @@ def resolve_endpoints(
     candidates = list(explicit or [])
     if not candidates and env.get(env_var, "").strip():
         candidates = [part for part in env[env_var].replace(",", " ").split() if part]
+    domain = env.get(MODELSCOPE_DOMAIN_ENV, "").strip()
+    if not candidates and default == MODELSCOPE_DEFAULT_ENDPOINT and domain:
+        candidates = [domain if domain.startswith(("http://", "https://")) else f"https://{domain}"]
     if not candidates:
         candidates = [default]
     unique: list[str] = []

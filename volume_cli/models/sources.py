@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,21 +118,19 @@ class RemoteSource(Protocol):
         """
 
 
-def _normalize(pattern: str) -> str:
-    return pattern + "*" if pattern.endswith("/") else pattern
-
-
 def filter_paths(
     files: Sequence[RemoteFile], allow: Sequence[str] | None, ignore: Sequence[str] | None
 ) -> tuple[RemoteFile, ...]:
-    """huggingface_hub's rules: keep what matches an allow pattern (if any), drop what matches an ignore pattern."""
-    kept = []
-    for entry in files:
-        if allow and not any(fnmatch.fnmatchcase(entry.path, _normalize(pattern)) for pattern in allow):
-            continue
-        if ignore and any(fnmatch.fnmatchcase(entry.path, _normalize(pattern)) for pattern in ignore):
-            continue
-        kept.append(entry)
+    """huggingface_hub's own rules (``filter_repo_objects``); an empty list means no filter, as before."""
+    # Imported once a listing arrived: no-op runs stay light.
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    kept = filter_repo_objects(
+        files,
+        allow_patterns=list(allow) if allow else None,
+        ignore_patterns=list(ignore) if ignore else None,
+        key=lambda entry: entry.path,
+    )
     return tuple(sorted(kept, key=lambda item: item.path))
 
 

@@ -154,6 +154,9 @@ def discover(
                 collected.broken.append(broken)
                 continue
             collected.add(definition, bundled=folder == bundled)
+            note = adoption_note(definition)
+            if note and definition.name not in collected.notes:
+                collected.notes[definition.name] = note
     return Discovery(
         projects=dict(sorted(collected.found.items())),
         folders=folders,
@@ -222,7 +225,7 @@ def load_project_folder(folder: Path) -> ProjectDefinition:
             [f"{folder}: cannot read the project folder: {exc.strerror or exc}"], hint=f"check: ls -ld {folder}"
         ) from None
     if not has_plugin and not has_yaml:
-        raise _no_definition_error(folder)
+        return _adopt_dependencies_only(folder)
     if has_plugin and has_yaml:
         raise ConfigError(
             [f"{folder}: has both {PLUGIN_FILE} and {PROJECT_YAML}; keep one"],
@@ -231,6 +234,37 @@ def load_project_folder(folder: Path) -> ProjectDefinition:
     if has_plugin:
         return _load_plugin(plugin_file)
     return _load_yaml_project(yaml_file)
+
+
+def adoption_note(definition: ProjectDefinition) -> str | None:
+    """`projects list` says which projects were adopted from a bare dependencies.yaml (the original tool's layout)."""
+    if definition.definition_file.name != DEPENDENCIES_YAML:
+        return None
+    note = f"project {definition.name!r}: adopted from {definition.definition_file} (metadata.project)"
+    metadata = definition.dependencies.metadata if definition.dependencies_path.is_file() else None
+    if metadata is not None and metadata.unknown_keys:
+        note += f"; informational metadata kept as is: {', '.join(metadata.unknown_keys)}"
+    return note + f"; to write a project.yaml: volume-cli projects import {definition.folder}"
+
+
+def _adopt_dependencies_only(folder: Path) -> ProjectDefinition:
+    """A folder of the original tool (dependencies.yaml naming its project in metadata) is a project as it is."""
+    from volume_cli.project.legacy_import import LEGACY_CONFIG, read_legacy_config
+
+    path = folder / DEPENDENCIES_YAML
+    metadata = load_dependency_config(path).metadata if path.is_file() else None
+    if metadata is None or not metadata.project:
+        raise _no_definition_error(folder)
+    # The original config.py is read with ast, never imported: it needs the old tool's base class.
+    legacy = read_legacy_config(folder / LEGACY_CONFIG) if (folder / LEGACY_CONFIG).is_file() else None
+    data: dict[str, Any] = {
+        "name": metadata.project,
+        "python_version": metadata.python_version or (legacy.python_version if legacy else None) or "3.10",
+        "description": metadata.description,
+        "models": legacy.models if legacy else [],
+    }
+    document = LocatedDocument(path=path, data=data, lines={})
+    return ProjectDefinition(spec=_validate_spec(document, data), folder=folder, definition_file=path)
 
 
 def _no_definition_error(folder: Path) -> ConfigError:

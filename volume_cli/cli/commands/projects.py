@@ -158,3 +158,25 @@ def check_command(
     if failure is not None:
         hint = failure.hint or f"fix {failure.name}'s config, then run: volume-cli projects check"
         raise ConfigError(failure.problems, hint=hint)
+
+
+@app.command("import")
+def import_command(
+    folder: Annotated[
+        Path, typer.Argument(help="A project folder of the original tool: config.py + dependencies.yaml.")
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing project.yaml.")] = False,
+) -> None:
+    """Write project.yaml for a folder of the original runpod-model-manager layout (config.py is read, never run)."""
+    from volume_cli.project.legacy_import import import_legacy_folder
+
+    result = import_legacy_folder(folder, force=force)
+    console = Console()
+    console.print(
+        f"wrote {short_path(result.project_yaml)}: project {result.name}, python {result.python_version}, "
+        f"{result.models} model(s)",
+        markup=False,
+    )
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"next: volume-cli projects check --projects-dir {folder.parent}", markup=False)
