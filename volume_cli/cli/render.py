@@ -27,6 +27,13 @@ if not stdout_console.is_terminal and "COLUMNS" not in os.environ:
 stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class _Count:
+    count = 0
+
+
+JSON_RESULTS = _Count()  # results written as JSON this run: an error then must not add a second document
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, pydantic models, paths and datetimes as plain JSON data."""
     to_dict = getattr(value, "to_dict", None)
@@ -75,6 +82,7 @@ def _json_properties(cls: type) -> list[str]:
 
 def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:
     if as_json:
+        JSON_RESULTS.count += 1
         sys.stdout.write(redact_text(json.dumps(to_jsonable(result), indent=2, sort_keys=False)) + "\n")
         sys.stdout.flush()
     else:

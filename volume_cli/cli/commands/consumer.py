@@ -22,19 +22,24 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption,
         mount: Annotated[
             Path | None,
-            typer.Option("--mount", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
+            typer.Option("--mount", metavar="PATH", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
         ] = None,
         local_cache: Annotated[
             Path | None,
             typer.Option(
                 "--local-cache",
+                metavar="DIR",
                 help="Folder on the worker's local disk for run-time caches (numba, HF modules...). "
                 "Default: $VOLUME_CLI_LOCAL_CACHE or /tmp/volume-cli-cache.",
             ),
         ] = None,
         output_format: Annotated[
-            str, typer.Option("--format", help="shell (for eval), dotenv, dockerfile or json.")
+            str,
+            typer.Option(
+                "--format", metavar="shell|dotenv|dockerfile|json", help="shell (for eval), dotenv, dockerfile or json."
+            ),
         ] = "shell",
+        as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
         root: RootOption = None,
         projects_dir: ProjectsDirOption = None,
     ) -> None:
@@ -44,6 +49,8 @@ def register(app: typer.Typer) -> None:
         from volume_cli.errors import UsageError
         from volume_cli.layout import VolumeLayout
 
+        if as_json:
+            output_format = "json"
         if output_format not in {"shell", "dotenv", "dockerfile", "json"}:
             raise UsageError(f"--format must be shell, dotenv, dockerfile or json, got {output_format!r}")
         definition = context.project(projects_dir, project)
