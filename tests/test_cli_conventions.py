@@ -208,8 +208,9 @@ def test_setup_dry_run_prints_both_plans_and_changes_nothing(  # type: ignore[no
     assert "beta" in result.stdout and "dry run" in result.stdout
     assert sorted(str(path) for path in volume_root.rglob("*")) == before
     data = json.loads(
-        cli("setup", "-p", "tiny", "--root", str(volume_root), "--projects-dir", str(folder), "--dry-run", "--json")
-        .stdout
+        cli(
+            "setup", "-p", "tiny", "--root", str(volume_root), "--projects-dir", str(folder), "--dry-run", "--json"
+        ).stdout
     )
     assert [step["step"] for step in data["steps"]] == ["deps", "models"]
     assert sorted(str(path) for path in volume_root.rglob("*")) == before

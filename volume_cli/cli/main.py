@@ -80,9 +80,7 @@ QuietOption = Annotated[
 ]
 VerboseOption = Annotated[
     bool,
-    typer.Option(
-        "--verbose", "-v", callback=_verbose, help="Also print each command run (uv...).", expose_value=False
-    ),
+    typer.Option("--verbose", "-v", callback=_verbose, help="Also print each command run (uv...).", expose_value=False),
 ]
 DebugOption = Annotated[
     bool,
@@ -243,9 +241,7 @@ def _output_settings() -> Iterator[None]:
     def apply(_: object = None) -> None:
         # Called once parsing set the flags: the level follows the loudest flag given.
         debug = _debug_enabled()
-        handler.setFormatter(
-            _RedactingFormatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
-        )
+        handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
         root.setLevel(logging.DEBUG if debug else logging.WARNING)
         ours.setLevel(logging.DEBUG if debug else logging.INFO if OUTPUT.verbose else logging.NOTSET)
         handler.setLevel(logging.ERROR if OUTPUT.quiet and not debug else logging.NOTSET)
@@ -278,7 +274,7 @@ def run(argv: list[str] | None = None) -> None:
         # SIGTERM unwinds like Ctrl-C: locks are released and partial files kept for the resume.
         signal.signal(signal.SIGTERM, _raise_terminated)
     if os.environ.get("_VOLUME_CLI_COMPLETE"):
-        from typer.completion import completion_init
+        from typer._completion_classes import completion_init
 
         completion_init()  # typer's completion classes answer the scripts `completion SHELL` prints
     with _output_settings():
@@ -292,9 +288,9 @@ def _run(words: list[str]) -> None:
         build_cli().main(args=words, prog_name="volume-cli")
     except VolumeCliError as error:
         stderr_console.quiet = False
-        if _debug_enabled(words):
-            traceback.print_exc()
         report_error(error)
+        if _debug_enabled(words):
+            traceback.print_exc()  # after the error line, which stays readable above it
         sys.exit(error.exit_code)
     except KeyboardInterrupt as interrupt:
         _exit_interrupted(interrupt)
@@ -306,25 +302,29 @@ def _run(words: list[str]) -> None:
         raise
     except Exception as error:
         stderr_console.quiet = False
-        debug = _debug_enabled(words)
-        if debug:
-            traceback.print_exc()
-        mapped = file_system_error(error) if isinstance(error, OSError) else None
-        if mapped is not None:
-            # Permissions, a full or read-only volume: the user's to fix, so an error line, not "internal error".
-            report_error(mapped)
-            sys.exit(mapped.exit_code)
-        message = f"internal error: {type(error).__name__}: {shown(str(error))}"
-        hint = f"rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it"
-        stderr_console.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {escape(shown(str(error)))}",
-            markup=True,
-            highlight=False,
-        )
-        stderr_console.print(f"[bold]next:[/] {'report it with the traceback above' if debug else hint}")
-        if OUTPUT.json:
-            _json_error(message, hint, 1)
+        _report_unexpected(error, debug=_debug_enabled(words))
+        if _debug_enabled(words):
+            raise  # the traceback follows the error line; in-process callers get the exception
         sys.exit(1)
+
+
+def _report_unexpected(error: Exception, *, debug: bool) -> None:
+    mapped = file_system_error(error) if isinstance(error, OSError) else None
+    if mapped is not None:
+        # Permissions, a full or read-only volume: the user's to fix, so an error line, not "internal error".
+        report_error(mapped)
+        if not debug:
+            sys.exit(mapped.exit_code)
+        return
+    hint = f"rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report it"
+    stderr_console.print(
+        f"[bold red]internal error:[/] {type(error).__name__}: {escape(shown(str(error)))}",
+        markup=True,
+        highlight=False,
+    )
+    stderr_console.print(f"[bold]next:[/] {'report it with the traceback below' if debug else hint}")
+    if OUTPUT.json:
+        _json_error(f"internal error: {type(error).__name__}: {shown(str(error))}", hint, 1)
 
 
 def _usage_error_as_json(done: SystemExit, words: Sequence[str]) -> None:

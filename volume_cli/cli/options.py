@@ -72,7 +72,8 @@ WaitOption = Annotated[
     typer.Option(
         "--wait",
         metavar="SECONDS",
-        help="Seconds to wait for another run holding the project's lock (default: fail at once).", min=0
+        help="Seconds to wait for another run holding the project's lock (default: fail at once).",
+        min=0,
     ),
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]

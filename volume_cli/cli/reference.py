@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer.main
-
 HEADER = """# CLI reference
 
 Generated from the app by `python -m volume_cli.cli.reference docs/cli.md`; do not edit by hand
@@ -18,23 +16,23 @@ Generated from the app by `python -m volume_cli.cli.reference docs/cli.md`; do n
 """
 
 
-def _walk(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
-    found = [(path, command)]
+def _walk(command: Any, path: list[str], parent: Any = None) -> list[tuple[list[str], Any, Any]]:
+    # A fixed width keeps the file identical whatever terminal regenerates it; the parent context
+    # passes down -h, as at run time.
+    context = command.make_context(
+        path[-1], [], parent=parent, resilient_parsing=True, terminal_width=100, max_content_width=100
+    )
+    found = [(path, command, context)]
     for name in sorted(getattr(command, "commands", {}) or {}):
-        found += _walk(command.commands[name], [*path, name])
+        found += _walk(command.commands[name], [*path, name], context)
     return found
 
 
 def render_reference() -> str:
-    from volume_cli.cli.main import app
+    from volume_cli.cli.main import build_cli
 
-    root = typer.main.get_command(app)
     sections = [HEADER]
-    for path, command in _walk(root, ["volume-cli"]):
-        # A fixed width keeps the file identical whatever terminal regenerates it.
-        context = command.make_context(
-            " ".join(path), [], resilient_parsing=True, terminal_width=100, max_content_width=100
-        )
+    for path, command, context in _walk(build_cli(), ["volume-cli"]):
         help_text = command.get_help(context)
         sections.append(f"## `{' '.join(path)}`\n\n```text\n{help_text.rstrip()}\n```\n")
     return "\n".join(sections)

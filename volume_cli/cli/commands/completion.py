@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
         shell: Annotated[str, typer.Argument(metavar="SHELL", help="bash, zsh or fish.", show_default=False)],
     ) -> None:
         """Print the completion script for a shell (source it, or save it where the shell looks)."""
+        from typer._completion_classes import completion_init
         from typer._completion_shared import get_completion_script
-        from typer.completion import completion_init
 
         from volume_cli.errors import UsageError
 

@@ -22,7 +22,11 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption,
         mount: Annotated[
             Path | None,
-            typer.Option("--mount", metavar="PATH", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
+            typer.Option(
+                "--mount",
+                metavar="PATH",
+                help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root.",
+            ),
         ] = None,
         local_cache: Annotated[
             Path | None,

@@ -46,7 +46,9 @@ MsEndpointOption = Annotated[
         show_default=False,
     ),
 ]
-TimeoutOption = Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Seconds a request may stay silent.", min=1)]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", metavar="SECONDS", help="Seconds a request may stay silent.", min=1)
+]
 RetriesOption = Annotated[
     int, typer.Option("--retries", metavar="N", help="Retries per request on errors, timeouts and 5xx.", min=0)
 ]
@@ -276,7 +278,8 @@ def _render_gc(console: Console, result: GcResult) -> None:
 @app.command("rm")
 def rm_command(
     keys: Annotated[
-        list[str], typer.Argument(metavar="KEY", help="Model keys as shown by models list, e.g. huggingface/model/org/name.")
+        list[str],
+        typer.Argument(metavar="KEY", help="Model keys as shown by models list, e.g. huggingface/model/org/name."),
     ],
     root: RootOption = None,
     dry_run: DryRunOption = False,

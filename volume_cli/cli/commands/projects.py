@@ -112,18 +112,14 @@ def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = F
 
 @app.command("new")
 def new_command(
-    name: Annotated[
-        str, typer.Argument(metavar="NAME", help="Project name: lowercase letters, digits and hyphens.")
-    ],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Project name: lowercase letters, digits and hyphens.")],
     python: Annotated[
         str, typer.Option("--python", metavar="VERSION", help="Python version of the workers, e.g. 3.10.")
     ],
     projects_dir: Annotated[
         Path, typer.Option("--projects-dir", metavar="DIR", help="Folder to create the project in.", show_default=True)
     ] = Path("projects"),
-    old_dir: Annotated[
-        Path | None, typer.Option("--dir", hidden=True, help="Deprecated: use --projects-dir.")
-    ] = None,
+    old_dir: Annotated[Path | None, typer.Option("--dir", hidden=True, help="Deprecated: use --projects-dir.")] = None,
 ) -> None:
     """Create projects/NAME/ with a plugin class and a commented dependencies.yaml."""
     from volume_cli.cli.render import stderr_console

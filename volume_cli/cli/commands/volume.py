@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--force", help="Verify the dependencies and repair damaged files.")
         ] = False,
         upgrade: UpgradeOption = False,
-        refresh: Annotated[bool, typer.Option("--refresh", help="Ask the hub whether unpinned revisions moved.")] = False,
+        refresh: Annotated[
+            bool, typer.Option("--refresh", help="Ask the hub whether unpinned revisions moved.")
+        ] = False,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Print the dependency plan and the models plan; change nothing.")
         ] = False,
@@ -111,7 +113,12 @@ def register(app: typer.Typer) -> None:
         root: RootOption = None,
         grace_hours: Annotated[
             float,
-            typer.Option("--grace-hours", metavar="HOURS", help="Keep old generations this long: workers may still run on them.", min=0),
+            typer.Option(
+                "--grace-hours",
+                metavar="HOURS",
+                help="Keep old generations this long: workers may still run on them.",
+                min=0,
+            ),
         ] = 24.0,
         drop_previous: Annotated[
             bool,
