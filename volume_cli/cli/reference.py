@@ -13,6 +13,23 @@ HEADER = """# CLI reference
 
 Generated from the app by `python -m volume_cli.cli.reference docs/cli.md`; do not edit by hand
 (a test fails when this file and the app disagree).
+
+## Conventions
+
+- **Global flags** go before or after the subcommand (`volume-cli -q status` = `volume-cli status -q`):
+  `-q/--quiet` prints only errors and the result (no progress, notes or warnings); `-v/--verbose` also
+  prints each command run (uv's command line, credentials masked); `--debug` prints the `error:`/`next:`
+  lines, then the traceback, plus debug logs (also `VOLUME_CLI_DEBUG=1`). `--json` before the
+  subcommand is the same as the command's own `--json`.
+- **JSON errors**: with `--json`, a failure also prints one object on stdout,
+  `{"error": ..., "next": ..., "exit_code": N}` (see [exit codes](exit-codes.md)).
+- **Shell completion**: `volume-cli completion bash|zsh|fish` prints the script. Load it once with
+  `eval "$(volume-cli completion bash)"` in `~/.bashrc`, or save it:
+  `volume-cli completion bash > ~/.local/share/bash-completion/completions/volume-cli`,
+  `volume-cli completion zsh > ~/.zfunc/_volume-cli` (with `fpath+=~/.zfunc; autoload -Uz compinit; compinit`),
+  `volume-cli completion fish > ~/.config/fish/completions/volume-cli.fish`.
+- `projects new --dir` is a hidden, deprecated alias of `--projects-dir`.
+- Colours follow `NO_COLOR` and `TERM=dumb` (see the progress renderer).
 """
 
 
