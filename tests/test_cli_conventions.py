@@ -248,3 +248,18 @@ def test_completion_scripts_and_runtime_completion(cli) -> None:  # type: ignore
     env.update(COMP_WORDS="volume-cli deps install --pro", COMP_CWORD="3")
     completed = subprocess.run(volume_cli_command(), capture_output=True, text=True, env=env)
     assert "--project" in completed.stdout.split(), completed
+
+
+def test_quiet_install_prints_nothing_on_stderr(index: IndexServer, cli, tmp_path: Path, volume_root: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = _deps_project(tmp_path, index)
+    args = ["deps", "install", "-p", "tiny", "--root", str(volume_root), "--projects-dir", str(folder)]
+    loud = cli(*args, "--dry-run")
+    assert loud.exit_code == 0 and loud.stderr.strip(), loud.stderr  # progress lines in a log
+    quiet = cli("-q", *args)
+    assert quiet.exit_code == 0, quiet.stderr
+    assert quiet.stderr == "" and "beta" in quiet.stdout
+
+
+def test_root_json_reaches_env(cli, volume_root: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--json", "env", "-p", "demo", "--root", str(volume_root))
+    assert result.exit_code == 0 and json.loads(result.stdout)["PYTHONPATH"].endswith("/.boot/demo")

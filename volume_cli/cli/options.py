@@ -22,7 +22,7 @@ class OutputSettings:
 OUTPUT = OutputSettings()
 
 
-def _json_flag(value: bool) -> bool:
+def json_flag(value: bool) -> bool:
     # `volume-cli --json status` and `volume-cli status --json` mean the same.
     if value:
         OUTPUT.json = True
@@ -54,7 +54,7 @@ OptionalProjectOption = Annotated[
     str | None, typer.Option("--project", "-p", metavar="NAME", help="Only this project.", show_default=False)
 ]
 JsonOption = Annotated[
-    bool, typer.Option("--json", callback=_json_flag, help="Print the result (or the error) as JSON on stdout.")
+    bool, typer.Option("--json", callback=json_flag, help="Print the result (or the error) as JSON on stdout.")
 ]
 IndexUrlOption = Annotated[
     str | None,

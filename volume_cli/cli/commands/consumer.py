@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.console import Console
 
-from volume_cli.cli.options import JsonOption, ProjectOption, ProjectsDirOption, RootOption
-from volume_cli.cli.render import emit
+from volume_cli.cli.options import JsonOption, ProjectOption, ProjectsDirOption, RootOption, json_flag
+from volume_cli.cli.render import emit, stderr_console
 
 if TYPE_CHECKING:
     from volume_cli.consumer_env import EnvFormat
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
                 "--format", metavar="shell|dotenv|dockerfile|json", help="shell (for eval), dotenv, dockerfile or json."
             ),
         ] = "shell",
-        as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", callback=json_flag, help="Same as --format json.")] = False,
         root: RootOption = None,
         projects_dir: ProjectsDirOption = None,
     ) -> None:
@@ -70,9 +70,10 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(render_env(result, cast("EnvFormat", output_format)))
         if not result.models_complete:
             # stderr: stdout is eval'd or pasted into a Dockerfile.
-            sys.stderr.write(
+            stderr_console.print(
                 f"warning: models of {definition.name} are not all on the volume, so HF_HUB_OFFLINE is not set "
-                f"(next: volume-cli models download --project {definition.name})\n"
+                f"(next: volume-cli models download --project {definition.name})",
+                markup=False,
             )
 
     @app.command("doctor")
