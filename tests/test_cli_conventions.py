@@ -263,3 +263,18 @@ def test_quiet_install_prints_nothing_on_stderr(index: IndexServer, cli, tmp_pat
 def test_root_json_reaches_env(cli, volume_root: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("--json", "env", "-p", "demo", "--root", str(volume_root))
     assert result.exit_code == 0 and json.loads(result.stdout)["PYTHONPATH"].endswith("/.boot/demo")
+
+
+def test_verbose_never_prints_a_credential(index: IndexServer, cli, tmp_path: Path, volume_root: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "projects"
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "tiny" / "project.yaml").write_text(
+        f'name: tiny\npython_version: "{sys.version_info.major}.{sys.version_info.minor}"\n'
+    )
+    secret_url = index.url.replace("://", "://user:s3cr3tpw@")
+    (folder / "tiny" / "dependencies.yaml").write_text(
+        f"groups:\n  main:\n    index_url: {secret_url}\n    packages: [beta==1.0]\n"
+    )
+    result = cli("-v", "deps", "install", "-p", "tiny", "--root", str(volume_root), "--projects-dir", str(folder))
+    assert "running " in result.stderr
+    assert "s3cr3tpw" not in result.stderr + result.stdout

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Annotated, Any
@@ -21,7 +21,7 @@ from rich.markup import escape
 from volume_cli import __version__
 from volume_cli.cli.commands import completion, consumer, deps, models, projects, status, volume
 from volume_cli.cli.examples import epilog
-from volume_cli.cli.options import OUTPUT, OutputSettings
+from volume_cli.cli.options import OUTPUT, OutputSettings, json_flag
 from volume_cli.cli.render import stderr_console
 from volume_cli.errors import Terminated, VolumeCliError, file_system_error
 from volume_cli.redact import redact_text, shown
@@ -70,11 +70,6 @@ def _debug(value: bool) -> None:
         _settings_parsed()
 
 
-def _json(value: bool) -> None:
-    if value:
-        OUTPUT.json = True
-
-
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", callback=_quiet, help="Print only errors and the result.", expose_value=False)
 ]
@@ -94,7 +89,7 @@ def main(
     verbose: VerboseOption = False,
     debug: DebugOption = False,
     as_json: Annotated[
-        bool, typer.Option("--json", callback=_json, help="Print results and errors as JSON on stdout.")
+        bool, typer.Option("--json", callback=json_flag, help="Print results and errors as JSON on stdout.")
     ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
@@ -154,7 +149,7 @@ def _json_requested(argv: Sequence[str]) -> bool:
     return OUTPUT.json or "--json" in options
 
 
-def report_error(error: VolumeCliError, *, exit_code: int | None = None) -> None:
+def report_error(error: VolumeCliError) -> None:
     stderr_console.print(f"[bold red]error:[/] {escape(shown(error.message))}", markup=True, highlight=False)
     problems = getattr(error, "problems", None)
     if problems and len(problems) > 1:
@@ -163,7 +158,7 @@ def report_error(error: VolumeCliError, *, exit_code: int | None = None) -> None
     if error.hint:
         stderr_console.print(f"[bold]next:[/] {escape(shown(error.hint))}", markup=True, highlight=False)
     if OUTPUT.json:
-        _json_error(error.message, error.hint, error.exit_code if exit_code is None else exit_code)
+        _json_error(error.message, error.hint, error.exit_code)
 
 
 def _json_error(message: str, hint: str | None, exit_code: int) -> None:
@@ -214,7 +209,10 @@ class _RedactingFormatter(logging.Formatter):
     """Command lines carry index URLs: a credential in one must not reach the log."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+        text = super().format(record)
+        if self._fmt == "%(message)s" and record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"  # a library's warning reads like ours
+        return redact_text(text)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -238,7 +236,7 @@ def _output_settings() -> Iterator[None]:
     saved = (root.level, ours.level)
     root.addHandler(handler)
 
-    def apply(_: object = None) -> None:
+    def apply() -> None:
         # Called once parsing set the flags: the level follows the loudest flag given.
         debug = _debug_enabled()
         handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
@@ -259,7 +257,7 @@ def _output_settings() -> Iterator[None]:
         ours.setLevel(saved[1])
 
 
-_APPLY: list[Any] = []
+_APPLY: list[Callable[[], None]] = []  # the running call's level setter, for the flags' callbacks
 
 
 def _settings_parsed() -> None:
