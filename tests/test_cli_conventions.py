@@ -41,7 +41,7 @@ def _help(cli: Any, path: list[str]) -> str:
     return str(result.stdout)
 
 
-PLACEHOLDER = re.compile(r"<[a-z][a-z_\[\], |]*>|\{[a-z_]+\}|float range|int range")
+PLACEHOLDER = re.compile(r"<[a-z][a-z_\[\], |]*>|\{[A-Za-z_.]+\}|float range|int range")
 
 
 def test_every_help_has_readable_metavars_and_examples(cli) -> None:  # type: ignore[no-untyped-def]

@@ -128,10 +128,12 @@ def build_cli() -> Any:
 
 
 def _metavar_only(command: Any) -> None:
-    """typer prints an argument as `NAME <str>` even with a metavar: the metavar says it all."""
+    """typer prints an argument as `{NAME}` / `NAME <str>` even with a metavar: the metavar says it all."""
     for param in command.params:
         if param.param_type_name == "argument" and param.metavar:
+            usage = param.metavar + ("..." if param.nargs != 1 else "")
             param.display_type_rich = lambda ctx: None
+            param.get_usage_pieces = lambda ctx, usage=usage: [usage]
 
 
 def _debug_enabled(argv: Sequence[str] = ()) -> bool:
