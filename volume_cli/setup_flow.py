@@ -57,7 +57,13 @@ def run_setup(
     modelscope_endpoints: Sequence[str] | None = None,
     progress: Progress,
     wait_seconds: float = 0,
+    upgrade: bool = False,
+    refresh: bool = False,
+    dry_run: bool = False,
+    timeout: float = 30.0,
+    retries: int = 4,
 ) -> SetupResult:
+    """``timeout``/``retries`` bound the hub requests; uv's are set by the caller (``uv_network``)."""
     from volume_cli.consumer_env import write_runtime_copy
     from volume_cli.deps import install
     from volume_cli.models import download
@@ -65,8 +71,19 @@ def run_setup(
     def deps_step() -> tuple[str, Any]:
         progress.step(f"dependencies of {project.name}")
         result = install(
-            layout=layout, project=project, mirror=mirror, force=force, progress=progress, wait_seconds=wait_seconds
+            layout=layout,
+            project=project,
+            mirror=mirror,
+            force=force,
+            upgrade=upgrade,
+            dry_run=dry_run,
+            progress=progress,
+            wait_seconds=wait_seconds,
         )
+        if dry_run:
+            plan = result.plan
+            changes = len(plan.add) + len(plan.upgrade) + len(plan.downgrade) + len(plan.reinstall) + len(plan.remove)
+            return f"plan: {changes} change(s) (dry run)", result
         write_runtime_copy(layout)
         if result.noop:
             return f"up to date (generation {result.generation}, {result.package_count} packages)", result
@@ -82,11 +99,17 @@ def run_setup(
             hf_endpoints=hf_endpoints,
             modelscope_endpoints=modelscope_endpoints,
             progress=progress,
+            refresh=refresh,
+            dry_run=dry_run,
+            timeout=timeout,
+            retries=retries,
         )
-        _run_after_models(layout, project)
+        if not dry_run:
+            _run_after_models(layout, project)
         actions = Counter(model.action for model in result.models)
         detail = ", ".join(f"{count} {action}" for action, count in sorted(actions.items()))
-        return f"{len(result.models)} model(s)" + (f": {detail}" if detail else ""), result
+        suffix = " (dry run)" if dry_run else ""
+        return f"{len(result.models)} model(s)" + (f": {detail}" if detail else "") + suffix, result
 
     return SetupResult(project=project.name, steps=[_run_step("deps", deps_step), _run_step("models", models_step)])
 

@@ -182,6 +182,8 @@ class PlainProgressView:
         self.interval = interval
 
     def emit(self, text: str) -> None:
+        if stderr_console.quiet:  # -q: errors and the result only
+            return
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 

@@ -9,32 +9,47 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer.main
-
 HEADER = """# CLI reference
 
 Generated from the app by `python -m volume_cli.cli.reference docs/cli.md`; do not edit by hand
 (a test fails when this file and the app disagree).
+
+## Conventions
+
+- **Global flags** go before or after the subcommand (`volume-cli -q status` = `volume-cli status -q`):
+  `-q/--quiet` prints only errors and the result (no progress, notes or warnings); `-v/--verbose` also
+  prints each command run (uv's command line, credentials masked); `--debug` prints the `error:`/`next:`
+  lines, then the traceback, plus debug logs (also `VOLUME_CLI_DEBUG=1`). `--json` before the
+  subcommand is the same as the command's own `--json`.
+- **JSON errors**: with `--json`, a failure also prints one object on stdout,
+  `{"error": ..., "next": ..., "exit_code": N}` (see [exit codes](exit-codes.md)).
+- **Shell completion**: `volume-cli completion bash|zsh|fish` prints the script. Load it once with
+  `eval "$(volume-cli completion bash)"` in `~/.bashrc`, or save it:
+  `volume-cli completion bash > ~/.local/share/bash-completion/completions/volume-cli`,
+  `volume-cli completion zsh > ~/.zfunc/_volume-cli` (with `fpath+=~/.zfunc; autoload -Uz compinit; compinit`),
+  `volume-cli completion fish > ~/.config/fish/completions/volume-cli.fish`.
+- `projects new --dir` is a hidden, deprecated alias of `--projects-dir`.
+- Colours follow `NO_COLOR` and `TERM=dumb` (see the progress renderer).
 """
 
 
-def _walk(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
-    found = [(path, command)]
+def _walk(command: Any, path: list[str], parent: Any = None) -> list[tuple[list[str], Any, Any]]:
+    # A fixed width keeps the file identical whatever terminal regenerates it; the parent context
+    # passes down -h, as at run time.
+    context = command.make_context(
+        path[-1], [], parent=parent, resilient_parsing=True, terminal_width=100, max_content_width=100
+    )
+    found = [(path, command, context)]
     for name in sorted(getattr(command, "commands", {}) or {}):
-        found += _walk(command.commands[name], [*path, name])
+        found += _walk(command.commands[name], [*path, name], context)
     return found
 
 
 def render_reference() -> str:
-    from volume_cli.cli.main import app
+    from volume_cli.cli.main import build_cli
 
-    root = typer.main.get_command(app)
     sections = [HEADER]
-    for path, command in _walk(root, ["volume-cli"]):
-        # A fixed width keeps the file identical whatever terminal regenerates it.
-        context = command.make_context(
-            " ".join(path), [], resilient_parsing=True, terminal_width=100, max_content_width=100
-        )
+    for path, command, context in _walk(build_cli(), ["volume-cli"]):
         help_text = command.get_help(context)
         sections.append(f"## `{' '.join(path)}`\n\n```text\n{help_text.rstrip()}\n```\n")
     return "\n".join(sections)

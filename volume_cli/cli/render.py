@@ -39,6 +39,13 @@ def live_terminal(console: Console) -> bool:
     return console.is_terminal and not console.is_dumb_terminal and os.environ.get("TERM") != "dumb"
 
 
+class _Count:
+    count = 0
+
+
+JSON_RESULTS = _Count()  # results written as JSON this run: an error then must not add a second document
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, pydantic models, paths and datetimes as plain JSON data."""
     to_dict = getattr(value, "to_dict", None)
@@ -87,6 +94,7 @@ def _json_properties(cls: type) -> list[str]:
 
 def emit(result: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:
     if as_json:
+        JSON_RESULTS.count += 1
         sys.stdout.write(redact_text(json.dumps(to_jsonable(result), indent=2, sort_keys=False)) + "\n")
         sys.stdout.flush()
     else:

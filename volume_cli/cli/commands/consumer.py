@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.console import Console
 
-from volume_cli.cli.options import JsonOption, ProjectOption, ProjectsDirOption, RootOption
-from volume_cli.cli.render import emit
+from volume_cli.cli.options import JsonOption, ProjectOption, ProjectsDirOption, RootOption, json_flag
+from volume_cli.cli.render import emit, stderr_console
 
 if TYPE_CHECKING:
     from volume_cli.consumer_env import EnvFormat
@@ -22,19 +22,28 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption,
         mount: Annotated[
             Path | None,
-            typer.Option("--mount", help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root."),
+            typer.Option(
+                "--mount",
+                metavar="PATH",
+                help="Where the consumer sees the volume, e.g. /runpod-volume. Default: the root.",
+            ),
         ] = None,
         local_cache: Annotated[
             Path | None,
             typer.Option(
                 "--local-cache",
+                metavar="DIR",
                 help="Folder on the worker's local disk for run-time caches (numba, HF modules...). "
                 "Default: $VOLUME_CLI_LOCAL_CACHE or /tmp/volume-cli-cache.",
             ),
         ] = None,
         output_format: Annotated[
-            str, typer.Option("--format", help="shell (for eval), dotenv, dockerfile or json.")
+            str,
+            typer.Option(
+                "--format", metavar="shell|dotenv|dockerfile|json", help="shell (for eval), dotenv, dockerfile or json."
+            ),
         ] = "shell",
+        as_json: Annotated[bool, typer.Option("--json", callback=json_flag, help="Same as --format json.")] = False,
         root: RootOption = None,
         projects_dir: ProjectsDirOption = None,
     ) -> None:
@@ -44,6 +53,8 @@ def register(app: typer.Typer) -> None:
         from volume_cli.errors import UsageError
         from volume_cli.layout import VolumeLayout
 
+        if as_json:
+            output_format = "json"
         if output_format not in {"shell", "dotenv", "dockerfile", "json"}:
             raise UsageError(f"--format must be shell, dotenv, dockerfile or json, got {output_format!r}")
         definition = context.project(projects_dir, project)
@@ -59,9 +70,10 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(render_env(result, cast("EnvFormat", output_format)))
         if not result.models_complete:
             # stderr: stdout is eval'd or pasted into a Dockerfile.
-            sys.stderr.write(
+            stderr_console.print(
                 f"warning: models of {definition.name} are not all on the volume, so HF_HUB_OFFLINE is not set "
-                f"(next: volume-cli models download --project {definition.name})\n"
+                f"(next: volume-cli models download --project {definition.name})",
+                markup=False,
             )
 
     @app.command("doctor")

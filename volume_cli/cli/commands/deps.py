@@ -125,7 +125,9 @@ def lock_command(
     projects_dir: ProjectsDirOption = None,
     index_url: IndexUrlOption = None,
     upgrade: UpgradeOption = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the pylock.toml here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="PATH", help="Also write the pylock.toml here.")
+    ] = None,
     wait: WaitOption = 0,
     timeout: IndexTimeoutOption = 30.0,
     as_json: JsonOption = False,

@@ -31,6 +31,7 @@ HfEndpointOption = Annotated[
     list[str] | None,
     typer.Option(
         "--hf-endpoint",
+        metavar="URL",
         help="HuggingFace endpoint, repeatable, tried in order (e.g. https://hf-mirror.com then https://huggingface.co). "
         "Default: $HF_ENDPOINT, then huggingface.co.",
         show_default=False,
@@ -40,18 +41,22 @@ MsEndpointOption = Annotated[
     list[str] | None,
     typer.Option(
         "--modelscope-endpoint",
+        metavar="URL",
         help="ModelScope endpoint, repeatable, tried in order. Default: $MODELSCOPE_ENDPOINT, then modelscope.cn.",
         show_default=False,
     ),
 ]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds a request may stay silent.", min=1)]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", metavar="SECONDS", help="Seconds a request may stay silent.", min=1)
+]
 RetriesOption = Annotated[
-    int, typer.Option("--retries", help="Retries per request on errors, timeouts and 5xx.", min=0)
+    int, typer.Option("--retries", metavar="N", help="Retries per request on errors, timeouts and 5xx.", min=0)
 ]
 MinSpeedOption = Annotated[
     float,
     typer.Option(
         "--min-speed",
+        metavar="KB/S",
         help="KB/s a transfer must average over each --timeout window, else it is cut and resumed "
         "(retry, then the next mirror); 0 turns the rule off.",
         min=0,
@@ -61,6 +66,7 @@ DeadlineOption = Annotated[
     float,
     typer.Option(
         "--deadline",
+        metavar="SECONDS",
         envvar="VOLUME_CLI_MODELS_DEADLINE",
         help="Seconds the whole run may take; partial files are kept and resume next time (0: no limit).",
         min=0,
@@ -301,7 +307,8 @@ def _render_gc(console: Console, result: GcResult) -> None:
 @app.command("rm")
 def rm_command(
     keys: Annotated[
-        list[str], typer.Argument(help="Model keys as shown by models list, e.g. huggingface/model/org/name.")
+        list[str],
+        typer.Argument(metavar="KEY", help="Model keys as shown by models list, e.g. huggingface/model/org/name."),
     ],
     root: RootOption = None,
     projects_dir: ProjectsDirOption = None,

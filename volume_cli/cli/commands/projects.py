@@ -112,14 +112,23 @@ def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = F
 
 @app.command("new")
 def new_command(
-    name: Annotated[str, typer.Argument(help="Project name: lowercase letters, digits and hyphens.")],
-    python: Annotated[str, typer.Option("--python", help="Python version of the workers, e.g. 3.10.")],
-    directory: Annotated[
-        Path, typer.Option("--dir", help="Folder to create the project in.", show_default=True)
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Project name: lowercase letters, digits and hyphens.")],
+    python: Annotated[
+        str, typer.Option("--python", metavar="VERSION", help="Python version of the workers, e.g. 3.10.")
+    ],
+    projects_dir: Annotated[
+        Path, typer.Option("--projects-dir", metavar="DIR", help="Folder to create the project in.", show_default=True)
     ] = Path("projects"),
+    old_dir: Annotated[Path | None, typer.Option("--dir", hidden=True, help="Deprecated: use --projects-dir.")] = None,
 ) -> None:
-    """Create projects/<name>/ with a plugin class and a commented dependencies.yaml."""
+    """Create projects/NAME/ with a plugin class and a commented dependencies.yaml."""
+    from volume_cli.cli.render import stderr_console
     from volume_cli.project.scaffold import scaffold_project
+
+    if old_dir is not None:
+        stderr_console.print("note: --dir is deprecated; use --projects-dir", markup=False)
+        projects_dir = old_dir
+    directory = projects_dir
 
     result = scaffold_project(name=name, python_version=python, parent=directory)
     from volume_cli.cli.render import stdout_console as console  # soft-wrapped: a command is never split
@@ -133,7 +142,7 @@ def new_command(
 
 @app.command("check")
 def check_command(
-    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p", metavar="NAME", help="Only this project.")] = None,
     projects_dir: ProjectsDirOption = None,
     as_json: JsonOption = False,
 ) -> None:

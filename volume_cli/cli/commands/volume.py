@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption, YesOption
+from volume_cli.cli.commands.deps import UpgradeOption
+from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption, TimeoutOption, YesOption
 from volume_cli.cli.options import (
     DryRunOption,
     IndexUrlOption,
@@ -21,6 +22,7 @@ from volume_cli.cli.render import emit, format_bytes, to_jsonable
 
 if TYPE_CHECKING:
     from volume_cli.deps.collect import GcReport
+    from volume_cli.setup_flow import SetupResult
 
 
 def register(app: typer.Typer) -> None:
@@ -35,20 +37,41 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="Verify the dependencies and repair damaged files.")
         ] = False,
+        upgrade: UpgradeOption = False,
+        refresh: Annotated[
+            bool, typer.Option("--refresh", help="Ask the hub whether unpinned revisions moved.")
+        ] = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the dependency plan and the models plan; change nothing.")
+        ] = False,
+        timeout: TimeoutOption = 30.0,
+        retries: Annotated[
+            int | None,
+            typer.Option(
+                "--retries",
+                metavar="N",
+                help="Retries per request (default: 1 for package indexes, 4 for hubs).",
+                min=0,
+                show_default=False,
+            ),
+        ] = None,
         wait: WaitOption = 0,
         as_json: JsonOption = False,
     ) -> None:
         """Install the project's dependencies, then download its models; non-zero exit if either failed."""
+        from volume_cli import setup_flow
         from volume_cli.cli import context
         from volume_cli.cli.progress_view import ProgressView
+        from volume_cli.deps.uvtool import uv_network
         from volume_cli.errors import VolumeCliError
-        from volume_cli.setup_flow import run_setup
+        from volume_cli.layout import VolumeLayout
 
         definition = context.project(projects_dir, project)
         _ = definition.dependencies  # a config error stops here, before any work
-        layout = context.write_layout(root)
-        with ProgressView() as progress:
-            result = run_setup(
+        # A dry run must not even initialise the volume's metadata.
+        layout = VolumeLayout(context.read_root(root).path) if dry_run else context.write_layout(root)
+        with uv_network(timeout=timeout, retries=retries), ProgressView() as progress:
+            result = setup_flow.run_setup(
                 layout=layout,
                 project=definition,
                 mirror=index_url,
@@ -57,6 +80,11 @@ def register(app: typer.Typer) -> None:
                 modelscope_endpoints=modelscope_endpoint,
                 progress=progress,
                 wait_seconds=wait,
+                upgrade=upgrade,
+                refresh=refresh,
+                dry_run=dry_run,
+                timeout=timeout,
+                retries=4 if retries is None else retries,
             )
 
         def human(console: Console) -> None:
@@ -66,6 +94,9 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  {mark} {step.step:<7} {step.summary}")
                 if step.error:
                     console.print(f"         {step.error}", markup=False)
+            if dry_run:
+                _render_plans(console, result)
+                return
             if result.ok:
                 deps_path = layout.deps_path(definition.name, definition.python_version)
                 console.print(f"PYTHONPATH={deps_path.parent / '.boot' / deps_path.name}")  # pins a generation
@@ -83,7 +114,12 @@ def register(app: typer.Typer) -> None:
         root: RootOption = None,
         grace_hours: Annotated[
             float,
-            typer.Option("--grace-hours", help="Keep old generations this long: workers may still run on them.", min=0),
+            typer.Option(
+                "--grace-hours",
+                metavar="HOURS",
+                help="Keep old generations this long: workers may still run on them.",
+                min=0,
+            ),
         ] = 24.0,
         drop_previous: Annotated[
             bool,
@@ -158,3 +194,18 @@ def _confirm_gc(report: GcReport, *, yes: bool, as_json: bool) -> None:
         for entry in report.entries_removed:
             stderr.print(f"would remove store entry {entry}", markup=False)
     confirm_removal(what, yes=yes, as_json=as_json, command="volume-cli gc")
+
+
+def _render_plans(console: Console, result: SetupResult) -> None:
+    """Both plans of a dry run, as `deps install --dry-run` and `models download --dry-run` show them."""
+    from volume_cli.cli.commands.deps import render_plan
+    from volume_cli.cli.commands.models import render_download
+
+    for step in result.steps:
+        if step.result is None:
+            continue
+        console.print(f"[bold]{step.step} plan[/]")
+        if step.step == "deps":
+            render_plan(console, step.result.plan)
+        else:
+            render_download(console, step.result)
