@@ -47,6 +47,8 @@ NOT_RUN: dict[str, str] = {
     "volume-cli env": "prose naming the command; its --project is in the sentence around it",
     "volume-cli doctor": "prose naming the command; its --project is in the sentence around it",
     "volume-cli models ensure": "a worker entrypoint's command: takes its project from VOLUME_CLI_PROJECT in the image",
+    "volume-cli projects import FOLDER": "needs a folder of the original tool's layout: tests/test_original_tool_files.py",
+    "volume-cli models rm KEY": "removal asks on a terminal and is covered by tests/test_destructive_commands.py",
 }
 # Each distinct command line runs once (setup, install and download are idempotent) until one of these
 # runs, which changes what the others would say.

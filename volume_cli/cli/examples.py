@@ -33,6 +33,10 @@ EXAMPLES: dict[str, list[str]] = {
         "volume-cli projects new my-app --python 3.11 --projects-dir ./my-projects",
     ],
     "projects check": ["volume-cli projects check", "volume-cli projects check -p demo --json"],
+    "projects import": [
+        "volume-cli projects import ./old-tool/src/projects/speaker_reg",
+        "volume-cli projects import ./my-projects/tts --force",
+    ],
     "deps": ["volume-cli deps install -p demo --dry-run", "volume-cli deps rollback -p demo"],
     "deps list": ["volume-cli deps list -p demo", "volume-cli deps list -p demo --json"],
     "deps lock": ["volume-cli deps lock -p demo", "volume-cli deps lock -p demo --upgrade -o pylock.toml"],

@@ -172,7 +172,8 @@ def check_command(
 @app.command("import")
 def import_command(
     folder: Annotated[
-        Path, typer.Argument(help="A project folder of the original tool: config.py + dependencies.yaml.")
+        Path,
+        typer.Argument(metavar="FOLDER", help="A project folder of the original tool: config.py + dependencies.yaml."),
     ],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing project.yaml.")] = False,
 ) -> None:
