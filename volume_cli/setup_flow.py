@@ -15,7 +15,6 @@ from typing import Any
 from volume_cli.errors import HookError, VolumeCliError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
-from volume_cli.project.base import HookContext
 from volume_cli.project.definition import ProjectDefinition
 
 
@@ -118,14 +117,7 @@ def _run_after_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
     """The plugin's after_models hook; what it raises fails the models step, never the whole run."""
     if project.plugin is None:
         return
-    context = HookContext(
-        project=project.name,
-        python_version=project.python_version,
-        root=layout.root,
-        project_folder=project.folder,
-        deps_path=layout.deps_path(project.name, project.python_version),
-        models_dir=layout.models_dir,
-    )
+    context = project.hook_context(layout)
     try:
         project.plugin.after_models(context)
     except (Exception, SystemExit) as exc:  # user code: an error line, never a crash or a silent exit

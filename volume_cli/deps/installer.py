@@ -82,7 +82,7 @@ from volume_cli.errors import InstallError, StateError, SubprocessError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
-from volume_cli.project.base import HookContext, Project
+from volume_cli.project.base import Project
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
 from volume_cli.runtime import boot_path
@@ -782,14 +782,7 @@ def _run_hook(layout: VolumeLayout, project: ProjectDefinition, generation: str)
     """
     if project.plugin is None or not _has_hook(project):
         return
-    context = HookContext(
-        project=project.name,
-        python_version=project.python_version,
-        root=layout.root,
-        project_folder=project.folder,
-        deps_path=layout.deps_path(project.name, project.python_version),
-        models_dir=layout.models_dir,
-    )
+    context = project.hook_context(layout)
     _record_hook(layout, project, HookRecord(generation=generation, ok=False, finished_at=utc_now()))
     try:
         project.plugin.after_install(context)

@@ -13,7 +13,8 @@ from pydantic import AfterValidator, Field
 from volume_cli.config.dependencies import DependencyConfig, PythonVersion, load_dependency_config
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.config.strict import StrictModel
-from volume_cli.project.base import Project
+from volume_cli.layout import VolumeLayout
+from volume_cli.project.base import HookContext, Project
 
 _PROJECT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -82,6 +83,17 @@ class ProjectDefinition:
     @property
     def dependencies_path(self) -> Path:
         return self.folder / self.spec.dependencies_file
+
+    def hook_context(self, layout: VolumeLayout) -> HookContext:
+        """What the plugin's hooks are given: where this project's dependencies and the models are."""
+        return HookContext(
+            project=self.name,
+            python_version=self.python_version,
+            root=layout.root,
+            project_folder=self.folder,
+            deps_path=layout.deps_path(self.name, self.python_version),
+            models_dir=layout.models_dir,
+        )
 
     @cached_property
     def dependencies(self) -> DependencyConfig:
