@@ -1,0 +1,1 @@
+"""A simulated network volume: a latency-injecting passthrough FUSE file system for tests and benchmarks."""

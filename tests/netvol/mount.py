@@ -1,0 +1,127 @@
+"""Mount the simulated network volume in a subprocess, read its counters, always unmount."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def unavailable_reason() -> str | None:
+    """Why the simulated volume cannot be mounted here, or None when it can."""
+    if not Path("/dev/fuse").exists():
+        return "/dev/fuse is missing (no FUSE in this kernel or container)"
+    if os.geteuid() != 0:
+        return "mounting the simulated volume needs root"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is missing: apt-get install fuse3"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "the mfusepy module is missing: pip install -e '.[test]'"
+    return None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Operations by kind (``getattr`` includes the kernel's lookups: libfuse's high-level API merges them)."""
+
+    by_kind: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    def __getitem__(self, kind: str) -> int:
+        return self.by_kind.get(kind, 0)
+
+    def __str__(self) -> str:
+        return f"{self.total} ops " + json.dumps(dict(sorted(self.by_kind.items())))
+
+
+class NetVol:
+    """A mounted simulated volume: ``path`` to work in, ``backing`` where the bytes land."""
+
+    def __init__(self, path: Path, backing: Path, control: Path) -> None:
+        self.path = path
+        self.backing = backing
+        self._control = control
+
+    def _ask(self, op: str) -> Counts:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(30)
+            client.connect(str(self._control))
+            with client.makefile("rw") as stream:
+                stream.write(json.dumps({"op": op}) + "\n")
+                stream.flush()
+                return Counts(dict(Counter(json.loads(stream.readline()))))
+
+    def counts(self) -> Counts:
+        """Operations since the last reset, once the file system is quiet (close's RELEASE arrives late)."""
+        return self._ask("counts")
+
+    def reset(self) -> Counts:
+        """Wait until quiet, zero the counters and return what they held."""
+        return self._ask("reset")
+
+
+def _wait_mounted(mountpoint: Path, process: subprocess.Popen[bytes], control: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the simulated volume exited with {process.returncode} before mounting")
+        if os.path.ismount(mountpoint) and control.exists():
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"the simulated volume did not mount at {mountpoint} within 20 s")
+
+
+def unmount(mountpoint: Path) -> None:
+    """Unmount; lazily when something still holds the mount, so a failed test never leaves it busy."""
+    if not os.path.ismount(mountpoint):
+        return
+    done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
+    if done.returncode != 0:
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, check=False)
+
+
+@contextmanager
+def mounted(
+    backing: Path,
+    mountpoint: Path,
+    *,
+    latency_ms: float = 1.0,
+    cache_seconds: float = 1.0,
+    max_threads: int = 64,
+) -> Iterator[NetVol]:
+    """Mount ``backing`` at ``mountpoint`` through the simulated volume for the duration of the block."""
+    backing.mkdir(parents=True, exist_ok=True)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    # A unix socket path is limited to 108 bytes, which a pytest tmp_path can exceed.
+    control = Path(f"/tmp/netvol-{os.getpid()}-{time.monotonic_ns()}.sock")
+    command = [sys.executable, "-m", "tests.netvol.fs", str(backing), str(mountpoint), "--control", str(control)]
+    command += ["--latency-ms", str(latency_ms), "--cache-seconds", str(cache_seconds)]
+    command += ["--max-threads", str(max_threads)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+    try:
+        _wait_mounted(mountpoint, process, control)
+        yield NetVol(mountpoint, backing, control)
+    finally:
+        unmount(mountpoint)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        control.unlink(missing_ok=True)
