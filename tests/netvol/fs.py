@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         foreground=True,
         fsname="netvol",
         max_threads=args.max_threads,
+        # libfuse 3.14 warns about its own unset default otherwise
+        max_idle_threads=args.max_threads,
         entry_timeout=cache,
         attr_timeout=cache,
         negative_timeout=cache,

@@ -86,13 +86,18 @@ def _wait_mounted(mountpoint: Path, process: subprocess.Popen[bytes], control: P
     raise RuntimeError(f"the simulated volume did not mount at {mountpoint} within 20 s")
 
 
-def unmount(mountpoint: Path) -> None:
-    """Unmount; lazily when something still holds the mount, so a failed test never leaves it busy."""
+def unmount(mountpoint: Path) -> bool:
+    """Unmount; lazily when something still holds the mount, so a failed test never leaves it busy.
+
+    Returns whether the unmount had to be lazy (the file system process then lives on).
+    """
     if not os.path.ismount(mountpoint):
-        return
+        return False
     done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
-    if done.returncode != 0:
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, check=False)
+    if done.returncode == 0:
+        return False
+    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, check=False)
+    return True
 
 
 @contextmanager
@@ -118,9 +123,10 @@ def mounted(
         _wait_mounted(mountpoint, process, control)
         yield NetVol(mountpoint, backing, control)
     finally:
-        unmount(mountpoint)
+        lazy = unmount(mountpoint)
         try:
-            process.wait(timeout=10)
+            # After a lazy unmount the process serves the open files until they close: do not wait long.
+            process.wait(timeout=1 if lazy else 10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
