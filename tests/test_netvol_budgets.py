@@ -13,7 +13,9 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,36 @@ def test_the_kernel_cache_saves_lookups(tmp_path: Path) -> None:
             totals.append(volume.reset()["getattr"])
     # Off: LOOKUP + GETATTR per stat. On: one GETATTR (the write made the cached size stale), then none.
     assert totals == [10, 1], totals
+
+
+def _peak_of_parallel_reads(volume: NetVol, threads: int) -> int:
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(os.stat, [volume.path / f"d{number}" / "file0.txt" for number in range(threads)]))  # cached now
+        volume.reset()
+        start = threading.Barrier(threads)
+
+        def read(number: int) -> str:
+            start.wait()
+            return (volume.path / f"d{number}" / "file0.txt").read_text()
+
+        assert set(pool.map(read, range(threads))) == {"payload\n"}
+    return volume.peak()
+
+
+def test_concurrent_calls_overlap_beyond_libfuse_default_threads(tmp_path: Path) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    threads, peaks = 32, {}
+    for max_threads in (10, 64):
+        backing = tmp_path / f"b{max_threads}"
+        for number in range(threads):  # one folder per file: the kernel serialises calls within a folder
+            (backing / f"d{number}").mkdir(parents=True)
+            _write_files(backing / f"d{number}", 1)
+        options: dict[str, Any] = {"latency_ms": 20, "cache_seconds": 60, "max_threads": max_threads}
+        with mounted(backing, tmp_path / f"m{max_threads}", **options) as volume:
+            peaks[max_threads] = _peak_of_parallel_reads(volume, threads)
+    assert peaks[10] <= 10 < peaks[64], peaks
 
 
 def test_unmounts_when_the_block_fails(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ system as a ``getattr`` on the path, so ``getattr`` counts both.
 
 The control socket answers one JSON line per request: ``{"op": "counts"}`` waits until the
 file system is quiet (the kernel sends RELEASE after ``close`` has returned) and returns
-the counts; ``{"op": "reset"}`` does the same and zeroes them.
+the counts; ``{"op": "reset"}`` does the same and zeroes them (and the peak);
+``{"op": "peak"}`` returns ``{"peak": N}``, the most operations that were in flight at once.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class Tally:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.in_flight = 0
+        self.peak = 0  # most operations in flight at once: proves calls overlap
         self.last_end = time.monotonic()
 
     def begin(self, kind: str) -> None:
         with self._lock:
             self.counts[kind] += 1
             self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
 
     def end(self) -> None:
         with self._lock:
@@ -97,6 +100,7 @@ class Tally:
             snapshot = dict(self.counts)
             if reset:
                 self.counts.clear()
+                self.peak = 0
         return snapshot
 
 
@@ -240,8 +244,9 @@ def serve_control(path: Path, tally: Tally, *, quiet: float) -> None:
             with connection, connection.makefile("rw") as stream:
                 for line in stream:
                     request = json.loads(line)
-                    counts = tally.settle(float(request.get("quiet", quiet)), reset=request.get("op") == "reset")
-                    stream.write(json.dumps(counts) + "\n")
+                    op = request.get("op")
+                    counts = tally.settle(float(request.get("quiet", quiet)), reset=op == "reset")
+                    stream.write(json.dumps({"peak": tally.peak} if op == "peak" else counts) + "\n")
                     stream.flush()
 
     threading.Thread(target=loop, name="netvol-control", daemon=True).start()

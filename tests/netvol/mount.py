@@ -57,22 +57,26 @@ class NetVol:
         self.backing = backing
         self._control = control
 
-    def _ask(self, op: str) -> Counts:
+    def _ask(self, op: str) -> dict[str, int]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(30)
             client.connect(str(self._control))
             with client.makefile("rw") as stream:
                 stream.write(json.dumps({"op": op}) + "\n")
                 stream.flush()
-                return Counts(dict(Counter(json.loads(stream.readline()))))
+                return dict(Counter(json.loads(stream.readline())))
 
     def counts(self) -> Counts:
         """Operations since the last reset, once the file system is quiet (close's RELEASE arrives late)."""
-        return self._ask("counts")
+        return Counts(self._ask("counts"))
 
     def reset(self) -> Counts:
-        """Wait until quiet, zero the counters and return what they held."""
-        return self._ask("reset")
+        """Wait until quiet, zero the counters and the peak, and return the counts they held."""
+        return Counts(self._ask("reset"))
+
+    def peak(self) -> int:
+        """The most operations in flight at once since the last reset."""
+        return self._ask("peak")["peak"]
 
 
 def _wait_mounted(mountpoint: Path, process: subprocess.Popen[bytes], control: Path) -> None:
