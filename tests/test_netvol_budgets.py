@@ -250,3 +250,16 @@ def test_budget_worker_first_import_through_activate(installed: Installed, netvo
     counts = _worker(netvol, command, {"PATH": os.environ["PATH"]}, tmp_path)
     assert counts["readlink"] > 0
     _within(counts, BUDGET_IMPORT_THROUGH_ACTIVATE)
+
+
+def test_the_skip_reason_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.netvol import mount
+
+    monkeypatch.setattr(mount.shutil, "which", lambda name: None)
+    monkeypatch.setattr(mount.os, "geteuid", lambda: 0)
+    assert "fusermount3 is missing: apt-get install fuse3" in (mount.unavailable_reason() or "")
+    monkeypatch.setattr(mount.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(mount.importlib.util, "find_spec", lambda name: None)
+    assert "mfusepy" in (mount.unavailable_reason() or "")
+    monkeypatch.setattr(mount.os, "geteuid", lambda: 1000)
+    assert "root" in (mount.unavailable_reason() or "")
