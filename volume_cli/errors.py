@@ -212,3 +212,7 @@ class ConfirmationError(VolumeCliError):
 
 class UnknownModelError(ModelError):
     """A model key given on the command line names no model on the volume."""
+
+
+class RemoteConfigError(VolumeCliError):
+    """The remotes file (user config dir) is unreadable, from a newer version, or names no such remote."""
