@@ -216,3 +216,11 @@ class UnknownModelError(ModelError):
 
 class RemoteConfigError(VolumeCliError):
     """The remotes file (user config dir) is unreadable, from a newer version, or names no such remote."""
+
+
+class RemoteUnavailableError(VolumeCliError):
+    """A remote did not answer in time, or refused the credentials / bucket; the message names its host."""
+
+
+class MissingExtraError(VolumeCliError):
+    """An optional feature needs packages that are not installed (e.g. boto3 for S3 remotes: volume-cli[s3])."""

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,6 +42,10 @@ class Remote(BaseModel):
     def _http_endpoint(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("the endpoint must start with http:// or https://")
+        parts = urlsplit(value)
+        # this file is not a secret store: a user:password@ or a query would be written to disk
+        if not parts.hostname or "@" in parts.netloc or parts.query:
+            raise ValueError("the endpoint is scheme://host[:port][/path]; credentials come from the environment")
         return value
 
 
