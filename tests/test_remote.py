@@ -209,3 +209,54 @@ def test_check_without_boto3_asks_for_the_extra(cli: Any, config_home: Path, mon
 def test_check_unknown_remote(cli: Any, config_home: Path) -> None:
     result = cli("remote", "check", "nope")
     assert result.exit_code == 1 and "remote list" in result.stderr
+
+
+def test_per_remote_key_wins_over_aws_variables(cli: Any, config_home: Path, s3_server: S3Server) -> None:
+    _add(cli, s3_server, name="eu")
+    env = {
+        "AWS_ACCESS_KEY_ID": "wrong-access",
+        "AWS_SECRET_ACCESS_KEY": "wrong-secret",
+        "VOLUME_CLI_REMOTE_EU_ACCESS_KEY": s3_server.access_key,
+        "VOLUME_CLI_REMOTE_EU_SECRET_KEY": s3_server.secret_key,
+    }
+    result = cli("remote", "check", "eu", "--json", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["credentials"].startswith("env: VOLUME_CLI_REMOTE_EU_ACCESS_KEY")
+
+
+def test_aws_profile_is_read_from_the_shared_credentials_file(
+    cli: Any, config_home: Path, tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(
+        f"[volcli]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    args = ["--endpoint", s3_server.endpoint, "--bucket", s3_server.bucket, "--region", "us-east-1"]
+    assert cli("remote", "add", "p", *args, "--profile", "volcli").exit_code == 0
+    result = cli("remote", "check", "p", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["credentials"] == "profile: volcli"
+    assert s3_server.secret_key not in config_home.read_text() + result.stdout
+
+
+def test_no_optional_checksum_headers_are_sent(
+    config_home: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3 >= 1.36 adds CRC checksum headers by default; RunPod-like servers reject them."""
+    from volume_cli.remote import check
+
+    sent: list[dict[str, str]] = []
+    real = check.make_client
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        client = real(*args, **kwargs)
+        client.meta.events.register("before-send.s3", lambda request, **_: sent.append(dict(request.headers)))
+        return client
+
+    monkeypatch.setattr(check, "make_client", recording)
+    remote = Remote(name="t", endpoint=s3_server.endpoint, bucket=s3_server.bucket, region="us-east-1")
+    check.check_remote(remote, environ=s3_server.env(), timeout=5)
+    assert len(sent) >= 8
+    names = {name.lower() for headers in sent for name in headers}
+    assert not {name for name in names if name.startswith("x-amz-checksum") or name == "x-amz-sdk-checksum-algorithm"}
