@@ -115,6 +115,8 @@ def test_cli_add_list_rm_never_shows_a_secret(cli: Any, config_home: Path) -> No
         ["--endpoint", "ftp://h", "--bucket", "b"],
         ["--endpoint", "https://user:pw@h", "--bucket", "b"],  # a credential would be written to disk
         ["--endpoint", "https://h/?X-Amz-Signature=abc", "--bucket", "b"],
+        ["--runpod-volume", "abc", "--datacenter", "x.evil.example#"],  # would send the key elsewhere
+        ["--endpoint", "https://h", "--bucket", "../etc"],
     ],
 )
 def test_cli_add_refuses_incomplete_or_credential_carrying_remotes(
@@ -260,3 +262,54 @@ def test_no_optional_checksum_headers_are_sent(
     assert len(sent) >= 8
     names = {name.lower() for headers in sent for name in headers}
     assert not {name for name in names if name.startswith("x-amz-checksum") or name == "x-amz-sdk-checksum-algorithm"}
+
+
+@pytest.mark.parametrize(
+    ("volume_id", "datacenter"),
+    [
+        ("abc123", "x.evil.example#"),  # would send the key to s3api-x.evil.example
+        ("abc123", "evil.example/"),
+        ("abc123", "EU RO 1"),
+        ("abc123", ""),
+        ("abc123", "EU-RO-1?x=1"),
+        ("a/b", "EU-RO-1"),
+        ("../x", "EU-RO-1"),
+        ("abc 123", "EU-RO-1"),
+        ("", "EU-RO-1"),
+    ],
+)
+def test_hostile_runpod_ids_are_refused(volume_id: str, datacenter: str) -> None:
+    with pytest.raises(ValueError):
+        runpod_remote("rp", volume_id=volume_id, datacenter=datacenter)
+
+
+@pytest.mark.parametrize("bucket", ["a/b", "a b", "..", "x\n", "b?x=1"])
+def test_hostile_bucket_names_are_refused(bucket: str) -> None:
+    with pytest.raises(ValueError):
+        Remote(name="x", endpoint="http://127.0.0.1:9000", bucket=bucket)
+
+
+@pytest.mark.parametrize("endpoint", ["https://h#frag", "https://", "http:///path", "https://h\n.example"])
+def test_hostile_endpoints_are_refused(endpoint: str) -> None:
+    with pytest.raises(ValueError):
+        Remote(name="x", endpoint=endpoint, bucket="b")
+
+
+def test_rclone_bucket_is_a_folder_on_disk(config_home: Path, s3_server: S3Server) -> None:
+    """Later steps look at the "mounted volume" directly: an object a/b is the file BUCKET/a/b."""
+    if s3_server.folder is None:
+        pytest.skip("moto keeps objects in memory")
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name="us-east-1",
+    )
+    client.put_object(Bucket=s3_server.bucket, Key="fixture-check/a/b.txt", Body=b"hello")
+    try:
+        assert (s3_server.folder / "fixture-check" / "a" / "b.txt").read_bytes() == b"hello"
+    finally:
+        client.delete_object(Bucket=s3_server.bucket, Key="fixture-check/a/b.txt")

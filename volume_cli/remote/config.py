@@ -19,6 +19,10 @@ from volume_cli.store.atomic import atomic_write_text
 SCHEMA_VERSION = 1
 # a name becomes part of env var names (VOLUME_CLI_REMOTE_<NAME>_...), so keep it plain ASCII
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{0,63}$")
+# bucket and RunPod ids end up in URLs: anything that could change the host or path is refused
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_RUNPOD_VOLUME = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_RUNPOD_DATACENTER = re.compile(r"^[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16}){1,4}$")
 
 
 class Remote(BaseModel):
@@ -37,14 +41,23 @@ class Remote(BaseModel):
             raise ValueError("a remote name is 1-64 letters, digits or _ and starts with a letter or digit")
         return value
 
+    @field_validator("bucket")
+    @classmethod
+    def _plain_bucket(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value:
+            raise ValueError("a bucket is letters, digits, '.', '_' or '-' (no '/', no '..')")
+        return value
+
     @field_validator("endpoint")
     @classmethod
     def _http_endpoint(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("the endpoint must start with http:// or https://")
+        if any(char.isspace() or not char.isprintable() for char in value):
+            raise ValueError("the endpoint contains spaces or control characters")
         parts = urlsplit(value)
         # this file is not a secret store: a user:password@ or a query would be written to disk
-        if not parts.hostname or "@" in parts.netloc or parts.query:
+        if not parts.hostname or "@" in parts.netloc or parts.query or parts.fragment:
             raise ValueError("the endpoint is scheme://host[:port][/path]; credentials come from the environment")
         return value
 
@@ -63,6 +76,10 @@ def remotes_path(environ: Mapping[str, str]) -> Path:
 
 def runpod_remote(name: str, *, volume_id: str, datacenter: str) -> Remote:
     """RunPod's S3 API: one endpoint per datacenter, the network volume id as the bucket."""
+    if not _RUNPOD_VOLUME.fullmatch(volume_id):
+        raise ValueError(f"{volume_id!r} is not a RunPod network volume id (letters and digits)")
+    if not _RUNPOD_DATACENTER.fullmatch(datacenter):
+        raise ValueError(f"{datacenter!r} is not a RunPod datacenter id (like EUR-IS-1)")
     return Remote(
         name=name,
         endpoint=f"https://s3api-{datacenter.lower()}.runpod.io/",

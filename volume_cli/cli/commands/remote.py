@@ -105,6 +105,8 @@ def _build(
         return Remote(name=name, endpoint=endpoint, bucket=bucket, region=region, profile=profile)
     except ValidationError as exc:
         raise UsageError(f"invalid remote: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    except ValueError as exc:  # the RunPod shorthand's own checks
+        raise UsageError(f"invalid remote: {exc}") from None
 
 
 @app.command("list")
