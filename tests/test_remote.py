@@ -313,3 +313,24 @@ def test_rclone_bucket_is_a_folder_on_disk(config_home: Path, s3_server: S3Serve
         assert (s3_server.folder / "fixture-check" / "a" / "b.txt").read_bytes() == b"hello"
     finally:
         client.delete_object(Bucket=s3_server.bucket, Key="fixture-check/a/b.txt")
+
+
+def test_kill_9_while_saving_keeps_the_old_remotes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "remotes.json"
+    add_remote(path, Remote(name="old", endpoint="http://127.0.0.1:9000", bucket="b"))
+    before = path.read_text()
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from volume_cli.remote.config import Remote, add_remote\n"
+        "os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "add_remote(Path(sys.argv[1]), Remote(name='new', endpoint='http://127.0.0.1:9001', bucket='c'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    assert path.read_text() == before
+    add_remote(path, Remote(name="new", endpoint="http://127.0.0.1:9001", bucket="c"))  # the rerun converges
+    assert sorted(load_remotes(path).remotes) == ["new", "old"]
