@@ -49,6 +49,7 @@ NOT_RUN: dict[str, str] = {
     "volume-cli models ensure": "a worker entrypoint's command: takes its project from VOLUME_CLI_PROJECT in the image",
     "volume-cli projects import FOLDER": "needs a folder of the original tool's layout: tests/test_original_tool_files.py",
     "volume-cli models rm KEY": "removal asks on a terminal and is covered by tests/test_destructive_commands.py",
+    "volume-cli remote check eu": "needs an S3 server and its key: tests/test_remote.py runs it against moto and rclone",
 }
 # Each distinct command line runs once (setup, install and download are idempotent) until one of these
 # runs, which changes what the others would say.
@@ -99,6 +100,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsWorld]:
             "HF_ENDPOINT": hub.url,
             "MODELSCOPE_ENDPOINT": hub.url,
             "COLUMNS": "120",
+            "XDG_CONFIG_HOME": str(base / "config"),  # `remote add` writes the user's remotes file
         }
         world = DocsWorld(base, root, env, index.url, hub.url)
         # Two generations, so the docs' rollback has something to switch to.

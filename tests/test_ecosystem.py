@@ -68,7 +68,12 @@ def _declared_runtime_dependencies() -> dict[str, str]:
     from packaging.utils import canonicalize_name
 
     modules = {canonicalize_name(dist): module for module, dists in _distributions().items() for dist in dists}
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # an optional feature's extra (s3: boto3) counts; the test extra is for the suite, not volume_cli
+    extras = [
+        dep for extra, deps in project.get("optional-dependencies", {}).items() if extra != "test" for dep in deps
+    ]
+    declared = project["dependencies"] + extras
     result = {}
     for text in declared:
         requirement = Requirement(text)

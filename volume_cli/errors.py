@@ -212,3 +212,15 @@ class ConfirmationError(VolumeCliError):
 
 class UnknownModelError(ModelError):
     """A model key given on the command line names no model on the volume."""
+
+
+class RemoteConfigError(VolumeCliError):
+    """The remotes file (user config dir) is unreadable, from a newer version, or names no such remote."""
+
+
+class RemoteUnavailableError(VolumeCliError):
+    """A remote did not answer in time, or refused the credentials / bucket; the message names its host."""
+
+
+class MissingExtraError(VolumeCliError):
+    """An optional feature needs packages that are not installed (e.g. boto3 for S3 remotes: volume-cli[s3])."""

@@ -61,6 +61,18 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "models rm": ["volume-cli models rm huggingface/model/org/name --dry-run"],
     "models gc": ["volume-cli models gc --dry-run", "volume-cli models gc"],
+    "remote": [
+        "volume-cli remote add eu --runpod-volume abc123xyz --datacenter EUR-IS-1",
+        "volume-cli remote check eu",
+    ],
+    "remote add": [
+        "volume-cli remote add eu --runpod-volume abc123xyz --datacenter EUR-IS-1",
+        "volume-cli remote add lab --endpoint https://s3.example.com --bucket models --region us-east-1",
+        "volume-cli remote add ci --endpoint https://s3.example.com --bucket models --profile ci",
+    ],
+    "remote list": ["volume-cli remote list", "volume-cli remote list --json"],
+    "remote rm": ["volume-cli remote rm eu"],
+    "remote check": ["volume-cli remote check eu", "volume-cli remote check eu --timeout 30 --json"],
 }
 
 

@@ -1,0 +1,1 @@
+"""S3 remotes: where a project can be pushed beyond one volume (issue 12)."""
