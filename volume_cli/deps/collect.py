@@ -118,7 +118,7 @@ def gc(
     with gc_lock(layout, wait_seconds=wait_seconds, progress=progress):
         guard_volume(layout)  # a planted .store or .staging link would make gc empty another tree
         # Installs record their intent under this lock (deps/record.py explains the protocol).
-        with store_lock(layout, command="deps gc"):
+        with store_lock(layout, command="gc"):
             progress.step("collecting generations")
             decision = _decide(layout, grace_seconds, started, progress, drop_previous=drop_previous)
             crash_point("gc-listed")
