@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from volume_cli.deps.locking import gc_lock
 from volume_cli.errors import LockHeldError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.store.writer_locks import gc_lock
 
 
 def test_gc_lock_holder_names_the_real_gc_command(tmp_path: Path) -> None:

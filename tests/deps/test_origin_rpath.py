@@ -16,7 +16,7 @@ from wheelfactory import IndexServer, build_wheel, compile_extension, compile_sh
 
 from volume_cli.deps import install
 from volume_cli.deps.documents import ENTRY_MANIFEST
-from volume_cli.deps.store import read_manifest
+from volume_cli.deps.entries import read_manifest
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.store.documents import write_document
@@ -86,7 +86,7 @@ def test_an_extension_reaching_a_sibling_folder_of_its_own_wheel_loads_first(
 
 def test_a_climb_into_a_self_contained_folder_of_the_same_wheel_keeps_its_link(tmp_path: Path) -> None:
     """auditwheel's ``$ORIGIN/../numpy.libs`` reaches libraries that need nothing outside the entry: no extra links."""
-    from volume_cli.deps.store import _origin_real_dirs
+    from volume_cli.deps.entries import _origin_real_dirs
 
     searches = {
         "numpy/core/_multiarray.so": ["$ORIGIN/../../numpy.libs"],

@@ -32,14 +32,14 @@ On the volume::
 never the volume.
 """
 
-from volume_cli.deps.collect import GcReport, gc
-from volume_cli.deps.installer import InstallResult, install, plan_install
-from volume_cli.deps.lockfile import LockResult, lock_project
+from volume_cli.deps.check import CheckReport, FileProblem, ImportFailure, VersionMismatch, check
+from volume_cli.deps.gc import GcReport, gc
+from volume_cli.deps.install import InstallResult, install, plan_install
+from volume_cli.deps.lock import LockResult, lock_project
 from volume_cli.deps.plan import InstallPlan, PackageChange
-from volume_cli.deps.revert import RollbackResult, rollback
+from volume_cli.deps.rollback import RollbackResult, rollback
 from volume_cli.deps.status import DepsStatus, PackageRow, StoreUsage, deps_status, list_packages, store_usage
 from volume_cli.deps.uvtool import default_cache_dir
-from volume_cli.deps.verify import CheckReport, FileProblem, ImportFailure, VersionMismatch, check
 
 __all__ = [
     "CheckReport",

@@ -16,8 +16,9 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from volume_cli.deps.dist_info import read_metadata_fields
 from volume_cli.deps.documents import LockedPackage
-from volume_cli.deps.store import base_key, entry_key, read_metadata_fields
+from volume_cli.deps.entries import base_key, entry_key
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from volume_cli.deps.documents import (
     generation_records_dir,
     lock_info_path,
 )
+from volume_cli.deps.entries import read_manifest
 from volume_cli.deps.forest import current_generation
+from volume_cli.deps.lock import read_current_lock
 from volume_cli.deps.plan import read_installed
 from volume_cli.deps.record import reconciled_deps
-from volume_cli.deps.resolve import read_current_lock
-from volume_cli.deps.store import read_manifest
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition

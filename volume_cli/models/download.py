@@ -58,7 +58,7 @@ def download(
     environ = os.environ if env is None else env
     if consumer_modelscope_version is None:
         # The modelscope the project's workers import decides the layout they read.
-        from volume_cli.deps.locked import locked_version
+        from volume_cli.deps.lock import locked_version
 
         consumer_modelscope_version = locked_version(layout, project.name, "modelscope")
     context = SourceContext(layout, reporter, environ, consumer_modelscope_version, utc_now())

@@ -307,7 +307,7 @@ def check_command(
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.deps import check
-    from volume_cli.deps.verify import next_step
+    from volume_cli.deps.check import next_step
     from volume_cli.errors import InstallError
     from volume_cli.layout import VolumeLayout
 

@@ -21,7 +21,7 @@ from volume_cli.cli.options import (
 from volume_cli.cli.render import emit, format_bytes, to_jsonable
 
 if TYPE_CHECKING:
-    from volume_cli.deps.collect import GcReport
+    from volume_cli.deps.gc import GcReport
     from volume_cli.setup_flow import SetupResult
 
 

@@ -23,23 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, generation_records_dir
-from volume_cli.deps.faults import crash_point
-from volume_cli.deps.forest import TEMP_PREFIX
-from volume_cli.deps.locking import gc_lock
-from volume_cli.deps.record import live_intent, store_lock
-from volume_cli.deps.store import (
+from volume_cli.deps.entries import (
     STALE_STAGING_SECONDS,
     base_key,
     read_manifest,
     staging_is_stale,
     staging_parent,
 )
+from volume_cli.deps.faults import crash_point
+from volume_cli.deps.forest import TEMP_PREFIX
+from volume_cli.deps.record import live_intent, store_lock
 from volume_cli.errors import StateError
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
+from volume_cli.store.writer_locks import gc_lock
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Resolving a project's groups together into a lock, with uv.
+"""Locking: a project's groups resolved with uv into its stored ``pylock.toml``, and reading it back.
+
+The one place for "lock". Reading (``parse_pylock``, ``select_packages``,
+``read_current_lock``, ``locked_version``) and writing (``resolve``,
+``lock_project``) live together so a newcomer finds both here.
 
 All groups go into one generated ``pyproject.toml`` so there is one joint
 resolution. A group with its own ``index_url`` pins its packages to that
@@ -7,6 +11,10 @@ CUDA index, everything else from the default). ``no_deps`` packages get
 ``[[tool.uv.dependency-metadata]]`` with no requirements, so they are locked
 without their dependencies. ``environments`` restricts the universal lock to
 CPython X.Y on linux x86_64, so the lock is the same whatever machine runs it.
+
+The lock is universal over the environments uv was told about; for
+installing we need, per package, the one wheel whose tags fit CPython X.Y on
+manylinux x86_64 (or the sdist when the package has no wheels at all).
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -26,14 +35,16 @@ from packaging.utils import canonicalize_name
 from volume_cli import __version__
 from volume_cli.config.dependencies import PYPI_SIMPLE_URL, DependencyConfig
 from volume_cli.deps.documents import (
+    LockedFile,
+    LockedPackage,
     LockInfo,
     lock_info_path,
     pylock_path,
     uv_lock_path,
 )
-from volume_cli.deps.pylock import TOOL_TABLE, parse_pylock, select_packages
-from volume_cli.deps.python import TargetPython
+from volume_cli.deps.python import TargetPython, find_interpreter, marker_matches, wheel_rank
 from volume_cli.deps.uvtool import (
+    default_cache_dir,
     error_excerpt,
     failing_package,
     ignored_index_warnings,
@@ -45,9 +56,91 @@ from volume_cli.deps.uvtool import (
 from volume_cli.errors import ResolutionError, StateError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
+from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
 from volume_cli.store.atomic import atomic_write_text
 from volume_cli.store.documents import read_document, write_document
+from volume_cli.store.writer_locks import project_lock
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+
+# --- reading a pylock.toml: each package's artifact for X.Y ---
+
+TOOL_TABLE = "volume-cli"
+
+
+def parse_pylock(text: str, *, source: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ResolutionError(f"{source}: not a valid pylock.toml: {exc}") from None
+    if not str(data.get("lock-version", "")).startswith("1."):
+        raise ResolutionError(f"{source}: unsupported lock-version {data.get('lock-version')!r}")
+    return data
+
+
+def _file(raw: Mapping[str, Any]) -> LockedFile:
+    url = str(raw.get("url") or raw.get("path") or "")
+    filename = str(raw.get("name") or url.rsplit("/", 1)[-1].split("#", 1)[0])
+    hashes = raw.get("hashes") or {}
+    size = raw.get("size")
+    return LockedFile(
+        url=url, filename=filename, sha256=hashes.get("sha256"), size=int(size) if size is not None else None
+    )
+
+
+def select_packages(
+    data: Mapping[str, Any], *, target: TargetPython, groups_by_package: Mapping[str, str], source: str
+) -> list[LockedPackage]:
+    """The packages that apply to ``target``, each with its chosen artifact.
+
+    Raises naming the package when no wheel fits and there is no sdist, or
+    when only an sdist exists and there is no interpreter of X.Y to build it.
+    """
+    selected: list[LockedPackage] = []
+    for raw in data.get("packages", []):
+        name = canonicalize_name(str(raw["name"]))
+        if not marker_matches(raw.get("marker"), target):
+            continue
+        version = str(raw.get("version", ""))
+        wheels = [_file(wheel) for wheel in raw.get("wheels", [])]
+        ranked = sorted(
+            (rank, index, wheel)
+            for index, wheel in enumerate(wheels)
+            if (rank := wheel_rank(wheel.filename, target.version)) is not None
+        )
+        sdist = _file(raw["sdist"]) if raw.get("sdist") else None
+        wheel = ranked[0][2] if ranked else None
+        if wheel is None and sdist is None:
+            available = ", ".join(w.filename for w in wheels) or "none"
+            raise ResolutionError(
+                f"{name}=={version} has no wheel for CPython {target.version} on manylinux x86_64 (wheels: {available})",
+                hint=f"pin a version of {name} that ships such a wheel, or change the project's python_version",
+            )
+        if wheel is None and target.interpreter is None:
+            raise ResolutionError(
+                f"{name}=={version} is only available as a source distribution and no Python {target.version} "
+                "interpreter is available to build it",
+                hint=f"install Python {target.version} on this machine (pyenv/uv), or pin a version of {name} with wheels",
+            )
+        selected.append(
+            LockedPackage(
+                name=name,
+                version=version,
+                index=raw.get("index"),
+                group=groups_by_package.get(name),
+                wheel=wheel,
+                sdist=sdist if wheel is None else None,
+            )
+        )
+    return sorted(selected, key=lambda package: package.name)
+
+
+# --- resolving with uv into the stored lock ---
 
 
 @dataclass(frozen=True)
@@ -255,3 +348,95 @@ def _resolver_line(progress: Progress) -> Callable[[str], None]:
             progress.info(line.strip())
 
     return on_line
+
+
+# --- lock_project: the `deps lock` use case ---
+
+
+@dataclass(frozen=True)
+class LockResult:
+    project: str
+    python_version: str
+    path: Path  # the stored pylock.toml
+    output: Path | None  # the exported copy, when asked for
+    lock_hash: str
+    config_hash: str
+    changed: bool  # differs from the lock stored before
+    packages: tuple[LockedPackage, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["output"] = str(self.output) if self.output else None
+        data["packages"] = [package.model_dump() for package in self.packages]
+        return data
+
+
+def lock_project(
+    *,
+    layout: VolumeLayout,
+    project: ProjectDefinition,
+    mirror: str | None,
+    upgrade: bool = False,
+    output: Path | None = None,
+    cache_dir: Path | None = None,
+    progress: Progress,
+    wait_seconds: float = 0,
+) -> LockResult:
+    """Resolve all groups together for the project's Python on linux x86_64 and store the lock.
+
+    Without ``upgrade`` every package keeps its locked version where the
+    config still allows it; with it, unpinned requirements move to the newest.
+    """
+    python_version = project.python_version
+    config_hash = project.config_hash(mirror=mirror)
+    with project_lock(layout, project.name, command="deps lock", wait_seconds=wait_seconds, progress=progress):
+        before = read_current_lock(layout, project.name)
+        target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
+        lock = resolve(
+            layout=layout,
+            project=project.name,
+            config=project.dependencies,
+            config_hash=config_hash,
+            target=target,
+            mirror=mirror,
+            upgrade=upgrade,
+            cache_dir=cache_dir or default_cache_dir(),
+            progress=progress,
+        )
+    stored = pylock_path(layout, project.name)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(stored, output)
+    return LockResult(
+        project=project.name,
+        python_version=python_version,
+        path=stored,
+        output=output,
+        lock_hash=lock.info.pylock_sha256,
+        config_hash=config_hash,
+        changed=before is None or before.info.pylock_sha256 != lock.info.pylock_sha256,
+        packages=tuple(lock.info.packages),
+    )
+
+
+# --- what the lock pins, for other parts of the tool (e.g. which modelscope workers run) ---
+
+
+def locked_version(layout: VolumeLayout, project: str, package: str) -> str | None:
+    """Version of ``package`` in the project's pylock.toml; None when unlocked or absent."""
+    path = pylock_path(layout, project)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        data = parse_pylock(text, source=str(path))
+    except ResolutionError:
+        return None
+    wanted = canonicalize_name(package)
+    for entry in data.get("packages", []):
+        if canonicalize_name(str(entry.get("name", ""))) == wanted:
+            version = entry.get("version")
+            return str(version) if version else None
+    return None

@@ -38,11 +38,12 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from volume_cli.deps.dist_info import read_record, record_digest, record_problems
+from volume_cli.deps.entries import base_key, entry_key
 from volume_cli.deps.forest import current_generation
+from volume_cli.deps.lock import read_current_lock
 from volume_cli.deps.plan import InstalledDistribution, read_installed
 from volume_cli.deps.python import find_interpreter
-from volume_cli.deps.resolve import read_current_lock
-from volume_cli.deps.store import base_key, entry_key, read_record, record_digest, record_problems
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress

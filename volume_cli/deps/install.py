@@ -38,24 +38,7 @@ from volume_cli.deps.documents import (
     install_intent_path,
     lock_info_path,
 )
-from volume_cli.deps.faults import crash_point
-from volume_cli.deps.forest import (
-    TEMP_PREFIX,
-    build_forest,
-    current_generation,
-    generation_dir,
-    new_generation_name,
-    switch_current,
-    temp_generation_dir,
-)
-from volume_cli.deps.locking import project_lock
-from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
-from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
-from volume_cli.deps.record import clear_intent, record_intent, repair_state
-from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
-from volume_cli.deps.scripts import rewrite_console_scripts
-from volume_cli.deps.space import check_install_space
-from volume_cli.deps.store import (
+from volume_cli.deps.entries import (
     EntryHealth,
     Harvest,
     Staging,
@@ -69,6 +52,22 @@ from volume_cli.deps.store import (
     remove_tree,
     repair_entry,
 )
+from volume_cli.deps.faults import crash_point
+from volume_cli.deps.forest import (
+    TEMP_PREFIX,
+    build_forest,
+    current_generation,
+    generation_dir,
+    new_generation_name,
+    switch_current,
+    temp_generation_dir,
+)
+from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
+from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
+from volume_cli.deps.record import clear_intent, record_intent, repair_state
+from volume_cli.deps.scripts import rewrite_console_scripts
+from volume_cli.deps.space import check_install_space
 from volume_cli.deps.uv_progress import UvInstallWatcher
 from volume_cli.deps.uvtool import (
     default_cache_dir,
@@ -95,6 +94,7 @@ from volume_cli.store.state import (
     update_project_state,
     utc_now,
 )
+from volume_cli.store.writer_locks import project_lock
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from volume_cli import __version__
 from volume_cli.deps.documents import GenerationRecord, generation_record_path
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import current_generation, generation_dir, switch_current
-from volume_cli.deps.locking import project_lock
 from volume_cli.deps.record import reconciled_deps, repair_state
 from volume_cli.errors import InstallError
 from volume_cli.fsguard import guard_volume
@@ -17,6 +16,7 @@ from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import DepsRecord, read_project_state, update_project_state, utc_now
+from volume_cli.store.writer_locks import project_lock
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The writer locks the engine takes: one per project, one for gc."""
+"""The writer locks the engines take (one per project, one for gc), built on the lease lock in store/lock.py."""
 
 from __future__ import annotations
 
