@@ -84,7 +84,7 @@ class UnmetRequirement:
 
 
 @dataclass(frozen=True)
-class CheckReport:
+class DepsCheckReport:
     project: str
     python_version: str
     generation: str | None
@@ -151,7 +151,7 @@ def _clash_is_intact(linked: Path, entry: Path, path: str) -> bool:
         return False
 
 
-def next_step(report: CheckReport) -> str:
+def next_step(report: DepsCheckReport) -> str:
     """The command that fixes what ``report`` found (the CLI's ``next:`` line)."""
     install = f"volume-cli deps install --project {report.project}"
     if report.file_problems:
@@ -225,12 +225,12 @@ json.dump(failures, open(out, "w"))
 """
 
 
-def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress) -> CheckReport:
+def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress) -> DepsCheckReport:
     python_version = project.python_version
     generation = current_generation(layout, project.name, python_version)
     lock = read_current_lock(layout, project.name)
     report = functools.partial(
-        CheckReport, project.name, python_version, generation, lock.info.pylock_sha256 if lock else None
+        DepsCheckReport, project.name, python_version, generation, lock.info.pylock_sha256 if lock else None
     )
     if generation is None:
         return report(problems=(f"no generation installed for Python {python_version}",))

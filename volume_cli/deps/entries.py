@@ -58,7 +58,7 @@ def base_key(entry: str) -> str:
     return entry
 
 
-def read_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
+def read_entry_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
     if os.path.islink(layout.store_dir / entry):  # a planted entry: linking or repairing it would reach outside
         raise planted_link(layout.store_dir / entry, layout.store_dir / entry)
     return read_document(layout.store_dir / entry / ENTRY_MANIFEST, EntryManifest)
@@ -376,7 +376,7 @@ def harvest(
                 raise
             # Another installer put the same distribution in place first: use theirs.
             try:
-                existing = read_manifest(layout, build.key)
+                existing = read_entry_manifest(layout, build.key)
             except StateError:
                 existing = None
             if existing is None:
@@ -415,7 +415,7 @@ def inspect_entry(layout: VolumeLayout, entry: str) -> EntryHealth:
     if not folder.is_dir():
         return EntryHealth(exists=False)
     try:
-        manifest = read_manifest(layout, entry)
+        manifest = read_entry_manifest(layout, entry)
     except StateError:
         manifest = None
     dist_infos = [item.name for item in manifest.info.top_level if item.name.endswith(".dist-info")] if manifest else []

@@ -26,7 +26,7 @@ from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, generati
 from volume_cli.deps.entries import (
     STALE_STAGING_SECONDS,
     base_key,
-    read_manifest,
+    read_entry_manifest,
     staging_is_stale,
     staging_parent,
 )
@@ -184,7 +184,7 @@ def _decide(
         if entry_age < grace_seconds:
             decision.young.append(entry)
             continue
-        manifest = read_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
+        manifest = read_entry_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
         decision.freed += manifest.info.size_bytes if manifest else 0
         decision.entries.append(entry)
     return decision

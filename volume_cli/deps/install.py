@@ -48,7 +48,7 @@ from volume_cli.deps.entries import (
     harvest,
     inspect_entry,
     new_staging,
-    read_manifest,
+    read_entry_manifest,
     remove_tree,
     repair_entry,
 )
@@ -567,7 +567,7 @@ def _rebuilt_siblings(layout: VolumeLayout, standard: str) -> list[str]:
 def _usable_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
     """The entry's manifest; None when it is absent or unreadable (the entry is then built again)."""
     try:
-        return read_manifest(layout, entry)
+        return read_entry_manifest(layout, entry)
     except StateError:
         return None
 

@@ -25,7 +25,7 @@ from volume_cli.deps.documents import (
     generation_records_dir,
     lock_info_path,
 )
-from volume_cli.deps.entries import read_manifest
+from volume_cli.deps.entries import read_entry_manifest
 from volume_cli.deps.forest import current_generation
 from volume_cli.deps.lock import read_current_lock
 from volume_cli.deps.plan import read_installed
@@ -190,7 +190,7 @@ def store_usage(*, layout: VolumeLayout) -> StoreUsage:
     unreferenced = [name for name in on_disk if name not in users]
     unreferenced_bytes = 0
     for name in unreferenced:
-        manifest = read_manifest(layout, name)
+        manifest = read_entry_manifest(layout, name)
         unreferenced_bytes += manifest.info.size_bytes if manifest else 0
     present = [name for name in on_disk if name in users]
     shared = [name for name in present if len(users[name]) > 1]

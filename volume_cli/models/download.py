@@ -17,7 +17,7 @@ from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
 from volume_cli.models.engine import Engine, EngineSettings, WorkItem, present_outcome
 from volume_cli.models.http import DEFAULT_MIN_RATE, RetryPolicy, with_deadline
-from volume_cli.models.manifest import models_config_hash, read_manifest
+from volume_cli.models.manifest import models_config_hash, read_model_manifest
 from volume_cli.models.plan import unique_specs
 from volume_cli.models.results import DownloadResult, ModelChecksumError, ModelDownloadError, ModelOutcome
 from volume_cli.models.sources import SourceContext
@@ -147,7 +147,7 @@ def _raise_failures(result: DownloadResult, failures: dict[str, Exception]) -> N
 def record_project_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
     """Update ProjectState.models when every model is present (skipped when already recorded)."""
     specs = unique_specs(project.models)
-    manifests = [read_manifest(layout, spec.key) for spec in specs]
+    manifests = [read_model_manifest(layout, spec.key) for spec in specs]
     size = sum(manifest.total_size for manifest in manifests if manifest is not None)
     config_hash = models_config_hash(specs)
     state = read_project_state(layout, project.name)
