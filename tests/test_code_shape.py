@@ -68,3 +68,42 @@ def duplicate_public_names(root: Path) -> dict[str, list[str]]:
 def test_one_name_per_idea() -> None:
     # Two read_manifest (deps entries, models) and two CheckReport (deps, projects) cost a newcomer time.
     assert duplicate_public_names(PACKAGE) == {}
+
+
+# Modules run as programs (``python -m``), not imported.
+PROGRAMS = {"volume_cli.__main__", "volume_cli.cli.reference", "volume_cli.store.schemas"}
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def unused_modules(root: Path) -> list[str]:
+    """Modules nothing imports, counting a package's re-export only when someone imports the re-exported name."""
+    imported: set[str] = set()
+    reexports: dict[str, set[str]] = {}  # module -> the package-level names it provides
+    for path in sorted(root.rglob("*.py")):
+        package = _module_name(path, root)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {f"{node.module}.{alias.name}" for alias in node.names}
+                if path.name == "__init__.py":
+                    reexports.setdefault(node.module, set()).update(f"{package}.{a.name}" for a in node.names)
+                else:
+                    imported |= {node.module, *names}
+            elif isinstance(node, ast.Import) and path.name != "__init__.py":
+                imported |= {alias.name for alias in node.names}
+    unused = []
+    for path in sorted(root.rglob("*.py")):
+        name = _module_name(path, root)
+        if path.name == "__init__.py" or name in PROGRAMS or name in imported:
+            continue
+        if not reexports.get(name, set()) & imported:
+            unused.append(name)
+    return unused
+
+
+def test_no_dead_module() -> None:
+    # models/environment.py was such a module, and it disagreed with runtime.cache_variables.
+    assert unused_modules(PACKAGE) == []

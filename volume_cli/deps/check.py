@@ -225,7 +225,9 @@ json.dump(failures, open(out, "w"))
 """
 
 
-def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress) -> DepsCheckReport:
+def check(
+    *, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress
+) -> DepsCheckReport:
     python_version = project.python_version
     generation = current_generation(layout, project.name, python_version)
     lock = read_current_lock(layout, project.name)
