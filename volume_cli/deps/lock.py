@@ -253,6 +253,53 @@ def resolve(
     progress.step(f"resolving {config.package_count} requirements for Python {target.version} (linux x86_64)")
     for warning in ignored_index_warnings():
         progress.warn(warning)
+    exported, uv_lock_text = _uv_lock_and_export(
+        layout=layout,
+        project=project,
+        config=config,
+        target=target,
+        mirror=mirror,
+        upgrade=upgrade,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    pylock_text = _with_tool_table(exported, project=project, python_version=target.version, config_hash=config_hash)
+    packages = select_packages(
+        parse_pylock(pylock_text, source="uv export"),
+        target=target,
+        groups_by_package=_groups_by_package(config),
+        source="uv export",
+    )
+    info = LockInfo(
+        project=project,
+        python_version=target.version,
+        config_hash=config_hash,
+        pylock_sha256=sha256_text(pylock_text),
+        tool_version=__version__,
+        packages=packages,
+    )
+    if not store:
+        return CurrentLock(info=info, text=pylock_text)
+    # lock.json last: it names the pylock's hash, so a crash in between leaves a lock that is not trusted.
+    atomic_write_text(pylock_path(layout, project), pylock_text)
+    atomic_write_text(uv_lock_path(layout, project), uv_lock_text)
+    write_document(lock_info_path(layout, project), info)
+    progress.info(f"locked {len(packages)} packages")
+    return CurrentLock(info=info, text=pylock_text)
+
+
+def _uv_lock_and_export(
+    *,
+    layout: VolumeLayout,
+    project: str,
+    config: DependencyConfig,
+    target: TargetPython,
+    mirror: str | None,
+    upgrade: bool,
+    cache_dir: Path,
+    progress: Progress,
+) -> tuple[str, str]:
+    """uv's exported pylock.toml and its uv.lock, resolved in a scratch project with no user config."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="volume-cli-lock-") as scratch:
         folder = Path(scratch)
@@ -304,31 +351,7 @@ def resolve(
                 f"resolving {project}'s dependencies failed{about}:\n" + error_excerpt(exc.tail),
                 hint="; ".join(hint for hint in hints if hint) or None,
             ) from exc
-        exported = (work / "pylock.toml").read_text(encoding="utf-8")
-        uv_lock_text = (work / "uv.lock").read_text(encoding="utf-8")
-    pylock_text = _with_tool_table(exported, project=project, python_version=target.version, config_hash=config_hash)
-    packages = select_packages(
-        parse_pylock(pylock_text, source="uv export"),
-        target=target,
-        groups_by_package=_groups_by_package(config),
-        source="uv export",
-    )
-    info = LockInfo(
-        project=project,
-        python_version=target.version,
-        config_hash=config_hash,
-        pylock_sha256=sha256_text(pylock_text),
-        tool_version=__version__,
-        packages=packages,
-    )
-    if not store:
-        return CurrentLock(info=info, text=pylock_text)
-    # lock.json last: it names the pylock's hash, so a crash in between leaves a lock that is not trusted.
-    atomic_write_text(pylock_path(layout, project), pylock_text)
-    atomic_write_text(uv_lock_path(layout, project), uv_lock_text)
-    write_document(lock_info_path(layout, project), info)
-    progress.info(f"locked {len(packages)} packages")
-    return CurrentLock(info=info, text=pylock_text)
+        return (work / "pylock.toml").read_text(encoding="utf-8"), (work / "uv.lock").read_text(encoding="utf-8")
 
 
 def _with_tool_table(exported: str, *, project: str, python_version: str, config_hash: str) -> str:

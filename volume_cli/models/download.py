@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
+from volume_cli.config.model_sources import ModelSpec
 from volume_cli.errors import ChecksumError, ModelError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
@@ -62,7 +63,52 @@ def download(
 
         consumer_modelscope_version = locked_version(layout, project.name, "modelscope")
     context = SourceContext(layout, reporter, environ, consumer_modelscope_version, utc_now())
-    settings = EngineSettings(
+    settings = _settings(
+        project,
+        environ,
+        hf_endpoints=hf_endpoints,
+        modelscope_endpoints=modelscope_endpoints,
+        policy=with_deadline(
+            RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, min_rate=min_rate), deadline
+        ),
+        max_workers=max_workers,
+        lock_wait_seconds=lock_wait_seconds,
+        dry_run=dry_run,
+    )
+    engine = Engine(context, settings, project.folder)
+    specs = unique_specs(project.models)
+    outcomes, items = _prepare_all(engine, specs, refresh=refresh)
+    needed, free = engine.check_space(items) if items else (0, None)
+    _apply_all(engine, items, outcomes, dry_run=dry_run, progress=reporter)
+
+    result = DownloadResult(
+        project=project.name,
+        models=tuple(outcomes[spec.key] for spec in specs),
+        dry_run=dry_run,
+        network_used=engine.network_used,
+        bytes_needed=needed,
+        free_bytes=free,
+        seconds=time.monotonic() - started,
+    )
+    if engine.failures:
+        _raise_failures(result, engine.failures)
+    if not dry_run:
+        record_project_models(layout, project)
+    return result
+
+
+def _settings(
+    project: ProjectDefinition,
+    environ: Mapping[str, str],
+    *,
+    hf_endpoints: Sequence[str] | None,
+    modelscope_endpoints: Sequence[str] | None,
+    policy: RetryPolicy,
+    max_workers: int,
+    lock_wait_seconds: float,
+    dry_run: bool,
+) -> EngineSettings:
+    return EngineSettings(
         # The order of precedence: the caller's list (CLI), the project's config, the environment, the hub.
         hf_endpoints=resolve_endpoints(
             hf_endpoints or project.spec.hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT
@@ -73,15 +119,17 @@ def download(
             env_var="MODELSCOPE_ENDPOINT",
             default=MODELSCOPE_DEFAULT_ENDPOINT,
         ),
-        policy=with_deadline(
-            RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, min_rate=min_rate), deadline
-        ),
+        policy=policy,
         max_workers=max_workers,
         lock_wait_seconds=lock_wait_seconds,
         dry_run=dry_run,
     )
-    engine = Engine(context, settings, project.folder)
-    specs = unique_specs(project.models)
+
+
+def _prepare_all(
+    engine: Engine, specs: Sequence[ModelSpec], *, refresh: bool
+) -> tuple[dict[str, ModelOutcome], list[WorkItem]]:
+    """Plan every model offline: the present ones get their outcome, the others a work item (or a failure)."""
     outcomes: dict[str, ModelOutcome] = {}
     items: list[WorkItem] = []
     for spec in specs:
@@ -99,7 +147,13 @@ def download(
         else:
             outcomes[spec.key] = prepared
 
-    needed, free = engine.check_space(items) if items else (0, None)
+    return outcomes, items
+
+
+def _apply_all(
+    engine: Engine, items: list[WorkItem], outcomes: dict[str, ModelOutcome], *, dry_run: bool, progress: Progress
+) -> None:
+    """Fetch every work item (or mark it planned); one model failing does not stop the others."""
     if dry_run:
         for item in items:
             outcomes[item.plan.key] = ModelOutcome(
@@ -108,7 +162,7 @@ def download(
     elif items:
         # Whole files, as each model's bar: a resumed partial is counted in as it is adopted.
         whole = sum(job.size for item in items for job in item.jobs if not job.present)
-        overall = reporter.task("models", total=float(whole), unit="bytes")
+        overall = progress.task("models", total=float(whole), unit="bytes")
         try:
             for item in items:
                 try:
@@ -117,21 +171,6 @@ def download(
                     outcomes[item.plan.key] = engine.record_failure(item.plan.spec, exc)
         finally:
             overall.finish()
-
-    result = DownloadResult(
-        project=project.name,
-        models=tuple(outcomes[spec.key] for spec in specs),
-        dry_run=dry_run,
-        network_used=engine.network_used,
-        bytes_needed=needed,
-        free_bytes=free,
-        seconds=time.monotonic() - started,
-    )
-    if engine.failures:
-        _raise_failures(result, engine.failures)
-    if not dry_run:
-        record_project_models(layout, project)
-    return result
 
 
 def _raise_failures(result: DownloadResult, failures: dict[str, Exception]) -> None:
