@@ -167,3 +167,30 @@ def test_uv_install_command_without_interpreter_or_hashes_and_with_an_sdist(tmp_
     )
     assert with_sdist[with_sdist.index("--default-index") + 1] == "https://mirror/simple"
     assert "--no-index" not in with_sdist
+
+
+def test_each_package_has_one_kind_of_change() -> None:
+    same, newer, gone = locked("same", "1.0"), locked("up", "2.0"), locked("gone", "1.0")
+    result = plan([same, newer], [installed(same), installed(newer, version="1.0"), installed(gone)])
+    assert result.kinds() == {"same": "unchanged", "up": "upgrade", "gone": "remove"}
+
+
+def test_install_check_and_list_share_one_comparison() -> None:
+    # Three comparisons of locked against installed, each with its own vocabulary, drifted apart once.
+    import ast
+    import importlib
+    import inspect
+
+    # importlib: the package re-exports functions named like these modules, which shadow them as attributes.
+    install_module, check_module, status_module = (
+        importlib.import_module(f"volume_cli.deps.{name}") for name in ("install", "check", "status")
+    )
+
+    for module, function in ((install_module, "_plan"), (check_module, "_against_lock"), (status_module, "list_packages")):
+        source = inspect.getsource(getattr(module, function))
+        called = {
+            node.func.id
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
+        assert "compute_plan" in called, f"{module.__name__}.{function}"

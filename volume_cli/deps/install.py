@@ -65,7 +65,7 @@ from volume_cli.deps.forest import (
 from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
-from volume_cli.deps.record import clear_intent, record_intent, repair_state
+from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.deps.scripts import rewrite_console_scripts
 from volume_cli.deps.space import check_install_space
 from volume_cli.deps.uv_progress import UvInstallWatcher
@@ -88,7 +88,6 @@ from volume_cli.runtime import boot_path
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import (
-    DepsRecord,
     HookRecord,
     ProjectState,
     read_project_state,
@@ -399,7 +398,7 @@ def _record_unchanged(
         # A run killed right after its switch left state.json naming the generation before.
         same = state.deps.generation == current
         previous = state.deps.previous_generation if same else state.deps.generation
-    _write_state(layout, project, record, previous=previous, new_bytes=0)
+    record_switch(layout, project.name, project.python_version, record, previous=previous, new_bytes=0)
     _follow_up(layout, project, current, only_if_due=True)
     return job.result(
         plan=plan,
@@ -447,7 +446,7 @@ def _build_and_switch(
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
     current = plan.current_generation or legacy  # a plain folder of an older tool is kept as the previous generation
-    _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
+    record_switch(layout, project.name, project.python_version, record, previous=current, new_bytes=harvested.new_bytes)
     clear_intent(layout, project.name)
     return job.result(
         plan=plan,
@@ -784,29 +783,6 @@ def _intended_entries(plan: InstallPlan, lock: CurrentLock, python_version: str)
     """Every entry this install may create or link, as base keys (a forced rebuild adds a suffix)."""
     names = [entry_key(package, python_version) for package in lock.info.packages]
     return names + [base_key(change.entry) for change in plan.unchanged if change.entry]
-
-
-def _write_state(
-    layout: VolumeLayout, project: ProjectDefinition, record: GenerationRecord, *, previous: str | None, new_bytes: int
-) -> None:
-    deps = DepsRecord(
-        generation=record.generation,
-        previous_generation=previous if previous != record.generation else None,
-        generation_path=record.path,
-        config_hash=record.config_hash,
-        lock_hash=record.lock_hash,
-        installed_at=utc_now(),
-        package_count=len(record.entries),
-        size_bytes=record.size_bytes,
-        new_bytes=new_bytes,
-        tool_version=__version__,
-    )
-    update_project_state(
-        layout,
-        project.name,
-        project.python_version,
-        lambda current: current.model_copy(update={"python_version": project.python_version, "deps": deps}),
-    )
 
 
 def _has_hook(project: ProjectDefinition) -> bool:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from volume_cli.cli.commands.deps import UpgradeOption
+from volume_cli.cli.commands.deps import app as deps_app
 from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption, TimeoutOption, YesOption
 from volume_cli.cli.options import (
     DryRunOption,
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     _register_setup(app)
     _register_gc(app)
+    # The same command where someone managing dependencies looks for it (gc is deps-only).
+    _register_gc(deps_app)
 
 
 def _register_setup(app: typer.Typer) -> None:
