@@ -186,7 +186,11 @@ def test_install_check_and_list_share_one_comparison() -> None:
         importlib.import_module(f"volume_cli.deps.{name}") for name in ("install", "check", "status")
     )
 
-    for module, function in ((install_module, "_plan"), (check_module, "_against_lock"), (status_module, "list_packages")):
+    for module, function in (
+        (install_module, "_plan"),
+        (check_module, "_against_lock"),
+        (status_module, "list_packages"),
+    ):
         source = inspect.getsource(getattr(module, function))
         called = {
             node.func.id
