@@ -6,6 +6,7 @@ A long function is one that does several jobs; splitting it names the jobs.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import volume_cli
@@ -104,3 +105,16 @@ def unused_modules(root: Path) -> list[str]:
 def test_no_dead_module() -> None:
     # models/environment.py was such a module, and it disagreed with runtime.cache_variables.
     assert unused_modules(PACKAGE) == []
+
+
+def test_deps_reads_its_records_through_typed_accessors() -> None:
+    # As models/manifest.py does: one function per record, not read_document(path_fn(...), Cls) at each caller.
+    untyped = re.compile(r"read_document\((generation_record_path|lock_info_path)\(")
+    found = [
+        f"{path.relative_to(PACKAGE)}:{number}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PACKAGE / "deps" / "documents.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if untyped.search(line)
+    ]
+    assert found == []

@@ -33,10 +33,10 @@ from volume_cli.deps.documents import (
     EntryManifest,
     GenerationRecord,
     LockedPackage,
-    LockInfo,
     generation_record_path,
     install_intent_path,
-    lock_info_path,
+    read_generation_record,
+    read_lock_info,
 )
 from volume_cli.deps.entries import (
     EntryHealth,
@@ -85,7 +85,7 @@ from volume_cli.project.base import Project
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
 from volume_cli.runtime import boot_path
-from volume_cli.store.documents import read_document, write_document
+from volume_cli.store.documents import write_document
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import (
     HookRecord,
@@ -137,12 +137,12 @@ def fast_noop_record(
     current = current_generation(layout, project, python_version)
     if current is None or current != state.deps.generation:
         return None
-    record = read_document(generation_record_path(layout, project, current), GenerationRecord)
+    record = read_generation_record(layout, project, current)
     if record is None or record.config_hash != config_hash or record.lock_hash != state.deps.lock_hash:
         return None
     if record.python_version != python_version:
         return None
-    lock = read_document(lock_info_path(layout, project), LockInfo)
+    lock = read_lock_info(layout, project)
     if lock is None or lock.pylock_sha256 != record.lock_hash or lock.config_hash != config_hash:
         return None
     if not layout.deps_path(project, python_version).is_dir():  # the link resolves
@@ -332,9 +332,7 @@ def install(
         _prepare(job)
         plan, lock, target = job.plan(store=True)
         current = plan.current_generation
-        current_record = (
-            read_document(generation_record_path(layout, project.name, current), GenerationRecord) if current else None
-        )
+        current_record = read_generation_record(layout, project.name, current) if current else None
         if not plan.has_changes and current is not None and current_record is not None:
             return _record_unchanged(job, plan, lock, current, current_record)
         result = _build_and_switch(job, lease, plan, lock, target, current_record)

@@ -40,6 +40,7 @@ from volume_cli.deps.documents import (
     LockInfo,
     lock_info_path,
     pylock_path,
+    read_lock_info,
     uv_lock_path,
 )
 from volume_cli.deps.python import TargetPython, find_interpreter, marker_matches, wheel_rank
@@ -59,7 +60,7 @@ from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
 from volume_cli.store.atomic import atomic_write_text
-from volume_cli.store.documents import read_document, write_document
+from volume_cli.store.documents import write_document
 from volume_cli.store.writer_locks import project_lock
 
 if sys.version_info >= (3, 11):
@@ -222,7 +223,7 @@ def sha256_text(text: str) -> str:
 
 def read_current_lock(layout: VolumeLayout, project: str) -> CurrentLock | None:
     """The stored lock, or None when there is none or its two files disagree (a crash between writes)."""
-    info = read_document(lock_info_path(layout, project), LockInfo)
+    info = read_lock_info(layout, project)
     if info is None:
         return None
     try:

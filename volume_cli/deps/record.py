@@ -37,8 +37,8 @@ from volume_cli import __version__
 from volume_cli.deps.documents import (
     GenerationRecord,
     InstallIntent,
-    generation_record_path,
     install_intent_path,
+    read_generation_record,
 )
 from volume_cli.deps.forest import current_generation, generation_dir
 from volume_cli.errors import StateError
@@ -123,7 +123,7 @@ def reconciled_deps(
     if linked is None or (recorded is not None and recorded.generation == linked):
         return recorded
     try:
-        record = read_document(generation_record_path(layout, project, linked), GenerationRecord)
+        record = read_generation_record(layout, project, linked)
     except StateError:
         record = None
     left = recorded.generation if recorded is not None else None

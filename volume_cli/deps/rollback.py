@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from volume_cli.deps.documents import GenerationRecord, generation_record_path
+from volume_cli.deps.documents import read_generation_record
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import current_generation, generation_dir, switch_current
 from volume_cli.deps.record import reconciled_deps, record_switch, repair_state
@@ -13,7 +13,6 @@ from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
 from volume_cli.store.writer_locks import project_lock
 
@@ -59,7 +58,7 @@ def rollback(
                 f"{project.name} has no previous generation to roll back to",
                 hint="a previous generation exists after a second install",
             )
-        record = read_document(generation_record_path(layout, project.name, previous), GenerationRecord)
+        record = read_generation_record(layout, project.name, previous)
         if record is None or not generation_dir(layout, project.name, python_version, previous).is_dir():
             raise InstallError(
                 f"previous generation {previous} of {project.name} is gone (collected by gc?)",

@@ -20,10 +20,9 @@ from packaging.utils import canonicalize_name
 
 from volume_cli.deps.documents import (
     GenerationRecord,
-    LockInfo,
-    generation_record_path,
     generation_records_dir,
-    lock_info_path,
+    read_generation_record,
+    read_lock_info,
 )
 from volume_cli.deps.entries import read_entry_manifest
 from volume_cli.deps.forest import current_generation
@@ -91,7 +90,7 @@ def deps_status(
         state = read_project_state(layout, project.name)
     # state.json may be one switch behind after a crash: read it through the link.
     deps = reconciled_deps(layout, project.name, python_version, state)
-    lock = read_document(lock_info_path(layout, project.name), LockInfo)
+    lock = read_lock_info(layout, project.name)
     current = current_generation(layout, project.name, python_version)
     records = sorted(
         name.removesuffix(".json")
@@ -128,7 +127,7 @@ def _missing_entries(
     if current is None:
         return ()
     try:
-        record = read_document(generation_record_path(layout, project, current), GenerationRecord)
+        record = read_generation_record(layout, project, current)
     except StateError:
         return ()
     if record is None:
