@@ -256,7 +256,8 @@ def test_disk_full_while_storing_names_the_volume_and_gc(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(root / "python-deps" / ".store" / "beta-1.0"))
 
-    monkeypatch.setattr("volume_cli.deps.installer.harvest", full)
+    # The package re-exports the function install, which shadows the module of that name for dotted lookups.
+    monkeypatch.setattr(sys.modules["volume_cli.deps.install"], "harvest", full)
     volume.want("alpha==1.0", "beta==1.0")
     result = volume.install(cli)
     _assert_one_clean_error(result.stderr, exit_code=result.exit_code, must_name=str(root))

@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import volume_cli_command
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import load_project_folder
 
@@ -49,7 +49,7 @@ def test_models_rm_without_a_terminal_refuses_without_yes(cli: Any, layout: Volu
 
     assert result.exit_code == 1
     assert "error: not removing 1 model(s)" in result.stderr and "--yes" in result.stderr
-    assert read_manifest(layout, KEY) is not None
+    assert read_model_manifest(layout, KEY) is not None
 
 
 def test_models_rm_with_yes_removes_and_warns_when_a_project_still_declares_it(
@@ -60,14 +60,14 @@ def test_models_rm_with_yes_removes_and_warns_when_a_project_still_declares_it(
     assert result.exit_code == 0, result.stderr
     assert "removed 1 model(s)" in result.stdout
     assert f"warning: {KEY} is still declared by mine" in result.stderr
-    assert read_manifest(layout, KEY) is None
+    assert read_model_manifest(layout, KEY) is None
 
 
 def test_models_rm_json_needs_yes_and_dry_run_never_asks(cli: Any, layout: VolumeLayout, volume: dict) -> None:
     assert cli("models", "rm", KEY, "--root", volume["root"], "--json").exit_code == 1
     dry = cli("models", "rm", KEY, "--root", volume["root"], "--dry-run")
     assert dry.exit_code == 0 and "would remove 1 model(s)" in dry.stdout
-    assert read_manifest(layout, KEY) is not None
+    assert read_model_manifest(layout, KEY) is not None
 
 
 def test_an_unknown_key_exits_1_with_a_suggestion_and_removes_nothing(
@@ -78,17 +78,17 @@ def test_an_unknown_key_exits_1_with_a_suggestion_and_removes_nothing(
     assert result.exit_code == 1
     assert "no model on the volume has the key local/checkpoint/w.bin" in result.stderr
     assert f"next: did you mean {KEY}?" in result.stderr
-    assert read_manifest(layout, OTHER) is not None  # the known key of the same command was not removed either
+    assert read_model_manifest(layout, OTHER) is not None  # the known key of the same command was not removed either
 
 
 def test_models_gc_refuses_without_yes_then_removes_with_it(cli: Any, layout: VolumeLayout, volume: dict) -> None:
     refused = cli("models", "gc", "--root", volume["root"], "--projects-dir", volume["projects"])
     assert refused.exit_code == 1 and "--yes" in refused.stderr
-    assert read_manifest(layout, OTHER) is not None
+    assert read_model_manifest(layout, OTHER) is not None
 
     done = cli("models", "gc", "--root", volume["root"], "--projects-dir", volume["projects"], "-y")
     assert done.exit_code == 0, done.stderr
-    assert read_manifest(layout, OTHER) is None and read_manifest(layout, KEY) is not None
+    assert read_model_manifest(layout, OTHER) is None and read_model_manifest(layout, KEY) is not None
 
 
 def test_gc_with_nothing_to_remove_needs_no_yes(cli: Any, volume: dict) -> None:
@@ -116,7 +116,7 @@ def test_on_a_terminal_models_rm_asks(layout: VolumeLayout, volume: dict, answer
 
     assert "Remove 1 model(s)" in output
     assert (code == 0) is removed, output
-    assert (read_manifest(layout, KEY) is None) is removed
+    assert (read_model_manifest(layout, KEY) is None) is removed
     if not removed:
         assert "not confirmed: nothing removed" in output
 

@@ -15,7 +15,7 @@ from tests.wheelfactory import build_wheel, serve
 from volume_cli import models
 from volume_cli.errors import ConfigError, DownloadError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 from volume_cli.project.discovery import load_project_folder
 
 Cli = Callable[..., CliResult]
@@ -168,7 +168,7 @@ def test_models_verify_without_a_project_names_the_damaged_models_projects(
         'name: weights\npython_version: "3.11"\nmodels:\n  - {source: local, path: w.bin, dest: ck/w.bin}\n'
     )
     models.download(layout=layout, project=load_project_folder(folder))
-    manifest = read_manifest(layout, "local/ck/w.bin")
+    manifest = read_model_manifest(layout, "local/ck/w.bin")
     assert manifest is not None
     layout.absolute(manifest.target).write_bytes(b"damaged!!")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from volume_cli.deps.store import cleanup_stale_staging, new_staging, staging_parent
+from volume_cli.deps.entries import cleanup_stale_staging, new_staging, staging_parent
 from volume_cli.errors import LockHeldError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.lock import LeaseLock, LockRecord, machine_identity, process_start_ticks

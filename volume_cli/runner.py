@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,8 @@ def run(
     on_line: LineCallback | None = None,
     log_dir: Path | None = None,
     check: bool = True,
+    timeout: float | None = None,
+    keep_stderr: bool = True,
 ) -> RunResult:
     """Run ``command`` to completion and return its merged output.
 
@@ -59,29 +62,22 @@ def run(
     With ``check`` a non-zero exit raises ``SubprocessError``; the full
     output then goes to ``log_dir/<time>-<label>-<id>.log`` when a
     ``log_dir`` is given. ``env`` replaces the environment entirely.
+    A command still running after ``timeout`` seconds is stopped and raises
+    ``SubprocessError``. ``keep_stderr=False`` discards stderr, for a value
+    read from stdout that a warning on stderr must not corrupt.
     """
     argv = [os.fspath(part) for part in command]
     log.info("running %s", format_command(argv))
     started = time.monotonic()
     lines: list[str] = []
-    try:
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-        )
-    except OSError as exc:
-        raise SubprocessError(
-            f"{label}: cannot run {argv[0]}: {exc.strerror or exc}", command=argv, returncode=-1
-        ) from None
+    process = _start(argv, label=label, env=env, cwd=cwd, keep_stderr=keep_stderr)
     assert process.stdout is not None
+    # The watchdog stops the child; reading then sees end of file and the loop ends.
+    timed_out = threading.Event()
+    watchdog = threading.Timer(timeout, _time_out, args=(process, timed_out)) if timeout is not None else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
     with process:
         try:
             for raw in process.stdout:
@@ -94,7 +90,14 @@ def run(
             # the block would otherwise wait for it to finish on its own.
             _stop(process)
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
     returncode = process.wait()
+    if timed_out.is_set():
+        raise SubprocessError(
+            f"{label} timed out after {timeout}s: {format_command(argv)}", command=argv, returncode=returncode
+        )
     result = RunResult(tuple(argv), returncode, tuple(lines), time.monotonic() - started)
     log.debug("%s exited %d after %.2fs", label, returncode, result.seconds)
     if check and returncode != 0:
@@ -109,6 +112,34 @@ def run(
             tail=tail,
         )
     return result
+
+
+def _start(
+    argv: list[str], *, label: str, env: Mapping[str, str] | None, cwd: Path | None, keep_stderr: bool
+) -> subprocess.Popen[str]:
+    try:
+        return subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if keep_stderr else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise SubprocessError(
+            f"{label}: cannot run {argv[0]}: {exc.strerror or exc}", command=argv, returncode=-1
+        ) from None
+
+
+def _time_out(process: subprocess.Popen[str], timed_out: threading.Event) -> None:
+    if process.poll() is None:
+        timed_out.set()
+        _stop(process)
 
 
 def _stop(process: subprocess.Popen[str], grace: float = 3.0) -> None:

@@ -18,7 +18,7 @@ from volume_cli.layout import VolumeLayout
 from volume_cli.mounts import MountInfo, inspect_mount
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.root import ResolvedRoot
-from volume_cli.store.state import ProjectState, read_project_state
+from volume_cli.store.state import DepsRecord, ProjectState, read_project_state
 
 if TYPE_CHECKING:
     from volume_cli.deps import DepsStatus, StoreUsage
@@ -150,25 +150,10 @@ def project_status(
         except StateError as exc:
             problems.append(exc.message)
         if deps_detail is not None:
-            # "config changed" means the config differs from what the lock was made from; a generation
-            # that differs from the lock (after a rollback) is "differs from lock", not a config change.
-            # Without a lock, the installed generation's config is all there is to compare with.
-            if deps_detail.lock_config_hash is not None:
-                config_changed = deps_detail.config_changed_since_lock
-            elif deps is not None:
-                config_changed = deps.config_hash != deps_detail.config_hash
+            config_changed = _config_changed(deps_detail, deps)
+            problems.extend(_deps_problems(deps_detail, deps))
         if models_detail is not None:
             missing = [model.key for model in models_detail.models if not model.present]
-        if deps_detail is not None and deps_detail.missing_entries:
-            gone = deps_detail.missing_entries
-            problems.append(
-                f"generation {deps_detail.current_generation} links {len(gone)} store entries that are gone "
-                f"({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}): run volume-cli deps install --force"
-            )
-        if deps is not None and deps_detail is not None and not deps_detail.installed:
-            problems.append(
-                f"recorded as installed but {deps_detail.deps_path} is missing: run volume-cli deps install"
-            )
     hook = state.after_install if state else None
     if deps is not None and hook is not None and hook.generation == deps.generation and not hook.ok:
         why = hook.error or "it did not finish"
@@ -192,6 +177,30 @@ def project_status(
         models=models_detail,
         problems=problems,
     )
+
+
+def _config_changed(detail: DepsStatus, deps: DepsRecord | None) -> bool | None:
+    # "config changed" means the config differs from what the lock was made from; a generation
+    # that differs from the lock (after a rollback) is "differs from lock", not a config change.
+    # Without a lock, the installed generation's config is all there is to compare with.
+    if detail.lock_config_hash is not None:
+        return detail.config_changed_since_lock
+    if deps is not None:
+        return deps.config_hash != detail.config_hash
+    return None
+
+
+def _deps_problems(detail: DepsStatus, deps: DepsRecord | None) -> list[str]:
+    problems: list[str] = []
+    if detail.missing_entries:
+        gone = detail.missing_entries
+        problems.append(
+            f"generation {detail.current_generation} links {len(gone)} store entries that are gone "
+            f"({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}): run volume-cli deps install --force"
+        )
+    if deps is not None and not detail.installed:
+        problems.append(f"recorded as installed but {detail.deps_path} is missing: run volume-cli deps install")
+    return problems
 
 
 def volume_status(

@@ -10,7 +10,7 @@ from pathlib import Path
 from wheelfactory import IndexServer, build_wheel
 
 from volume_cli.deps import check, deps_status, install, list_packages, lock_project, rollback, store_usage
-from volume_cli.deps.verify import top_level_modules
+from volume_cli.deps.check import top_level_modules
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 

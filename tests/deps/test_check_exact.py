@@ -9,7 +9,7 @@ from pathlib import Path
 from wheelfactory import IndexServer, build_wheel
 
 from volume_cli.deps import check, install
-from volume_cli.deps.verify import next_step
+from volume_cli.deps.check import next_step
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from wheelfactory import IndexServer
 
 from volume_cli.deps import check, gc, install
-from volume_cli.deps.verify import next_step
+from volume_cli.deps.check import next_step
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,8 @@ def test_without_an_interpreter_wheels_install_by_tag(
     isolated_uv: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("volume_cli.deps.installer.find_interpreter", lambda version, uv=None: None)
+    # The package re-exports the function install, which shadows the module of that name for dotted lookups.
+    monkeypatch.setattr(sys.modules["volume_cli.deps.install"], "find_interpreter", lambda version, uv=None: None)
     project = projects.make("old", {"main": {"packages": ["alpha==2.0"]}}, python="3.10")
     install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     path = layout.deps_path("old", "3.10")

@@ -16,7 +16,7 @@ from wheelfactory import IndexServer, build_wheel, compile_extension, compile_sh
 
 from volume_cli.deps import install
 from volume_cli.deps.documents import ENTRY_MANIFEST
-from volume_cli.deps.store import read_manifest
+from volume_cli.deps.entries import read_entry_manifest
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.store.documents import write_document
@@ -86,7 +86,7 @@ def test_an_extension_reaching_a_sibling_folder_of_its_own_wheel_loads_first(
 
 def test_a_climb_into_a_self_contained_folder_of_the_same_wheel_keeps_its_link(tmp_path: Path) -> None:
     """auditwheel's ``$ORIGIN/../numpy.libs`` reaches libraries that need nothing outside the entry: no extra links."""
-    from volume_cli.deps.store import _origin_real_dirs
+    from volume_cli.deps.entries import _origin_real_dirs
 
     searches = {
         "numpy/core/_multiarray.so": ["$ORIGIN/../../numpy.libs"],
@@ -124,11 +124,11 @@ def test_force_teaches_entries_made_by_the_old_rule_which_folders_to_make_real(
         install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
         # an entry stored by an older volume-cli knew only torchish/ and torchish/lib
         [entry] = [path for path in layout.store_dir.iterdir() if path.name.startswith("torchish-")]
-        manifest = read_manifest(layout, entry.name)
+        manifest = read_entry_manifest(layout, entry.name)
         assert manifest is not None and "functorchish" in manifest.info.real_dirs
         old_info = manifest.info.model_copy(update={"real_dirs": ["torchish", "torchish/lib"]})
         write_document(entry / ENTRY_MANIFEST, manifest.model_copy(update={"info": old_info}))
         install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress, force=True)
     assert import_values(layout.deps_path("origin", PY), {"v": "functorchish.value()"}) == {"v": 21}
-    refreshed = read_manifest(layout, entry.name)
+    refreshed = read_entry_manifest(layout, entry.name)
     assert refreshed is not None and "functorchish" in refreshed.info.real_dirs

@@ -245,7 +245,7 @@ def test_the_cli_shows_one_error_line_and_a_next_line_never_a_traceback(
 
 
 def test_remove_tree_never_follows_a_link_into_another_tree(tmp_path: Path, outside: Path) -> None:
-    from volume_cli.deps.store import remove_tree
+    from volume_cli.deps.entries import remove_tree
 
     root = tmp_path / "volume"
     store = root / "python-deps" / ".store"

@@ -36,7 +36,7 @@ from tests.models.conftest import FAST, ProjectMaker, range_headers
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.fsops import staging_dir
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 
 SLOW = os.environ.get("VOLUME_CLI_SLOW_TESTS") == "1"
 POINTS = 60 if SLOW else 5
@@ -274,7 +274,7 @@ def _one_point(
         problems.append(f"rerun did not converge: a reader sees {after}")
     ranges = set(range_headers(hub, ""))
     problems += [f"partial of {size} bytes not resumed" for size in partials if f"bytes={size}-" not in ranges]
-    manifest = read_manifest(layout, scenario.key)
+    manifest = read_model_manifest(layout, scenario.key)
     if manifest is None or commits.get(manifest.resolved_commit or "") != target:
         problems.append("the manifest does not name the new revision")
     hub.clear_requests()
@@ -342,7 +342,7 @@ def test_a_refresh_killed_between_the_switch_and_the_manifest_converges_forward(
     add = hub.add_hf_repo if source == "huggingface" else hub.add_ms_repo
     commits = {add(scenario.repo, files=scenario.revisions()[1]): 1}
     _download(layout, project, hub)
-    old = read_manifest(layout, scenario.key)
+    old = read_model_manifest(layout, scenario.key)
     commits[add(scenario.repo, files=scenario.revisions()[2])] = 2
     _download(layout, project, hub, refresh=True)
     assert old is not None
@@ -360,5 +360,5 @@ def test_a_refresh_killed_between_the_switch_and_the_manifest_converges_forward(
 
     view = _hf_view(layout, scenario, commits) if source == "huggingface" else _ms_view(layout, scenario)
     assert view == "rev2"
-    manifest = read_manifest(layout, scenario.key)
+    manifest = read_model_manifest(layout, scenario.key)
     assert manifest is not None and commits[manifest.resolved_commit or ""] == 2

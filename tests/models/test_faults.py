@@ -15,7 +15,7 @@ from volume_cli import models
 from volume_cli.errors import ChecksumError, DiskSpaceError, DownloadError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.fsops import staging_dir
-from volume_cli.models.manifest import read_manifest, safe_key
+from volume_cli.models.manifest import read_model_manifest, safe_key
 from volume_cli.progress import NullProgress
 
 WEIGHTS = os.urandom(200_000)
@@ -73,7 +73,7 @@ def test_failover_from_a_dead_first_endpoint(hub: FakeHub, layout: VolumeLayout,
     )
 
     assert [model.endpoint for model in result.models] == [hub.url, hub.url]
-    manifest = read_manifest(layout, "huggingface/model/org/tiny")
+    manifest = read_model_manifest(layout, "huggingface/model/org/tiny")
     assert manifest is not None and manifest.endpoint == hub.url
     assert any(dead in warning and hub.url in warning for warning in progress.warnings)
 
@@ -153,7 +153,7 @@ def test_url_with_a_wrong_sha256_is_rejected_and_nothing_is_left(
     assert "checksum mismatch" in str(caught.value)
     assert not (layout.models_dir / "checkpoints" / "big.safetensors").exists()
     assert not any(staging_dir(layout).rglob("*.part"))
-    assert read_manifest(layout, "url/checkpoints/big.safetensors") is None
+    assert read_model_manifest(layout, "url/checkpoints/big.safetensors") is None
     assert isinstance(caught.value, models.ModelChecksumError)
     assert caught.value.result.models[0].action == "failed"
 

@@ -13,7 +13,7 @@ from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 
 HF_KEY = "huggingface/model/org/tiny"
 REVISIONS = [
@@ -25,7 +25,7 @@ REVISIONS = [
 
 def _download(hub: FakeHub, layout: VolumeLayout, project: Any, **kwargs: Any) -> str:
     models.download(layout=layout, project=project, hf_endpoints=[hub.url], **{**FAST, **kwargs})
-    manifest = read_manifest(layout, HF_KEY)
+    manifest = read_model_manifest(layout, HF_KEY)
     assert manifest is not None and manifest.resolved_commit is not None
     return manifest.resolved_commit
 

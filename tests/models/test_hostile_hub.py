@@ -21,7 +21,7 @@ from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.errors import ConfigError, ModelError, UnsafeIdentifierError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest, write_manifest
+from volume_cli.models.manifest import read_model_manifest, write_manifest
 from volume_cli.models.results import ModelDownloadError
 
 FILES = {"config.json": b'{"a": 1}', "model.safetensors": os.urandom(5000), "sub/vocab.txt": b"a\nb\n"}
@@ -82,7 +82,7 @@ def _hf_refused(hub: FakeHub, layout: VolumeLayout, project: Any, tamper: Tamper
     assert isinstance(failure, UnsafeIdentifierError), repr(failure)
     assert "refused" in str(failure)
     assert _outside_snapshot(layout) == before
-    assert read_manifest(layout, HF_KEY) is None
+    assert read_model_manifest(layout, HF_KEY) is None
     assert not [path for path in layout.models_dir.rglob("*") if path.is_file() and not path.is_symlink()]
     return caught.value
 
@@ -226,7 +226,7 @@ def test_an_old_manifest_naming_a_path_outside_is_never_removed_by_refresh(
     hub.add_hf_repo("org/tiny", files=FILES)
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
     models.download(layout=volume, project=project, hf_endpoints=[hub.url], **FAST)
-    manifest = read_manifest(volume, HF_KEY)
+    manifest = read_model_manifest(volume, HF_KEY)
     assert manifest is not None
     write_manifest(volume, manifest.model_copy(update={"resolved_commit": "../../../../../python-deps"}))
 
@@ -278,7 +278,7 @@ def test_a_malicious_modelscope_listing_is_refused(
 
     assert isinstance(caught.value.failures[MS_KEY], UnsafeIdentifierError), repr(caught.value.failures[MS_KEY])
     assert _outside_snapshot(volume) == before
-    assert read_manifest(volume, MS_KEY) is None
+    assert read_model_manifest(volume, MS_KEY) is None
 
 
 # -- redirects ------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_a_redirect_to_another_scheme_is_not_followed(
     with pytest.raises(ModelError):
         models.download(layout=volume, project=project, hf_endpoints=[hub.url], **{**FAST, "retries": 0})
 
-    assert read_manifest(volume, HF_KEY) is None
+    assert read_model_manifest(volume, HF_KEY) is None
     blobs = volume.hf_hub_cache / "models--org--tiny" / "blobs"
     assert not [path for path in blobs.rglob("*") if path.stat().st_size > 0] if blobs.exists() else True
 
@@ -474,7 +474,7 @@ def test_an_old_modelscope_manifest_naming_paths_outside_is_never_obeyed(
     hub.add_ms_repo("owner/tiny", files={"configuration.json": b"{}", "w.bin": b"w" * 3000})
     project = make_project([{"source": "modelscope", "model_id": "owner/tiny"}])
     models.download(layout=volume, project=project, modelscope_endpoints=[hub.url], **FAST)
-    manifest = read_manifest(volume, MS_KEY)
+    manifest = read_model_manifest(volume, MS_KEY)
     assert manifest is not None
     outside_link = volume.root.parent / "neighbour" / "a-link"
     os.symlink("canary.txt", outside_link)
@@ -495,7 +495,7 @@ def test_an_old_modelscope_manifest_naming_paths_outside_is_never_obeyed(
     assert os.path.islink(outside_link)
 
     # A target outside: the relayout that would move it into the cache is refused or skipped, never done.
-    current = read_manifest(volume, MS_KEY)
+    current = read_model_manifest(volume, MS_KEY)
     assert current is not None
     write_manifest(volume, current.model_copy(update={"target": "python-deps"}))
     with contextlib.suppress(ModelError):

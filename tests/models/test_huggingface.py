@@ -9,7 +9,7 @@ from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker, api_requests, resolve_requests
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 from volume_cli.progress import NullProgress
 from volume_cli.store.state import read_project_state
 
@@ -54,7 +54,7 @@ def test_first_download_is_a_standard_cache_the_real_client_reads_offline(
     config = hf_hub_download("org/tiny", "config.json", cache_dir=layout.hf_hub_cache, local_files_only=True)
     assert Path(config).read_bytes() == FILES["config.json"]
 
-    manifest = read_manifest(layout, "huggingface/model/org/tiny")
+    manifest = read_model_manifest(layout, "huggingface/model/org/tiny")
     assert manifest is not None and manifest.total_size == outcome.size_bytes
     by_path = {entry.path: entry for entry in manifest.files}
     assert by_path["model.safetensors"].sha256 is not None  # LFS: sha256

@@ -13,7 +13,7 @@ from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.errors import ConfigError, ModelError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 
 
 def test_local_folder_is_copied_with_checksums_and_then_a_no_op(
@@ -30,7 +30,7 @@ def test_local_folder_is_copied_with_checksums_and_then_a_no_op(
     dest = layout.models_dir / "loras" / "mine"
     assert (dest / "sub" / "b.json").read_bytes() == b"{}"
     assert (project.folder / "assets" / "lora" / "a.safetensors").exists()  # copied, not moved
-    manifest = read_manifest(layout, "local/loras/mine")
+    manifest = read_model_manifest(layout, "local/loras/mine")
     assert manifest is not None
     assert {entry.path: entry.sha256 for entry in manifest.files} == {
         "a.safetensors": hashlib.sha256(b"A" * 1000).hexdigest(),
@@ -91,7 +91,7 @@ def test_url_without_sha256_records_the_computed_one(
     [outcome] = models.download(layout=layout, project=project, **FAST).models
 
     assert outcome.endpoint == hub.url
-    manifest = read_manifest(layout, "url/vae/vae.safetensors")
+    manifest = read_model_manifest(layout, "url/vae/vae.safetensors")
     assert manifest is not None and manifest.files[0].sha256 == hashlib.sha256(data).hexdigest()
     hub.stop()
     assert models.download(layout=layout, project=project, **FAST).models[0].action == "present"

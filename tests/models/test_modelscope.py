@@ -13,7 +13,7 @@ from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest
+from volume_cli.models.manifest import read_model_manifest
 from volume_cli.models.mslayout import plan_layout, variant_for
 
 WEIGHTS = os.urandom(120_000)
@@ -58,7 +58,7 @@ def test_first_download_is_read_by_the_installed_modelscope_offline(
         "Qwen/Qwen2.5-0.5B", "tokenizer/vocab.txt", revision="master", cache_dir=str(cache), local_files_only=True
     )
     assert Path(single).read_bytes() == FILES["tokenizer/vocab.txt"]
-    manifest = read_manifest(layout, KEY)
+    manifest = read_model_manifest(layout, KEY)
     assert manifest is not None and all(entry.sha256 for entry in manifest.files)
 
 

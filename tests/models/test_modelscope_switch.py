@@ -22,7 +22,7 @@ from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest, write_manifest
+from volume_cli.models.manifest import read_model_manifest, write_manifest
 
 MODEL = "owner/switch.model"
 KEY = f"modelscope/{MODEL}"
@@ -182,7 +182,7 @@ def test_every_release_folder_leads_to_the_same_revision(
     project = make_project([{"source": "modelscope", "model_id": MODEL}])
     for version in ("1.10.0", "1.13.0", "1.20.0", None):
         _download(layout, project, hub, consumer_modelscope_version=version)
-        manifest = read_manifest(layout, KEY)
+        manifest = read_model_manifest(layout, KEY)
         assert manifest is not None
         real = {os.path.realpath(folder) for folder in _reader_folders(layout)}
         assert real == {str(layout.absolute(manifest.files_root).resolve())}
@@ -222,7 +222,7 @@ def test_a_changed_local_folder_is_swapped_in_without_a_gap(layout: VolumeLayout
 
 def _make_legacy(layout: VolumeLayout) -> Path:
     """Rearrange a download into what earlier volume-cli releases wrote: a real folder, links to it."""
-    manifest = read_manifest(layout, KEY)
+    manifest = read_model_manifest(layout, KEY)
     assert manifest is not None
     revision = layout.absolute(manifest.files_root)
     folders = _reader_folders(layout)
@@ -286,7 +286,7 @@ def test_remove_takes_every_revision_and_link_and_nothing_else(
 
     models.remove(layout=layout, keys=[KEY])
 
-    assert not store.exists() and read_manifest(layout, KEY) is None
+    assert not store.exists() and read_model_manifest(layout, KEY) is None
     assert not any(os.path.lexists(folder) for folder in _reader_folders(layout))
     other = layout.modelscope_cache / "models" / "owner" / "other"
     assert (other / "configuration.json").read_bytes() == b'{"rev": 1}'
@@ -316,7 +316,7 @@ def test_status_tells_when_the_switch_is_still_pending_and_download_finishes_it_
     hub.add_ms_repo(MODEL, files=_revision(1))
     project = make_project([{"source": "modelscope", "model_id": MODEL}])
     _download(layout, project, hub)
-    old = read_manifest(layout, KEY)
+    old = read_model_manifest(layout, KEY)
     hub.move_ms_revision(MODEL, "master", files=_revision(2))
     _download(layout, project, hub, refresh=True)
     assert old is not None
@@ -340,7 +340,7 @@ def test_a_damaged_file_is_repaired_inside_the_live_revision(
     hub.add_ms_repo(MODEL, files=_revision(1))
     project = make_project([{"source": "modelscope", "model_id": MODEL}])
     _download(layout, project, hub)
-    manifest = read_manifest(layout, KEY)
+    manifest = read_model_manifest(layout, KEY)
     assert manifest is not None
     live = layout.absolute(manifest.files_root)
     weights = live / "pytorch_model.bin"
@@ -350,6 +350,6 @@ def test_a_damaged_file_is_repaired_inside_the_live_revision(
     [outcome] = _download(layout, project, hub).models
 
     assert outcome.action == "repaired" and outcome.files_fetched == ("pytorch_model.bin",)
-    assert read_manifest(layout, KEY) is not None
+    assert read_model_manifest(layout, KEY) is not None
     assert [path.name for path in live.parent.glob("rev-*")] == [live.name]  # no second revision folder
     assert _observe(_reader_folders(layout)[0]) == (b"1", b"1", b"1")

@@ -21,7 +21,7 @@ from volume_cli import models
 from volume_cli.errors import ModelError, UnsafePathError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.fsops import STAGING_NAME
-from volume_cli.models.manifest import read_manifest, safe_key, write_manifest
+from volume_cli.models.manifest import read_model_manifest, safe_key, write_manifest
 from volume_cli.models.results import ModelDownloadError
 
 WEIGHTS = os.urandom(20_000)
@@ -104,7 +104,7 @@ def test_a_planted_folder_link_in_the_hf_cache_is_refused(
 
     _refused(caught, HF_KEY)
     assert _tree(outside) == before
-    assert read_manifest(layout, HF_KEY) is None
+    assert read_model_manifest(layout, HF_KEY) is None
 
 
 def test_refresh_never_empties_a_planted_blobs_link(
@@ -114,7 +114,7 @@ def test_refresh_never_empties_a_planted_blobs_link(
     hub.add_hf_repo("org/tiny", files=FILES)
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
     _hf(hub, layout, project)
-    manifest = read_manifest(layout, HF_KEY)
+    manifest = read_model_manifest(layout, HF_KEY)
     assert manifest is not None and manifest.resolved_commit is not None
     old = layout.hf_hub_cache / REPO / "snapshots" / manifest.resolved_commit
     for child in old.iterdir():
@@ -225,7 +225,7 @@ def test_remove_never_follows_a_planted_parent_link(
 
     assert result.removed == ()
     assert _tree(outside) == before
-    assert read_manifest(layout, "local/loras/mine") is not None  # still tracked: the next run can tell
+    assert read_model_manifest(layout, "local/loras/mine") is not None  # still tracked: the next run can tell
 
 
 def test_remove_takes_a_planted_link_at_the_target_as_a_link(
@@ -249,7 +249,7 @@ def test_gc_never_removes_what_a_manifest_places_outside_the_models_folder(
     layout: VolumeLayout, make_project: ProjectMaker, outside: Path
 ) -> None:
     _local_model(layout, make_project)
-    manifest = read_manifest(layout, "local/loras/mine")
+    manifest = read_model_manifest(layout, "local/loras/mine")
     assert manifest is not None
     (layout.root / "python-deps").mkdir()
     (layout.root / "python-deps" / "canary").write_text("deps")

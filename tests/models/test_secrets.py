@@ -16,7 +16,7 @@ from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.errors import ModelError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import read_manifest, write_manifest
+from volume_cli.models.manifest import read_model_manifest, write_manifest
 from volume_cli.redact import redact_text, redact_url
 
 SECRETS = ("s3cr3tpass", "t0kenvalue", "amzsig999", "sigsecret", "bearer-abc-123")
@@ -68,7 +68,7 @@ def test_url_credentials_are_neither_stored_nor_printed(
         _assert_clean(result.stdout + result.stderr, name)
     _assert_volume_clean(volume_root)
     assert (volume_root / "models" / "ckpt" / "w.bin").read_bytes() == WEIGHTS
-    manifest = read_manifest(VolumeLayout(volume_root), "url/ckpt/w.bin")
+    manifest = read_model_manifest(VolumeLayout(volume_root), "url/ckpt/w.bin")
     assert manifest is not None and manifest.model_id.startswith(f"http://127.0.0.1:{hub.port}/org/tiny")
 
 
@@ -95,11 +95,11 @@ def test_an_old_manifest_with_credentials_is_not_shown(
     hub.add_hf_repo("org/tiny", files={"w.bin": WEIGHTS})
     project = make_project([{"source": "url", "url": f"{hub.url}/org/tiny/resolve/main/w.bin", "dest": "w.bin"}])
     models.download(layout=layout, project=project, **FAST)
-    manifest = read_manifest(layout, "url/w.bin")
+    manifest = read_model_manifest(layout, "url/w.bin")
     assert manifest is not None
     write_manifest(layout, manifest.model_copy(update={"model_id": _secret_url(hub), "endpoint": _secret_url(hub)}))
 
-    again = read_manifest(layout, "url/w.bin")
+    again = read_model_manifest(layout, "url/w.bin")
 
     assert again is not None
     _assert_clean(again.model_dump_json(), "manifest")

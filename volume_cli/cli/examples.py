@@ -46,6 +46,7 @@ EXAMPLES: dict[str, list[str]] = {
         "volume-cli deps install -p demo --force --wait 600",
     ],
     "deps rollback": ["volume-cli deps rollback -p demo --dry-run", "volume-cli deps rollback -p demo"],
+    "deps gc": ["volume-cli deps gc --dry-run", "volume-cli deps gc --grace-hours 0 --drop-previous"],
     "deps check": ["volume-cli deps check -p demo", "volume-cli deps check -p demo --no-imports --json"],
     "models": ["volume-cli models download -p demo", "volume-cli models list"],
     "models list": ["volume-cli models list", "volume-cli models list -p demo --json"],

@@ -13,7 +13,7 @@ these and renders. Errors are ``volume_cli.errors`` classes.
     plan_install(*, layout, project, mirror, force=False, upgrade=False, cache_dir=None,
                  progress) -> InstallPlan
     rollback(*, layout, project, progress, wait_seconds=0, dry_run=False) -> RollbackResult
-    check(*, layout, project, imports=True, progress) -> CheckReport          # report.ok
+    check(*, layout, project, imports=True, progress) -> DepsCheckReport          # report.ok
     list_packages(*, layout, project, mirror) -> list[PackageRow]
     gc(*, layout, grace_seconds, dry_run, progress, wait_seconds=0) -> GcReport
     deps_status(*, layout, project, mirror) -> DepsStatus
@@ -32,17 +32,17 @@ On the volume::
 never the volume.
 """
 
-from volume_cli.deps.collect import GcReport, gc
-from volume_cli.deps.installer import InstallResult, install, plan_install
-from volume_cli.deps.lockfile import LockResult, lock_project
+from volume_cli.deps.check import DepsCheckReport, FileProblem, ImportFailure, VersionMismatch, check
+from volume_cli.deps.gc import GcReport, gc
+from volume_cli.deps.install import InstallResult, install, plan_install
+from volume_cli.deps.lock import LockResult, lock_project
 from volume_cli.deps.plan import InstallPlan, PackageChange
-from volume_cli.deps.revert import RollbackResult, rollback
+from volume_cli.deps.rollback import RollbackResult, rollback
 from volume_cli.deps.status import DepsStatus, PackageRow, StoreUsage, deps_status, list_packages, store_usage
 from volume_cli.deps.uvtool import default_cache_dir
-from volume_cli.deps.verify import CheckReport, FileProblem, ImportFailure, VersionMismatch, check
 
 __all__ = [
-    "CheckReport",
+    "DepsCheckReport",
     "DepsStatus",
     "FileProblem",
     "GcReport",

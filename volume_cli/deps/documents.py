@@ -24,7 +24,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from volume_cli.layout import VolumeLayout
-from volume_cli.store.documents import StoreDocument
+from volume_cli.store.documents import StoreDocument, read_document
 from volume_cli.store.state import utc_now
 
 ENTRY_MANIFEST = ".volume-cli-entry.json"
@@ -161,3 +161,11 @@ def generation_record_path(layout: VolumeLayout, project: str, generation: str) 
 
 def install_intent_path(layout: VolumeLayout, project: str) -> Path:
     return layout.project_state_dir(project) / "install-intent.json"
+
+
+def read_lock_info(layout: VolumeLayout, project: str) -> LockInfo | None:
+    return read_document(lock_info_path(layout, project), LockInfo)
+
+
+def read_generation_record(layout: VolumeLayout, project: str, generation: str) -> GenerationRecord | None:
+    return read_document(generation_record_path(layout, project, generation), GenerationRecord)

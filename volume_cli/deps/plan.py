@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from volume_cli.deps.dist_info import read_metadata_fields
 from volume_cli.deps.documents import LockedPackage
-from volume_cli.deps.store import base_key, entry_key, read_metadata_fields
+from volume_cli.deps.entries import base_key, entry_key
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class PackageChange:
     entry: str | None = None  # the entry currently installed
 
 
+ChangeKind = Literal["add", "upgrade", "downgrade", "reinstall", "remove", "unchanged"]
+
+
 @dataclass(frozen=True)
 class InstallPlan:
     project: str
@@ -82,6 +86,18 @@ class InstallPlan:
     @property
     def to_install(self) -> tuple[PackageChange, ...]:
         return self.add + self.upgrade + self.downgrade + self.reinstall
+
+    def kinds(self) -> dict[str, ChangeKind]:
+        """Each package's one kind of change: the vocabulary check and list translate into their own words."""
+        buckets: dict[ChangeKind, tuple[PackageChange, ...]] = {
+            "add": self.add,
+            "upgrade": self.upgrade,
+            "downgrade": self.downgrade,
+            "reinstall": self.reinstall,
+            "remove": self.remove,
+            "unchanged": self.unchanged,
+        }
+        return {change.name: kind for kind, changes in buckets.items() for change in changes}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

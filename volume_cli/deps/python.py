@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,9 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from volume_cli.errors import SubprocessError
+from volume_cli.runner import run
 
 # Serverless images are Debian/Ubuntu based; 2.28 (Debian 10 / RHEL 8) is the
 # newest glibc we can assume, and is what uv's x86_64-manylinux_2_28 means.
@@ -105,16 +107,15 @@ def _interpreter_full_version(interpreter: str) -> str | None:
     if interpreter == sys.executable:
         return ".".join(str(part) for part in sys.version_info[:3])
     try:
-        completed = subprocess.run(
+        completed = run(
             [interpreter, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
-            capture_output=True,
-            text=True,
+            label="python-version",
             timeout=30,
-            check=True,
+            keep_stderr=False,
         )
-    except (OSError, subprocess.SubprocessError):
+    except SubprocessError:
         return None
-    return completed.stdout.strip() or None
+    return completed.output.strip() or None
 
 
 def _pyenv_candidates(version: str) -> Iterator[Path]:
@@ -139,16 +140,17 @@ def _pyenv_candidates(version: str) -> Iterator[Path]:
 def _uv_find(version: str, uv: str) -> Path | None:
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
     try:
-        completed = subprocess.run(
+        completed = run(
             [uv, "python", "find", "--no-project", "--system", version],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            label="uv-python-find",
             env=env,
+            timeout=60,
+            check=False,
+            keep_stderr=False,
         )
-    except (OSError, subprocess.SubprocessError):
+    except SubprocessError:
         return None
-    found = completed.stdout.strip()
+    found = completed.output.strip()
     return Path(found) if completed.returncode == 0 and found else None
 
 

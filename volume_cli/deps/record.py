@@ -33,18 +33,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+from volume_cli import __version__
 from volume_cli.deps.documents import (
     GenerationRecord,
     InstallIntent,
-    generation_record_path,
     install_intent_path,
+    read_generation_record,
 )
 from volume_cli.deps.forest import current_generation, generation_dir
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import LeaseLock, LockRecord, lock_path, process_alive
-from volume_cli.store.state import DepsRecord, ProjectState, read_project_state, update_project_state
+from volume_cli.store.state import DepsRecord, ProjectState, read_project_state, update_project_state, utc_now
 
 STORE_LOCK_NAME = "volume-store"
 STORE_LOCK_WAIT_SECONDS = 600.0  # gc holds it for a listing and renames; a crashed holder's lease ends in 60 s
@@ -122,7 +123,7 @@ def reconciled_deps(
     if linked is None or (recorded is not None and recorded.generation == linked):
         return recorded
     try:
-        record = read_document(generation_record_path(layout, project, linked), GenerationRecord)
+        record = read_generation_record(layout, project, linked)
     except StateError:
         record = None
     left = recorded.generation if recorded is not None else None
@@ -161,3 +162,33 @@ def repair_state(layout: VolumeLayout, project: str, python_version: str) -> Dep
         return deps
     update_project_state(layout, project, python_version, lambda current: current.model_copy(update={"deps": deps}))
     return deps
+
+
+def record_switch(
+    layout: VolumeLayout,
+    project: str,
+    python_version: str,
+    record: GenerationRecord,
+    *,
+    previous: str | None,
+    new_bytes: int,
+) -> None:
+    """state.json once ``record``'s generation is current: the one writer for install and rollback."""
+    deps = DepsRecord(
+        generation=record.generation,
+        previous_generation=previous if previous != record.generation else None,
+        generation_path=record.path,
+        config_hash=record.config_hash,
+        lock_hash=record.lock_hash,
+        installed_at=utc_now(),
+        package_count=len(record.entries),
+        size_bytes=record.size_bytes,
+        new_bytes=new_bytes,
+        tool_version=__version__,
+    )
+    update_project_state(
+        layout,
+        project,
+        python_version,
+        lambda current: current.model_copy(update={"python_version": python_version, "deps": deps}),
+    )

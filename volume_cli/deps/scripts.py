@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from volume_cli.deps.store import read_record, record_digest
+from volume_cli.deps.dist_info import read_record, record_digest
 
 # The shebang uv writes, or its /bin/sh trampoline for interpreter paths too long for the kernel.
 _SHEBANG = re.compile(rb"\A#![ \t]*(/\S*/python[0-9.]*)[ \t]*\r?\n")

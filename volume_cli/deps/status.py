@@ -20,16 +20,15 @@ from packaging.utils import canonicalize_name
 
 from volume_cli.deps.documents import (
     GenerationRecord,
-    LockInfo,
-    generation_record_path,
     generation_records_dir,
-    lock_info_path,
+    read_generation_record,
+    read_lock_info,
 )
+from volume_cli.deps.entries import read_entry_manifest
 from volume_cli.deps.forest import current_generation
-from volume_cli.deps.plan import read_installed
+from volume_cli.deps.lock import read_current_lock
+from volume_cli.deps.plan import ChangeKind, compute_plan, read_installed
 from volume_cli.deps.record import reconciled_deps
-from volume_cli.deps.resolve import read_current_lock
-from volume_cli.deps.store import read_manifest
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
@@ -91,7 +90,7 @@ def deps_status(
         state = read_project_state(layout, project.name)
     # state.json may be one switch behind after a crash: read it through the link.
     deps = reconciled_deps(layout, project.name, python_version, state)
-    lock = read_document(lock_info_path(layout, project.name), LockInfo)
+    lock = read_lock_info(layout, project.name)
     current = current_generation(layout, project.name, python_version)
     records = sorted(
         name.removesuffix(".json")
@@ -128,7 +127,7 @@ def _missing_entries(
     if current is None:
         return ()
     try:
-        record = read_document(generation_record_path(layout, project, current), GenerationRecord)
+        record = read_generation_record(layout, project, current)
     except StateError:
         return ()
     if record is None:
@@ -190,7 +189,7 @@ def store_usage(*, layout: VolumeLayout) -> StoreUsage:
     unreferenced = [name for name in on_disk if name not in users]
     unreferenced_bytes = 0
     for name in unreferenced:
-        manifest = read_manifest(layout, name)
+        manifest = read_entry_manifest(layout, name)
         unreferenced_bytes += manifest.info.size_bytes if manifest else 0
     present = [name for name in on_disk if name in users]
     shared = [name for name in present if len(users[name]) > 1]
@@ -231,21 +230,31 @@ def list_packages(*, layout: VolumeLayout, project: ProjectDefinition, mirror: s
     locked = {package.name: package.version for package in lock.info.packages} if lock else {}
     current = current_generation(layout, project.name, project.python_version)
     installed = read_installed(layout.deps_path(project.name, project.python_version)) if current else {}
+    kinds = compute_plan(
+        project=project.name,
+        python_version=project.python_version,
+        current_generation=current,
+        lock_hash=lock.info.pylock_sha256 if lock else None,
+        locked=lock.info.packages if lock else [],
+        installed=installed,
+    ).kinds()
     rows: list[PackageRow] = []
     for name in sorted(set(requested) | set(locked) | set(installed)):
         group_name, requirement = requested.get(name, (None, None))
-        locked_version = locked.get(name)
         dist = installed.get(name)
-        installed_version = dist.version if dist else None
-        if locked_version is None and installed_version is not None and name not in requested:
-            status = "extra"
-        elif locked_version is None:
-            status = "not locked"
-        elif installed_version is None:
-            status = "not installed"
-        elif installed_version != locked_version:
-            status = "differs"
-        else:
-            status = "ok"
-        rows.append(PackageRow(name, group_name, requirement, locked_version, installed_version, status))
+        kind = kinds.get(name)
+        # Asked for by the config but not in the lock (yet), whether installed or not.
+        status = "not locked" if kind is None or (kind == "remove" and name in requested) else _ROW_STATUS[kind]
+        rows.append(PackageRow(name, group_name, requirement, locked.get(name), dist.version if dist else None, status))
     return rows
+
+
+# The comparison's kinds in the words of `deps list`.
+_ROW_STATUS: dict[ChangeKind, str] = {
+    "add": "not installed",
+    "upgrade": "differs",
+    "downgrade": "differs",
+    "reinstall": "ok",  # same version, another build: list shows versions
+    "unchanged": "ok",
+    "remove": "extra",
+}

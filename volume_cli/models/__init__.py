@@ -17,9 +17,8 @@ from __future__ import annotations
 from volume_cli.models.download import download
 from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
 from volume_cli.models.ensure import STARTUP_ENV, ensure
-from volume_cli.models.environment import client_environment
 from volume_cli.models.gc import gc, remove
-from volume_cli.models.manifest import ManifestFile, ModelManifest, manifest_path, read_manifest
+from volume_cli.models.manifest import ManifestFile, ModelManifest, manifest_path, read_model_manifest
 from volume_cli.models.mslayout import variant_for as modelscope_layout_variant
 from volume_cli.models.results import (
     DamagedFile,
@@ -58,7 +57,6 @@ __all__ = [
     "ModelsStatus",
     "RemovedModel",
     "VerifyResult",
-    "client_environment",
     "download",
     "ensure",
     "gc",
@@ -66,7 +64,7 @@ __all__ = [
     "manifest_path",
     "models_status",
     "modelscope_layout_variant",
-    "read_manifest",
+    "read_model_manifest",
     "remove",
     "resolve_endpoints",
     "verify",

@@ -12,12 +12,13 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
+from volume_cli.config.model_sources import ModelSpec
 from volume_cli.errors import ChecksumError, ModelError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
 from volume_cli.models.engine import Engine, EngineSettings, WorkItem, present_outcome
 from volume_cli.models.http import DEFAULT_MIN_RATE, RetryPolicy, with_deadline
-from volume_cli.models.manifest import models_config_hash, read_manifest
+from volume_cli.models.manifest import models_config_hash, read_model_manifest
 from volume_cli.models.plan import unique_specs
 from volume_cli.models.results import DownloadResult, ModelChecksumError, ModelDownloadError, ModelOutcome
 from volume_cli.models.sources import SourceContext
@@ -58,21 +59,15 @@ def download(
     environ = os.environ if env is None else env
     if consumer_modelscope_version is None:
         # The modelscope the project's workers import decides the layout they read.
-        from volume_cli.deps.locked import locked_version
+        from volume_cli.deps.lock import locked_version
 
         consumer_modelscope_version = locked_version(layout, project.name, "modelscope")
     context = SourceContext(layout, reporter, environ, consumer_modelscope_version, utc_now())
-    settings = EngineSettings(
-        # The order of precedence: the caller's list (CLI), the project's config, the environment, the hub.
-        hf_endpoints=resolve_endpoints(
-            hf_endpoints or project.spec.hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT
-        ),
-        modelscope_endpoints=resolve_endpoints(
-            modelscope_endpoints or project.spec.modelscope_endpoints,
-            env=environ,
-            env_var="MODELSCOPE_ENDPOINT",
-            default=MODELSCOPE_DEFAULT_ENDPOINT,
-        ),
+    settings = _settings(
+        project,
+        environ,
+        hf_endpoints=hf_endpoints,
+        modelscope_endpoints=modelscope_endpoints,
         policy=with_deadline(
             RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, min_rate=min_rate), deadline
         ),
@@ -82,41 +77,9 @@ def download(
     )
     engine = Engine(context, settings, project.folder)
     specs = unique_specs(project.models)
-    outcomes: dict[str, ModelOutcome] = {}
-    items: list[WorkItem] = []
-    for spec in specs:
-        plan = engine.plan(spec, refresh=refresh)
-        if plan.state == "present":
-            outcomes[spec.key] = present_outcome(plan)
-            continue
-        try:
-            prepared = engine.prepare_item(plan)
-        except (ModelError, OSError) as exc:
-            outcomes[spec.key] = engine.record_failure(spec, exc)
-            continue
-        if isinstance(prepared, WorkItem):
-            items.append(prepared)
-        else:
-            outcomes[spec.key] = prepared
-
+    outcomes, items = _prepare_all(engine, specs, refresh=refresh)
     needed, free = engine.check_space(items) if items else (0, None)
-    if dry_run:
-        for item in items:
-            outcomes[item.plan.key] = ModelOutcome(
-                key=item.plan.key, source=item.plan.spec.source, action="planned", size_bytes=item.bytes_needed
-            )
-    elif items:
-        # Whole files, as each model's bar: a resumed partial is counted in as it is adopted.
-        whole = sum(job.size for item in items for job in item.jobs if not job.present)
-        overall = reporter.task("models", total=float(whole), unit="bytes")
-        try:
-            for item in items:
-                try:
-                    outcomes[item.plan.key] = engine.apply(item, overall)
-                except (ModelError, OSError) as exc:
-                    outcomes[item.plan.key] = engine.record_failure(item.plan.spec, exc)
-        finally:
-            overall.finish()
+    _apply_all(engine, items, outcomes, dry_run=dry_run, progress=reporter)
 
     result = DownloadResult(
         project=project.name,
@@ -134,6 +97,82 @@ def download(
     return result
 
 
+def _settings(
+    project: ProjectDefinition,
+    environ: Mapping[str, str],
+    *,
+    hf_endpoints: Sequence[str] | None,
+    modelscope_endpoints: Sequence[str] | None,
+    policy: RetryPolicy,
+    max_workers: int,
+    lock_wait_seconds: float,
+    dry_run: bool,
+) -> EngineSettings:
+    return EngineSettings(
+        # The order of precedence: the caller's list (CLI), the project's config, the environment, the hub.
+        hf_endpoints=resolve_endpoints(
+            hf_endpoints or project.spec.hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT
+        ),
+        modelscope_endpoints=resolve_endpoints(
+            modelscope_endpoints or project.spec.modelscope_endpoints,
+            env=environ,
+            env_var="MODELSCOPE_ENDPOINT",
+            default=MODELSCOPE_DEFAULT_ENDPOINT,
+        ),
+        policy=policy,
+        max_workers=max_workers,
+        lock_wait_seconds=lock_wait_seconds,
+        dry_run=dry_run,
+    )
+
+
+def _prepare_all(
+    engine: Engine, specs: Sequence[ModelSpec], *, refresh: bool
+) -> tuple[dict[str, ModelOutcome], list[WorkItem]]:
+    """Plan every model offline: the present ones get their outcome, the others a work item (or a failure)."""
+    outcomes: dict[str, ModelOutcome] = {}
+    items: list[WorkItem] = []
+    for spec in specs:
+        plan = engine.plan(spec, refresh=refresh)
+        if plan.state == "present":
+            outcomes[spec.key] = present_outcome(plan)
+            continue
+        try:
+            prepared = engine.prepare_item(plan)
+        except (ModelError, OSError) as exc:
+            outcomes[spec.key] = engine.record_failure(spec, exc)
+            continue
+        if isinstance(prepared, WorkItem):
+            items.append(prepared)
+        else:
+            outcomes[spec.key] = prepared
+
+    return outcomes, items
+
+
+def _apply_all(
+    engine: Engine, items: list[WorkItem], outcomes: dict[str, ModelOutcome], *, dry_run: bool, progress: Progress
+) -> None:
+    """Fetch every work item (or mark it planned); one model failing does not stop the others."""
+    if dry_run:
+        for item in items:
+            outcomes[item.plan.key] = ModelOutcome(
+                key=item.plan.key, source=item.plan.spec.source, action="planned", size_bytes=item.bytes_needed
+            )
+    elif items:
+        # Whole files, as each model's bar: a resumed partial is counted in as it is adopted.
+        whole = sum(job.size for item in items for job in item.jobs if not job.present)
+        overall = progress.task("models", total=float(whole), unit="bytes")
+        try:
+            for item in items:
+                try:
+                    outcomes[item.plan.key] = engine.apply(item, overall)
+                except (ModelError, OSError) as exc:
+                    outcomes[item.plan.key] = engine.record_failure(item.plan.spec, exc)
+        finally:
+            overall.finish()
+
+
 def _raise_failures(result: DownloadResult, failures: dict[str, Exception]) -> None:
     first_key, first = next(iter(failures.items()))
     count = len(failures)
@@ -147,7 +186,7 @@ def _raise_failures(result: DownloadResult, failures: dict[str, Exception]) -> N
 def record_project_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
     """Update ProjectState.models when every model is present (skipped when already recorded)."""
     specs = unique_specs(project.models)
-    manifests = [read_manifest(layout, spec.key) for spec in specs]
+    manifests = [read_model_manifest(layout, spec.key) for spec in specs]
     size = sum(manifest.total_size for manifest in manifests if manifest is not None)
     config_hash = models_config_hash(specs)
     state = read_project_state(layout, project.name)

@@ -14,7 +14,7 @@ from volume_cli.models.fsops import disk_free, remove_path, staging_dir
 from volume_cli.models.hf import HuggingFaceSource
 from volume_cli.models.http import HttpClient, HttpStatusError, RetryPolicy
 from volume_cli.models.localsource import import_local
-from volume_cli.models.manifest import ModelManifest, model_lock_path, read_manifest, safe_key, write_manifest
+from volume_cli.models.manifest import ModelManifest, model_lock_path, read_model_manifest, safe_key, write_manifest
 from volume_cli.models.modelscope import ModelScopeSource
 from volume_cli.models.plan import ModelPlan, plan_model
 from volume_cli.models.results import ModelAction, ModelOutcome
@@ -154,7 +154,7 @@ class Engine:
             on_wait=announce,
         )
         with lock:
-            current = read_manifest(self.context.layout, spec.key)
+            current = read_model_manifest(self.context.layout, spec.key)
             if current != item.plan.manifest:
                 replanned = self.plan(spec, refresh=False)
                 if replanned.state == "present":  # another pod finished it while we waited

@@ -96,7 +96,7 @@ def model_lock_path(layout: VolumeLayout, key: str) -> Path:
     return lock_path(layout.locks_dir, "model-" + safe_key(key))
 
 
-def read_manifest(layout: VolumeLayout, key: str) -> ModelManifest | None:
+def read_model_manifest(layout: VolumeLayout, key: str) -> ModelManifest | None:
     return read_document(manifest_path(layout, key), ModelManifest)
 
 

@@ -15,7 +15,7 @@ from volume_cli.config.model_sources import HuggingFaceModel, LocalModel, ModelS
 from volume_cli.errors import ModelError
 from volume_cli.models.fsops import MANAGED_TOP_LEVEL
 from volume_cli.models.localsource import fingerprint, scan_source, source_path
-from volume_cli.models.manifest import ModelManifest, QuickCheck, quick_check, read_manifest, spec_hash
+from volume_cli.models.manifest import ModelManifest, QuickCheck, quick_check, read_model_manifest, spec_hash
 from volume_cli.models.sources import SourceContext, is_pinned
 
 PlanState = Literal["present", "missing", "outdated", "incomplete", "relayout", "refresh"]
@@ -68,7 +68,7 @@ def plan_model(
     is_current: Callable[[ModelManifest], bool],
 ) -> ModelPlan:
     """``is_current``: the source's on-volume arrangement (ModelScope layout and links) is what we would write."""
-    manifest = read_manifest(context.layout, spec.key)
+    manifest = read_model_manifest(context.layout, spec.key)
     if manifest is None:
         return ModelPlan(spec, None, "missing", None)
     if manifest.spec_hash != spec_hash(spec):

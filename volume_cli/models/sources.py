@@ -11,10 +11,10 @@ from typing import Protocol
 
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.layout import VolumeLayout
-from volume_cli.models import identifiers
 from volume_cli.models.checksums import Checksum
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.http import HttpClient
+from volume_cli.models.identifiers import check_repo_path as check_repo_path  # the hub clients import it from here
 from volume_cli.models.manifest import ManifestFile, ModelManifest
 from volume_cli.progress import Progress
 
@@ -132,8 +132,3 @@ def filter_paths(
         key=lambda entry: entry.path,
     )
     return tuple(sorted(kept, key=lambda item: item.path))
-
-
-def check_repo_path(path: object) -> str:
-    """Refuse file names from a hub that would escape the model folder (an ``error:`` line, not a crash)."""
-    return identifiers.check_repo_path(path)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import ModelManifest, all_manifests, quick_check, read_manifest, spec_hash
+from volume_cli.models.manifest import ModelManifest, all_manifests, quick_check, read_model_manifest, spec_hash
 from volume_cli.models.modelscope import REVISIONS_VARIANT, revision_is_live
 from volume_cli.models.plan import unique_specs
 from volume_cli.models.results import ModelListing, ModelsStatus, ModelState, ModelStatus
@@ -32,7 +32,7 @@ def _state(
 
 
 def model_status(layout: VolumeLayout, spec: ModelSpec) -> ModelStatus:
-    manifest = read_manifest(layout, spec.key)
+    manifest = read_model_manifest(layout, spec.key)
     state, problems = _state(layout, spec, manifest)
     return ModelStatus(
         key=spec.key,

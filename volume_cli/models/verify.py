@@ -17,7 +17,7 @@ from volume_cli.models.manifest import (
     all_manifests,
     model_lock_path,
     quick_check,
-    read_manifest,
+    read_model_manifest,
     write_manifest,
 )
 from volume_cli.models.plan import unique_specs
@@ -39,7 +39,7 @@ def verify(
     """Check the project's models (or every model on the volume when ``project`` is None)."""
     reporter: Progress = progress if progress is not None else NullProgress()
     if project is not None:
-        pairs = [(spec.key, read_manifest(layout, spec.key)) for spec in unique_specs(project.models)]
+        pairs = [(spec.key, read_model_manifest(layout, spec.key)) for spec in unique_specs(project.models)]
     else:
         pairs = [(manifest.key, manifest) for manifest in all_manifests(layout)]
     results = []
@@ -101,7 +101,7 @@ def _record_damage(layout: VolumeLayout, manifest: ModelManifest, damaged: list[
     with LeaseLock(
         model_lock_path(layout, manifest.key), command=f"models verify {manifest.key}", wait_seconds=lock_wait
     ):
-        current = read_manifest(layout, manifest.key)
+        current = read_model_manifest(layout, manifest.key)
         if current is None or current.downloaded_at != manifest.downloaded_at:
             return  # re-downloaded meanwhile: our findings are about files that are gone
         write_manifest(layout, current.model_copy(update={"damaged": damaged}))

@@ -25,7 +25,7 @@ class ProjectCheck:
 
 
 @dataclass(frozen=True)
-class CheckReport:
+class ProjectCheckReport:
     projects: list[ProjectCheck]
     notes: list[str] = field(default_factory=list)
 
@@ -38,19 +38,19 @@ class CheckReport:
         return next((check for check in self.projects if not check.ok), None)
 
 
-def check_projects(extra_dirs: Sequence[str | os.PathLike[str]] = (), *, only: str | None = None) -> CheckReport:
+def check_projects(extra_dirs: Sequence[str | os.PathLike[str]] = (), *, only: str | None = None) -> ProjectCheckReport:
     """Every project's problems, broken folders included; one project's problem never hides the others."""
     discovery: Discovery = discover(extra_dirs)
     checks = [_check(definition) for definition in discovery.projects.values()]
     checks += [_broken(entry) for entry in discovery.broken]
     checks.sort(key=lambda check: (check.name, str(check.folder)))
     if only is None:
-        return CheckReport(projects=checks, notes=list(discovery.notes.values()))
+        return ProjectCheckReport(projects=checks, notes=list(discovery.notes.values()))
     selected = [check for check in checks if check.name == only]
     if not selected:
         discovery.get(only)  # raises: not found, naming the folders that could not be read
     note = discovery.note_for(only)
-    return CheckReport(projects=selected, notes=[note] if note else [])
+    return ProjectCheckReport(projects=selected, notes=[note] if note else [])
 
 
 def _check(definition: ProjectDefinition) -> ProjectCheck:

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
+    _register_env(app)
+    _register_doctor(app)
+
+
+def _register_env(app: typer.Typer) -> None:
     @app.command("env")
     def env_command(
         project: ProjectOption,
@@ -76,6 +81,8 @@ def register(app: typer.Typer) -> None:
                 markup=False,
             )
 
+
+def _register_doctor(app: typer.Typer) -> None:
     @app.command("doctor")
     def doctor_command(
         project: ProjectOption,

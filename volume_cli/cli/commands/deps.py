@@ -26,7 +26,7 @@ from volume_cli.cli.render import emit, format_bytes
 from volume_cli.redact import redact_url
 
 if TYPE_CHECKING:
-    from volume_cli.deps import CheckReport, InstallPlan, InstallResult, PackageRow
+    from volume_cli.deps import DepsCheckReport, InstallPlan, InstallResult, PackageRow
 
 app = typer.Typer(help="Install, inspect and roll back a project's Python dependencies.", no_args_is_help=True)
 
@@ -262,7 +262,7 @@ def rollback_command(
     emit(result, as_json=as_json, human=human)
 
 
-def render_check(console: Console, report: CheckReport) -> None:
+def render_check(console: Console, report: DepsCheckReport) -> None:
     console.print(
         f"{report.project}: generation {report.generation or '-'}: {report.distributions_checked} distributions, "
         f"{report.files_checked} files, {report.modules_imported} modules imported"
@@ -307,7 +307,7 @@ def check_command(
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.deps import check
-    from volume_cli.deps.verify import next_step
+    from volume_cli.deps.check import next_step
     from volume_cli.errors import InstallError
     from volume_cli.layout import VolumeLayout
 

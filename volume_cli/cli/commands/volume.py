@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from volume_cli.cli.commands.deps import UpgradeOption
+from volume_cli.cli.commands.deps import app as deps_app
 from volume_cli.cli.commands.models import HfEndpointOption, MsEndpointOption, TimeoutOption, YesOption
 from volume_cli.cli.options import (
     DryRunOption,
@@ -21,11 +22,20 @@ from volume_cli.cli.options import (
 from volume_cli.cli.render import emit, format_bytes, to_jsonable
 
 if TYPE_CHECKING:
-    from volume_cli.deps.collect import GcReport
+    from volume_cli.deps.gc import GcReport
+    from volume_cli.layout import VolumeLayout
+    from volume_cli.project.definition import ProjectDefinition
     from volume_cli.setup_flow import SetupResult
 
 
 def register(app: typer.Typer) -> None:
+    _register_setup(app)
+    _register_gc(app)
+    # The same command where someone managing dependencies looks for it (gc is deps-only).
+    _register_gc(deps_app)
+
+
+def _register_setup(app: typer.Typer) -> None:
     @app.command("setup")
     def setup_command(
         project: ProjectOption,
@@ -88,19 +98,7 @@ def register(app: typer.Typer) -> None:
             )
 
         def human(console: Console) -> None:
-            console.print(f"[bold]setup {result.project}[/] on {layout.root}")
-            for step in result.steps:
-                mark = "[green]ok[/]    " if step.ok else "[red]FAILED[/]"
-                console.print(f"  {mark} {step.step:<7} {step.summary}")
-                if step.error:
-                    console.print(f"         {step.error}", markup=False)
-            if dry_run:
-                _render_plans(console, result)
-                return
-            if result.ok:
-                deps_path = layout.deps_path(definition.name, definition.python_version)
-                console.print(f"PYTHONPATH={deps_path.parent / '.boot' / deps_path.name}")  # pins a generation
-                console.print(f"[dim]for workers: volume-cli env --project {definition.name} --mount /runpod-volume[/]")
+            _render_setup(console, result, layout=layout, definition=definition, dry_run=dry_run)
 
         emit(result, as_json=as_json, human=human)
         failed = [step for step in result.steps if not step.ok]
@@ -109,6 +107,26 @@ def register(app: typer.Typer) -> None:
             names = ", ".join(step.step for step in failed)
             raise VolumeCliError(f"setup of {definition.name} failed ({names}): {first.error}", hint=first.hint)
 
+
+def _render_setup(
+    console: Console, result: SetupResult, *, layout: VolumeLayout, definition: ProjectDefinition, dry_run: bool
+) -> None:
+    console.print(f"[bold]setup {result.project}[/] on {layout.root}")
+    for step in result.steps:
+        mark = "[green]ok[/]    " if step.ok else "[red]FAILED[/]"
+        console.print(f"  {mark} {step.step:<7} {step.summary}")
+        if step.error:
+            console.print(f"         {step.error}", markup=False)
+    if dry_run:
+        _render_plans(console, result)
+        return
+    if result.ok:
+        deps_path = layout.deps_path(definition.name, definition.python_version)
+        console.print(f"PYTHONPATH={deps_path.parent / '.boot' / deps_path.name}")  # pins a generation
+        console.print(f"[dim]for workers: volume-cli env --project {definition.name} --mount /runpod-volume[/]")
+
+
+def _register_gc(app: typer.Typer) -> None:
     @app.command("gc")
     def gc_command(
         root: RootOption = None,

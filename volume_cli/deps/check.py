@@ -38,11 +38,11 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from volume_cli.deps.dist_info import read_record, record_digest, record_problems
 from volume_cli.deps.forest import current_generation
-from volume_cli.deps.plan import InstalledDistribution, read_installed
+from volume_cli.deps.lock import CurrentLock, read_current_lock
+from volume_cli.deps.plan import InstalledDistribution, compute_plan, read_installed
 from volume_cli.deps.python import find_interpreter
-from volume_cli.deps.resolve import read_current_lock
-from volume_cli.deps.store import base_key, entry_key, read_record, record_digest, record_problems
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -83,7 +83,7 @@ class UnmetRequirement:
 
 
 @dataclass(frozen=True)
-class CheckReport:
+class DepsCheckReport:
     project: str
     python_version: str
     generation: str | None
@@ -150,7 +150,7 @@ def _clash_is_intact(linked: Path, entry: Path, path: str) -> bool:
         return False
 
 
-def next_step(report: CheckReport) -> str:
+def next_step(report: DepsCheckReport) -> str:
     """The command that fixes what ``report`` found (the CLI's ``next:`` line)."""
     install = f"volume-cli deps install --project {report.project}"
     if report.file_problems:
@@ -224,12 +224,58 @@ json.dump(failures, open(out, "w"))
 """
 
 
-def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress) -> CheckReport:
+@dataclass(frozen=True)
+class _LockDiff:
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    wrong_versions: tuple[VersionMismatch, ...] = ()
+    wrong_builds: tuple[str, ...] = ()
+    unmet_requirements: tuple[UnmetRequirement, ...] = ()
+
+
+def _against_lock(
+    project: ProjectDefinition,
+    generation: str,
+    lock: CurrentLock,
+    root: Path,
+    installed: dict[str, InstalledDistribution],
+) -> _LockDiff:
+    """The lock against the generation in check's words; the comparison itself is install's ``compute_plan``."""
+    python_version = project.python_version
+    plan = compute_plan(
+        project=project.name,
+        python_version=python_version,
+        current_generation=generation,
+        lock_hash=lock.info.pylock_sha256,
+        locked=lock.info.packages,
+        installed=installed,
+    )
+    no_deps = {name for name, group in project.dependencies.groups.items() if group.no_deps}
+    unmet: list[UnmetRequirement] = []
+    for name, package in sorted(lock.info.by_name().items()):
+        if package.group in no_deps and name in installed:
+            unmet += unmet_requirements(root, installed[name], installed, python_version)
+    return _LockDiff(
+        missing=tuple(sorted(change.name for change in plan.add)),
+        extra=tuple(sorted(change.name for change in plan.remove)),
+        wrong_versions=tuple(
+            VersionMismatch(change.name, change.locked_version or "", change.installed_version or "")
+            for change in sorted(plan.upgrade + plan.downgrade, key=lambda change: change.name)
+        ),
+        # A plain folder (no store entry) is rebuilt by install but is not a wrong build.
+        wrong_builds=tuple(sorted(change.name for change in plan.reinstall if change.entry is not None)),
+        unmet_requirements=tuple(unmet),
+    )
+
+
+def check(
+    *, layout: VolumeLayout, project: ProjectDefinition, imports: bool = True, progress: Progress
+) -> DepsCheckReport:
     python_version = project.python_version
     generation = current_generation(layout, project.name, python_version)
     lock = read_current_lock(layout, project.name)
     report = functools.partial(
-        CheckReport, project.name, python_version, generation, lock.info.pylock_sha256 if lock else None
+        DepsCheckReport, project.name, python_version, generation, lock.info.pylock_sha256 if lock else None
     )
     if generation is None:
         return report(problems=(f"no generation installed for Python {python_version}",))
@@ -239,28 +285,11 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
     progress.step(f"checking {project.name} generation {generation}")
     installed = read_installed(root)
     problems: list[str] = []
-    missing: list[str] = []
-    wrong_versions: list[VersionMismatch] = []
-    wrong_builds: list[str] = []
-    extra: list[str] = []
-    unmet: list[UnmetRequirement] = []
+    diff = _LockDiff()
     if lock is None:
         problems.append("no lock stored for this project")
     else:
-        locked = lock.info.by_name()
-        for name, package in sorted(locked.items()):
-            dist = installed.get(name)
-            if dist is None:
-                missing.append(name)
-            elif dist.version != package.version:
-                wrong_versions.append(VersionMismatch(name, package.version, dist.version))
-            elif dist.entry is not None and base_key(dist.entry) != entry_key(package, python_version):
-                wrong_builds.append(name)
-        extra = sorted(set(installed) - set(locked))
-        no_deps = {name for name, group in project.dependencies.groups.items() if group.no_deps}
-        for name, package in sorted(locked.items()):
-            if package.group in no_deps and name in installed:
-                unmet += unmet_requirements(root, installed[name], installed, python_version)
+        diff = _against_lock(project, generation, lock, root, installed)
     file_problems: list[FileProblem] = []
     modules: list[tuple[str, str]] = []
     files_checked = 0
@@ -285,14 +314,14 @@ def check(*, layout: VolumeLayout, project: ProjectDefinition, imports: bool = T
         failures, warnings = _import_all(layout, interpreter, root, modules)
     return report(
         problems=tuple(problems),
-        missing=tuple(missing),
-        extra=tuple(extra),
-        wrong_versions=tuple(wrong_versions),
-        wrong_builds=tuple(wrong_builds),
+        missing=diff.missing,
+        extra=diff.extra,
+        wrong_versions=diff.wrong_versions,
+        wrong_builds=diff.wrong_builds,
         file_problems=tuple(file_problems),
         import_failures=tuple(failures),
         import_warnings=tuple(warnings),
-        unmet_requirements=tuple(unmet),
+        unmet_requirements=diff.unmet_requirements,
         distributions_checked=len(installed),
         files_checked=files_checked,
         modules_imported=len(modules) - len(failures) - len(warnings) if imports and interpreter else 0,

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from volume_cli import __version__
-from volume_cli.deps.documents import GenerationRecord, generation_record_path
+from volume_cli.deps.documents import read_generation_record
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import current_generation, generation_dir, switch_current
-from volume_cli.deps.locking import project_lock
-from volume_cli.deps.record import reconciled_deps, repair_state
+from volume_cli.deps.record import reconciled_deps, record_switch, repair_state
 from volume_cli.errors import InstallError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.store.documents import read_document
-from volume_cli.store.state import DepsRecord, read_project_state, update_project_state, utc_now
+from volume_cli.store.state import read_project_state
+from volume_cli.store.writer_locks import project_lock
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def rollback(
                 f"{project.name} has no previous generation to roll back to",
                 hint="a previous generation exists after a second install",
             )
-        record = read_document(generation_record_path(layout, project.name, previous), GenerationRecord)
+        record = read_generation_record(layout, project.name, previous)
         if record is None or not generation_dir(layout, project.name, python_version, previous).is_dir():
             raise InstallError(
                 f"previous generation {previous} of {project.name} is gone (collected by gc?)",
@@ -78,19 +76,5 @@ def rollback(
             lease.ensure_held()
             switch_current(layout, project.name, python_version, previous)
             crash_point("rollback-switched")
-            deps = DepsRecord(
-                generation=previous,
-                previous_generation=current,
-                generation_path=record.path,
-                config_hash=record.config_hash,
-                lock_hash=record.lock_hash,
-                installed_at=utc_now(),
-                package_count=len(record.entries),
-                size_bytes=record.size_bytes,
-                new_bytes=0,
-                tool_version=__version__,
-            )
-            update_project_state(
-                layout, project.name, python_version, lambda current: current.model_copy(update={"deps": deps})
-            )
+            record_switch(layout, project.name, python_version, record, previous=current, new_bytes=0)
     return RollbackResult(project.name, python_version, current, previous, dry_run)

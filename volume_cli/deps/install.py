@@ -33,10 +33,24 @@ from volume_cli.deps.documents import (
     EntryManifest,
     GenerationRecord,
     LockedPackage,
-    LockInfo,
     generation_record_path,
     install_intent_path,
-    lock_info_path,
+    read_generation_record,
+    read_lock_info,
+)
+from volume_cli.deps.entries import (
+    EntryHealth,
+    Harvest,
+    Staging,
+    base_key,
+    cleanup_stale_staging,
+    entry_key,
+    harvest,
+    inspect_entry,
+    new_staging,
+    read_entry_manifest,
+    remove_tree,
+    repair_entry,
 )
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import (
@@ -48,27 +62,12 @@ from volume_cli.deps.forest import (
     switch_current,
     temp_generation_dir,
 )
-from volume_cli.deps.locking import project_lock
+from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
-from volume_cli.deps.record import clear_intent, record_intent, repair_state
-from volume_cli.deps.resolve import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.deps.scripts import rewrite_console_scripts
 from volume_cli.deps.space import check_install_space
-from volume_cli.deps.store import (
-    EntryHealth,
-    Harvest,
-    Staging,
-    base_key,
-    cleanup_stale_staging,
-    entry_key,
-    harvest,
-    inspect_entry,
-    new_staging,
-    read_manifest,
-    remove_tree,
-    repair_entry,
-)
 from volume_cli.deps.uv_progress import UvInstallWatcher
 from volume_cli.deps.uvtool import (
     default_cache_dir,
@@ -86,15 +85,16 @@ from volume_cli.project.base import Project
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
 from volume_cli.runtime import boot_path
-from volume_cli.store.documents import read_document, write_document
+from volume_cli.store.documents import write_document
+from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import (
-    DepsRecord,
     HookRecord,
     ProjectState,
     read_project_state,
     update_project_state,
     utc_now,
 )
+from volume_cli.store.writer_locks import project_lock
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,12 @@ def fast_noop_record(
     current = current_generation(layout, project, python_version)
     if current is None or current != state.deps.generation:
         return None
-    record = read_document(generation_record_path(layout, project, current), GenerationRecord)
+    record = read_generation_record(layout, project, current)
     if record is None or record.config_hash != config_hash or record.lock_hash != state.deps.lock_hash:
         return None
     if record.python_version != python_version:
         return None
-    lock = read_document(lock_info_path(layout, project), LockInfo)
+    lock = read_lock_info(layout, project)
     if lock is None or lock.pylock_sha256 != record.lock_hash or lock.config_hash != config_hash:
         return None
     if not layout.deps_path(project, python_version).is_dir():  # the link resolves
@@ -261,6 +261,47 @@ def _plan(
     return plan, lock, target
 
 
+@dataclass(frozen=True)
+class _Install:
+    """One install's inputs, so each step takes one argument instead of nine."""
+
+    layout: VolumeLayout
+    project: ProjectDefinition
+    mirror: str | None
+    force: bool
+    upgrade: bool
+    cache_dir: Path
+    progress: Progress
+    config_hash: str
+    started: float
+
+    @property
+    def python_version(self) -> str:
+        return self.project.python_version
+
+    def result(self, *, plan: InstallPlan, **fields: Any) -> InstallResult:
+        return InstallResult(
+            project=self.project.name,
+            python_version=self.python_version,
+            plan=plan,
+            deps_path=self.layout.deps_path(self.project.name, self.python_version),
+            seconds=time.monotonic() - self.started,
+            **fields,
+        )
+
+    def plan(self, *, store: bool) -> tuple[InstallPlan, CurrentLock, TargetPython]:
+        return _plan(
+            layout=self.layout,
+            project=self.project,
+            mirror=self.mirror,
+            force=self.force,
+            upgrade=self.upgrade,
+            cache_dir=self.cache_dir,
+            progress=self.progress,
+            store=store,
+        )
+
+
 def install(
     *,
     layout: VolumeLayout,
@@ -273,177 +314,188 @@ def install(
     progress: Progress,
     wait_seconds: float = 0,
 ) -> InstallResult:
+    """No-op check, dry run, then under the project's lock: lock, plan, materialize, commit, record; then the hook."""
     started = time.monotonic()
-    python_version = project.python_version
     config_hash = project.config_hash(mirror=mirror)
-    deps_path = layout.deps_path(project.name, python_version)
+    job = _Install(
+        layout, project, mirror, force, upgrade, cache_dir or default_cache_dir(), progress, config_hash, started
+    )
     if not force and not upgrade:
-        state = read_project_state(layout, project.name)
-        fast = fast_noop_record(layout, project.name, python_version, config_hash, state=state)
-        if fast is not None and not _follow_up_due(layout, project, state, fast[0].generation):
-            record, previous = fast
-            plan = InstallPlan(project.name, python_version, record.generation, record.lock_hash)
-            return InstallResult(
-                project=project.name,
-                python_version=python_version,
-                plan=plan,
-                noop=True,
-                dry_run=dry_run,
-                generation=record.generation,
-                previous_generation=previous,
-                deps_path=deps_path,
-                lock_hash=record.lock_hash,
-                package_count=len(record.entries),
-                link_count=record.link_count,
-                seconds=time.monotonic() - started,
-            )
-    cache = cache_dir or default_cache_dir()
+        noop = _fast_noop(job, dry_run=dry_run)
+        if noop is not None:
+            return noop
     if dry_run:
-        plan, lock, _ = _plan(
-            layout=layout,
-            project=project,
-            mirror=mirror,
-            force=force,
-            upgrade=upgrade,
-            cache_dir=cache,
-            progress=progress,
-            store=False,
-        )
-        return InstallResult(
-            project=project.name,
-            python_version=python_version,
-            plan=plan,
-            noop=not plan.has_changes,
-            dry_run=True,
-            generation=plan.current_generation,
-            previous_generation=None,
-            deps_path=deps_path,
-            lock_hash=lock.info.pylock_sha256,
-            package_count=len(lock.info.packages),
-            seconds=time.monotonic() - started,
-        )
+        return _dry_run(job)
     with project_lock(
         layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
     ) as lease:
-        guard_volume(layout, project=project.name, python_version=python_version)  # before anything is written
-        _cleanup(layout, project.name, python_version)
-        # We hold the project's lock: an intent left here is a killed run's, and
-        # state.json may be one switch behind the link; record the truth first.
-        clear_intent(layout, project.name)
-        repair_state(layout, project.name, python_version)
-        plan, lock, target = _plan(
-            layout=layout,
-            project=project,
-            mirror=mirror,
-            force=force,
-            upgrade=upgrade,
-            cache_dir=cache,
-            progress=progress,
-            store=True,
-        )
+        _prepare(job)
+        plan, lock, target = job.plan(store=True)
         current = plan.current_generation
-        current_record = (
-            read_document(generation_record_path(layout, project.name, current), GenerationRecord) if current else None
-        )
+        current_record = read_generation_record(layout, project.name, current) if current else None
         if not plan.has_changes and current is not None and current_record is not None:
-            record = current_record.model_copy(
-                update={"config_hash": config_hash, "lock_hash": lock.info.pylock_sha256}
-            )
-            write_document(generation_record_path(layout, project.name, current), record)
-            state = read_project_state(layout, project.name)
-            previous = None
-            if state is not None and state.deps is not None:
-                # A run killed right after its switch left state.json naming the generation before.
-                same = state.deps.generation == current
-                previous = state.deps.previous_generation if same else state.deps.generation
-            _write_state(layout, project, record, previous=previous, new_bytes=0)
-            _follow_up(layout, project, current, only_if_due=True)
-            return InstallResult(
-                project=project.name,
-                python_version=python_version,
-                plan=plan,
-                noop=True,
-                dry_run=False,
-                generation=current,
-                previous_generation=previous,
-                deps_path=deps_path,
-                lock_hash=record.lock_hash,
-                package_count=len(record.entries),
-                link_count=record.link_count,
-                seconds=time.monotonic() - started,
-            )
-        generation = new_generation_name()
-        record_intent(
-            layout,
-            project=project.name,
-            python_version=python_version,
-            generation=generation,
-            entries=_intended_entries(plan, lock, target.version),
-        )
-        entries, harvested, reused = _materialize(
-            layout=layout,
-            plan=plan,
-            lock=lock,
-            target=target,
-            force=force,
-            current_record=current_record,
-            cache_dir=cache,
-            mirror=mirror,
-            progress=progress,
-        )
-        progress.step(f"linking {len(entries)} distributions")
-        building = temp_generation_dir(layout, project.name, python_version, generation)
-        building.mkdir(parents=True)
-        ordered = [entries[name] for name in sorted(entries)]
-        links = build_forest(layout, building, ordered)
-        crash_point("forest-built")
-        record = GenerationRecord(
-            generation=generation,
-            project=project.name,
-            python_version=python_version,
-            path=layout.relative(generation_dir(layout, project.name, python_version, generation)),
-            config_hash=config_hash,
-            lock_hash=lock.info.pylock_sha256,
-            tool_version=__version__,
-            link_count=links,
-            entries=ordered,
-        )
-        write_document(generation_record_path(layout, project.name, generation), record)
-        crash_point("generation-recorded")
-        os.rename(building, generation_dir(layout, project.name, python_version, generation))
-        crash_point("before-switch")
-        # Every entry, not only the reused ones: one stat each, and a generation with holes never goes live.
-        missing = [entry.entry for entry in ordered if not (layout.store_dir / entry.entry).is_dir()]
-        if missing:
-            raise InstallError(
-                f"store entries disappeared while installing (a concurrent gc?): {', '.join(missing)}",
-                hint="run the install again",
-            )
-        lease.ensure_held()
-        legacy = switch_current(layout, project.name, python_version, generation)
-        crash_point("switched")
-        current = current or legacy  # a plain folder of an older tool is kept as the previous generation
-        _write_state(layout, project, record, previous=current, new_bytes=harvested.new_bytes)
-        clear_intent(layout, project.name)
-    _follow_up(layout, project, generation, only_if_due=False)
-    return InstallResult(
+            return _record_unchanged(job, plan, lock, current, current_record)
+        result = _build_and_switch(job, lease, plan, lock, target, current_record)
+    assert result.generation is not None
+    _follow_up(layout, project, result.generation, only_if_due=False)
+    return result
+
+
+def _fast_noop(job: _Install, *, dry_run: bool) -> InstallResult | None:
+    """The recorded state already matches: no lock, no resolver, a handful of file operations."""
+    state = read_project_state(job.layout, job.project.name)
+    fast = fast_noop_record(job.layout, job.project.name, job.python_version, job.config_hash, state=state)
+    if fast is None or _follow_up_due(job.layout, job.project, state, fast[0].generation):
+        return None
+    record, previous = fast
+    return job.result(
+        plan=InstallPlan(job.project.name, job.python_version, record.generation, record.lock_hash),
+        noop=True,
+        dry_run=dry_run,
+        generation=record.generation,
+        previous_generation=previous,
+        lock_hash=record.lock_hash,
+        package_count=len(record.entries),
+        link_count=record.link_count,
+    )
+
+
+def _dry_run(job: _Install) -> InstallResult:
+    plan, lock, _ = job.plan(store=False)
+    return job.result(
+        plan=plan,
+        noop=not plan.has_changes,
+        dry_run=True,
+        generation=plan.current_generation,
+        previous_generation=None,
+        lock_hash=lock.info.pylock_sha256,
+        package_count=len(lock.info.packages),
+    )
+
+
+def _prepare(job: _Install) -> None:
+    """Under the project's lock, before planning: refuse a hostile volume, clear what killed runs left."""
+    guard_volume(job.layout, project=job.project.name, python_version=job.python_version)  # before anything is written
+    _cleanup(job.layout, job.project.name, job.python_version)
+    # We hold the project's lock: an intent left here is a killed run's, and
+    # state.json may be one switch behind the link; record the truth first.
+    clear_intent(job.layout, job.project.name)
+    repair_state(job.layout, job.project.name, job.python_version)
+
+
+def _record_unchanged(
+    job: _Install, plan: InstallPlan, lock: CurrentLock, current: str, current_record: GenerationRecord
+) -> InstallResult:
+    """Nothing to install: record that the current generation serves this config and lock."""
+    layout, project = job.layout, job.project
+    record = current_record.model_copy(update={"config_hash": job.config_hash, "lock_hash": lock.info.pylock_sha256})
+    write_document(generation_record_path(layout, project.name, current), record)
+    state = read_project_state(layout, project.name)
+    previous = None
+    if state is not None and state.deps is not None:
+        # A run killed right after its switch left state.json naming the generation before.
+        same = state.deps.generation == current
+        previous = state.deps.previous_generation if same else state.deps.generation
+    record_switch(layout, project.name, project.python_version, record, previous=previous, new_bytes=0)
+    _follow_up(layout, project, current, only_if_due=True)
+    return job.result(
+        plan=plan,
+        noop=True,
+        dry_run=False,
+        generation=current,
+        previous_generation=previous,
+        lock_hash=record.lock_hash,
+        package_count=len(record.entries),
+        link_count=record.link_count,
+    )
+
+
+def _build_and_switch(
+    job: _Install,
+    lease: LeaseLock,
+    plan: InstallPlan,
+    lock: CurrentLock,
+    target: TargetPython,
+    current_record: GenerationRecord | None,
+) -> InstallResult:
+    """Record the intent, materialize the entries, commit a new generation and switch to it."""
+    layout, project = job.layout, job.project
+    generation = new_generation_name()
+    record_intent(
+        layout,
         project=project.name,
-        python_version=python_version,
+        python_version=job.python_version,
+        generation=generation,
+        entries=_intended_entries(plan, lock, target.version),
+    )
+    entries, harvested, reused = _materialize(
+        layout=layout,
+        plan=plan,
+        lock=lock,
+        target=target,
+        force=job.force,
+        current_record=current_record,
+        cache_dir=job.cache_dir,
+        mirror=job.mirror,
+        progress=job.progress,
+    )
+    record = _commit_generation(job, generation, entries, lock)
+    lease.ensure_held()
+    legacy = switch_current(layout, project.name, job.python_version, generation)
+    crash_point("switched")
+    current = plan.current_generation or legacy  # a plain folder of an older tool is kept as the previous generation
+    record_switch(layout, project.name, project.python_version, record, previous=current, new_bytes=harvested.new_bytes)
+    clear_intent(layout, project.name)
+    return job.result(
         plan=plan,
         noop=False,
         dry_run=False,
         generation=generation,
         previous_generation=current,
-        deps_path=deps_path,
         lock_hash=record.lock_hash,
         package_count=len(entries),
         installed_count=len(harvested.entries),
         repaired_count=len(harvested.repaired),
         reused_count=len(reused),
         bytes_added=harvested.new_bytes,
-        link_count=links,
-        seconds=time.monotonic() - started,
+        link_count=record.link_count,
     )
+
+
+def _commit_generation(
+    job: _Install, generation: str, entries: dict[str, EntryInfo], lock: CurrentLock
+) -> GenerationRecord:
+    """Link the forest in a temp folder, record it, rename it into place; the switch comes after."""
+    layout, project, python_version = job.layout, job.project.name, job.python_version
+    job.progress.step(f"linking {len(entries)} distributions")
+    building = temp_generation_dir(layout, project, python_version, generation)
+    building.mkdir(parents=True)
+    ordered = [entries[name] for name in sorted(entries)]
+    links = build_forest(layout, building, ordered)
+    crash_point("forest-built")
+    record = GenerationRecord(
+        generation=generation,
+        project=project,
+        python_version=python_version,
+        path=layout.relative(generation_dir(layout, project, python_version, generation)),
+        config_hash=job.config_hash,
+        lock_hash=lock.info.pylock_sha256,
+        tool_version=__version__,
+        link_count=links,
+        entries=ordered,
+    )
+    write_document(generation_record_path(layout, project, generation), record)
+    crash_point("generation-recorded")
+    os.rename(building, generation_dir(layout, project, python_version, generation))
+    crash_point("before-switch")
+    # Every entry, not only the reused ones: one stat each, and a generation with holes never goes live.
+    missing = [entry.entry for entry in ordered if not (layout.store_dir / entry.entry).is_dir()]
+    if missing:
+        raise InstallError(
+            f"store entries disappeared while installing (a concurrent gc?): {', '.join(missing)}",
+            hint="run the install again",
+        )
+    return record
 
 
 def _materialize(
@@ -567,7 +619,7 @@ def _rebuilt_siblings(layout: VolumeLayout, standard: str) -> list[str]:
 def _usable_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
     """The entry's manifest; None when it is absent or unreadable (the entry is then built again)."""
     try:
-        return read_manifest(layout, entry)
+        return read_entry_manifest(layout, entry)
     except StateError:
         return None
 
@@ -616,16 +668,8 @@ def _force_entry(
     return standard, EntryHealth(exists=False)
 
 
-def _uv_install(
-    *,
-    layout: VolumeLayout,
-    packages: list[LockedPackage],
-    staging: Staging,
-    target: TargetPython,
-    cache_dir: Path,
-    mirror: str | None,
-    progress: Progress,
-) -> None:
+def _requirements_file(packages: list[LockedPackage], staging: Staging, target: TargetPython) -> Path:
+    """One pinned, hashed line per package, written into the staging folder."""
     lines: list[str] = []
     for package in packages:
         artifact = package.artifact
@@ -639,7 +683,19 @@ def _uv_install(
         lines.append(f"{package.name} @ {artifact.url}{digest}")
     requirements = staging.root / "requirements.txt"
     requirements.write_text("\n".join(lines) + "\n")
-    uv = uv_binary()
+    return requirements
+
+
+def uv_install_command(
+    uv: str,
+    packages: list[LockedPackage],
+    *,
+    staging: Staging,
+    requirements: Path,
+    target: TargetPython,
+    mirror: str | None,
+) -> list[str]:
+    """uv's command line for installing ``packages`` into the staging folder, without its dependencies."""
     command: list[str] = [
         uv,
         "pip",
@@ -673,6 +729,23 @@ def _uv_install(
         command += ["--default-index", mirror or PYPI_SIMPLE_URL]
     else:
         command.append("--no-index")
+    return command
+
+
+def _uv_install(
+    *,
+    layout: VolumeLayout,
+    packages: list[LockedPackage],
+    staging: Staging,
+    target: TargetPython,
+    cache_dir: Path,
+    mirror: str | None,
+    progress: Progress,
+) -> None:
+    requirements = _requirements_file(packages, staging, target)
+    command = uv_install_command(
+        uv_binary(), packages, staging=staging, requirements=requirements, target=target, mirror=mirror
+    )
     progress.step(f"installing {len(packages)} distributions with uv")
     sizes = [package.artifact.size for package in packages]
     total_bytes = sum(size for size in sizes if size) if all(sizes) else None
@@ -708,29 +781,6 @@ def _intended_entries(plan: InstallPlan, lock: CurrentLock, python_version: str)
     """Every entry this install may create or link, as base keys (a forced rebuild adds a suffix)."""
     names = [entry_key(package, python_version) for package in lock.info.packages]
     return names + [base_key(change.entry) for change in plan.unchanged if change.entry]
-
-
-def _write_state(
-    layout: VolumeLayout, project: ProjectDefinition, record: GenerationRecord, *, previous: str | None, new_bytes: int
-) -> None:
-    deps = DepsRecord(
-        generation=record.generation,
-        previous_generation=previous if previous != record.generation else None,
-        generation_path=record.path,
-        config_hash=record.config_hash,
-        lock_hash=record.lock_hash,
-        installed_at=utc_now(),
-        package_count=len(record.entries),
-        size_bytes=record.size_bytes,
-        new_bytes=new_bytes,
-        tool_version=__version__,
-    )
-    update_project_state(
-        layout,
-        project.name,
-        project.python_version,
-        lambda current: current.model_copy(update={"python_version": project.python_version, "deps": deps}),
-    )
 
 
 def _has_hook(project: ProjectDefinition) -> bool:

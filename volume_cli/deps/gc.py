@@ -23,23 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, generation_records_dir
-from volume_cli.deps.faults import crash_point
-from volume_cli.deps.forest import TEMP_PREFIX
-from volume_cli.deps.locking import gc_lock
-from volume_cli.deps.record import live_intent, store_lock
-from volume_cli.deps.store import (
+from volume_cli.deps.entries import (
     STALE_STAGING_SECONDS,
     base_key,
-    read_manifest,
+    read_entry_manifest,
     staging_is_stale,
     staging_parent,
 )
+from volume_cli.deps.faults import crash_point
+from volume_cli.deps.forest import TEMP_PREFIX
+from volume_cli.deps.record import live_intent, store_lock
 from volume_cli.errors import StateError
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
+from volume_cli.store.writer_locks import gc_lock
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def gc(
     with gc_lock(layout, wait_seconds=wait_seconds, progress=progress):
         guard_volume(layout)  # a planted .store or .staging link would make gc empty another tree
         # Installs record their intent under this lock (deps/record.py explains the protocol).
-        with store_lock(layout, command="deps gc"):
+        with store_lock(layout, command="gc"):
             progress.step("collecting generations")
             decision = _decide(layout, grace_seconds, started, progress, drop_previous=drop_previous)
             crash_point("gc-listed")
@@ -184,7 +184,7 @@ def _decide(
         if entry_age < grace_seconds:
             decision.young.append(entry)
             continue
-        manifest = read_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
+        manifest = read_entry_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
         decision.freed += manifest.info.size_bytes if manifest else 0
         decision.entries.append(entry)
     return decision

@@ -1,4 +1,4 @@
-"""The writer locks the engine takes: one per project, one for gc."""
+"""The writer locks the engines take (one per project, one for gc), built on the lease lock in store/lock.py."""
 
 from __future__ import annotations
 
@@ -28,5 +28,5 @@ def gc_lock(layout: VolumeLayout, *, wait_seconds: float, progress: Progress) ->
         progress.info(f"waiting for {holder.describe()} to finish{_lease(holder)}")
 
     return LeaseLock(
-        lock_path(layout.locks_dir, GC_LOCK_NAME), command="deps gc", wait_seconds=wait_seconds, on_wait=on_wait
+        lock_path(layout.locks_dir, GC_LOCK_NAME), command="gc", wait_seconds=wait_seconds, on_wait=on_wait
     )

@@ -1,4 +1,4 @@
-"""The distribution store: one immutable folder per (distribution, build, Python).
+"""Distribution entries: one immutable folder per (distribution, build, Python) in the store.
 
 ``<root>/python-deps/.store/<name>-<version>-<hash12>-pyX.Y/`` holds one
 installed distribution laid out like site-packages, plus a manifest. Entries
@@ -16,10 +16,8 @@ top-level ``__pycache__``, ``bin``, namespace packages) are split.
 
 from __future__ import annotations
 
-import base64
 import csv
 import errno
-import hashlib
 import os
 import posixpath
 import shutil
@@ -32,6 +30,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from volume_cli.deps.dist_info import read_metadata_fields, read_record, record_digest, record_problems
 from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
@@ -59,7 +58,7 @@ def base_key(entry: str) -> str:
     return entry
 
 
-def read_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
+def read_entry_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
     if os.path.islink(layout.store_dir / entry):  # a planted entry: linking or repairing it would reach outside
         raise planted_link(layout.store_dir / entry, layout.store_dir / entry)
     return read_document(layout.store_dir / entry / ENTRY_MANIFEST, EntryManifest)
@@ -138,28 +137,6 @@ class _Staged:
     dist_info: str
     files: dict[str, int] = field(default_factory=dict)  # path -> size from RECORD
     digests: dict[str, str] = field(default_factory=dict)  # path -> RECORD hash
-
-
-def read_metadata_fields(path: Path) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.strip():
-                break
-            key, sep, value = line.partition(":")
-            if sep and key in ("Name", "Version") and key not in fields:
-                fields[key] = value.strip()
-    return fields
-
-
-def read_record(path: Path) -> list[tuple[str, str, str]]:
-    """RECORD rows as (path, hash, size); paths are POSIX, relative to site-packages."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        return [
-            (row[0], row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "")
-            for row in csv.reader(handle)
-            if row
-        ]
 
 
 def _staged_distributions(target: Path) -> dict[str, _Staged]:
@@ -399,7 +376,7 @@ def harvest(
                 raise
             # Another installer put the same distribution in place first: use theirs.
             try:
-                existing = read_manifest(layout, build.key)
+                existing = read_entry_manifest(layout, build.key)
             except StateError:
                 existing = None
             if existing is None:
@@ -420,46 +397,6 @@ def harvest(
 
 
 # -- verifying and repairing entries ------------------------------------------------------
-def is_compiled_bytecode(path: str) -> bool:
-    """Bytecode in ``__pycache__``: some wheels list it in RECORD, and ``--compile-bytecode`` rewrites it.
-
-    Python checks such a file against its source before using it, so its bytes
-    are not part of what an entry promises.
-    """
-    return path.endswith(".pyc") and posixpath.basename(posixpath.dirname(path)) == "__pycache__"
-
-
-def record_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-
-
-def record_problems(root: Path, rows: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(path, "changed" | "missing") for every RECORD row whose bytes differ; and every path RECORD lists."""
-    problems: list[tuple[str, str]] = []
-    paths: list[str] = []
-    for path, digest, _size in rows:
-        normal = posixpath.normpath(path)
-        if normal.startswith(("../", "/")) or normal == "..":
-            continue
-        paths.append(normal)
-        if not digest.startswith("sha256=") or is_compiled_bytecode(normal):
-            continue
-        try:
-            actual = record_digest(root / normal)
-        except (FileNotFoundError, NotADirectoryError):
-            problems.append((normal, "missing"))
-            continue
-        except IsADirectoryError:
-            actual = ""
-        if actual != digest:
-            problems.append((normal, "changed"))
-    return problems, paths
-
-
 @dataclass(frozen=True)
 class EntryHealth:
     """What ``--force`` found in a store entry: usable (``info``), and the files to replace."""
@@ -478,7 +415,7 @@ def inspect_entry(layout: VolumeLayout, entry: str) -> EntryHealth:
     if not folder.is_dir():
         return EntryHealth(exists=False)
     try:
-        manifest = read_manifest(layout, entry)
+        manifest = read_entry_manifest(layout, entry)
     except StateError:
         manifest = None
     dist_infos = [item.name for item in manifest.info.top_level if item.name.endswith(".dist-info")] if manifest else []
