@@ -15,7 +15,7 @@ from typing import Any
 
 from volume_cli.errors import RemoteUnavailableError
 from volume_cli.remote.config import Remote
-from volume_cli.remote.s3 import credential_source, host_of, make_client
+from volume_cli.remote.s3 import credential_source, endpoint_host, make_client
 
 PROBE_PREFIX = ".volume-cli-probe/"
 _PROBE_BODY = b"volume-cli remote check probe\n"
@@ -50,13 +50,13 @@ def check_remote(remote: Remote, *, environ: Mapping[str, str], timeout: float) 
     source = credential_source(remote, environ)
     prefix = f"{PROBE_PREFIX}{secrets.token_hex(6)}/"
     _access(client, remote, prefix)
-    capabilities = [Capability("reachable", True, host_of(remote)), Capability("authorised", True, "list bucket")]
+    capabilities = [Capability("reachable", True, endpoint_host(remote)), Capability("authorised", True, "list bucket")]
     written: list[str] = []
     try:
         capabilities.extend(_probe_objects(client, remote.bucket, prefix, written))
     except (BotoCoreError, ClientError) as exc:
         raise RemoteUnavailableError(
-            f"{host_of(remote)} refused the probe object under {prefix} in bucket {remote.bucket!r}: {_error_code(exc)}",
+            f"{endpoint_host(remote)} refused the probe object under {prefix} in bucket {remote.bucket!r}: {_error_code(exc)}",
             hint=f"the key of remote {remote.name!r} needs read and write access to the bucket",
         ) from exc
     finally:
@@ -81,7 +81,7 @@ def _access(client: Any, remote: Remote, prefix: str) -> None:
     """One small listing: fails fast, naming the host, when the remote is unreachable or refuses us."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    host = host_of(remote)
+    host = endpoint_host(remote)
     try:
         client.list_objects_v2(Bucket=remote.bucket, Prefix=prefix, MaxKeys=1)
     except ClientError as exc:

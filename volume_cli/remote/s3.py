@@ -35,7 +35,7 @@ def credential_source(remote: Remote, environ: Mapping[str, str]) -> CredentialS
     return CredentialSource("missing", f"set {access} and {secret} (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
 
 
-def host_of(remote: Remote) -> str:
+def endpoint_host(remote: Remote) -> str:
     return urlsplit(remote.endpoint).netloc
 
 
