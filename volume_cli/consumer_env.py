@@ -116,11 +116,7 @@ def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
     folder = boot_path(layout.root, project, python_version)
     try:
         _write_if_changed(folder / "sitecustomize.py", Path(worker_boot.__file__).read_bytes())
-        # A plain file where Python would put the boot file's bytecode: a worker
-        # started without PYTHONDONTWRITEBYTECODE cannot write even that one.
-        blocker = folder / BOOT_BYTECODE_BLOCKER
-        if not blocker.exists():
-            atomic_write_bytes(blocker, b"")
+        _block_bytecode(folder)
     except OSError as exc:
         if (folder / "sitecustomize.py").is_file():
             return folder  # an older boot on a read-only mount still pins; the next install updates it
@@ -161,4 +157,15 @@ def write_runtime_copy(layout: VolumeLayout) -> Path:
     write_hub_version(layout)
     target = layout.absolute(RUNTIME_FILE)
     _write_if_changed(target, Path(runtime.__file__).read_bytes())
+    _block_bytecode(target.parent)
     return target
+
+
+def _block_bytecode(folder: Path) -> None:
+    """A plain file where Python would put bytecode: a worker without PYTHONDONTWRITEBYTECODE writes none here.
+
+    ``activate()`` turns bytecode off, but only after its own module was imported (and cached).
+    """
+    blocker = folder / BOOT_BYTECODE_BLOCKER
+    if not blocker.exists():
+        atomic_write_bytes(blocker, b"")
