@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -181,3 +182,12 @@ def exchange_paths(first: Path, second: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
         return False
     raise OSError(code, os.strerror(code), str(second))
+
+
+def is_file_of_size(path: Path, size: int | None) -> bool:
+    """One ``lstat``: a regular file of the listed size (a planted link is not the file)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return size is not None and stat.S_ISREG(info.st_mode) and info.st_size == size

@@ -18,7 +18,6 @@ itself resumes from.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from urllib.parse import quote
 from volume_cli.config.model_sources import HuggingFaceModel, ModelSpec
 from volume_cli.errors import ModelError, UnsafeIdentifierError
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import check_inside, relative_symlink, remove_empty_parents, remove_path
+from volume_cli.models.fsops import check_inside, is_file_of_size, relative_symlink, remove_empty_parents, remove_path
 from volume_cli.models.http import EndpointFailure, HttpClient
 from volume_cli.models.identifiers import (
     HINT,
@@ -188,7 +187,7 @@ class HuggingFaceSource:
                     final=blob,
                     partial=partial,
                     url_for=url_for,
-                    present=entry.path not in damaged and _has_size(blob, entry.size),
+                    present=entry.path not in damaged and is_file_of_size(blob, entry.size),
                 )
             )
         return jobs
@@ -270,15 +269,6 @@ class HuggingFaceSource:
             endpoint=listing.endpoint,
             downloaded_at=self.context.now,
         )
-
-
-def _has_size(path: Path, size: int | None) -> bool:
-    """One ``lstat``: a regular file of the listed size (a planted link is not the blob)."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return size is not None and stat.S_ISREG(info.st_mode) and info.st_size == size
 
 
 def _next_link(header: str) -> str | None:

@@ -14,7 +14,6 @@ import hashlib
 import os
 import pickle
 import shutil
-import stat
 import uuid
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -26,7 +25,14 @@ from volume_cli.errors import ModelError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models import fsops
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import exchange_paths, relative_symlink, remove_path, staging_dir, unique_sibling
+from volume_cli.models.fsops import (
+    exchange_paths,
+    is_file_of_size,
+    relative_symlink,
+    remove_path,
+    staging_dir,
+    unique_sibling,
+)
 from volume_cli.models.http import HttpClient
 from volume_cli.models.identifiers import check_revision, check_sha256, check_size, check_subfolder
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
@@ -175,8 +181,8 @@ class ModelScopeSource:
         scratch = staging_dir(layout) / safe_key(ms.key)
         for entry in listing.files:
             target = revision / entry.path
-            if not _has_size(target, entry.size):
-                if live is None or not _has_size(live / entry.path, entry.size):
+            if not is_file_of_size(target, entry.size):
+                if live is None or not is_file_of_size(live / entry.path, entry.size):
                     raise ModelError(f"{ms.key}: {entry.path} is missing from the new revision; nothing was switched")
                 _link_or_copy(live / entry.path, target, scratch)
         self._write_client_index(ms, listing, revision)
@@ -254,8 +260,8 @@ def _reusable(layout: VolumeLayout, listing: Listing, previous: ModelManifest | 
         if entry.path in damaged and live == revision:
             continue
         unchanged = before is not None and before.sha256 == entry.sha256 and entry.path not in damaged
-        if _has_size(revision / entry.path, entry.size) or (
-            unchanged and live is not None and _has_size(live / entry.path, entry.size)
+        if is_file_of_size(revision / entry.path, entry.size) or (
+            unchanged and live is not None and is_file_of_size(live / entry.path, entry.size)
         ):
             found.add(entry.path)
     return found
@@ -321,12 +327,3 @@ def _live_folder(layout: VolumeLayout, previous: ModelManifest | None) -> Path |
         return None
     live = layout.absolute(previous.files_root)
     return live if fsops.is_inside(live, layout.modelscope_cache) else None
-
-
-def _has_size(path: Path, size: int | None) -> bool:
-    """One ``lstat``: a regular file of the listed size (a planted link is not the file)."""
-    try:
-        info = os.lstat(path)
-        return size is not None and stat.S_ISREG(info.st_mode) and info.st_size == size
-    except OSError:
-        return False
