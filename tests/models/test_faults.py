@@ -179,7 +179,7 @@ def test_not_enough_free_space_fails_before_any_download(
 ) -> None:
     hub.add_hf_repo("org/tiny", files={"model.safetensors": WEIGHTS})
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
-    monkeypatch.setattr("volume_cli.models.engine.disk_free", lambda path: len(WEIGHTS) - 1)
+    monkeypatch.setattr("volume_cli.models.model_download.disk_free", lambda path: len(WEIGHTS) - 1)
 
     with pytest.raises(DiskSpaceError) as caught:
         models.download(layout=layout, project=project, hf_endpoints=[hub.url], **FAST)

@@ -427,9 +427,9 @@ def test_a_body_longer_than_the_listed_size_is_cut_off(
     project = make_project([{"source": "huggingface", "repo_id": "org/tiny"}])
     hub.tamper_json(_sibling("model.safetensors", size=1000, lfs={"sha256": "a" * 64, "size": 1000}), match="/api/")
     written: list[int] = []
-    from volume_cli.models import transfer
+    from volume_cli.models import fetch_file
 
-    original = transfer._FileJob._stream
+    original = fetch_file._ResumableFetch._stream
 
     def spy(self: Any, response: Any) -> None:
         try:
@@ -437,12 +437,12 @@ def test_a_body_longer_than_the_listed_size_is_cut_off(
         finally:
             written.append(self.written)
 
-    transfer._FileJob._stream = spy  # type: ignore[method-assign]
+    fetch_file._ResumableFetch._stream = spy  # type: ignore[method-assign]
     try:
         with pytest.raises(ModelError, match="checksum mismatch"):
             models.download(layout=volume, project=project, hf_endpoints=[hub.url], **FAST)
     finally:
-        transfer._FileJob._stream = original  # type: ignore[method-assign]
+        fetch_file._ResumableFetch._stream = original  # type: ignore[method-assign]
 
     assert written and max(written) <= 1000
     assert not [path for path in volume.models_dir.rglob("*") if path.is_file() and path.stat().st_size > 1000]

@@ -16,9 +16,9 @@ from volume_cli.config.model_sources import ModelSpec
 from volume_cli.errors import ChecksumError, ModelError
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import HF_DEFAULT_ENDPOINT, MODELSCOPE_DEFAULT_ENDPOINT, resolve_endpoints
-from volume_cli.models.engine import Engine, EngineSettings, WorkItem, present_outcome
 from volume_cli.models.http import DEFAULT_MIN_RATE, RetryPolicy, with_deadline
 from volume_cli.models.manifest import models_config_hash, read_model_manifest
+from volume_cli.models.model_download import DownloadSettings, ModelDownloader, WorkItem, present_outcome
 from volume_cli.models.plan import unique_specs
 from volume_cli.models.results import DownloadResult, ModelChecksumError, ModelDownloadError, ModelOutcome
 from volume_cli.models.sources import SourceContext
@@ -75,23 +75,23 @@ def download(
         lock_wait_seconds=lock_wait_seconds,
         dry_run=dry_run,
     )
-    engine = Engine(context, settings, project.folder)
+    downloader = ModelDownloader(context, settings, project.folder)
     specs = unique_specs(project.models)
-    outcomes, items = _prepare_all(engine, specs, refresh=refresh)
-    needed, free = engine.check_space(items) if items else (0, None)
-    _apply_all(engine, items, outcomes, dry_run=dry_run, progress=reporter)
+    outcomes, items = _prepare_all(downloader, specs, refresh=refresh)
+    needed, free = downloader.check_space(items) if items else (0, None)
+    _apply_all(downloader, items, outcomes, dry_run=dry_run, progress=reporter)
 
     result = DownloadResult(
         project=project.name,
         models=tuple(outcomes[spec.key] for spec in specs),
         dry_run=dry_run,
-        network_used=engine.network_used,
+        network_used=downloader.network_used,
         bytes_needed=needed,
         free_bytes=free,
         seconds=time.monotonic() - started,
     )
-    if engine.failures:
-        _raise_failures(result, engine.failures)
+    if downloader.failures:
+        _raise_failures(result, downloader.failures)
     if not dry_run:
         record_project_models(layout, project)
     return result
@@ -107,8 +107,8 @@ def _settings(
     max_workers: int,
     lock_wait_seconds: float,
     dry_run: bool,
-) -> EngineSettings:
-    return EngineSettings(
+) -> DownloadSettings:
+    return DownloadSettings(
         # The order of precedence: the caller's list (CLI), the project's config, the environment, the hub.
         hf_endpoints=resolve_endpoints(
             hf_endpoints or project.spec.hf_endpoints, env=environ, env_var="HF_ENDPOINT", default=HF_DEFAULT_ENDPOINT
@@ -127,20 +127,20 @@ def _settings(
 
 
 def _prepare_all(
-    engine: Engine, specs: Sequence[ModelSpec], *, refresh: bool
+    downloader: ModelDownloader, specs: Sequence[ModelSpec], *, refresh: bool
 ) -> tuple[dict[str, ModelOutcome], list[WorkItem]]:
     """Plan every model offline: the present ones get their outcome, the others a work item (or a failure)."""
     outcomes: dict[str, ModelOutcome] = {}
     items: list[WorkItem] = []
     for spec in specs:
-        plan = engine.plan(spec, refresh=refresh)
+        plan = downloader.plan(spec, refresh=refresh)
         if plan.state == "present":
             outcomes[spec.key] = present_outcome(plan)
             continue
         try:
-            prepared = engine.prepare_item(plan)
+            prepared = downloader.prepare_item(plan)
         except (ModelError, OSError) as exc:
-            outcomes[spec.key] = engine.record_failure(spec, exc)
+            outcomes[spec.key] = downloader.record_failure(spec, exc)
             continue
         if isinstance(prepared, WorkItem):
             items.append(prepared)
@@ -151,7 +151,12 @@ def _prepare_all(
 
 
 def _apply_all(
-    engine: Engine, items: list[WorkItem], outcomes: dict[str, ModelOutcome], *, dry_run: bool, progress: Progress
+    downloader: ModelDownloader,
+    items: list[WorkItem],
+    outcomes: dict[str, ModelOutcome],
+    *,
+    dry_run: bool,
+    progress: Progress,
 ) -> None:
     """Fetch every work item (or mark it planned); one model failing does not stop the others."""
     if dry_run:
@@ -166,9 +171,9 @@ def _apply_all(
         try:
             for item in items:
                 try:
-                    outcomes[item.plan.key] = engine.apply(item, overall)
+                    outcomes[item.plan.key] = downloader.apply(item, overall)
                 except (ModelError, OSError) as exc:
-                    outcomes[item.plan.key] = engine.record_failure(item.plan.spec, exc)
+                    outcomes[item.plan.key] = downloader.record_failure(item.plan.spec, exc)
         finally:
             overall.finish()
 

@@ -1,4 +1,6 @@
-"""Fetching the files of one model: several at once, failover per file, atomic placement."""
+"""Fetching the files of one model: several at once, failover per file, atomic placement.
+
+Each file goes through ``fetch_file.fetch_to_partial``; this module puts the verified partial in place."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ from pathlib import Path
 
 from volume_cli.errors import ChecksumError, DownloadError
 from volume_cli.models.endpoints import EndpointPool
+from volume_cli.models.fetch_file import ChecksumMismatch, Fetched, fetch_to_partial
 from volume_cli.models.fsops import swap_into_place
 from volume_cli.models.http import HttpClient, HttpStatusError
 from volume_cli.models.sources import FileJob
 from volume_cli.models.tokens import auth_headers
-from volume_cli.models.transfer import ChecksumMismatch, Fetched, fetch_to_partial
 from volume_cli.progress import Task
 from volume_cli.redact import redact_text
 

@@ -47,7 +47,7 @@ def fetch_to_partial(
     on_bytes: Callable[[int], None],
 ) -> Fetched:
     """Download ``url`` into ``partial`` (resuming it), verified; the caller renames it into place."""
-    job = _FileJob(client, url, headers, partial, size, checksum, on_bytes)
+    job = _ResumableFetch(client, url, headers, partial, size, checksum, on_bytes)
     mismatches = 0
     while True:
         try:
@@ -60,7 +60,7 @@ def fetch_to_partial(
                 raise
 
 
-class _FileJob:
+class _ResumableFetch:
     """State of one file across attempts, so a retry resumes instead of starting over."""
 
     def __init__(

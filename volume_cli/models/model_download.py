@@ -1,4 +1,4 @@
-"""Applying a download plan: list what is needed, check space, fetch under a per-model lease lock."""
+"""Downloading one model: plan it, list what is needed, check space, fetch under its lease lock, publish."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from volume_cli.config.model_sources import LocalModel, ModelSpec, UrlModel
 from volume_cli.errors import DiskSpaceError, VolumeCliError
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fetch import ByteCounter, FetchReport, fetch_files, status_error
+from volume_cli.models.fetch_files import ByteCounter, FetchReport, fetch_files, status_error
 from volume_cli.models.fsops import disk_free, remove_path, staging_dir
 from volume_cli.models.hf import HuggingFaceSource
 from volume_cli.models.http import HttpClient, HttpStatusError, RetryPolicy
@@ -34,9 +34,6 @@ _ACTION_FOR_STATE: dict[str, ModelAction] = {
 }
 
 
-human_bytes = format_bytes  # the one formatter (volume_cli.units); kept as a name for callers
-
-
 @dataclass
 class WorkItem:
     plan: ModelPlan
@@ -46,7 +43,7 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
-class EngineSettings:
+class DownloadSettings:
     hf_endpoints: list[str]
     modelscope_endpoints: list[str]
     policy: RetryPolicy
@@ -55,8 +52,10 @@ class EngineSettings:
     dry_run: bool
 
 
-class Engine:
-    def __init__(self, context: SourceContext, settings: EngineSettings, project_folder: Path) -> None:
+class ModelDownloader:
+    """One run's downloads, a model at a time: shared endpoint pools, one HTTP client, the failures so far."""
+
+    def __init__(self, context: SourceContext, settings: DownloadSettings, project_folder: Path) -> None:
         self.context = context
         self.settings = settings
         self.project_folder = project_folder
@@ -134,7 +133,7 @@ class Engine:
         free = disk_free(self.context.layout.models_dir)
         if needed > free and not self.settings.dry_run:
             raise DiskSpaceError(
-                f"the models need {human_bytes(needed)} more but {self.context.layout.root} has only {human_bytes(free)} free",
+                f"the models need {format_bytes(needed)} more but {self.context.layout.root} has only {format_bytes(free)} free",
                 hint="free space (volume-cli models gc) or grow the volume",
             )
         return needed, free
@@ -180,8 +179,8 @@ class Engine:
         progress = self.context.progress
         if pending:
             resumed = sum(job.size for job in pending) - item.bytes_needed
-            kept = f" ({human_bytes(resumed)} already here, resumed)" if resumed > 0 else ""
-            progress.step(f"{spec.key}: fetching {len(pending)} file(s), {human_bytes(item.bytes_needed)}{kept}")
+            kept = f" ({format_bytes(resumed)} already here, resumed)" if resumed > 0 else ""
+            progress.step(f"{spec.key}: fetching {len(pending)} file(s), {format_bytes(item.bytes_needed)}{kept}")
         task = progress.task(spec.key, total=float(sum(job.size for job in pending)), unit="bytes")
         counter = ByteCounter(task, overall)
         report = FetchReport()
@@ -220,7 +219,7 @@ class Engine:
         )
 
 
-def _lock_wait(settings: EngineSettings) -> float:
+def _lock_wait(settings: DownloadSettings) -> float:
     # Waiting for another pod's download of the same model must not outlive the run's --deadline.
     left = settings.policy.remaining()
     return settings.lock_wait_seconds if left is None else max(0.0, min(settings.lock_wait_seconds, left))
