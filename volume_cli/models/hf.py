@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from volume_cli.config.model_sources import HuggingFaceModel, ModelSpec
 from volume_cli.errors import ModelError, UnsafeIdentifierError
+from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fsops import check_inside, is_file_of_size, relative_symlink, remove_empty_parents, remove_path
 from volume_cli.models.http import EndpointFailure, HttpClient
@@ -52,6 +53,18 @@ from volume_cli.store.atomic import atomic_write_text
 
 # 1000 entries a page on the Hub: far beyond the largest repositories.
 _MAX_TREE_PAGES = 10_000
+
+
+def refs_name_commit(layout: VolumeLayout, manifest: ModelManifest) -> bool:
+    """``refs/<revision>`` names the manifest's commit (one small read; a pinned commit has no ref)."""
+    revision = manifest.requested_revision or "main"
+    if is_pinned(revision) or manifest.resolved_commit is None:
+        return True
+    refs = layout.absolute(manifest.target) / "refs" / revision
+    try:
+        return refs.read_text(encoding="utf-8").strip() == manifest.resolved_commit
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def repo_folder(hub_cache: Path, spec: HuggingFaceModel) -> Path:
@@ -154,17 +167,6 @@ class HuggingFaceSource:
 
     def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
         return None
-
-    def is_current(self, manifest: ModelManifest) -> bool:
-        """``refs/<revision>`` names the manifest's commit (one small read; a pinned commit has no ref)."""
-        revision = manifest.requested_revision or "main"
-        if is_pinned(revision) or manifest.resolved_commit is None:
-            return True
-        refs = self.context.layout.absolute(manifest.target) / "refs" / revision
-        try:
-            return refs.read_text(encoding="utf-8").strip() == manifest.resolved_commit
-        except (OSError, UnicodeDecodeError):
-            return False
 
     def file_jobs(self, spec: ModelSpec, listing: Listing, previous: ModelManifest | None) -> list[FileJob]:
         hf = _as_hf(spec)

@@ -19,6 +19,7 @@ from volume_cli.models.modelscope import ModelScopeSource
 from volume_cli.models.plan import ModelPlan, plan_model
 from volume_cli.models.results import ModelAction, ModelOutcome
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, RemoteSource, SourceContext
+from volume_cli.models.state import arrangement_is_current
 from volume_cli.models.urlsource import UrlSource, url_origin
 from volume_cli.progress import Task
 from volume_cli.redact import redact_text
@@ -80,14 +81,7 @@ class ModelDownloader:
         return self._http
 
     def plan(self, spec: ModelSpec, *, refresh: bool) -> ModelPlan:
-        adapter = self.adapters.get(spec.source)
-        return plan_model(
-            self.context,
-            spec,
-            self.project_folder,
-            refresh=refresh,
-            is_current=adapter.is_current if adapter is not None else (lambda _manifest: True),
-        )
+        return plan_model(self.context.layout, spec, self.project_folder, refresh=refresh)
 
     def pool_for(self, spec: ModelSpec) -> EndpointPool:
         if isinstance(spec, UrlModel):
@@ -117,7 +111,7 @@ class ModelDownloader:
                 plan.manifest is not None
                 and plan.check is not None
                 and plan.check.ok
-                and adapter.is_current(plan.manifest)
+                and arrangement_is_current(self.context.layout, plan.manifest)
             )
             if plan.state == "refresh" and unchanged and settled:
                 return present_outcome(plan)

@@ -122,9 +122,6 @@ class ModelScopeSource:
         return Listing(commit, kept, endpoint)
 
     # -- placing files ------------------------------------------------------------
-    def is_current(self, manifest: ModelManifest) -> bool:
-        return revision_is_live(self.context.layout, manifest)
-
     def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
         """Nothing to move: a new revision is built aside and files never change places."""
         return None

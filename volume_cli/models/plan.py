@@ -1,24 +1,26 @@
 """Offline planning: what a model needs, decided from its manifest and a ``stat`` per file.
 
 This is the whole of the start-up no-op path, so it must never touch the
-network, import a hub client or hash a byte.
+network, import a hub client or hash a byte. The state itself is ``models/state.py``'s, which
+``models status`` shows too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from volume_cli.config.model_sources import HuggingFaceModel, LocalModel, ModelScopeModel, ModelSpec, UrlModel
 from volume_cli.errors import ModelError
+from volume_cli.layout import VolumeLayout
 from volume_cli.models.fsops import MANAGED_TOP_LEVEL
-from volume_cli.models.localsource import fingerprint, scan_source, source_path
-from volume_cli.models.manifest import ModelManifest, QuickCheck, quick_check, read_model_manifest, spec_hash
-from volume_cli.models.sources import SourceContext, is_pinned
+from volume_cli.models.manifest import ModelManifest, QuickCheck, read_model_manifest, spec_hash
+from volume_cli.models.sources import is_pinned
+from volume_cli.models.state import StoredState, model_state
 
-PlanState = Literal["present", "missing", "outdated", "incomplete", "relayout", "refresh"]
+PlanState = StoredState | Literal["refresh"]  # refresh: ask the hub whether a branch moved
 
 
 @dataclass(frozen=True)
@@ -52,37 +54,12 @@ def unique_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
     return list(seen.values())
 
 
-def _local_source_changed(spec: LocalModel, manifest: ModelManifest, project_folder: Path) -> bool:
-    files = scan_source(source_path(spec, project_folder))
-    if files is None:
-        return False  # a worker without the source keeps the imported copy
-    return fingerprint(files) != manifest.source_fingerprint
-
-
-def plan_model(
-    context: SourceContext,
-    spec: ModelSpec,
-    project_folder: Path,
-    *,
-    refresh: bool,
-    is_current: Callable[[ModelManifest], bool],
-) -> ModelPlan:
-    """``is_current``: the source's on-volume arrangement (ModelScope layout and links) is what we would write."""
-    manifest = read_model_manifest(context.layout, spec.key)
-    if manifest is None:
-        return ModelPlan(spec, None, "missing", None)
-    if manifest.spec_hash != spec_hash(spec):
-        return ModelPlan(spec, manifest, "outdated", None)
-    check = quick_check(context.layout, manifest)
-    if isinstance(spec, LocalModel) and _local_source_changed(spec, manifest, project_folder):
-        return ModelPlan(spec, manifest, "outdated", check)
+def plan_model(layout: VolumeLayout, spec: ModelSpec, project_folder: Path, *, refresh: bool) -> ModelPlan:
+    """The model's stored state (``models/state.py``), turned into what a download does with it."""
+    stored = model_state(layout, spec, read_model_manifest(layout, spec.key), project_folder=project_folder)
     movable = isinstance(spec, HuggingFaceModel | ModelScopeModel) and not is_pinned(spec.revision)
-    if not check.ok:
+    if refresh and movable and stored.state in ("present", "incomplete", "relayout"):
         # A run killed after switching to a newer commit leaves the manifest naming the old one:
         # repairing from it would bring the old commit back, asking the hub goes forward.
-        return ModelPlan(spec, manifest, "refresh" if refresh and movable else "incomplete", check)
-    if not is_current(manifest):
-        return ModelPlan(spec, manifest, "refresh" if refresh and movable else "relayout", check)
-    if refresh and movable:
-        return ModelPlan(spec, manifest, "refresh", check)
-    return ModelPlan(spec, manifest, "present", check)
+        return ModelPlan(spec, stored.manifest, "refresh", stored.check)
+    return ModelPlan(spec, stored.manifest, stored.state, stored.check)

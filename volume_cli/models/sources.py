@@ -105,10 +105,6 @@ class RemoteSource(Protocol):
 
     def auth_token(self) -> str | None: ...
 
-    def is_current(self, manifest: ModelManifest) -> bool:
-        """The on-volume arrangement (links, layout) is what this run would write."""
-        ...
-
     def publish(self, spec: ModelSpec, manifest: ModelManifest, previous: ModelManifest | None) -> None:
         """After the manifest is written: the one switch readers see, then what the switch replaced goes.
 

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.manifest import ModelManifest, all_manifests, quick_check, read_model_manifest, spec_hash
-from volume_cli.models.modelscope import REVISIONS_VARIANT, revision_is_live
+from volume_cli.models.manifest import ModelManifest, all_manifests, read_model_manifest
 from volume_cli.models.plan import unique_specs
 from volume_cli.models.results import ModelListing, ModelsStatus, ModelState, ModelStatus
+from volume_cli.models.state import model_state
 from volume_cli.project.definition import ProjectDefinition
 
 NOT_SWITCHED = "(workers' folders still lead to the previous revision)"
@@ -18,17 +18,11 @@ NOT_SWITCHED = "(workers' folders still lead to the previous revision)"
 def _state(
     layout: VolumeLayout, spec: ModelSpec | None, manifest: ModelManifest | None
 ) -> tuple[ModelState, tuple[str, ...]]:
-    if manifest is None:
-        return "missing", ()
-    if spec is not None and manifest.spec_hash != spec_hash(spec):
-        return "outdated", ()
-    check = quick_check(layout, manifest)
-    if not check.ok:
-        return "incomplete", check.problems
-    if manifest.layout_variant == REVISIONS_VARIANT and not revision_is_live(layout, manifest):
+    stored = model_state(layout, spec, manifest)
+    if stored.state == "relayout":
         # A run stopped between the manifest and the switch: workers still read the previous revision.
         return "incomplete", (NOT_SWITCHED,)
-    return "present", ()
+    return stored.state, stored.problems
 
 
 def model_status(layout: VolumeLayout, spec: ModelSpec) -> ModelStatus:

@@ -71,9 +71,6 @@ class UrlSource:
     def prepare(self, spec: ModelSpec, previous: ModelManifest | None) -> None:
         return None
 
-    def is_current(self, manifest: ModelManifest) -> bool:
-        return True
-
     def publish(self, spec: ModelSpec, manifest: ModelManifest, previous: ModelManifest | None) -> None:
         return None  # the file was put in place with one rename in finalize
 
