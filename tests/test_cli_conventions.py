@@ -217,7 +217,7 @@ def test_setup_dry_run_prints_both_plans_and_changes_nothing(  # type: ignore[no
 
 
 def test_setup_passes_timeout_retries_refresh_upgrade(cli, monkeypatch: pytest.MonkeyPatch, volume_root: Path) -> None:  # type: ignore[no-untyped-def]
-    import volume_cli.setup_flow as setup_flow
+    import volume_cli.flows.setup as setup_flow
 
     seen: dict[str, Any] = {}
 

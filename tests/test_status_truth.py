@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wheelfactory import IndexServer, build_wheel
 
 from volume_cli.deps import install, rollback
+from volume_cli.flows.status import project_status
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import load_project_folder
-from volume_cli.status import project_status
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 MODEL = [{"source": "huggingface", "repo_id": "org/model"}]

@@ -25,13 +25,13 @@ from tests.wheelfactory import IndexServer
 from volume_cli.consumer_env import consumer_env
 from volume_cli.deps import install
 from volume_cli.errors import InstallError
+from volume_cli.flows.status import project_status
 from volume_cli.layout import VolumeLayout
 from volume_cli.models import download, remove
 from volume_cli.models.manifest import safe_key
 from volume_cli.progress import NullProgress
 from volume_cli.project.discovery import load_project_folder
 from volume_cli.runtime import ActivationError, activate, inspect
-from volume_cli.status import project_status
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 # The dependency tests' local index and uv cache.
@@ -317,7 +317,7 @@ def test_every_copy_of_the_local_cache_list_agrees() -> None:
 def test_a_failing_after_models_hook_fails_the_models_step_not_the_whole_setup(
     layout: VolumeLayout, tmp_path: Path, index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from volume_cli.setup_flow import run_setup
+    from volume_cli.flows.setup import run_setup
 
     folder = tmp_path / "plugins" / "after"
     folder.mkdir(parents=True)

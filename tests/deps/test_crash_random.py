@@ -27,10 +27,10 @@ from volume_cli.deps import deps_status, gc, install, rollback
 from volume_cli.deps.documents import GenerationRecord, generation_record_path, install_intent_path
 from volume_cli.deps.forest import current_generation
 from volume_cli.deps.record import reconciled_deps
+from volume_cli.flows.status import project_status
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.status import project_status
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
 

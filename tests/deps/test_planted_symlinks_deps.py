@@ -31,9 +31,9 @@ from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.consumer_env import consumer_env, write_runtime_copy
 from volume_cli.deps import check, deps_status, gc, install, rollback
 from volume_cli.errors import VolumeCliError
+from volume_cli.flows.setup import run_setup
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
-from volume_cli.setup_flow import run_setup
 
 from .helpers import PY, Projects
 

@@ -10,10 +10,10 @@ from wheelfactory import IndexServer
 
 from volume_cli.deps import deps_status, install, rollback
 from volume_cli.deps.forest import current_generation
+from volume_cli.flows.status import project_status
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.status import project_status
 from volume_cli.store.state import read_project_state
 
 from . import racekit

@@ -35,20 +35,15 @@ def read_root(root: Path | None) -> ResolvedRoot:
     return resolve_root(root)
 
 
-def write_layout(root: Path | None) -> VolumeLayout:
-    """The layout of a root we are about to write to, checked first."""
+def layout(root: Path | None, *, write: bool) -> VolumeLayout:
+    """The one way a command gets its volume: ``write`` checks the root is writable and initialises it."""
+    resolved = resolve_root(root)
+    if not write:
+        return VolumeLayout(resolved.path)
     from volume_cli import __version__
     from volume_cli.store.state import ensure_volume_info
 
-    resolved = resolve_root(root)
     require_writable(resolved.path)
-    layout = VolumeLayout(resolved.path)
-    ensure_volume_info(layout, __version__)  # one read once the volume is initialised
-    return layout
-
-
-def write_runtime(layout: VolumeLayout) -> None:
-    """Keep the standalone runtime file on the volume current (for workers with nothing installed)."""
-    from volume_cli.consumer_env import write_runtime_copy
-
-    write_runtime_copy(layout)
+    volume = VolumeLayout(resolved.path)
+    ensure_volume_info(volume, __version__)  # one read once the volume is initialised
+    return volume

@@ -54,24 +54,17 @@ def _register_env(app: typer.Typer) -> None:
     ) -> None:
         """Print PYTHONPATH and model cache variables for a worker: eval "$(volume-cli env -p P)"."""
         from volume_cli.cli import context
-        from volume_cli.consumer_env import consumer_env, declared_models_hash, render_env
+        from volume_cli.consumer_env import render_env
         from volume_cli.errors import UsageError
-        from volume_cli.layout import VolumeLayout
+        from volume_cli.flows.env import worker_env
 
         if as_json:
             output_format = "json"
         if output_format not in {"shell", "dotenv", "dockerfile", "json"}:
             raise UsageError(f"--format must be shell, dotenv, dockerfile or json, got {output_format!r}")
         definition = context.project(projects_dir, project)
-        layout = VolumeLayout(context.read_root(root).path)
-        result = consumer_env(
-            layout=layout,
-            project=definition.name,
-            python_version=definition.python_version,
-            mount=mount,
-            local_cache=local_cache,
-            models_hash=declared_models_hash(definition),
-        )
+        layout = context.layout(root, write=False)
+        result = worker_env(layout=layout, project=definition, mount=mount, local_cache=local_cache)
         sys.stdout.write(render_env(result, cast("EnvFormat", output_format)))
         if not result.models_complete:
             # stderr: stdout is eval'd or pasted into a Dockerfile.

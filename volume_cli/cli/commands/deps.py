@@ -23,10 +23,9 @@ from volume_cli.cli.options import (
     WaitOption,
 )
 from volume_cli.cli.render import emit, format_bytes
-from volume_cli.redact import redact_url
 
 if TYPE_CHECKING:
-    from volume_cli.deps import DepsCheckReport, InstallPlan, InstallResult, PackageRow
+    from volume_cli.deps import DepsCheckReport, InstallPlan, InstallResult
 
 app = typer.Typer(help="Install, inspect and roll back a project's Python dependencies.", no_args_is_help=True)
 
@@ -53,42 +52,29 @@ def list_command(
     """The project's groups (index, flags, packages in install order) and desired versus installed versions."""
     from volume_cli.cli import context
     from volume_cli.errors import RootError
+    from volume_cli.flows.deps import list_deps
+    from volume_cli.layout import VolumeLayout
 
     definition = context.project(projects_dir, project)
-    config = definition.dependencies
-    groups = [
-        {
-            "group": name,
-            "index_url": redact_url(group.effective_index_url(index_url)),
-            "index_source": "group" if group.index_url else ("mirror" if index_url else "PyPI"),
-            "extra_index_urls": [redact_url(url) for url in group.extra_index_urls],
-            "no_deps": group.no_deps,
-            "description": group.description,
-            "packages": group.packages,
-        }
-        for name, group in config.ordered_groups
-    ]
-    packages: list[PackageRow] = []
+    _ = definition.dependencies  # a config error stops here, before the volume is looked for
+    layout: VolumeLayout | None = None
     try:
-        from volume_cli.deps import list_packages
-        from volume_cli.layout import VolumeLayout
-
-        layout = VolumeLayout(context.read_root(root).path)
-        packages = list(list_packages(layout=layout, project=definition, mirror=index_url))
+        layout = context.layout(root, write=False)
     except RootError:
         pass  # no volume here: show the config alone
-    group_packages = {name: group.packages for name, group in config.ordered_groups}
+    listing = list_deps(layout=layout, project=definition, mirror=index_url)
+    packages = listing.packages
 
     def human(console: Console) -> None:
         console.print(
             f"[bold]{definition.name}[/]  python {definition.python_version}  [dim]{definition.dependencies_path}[/]"
         )
-        for entry in groups:
-            flags = " no_deps" if entry["no_deps"] else ""
-            console.print(f"\n[bold]{entry['group']}[/]  {entry['index_url']} [dim]({entry['index_source']}){flags}[/]")
-            if entry["description"]:
-                console.print(f"  [dim]{entry['description']}[/]")
-            for package in group_packages[str(entry["group"])]:
+        for entry in listing.groups:
+            flags = " no_deps" if entry.no_deps else ""
+            console.print(f"\n[bold]{entry.group}[/]  {entry.index_url} [dim]({entry.index_source}){flags}[/]")
+            if entry.description:
+                console.print(f"  [dim]{entry.description}[/]")
+            for package in entry.packages:
                 console.print(f"  {package}", markup=False)
         if packages:
             table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
@@ -106,16 +92,7 @@ def list_command(
             console.print()
             console.print(table)
 
-    emit(
-        {
-            "project": definition.name,
-            "python_version": definition.python_version,
-            "groups": groups,
-            "packages": packages,
-        },
-        as_json=as_json,
-        human=human,
-    )
+    emit(listing, as_json=as_json, human=human)
 
 
 @app.command("lock")
@@ -139,7 +116,7 @@ def lock_command(
     from volume_cli.deps.uvtool import uv_network
 
     definition = context.project(projects_dir, project)
-    layout = context.write_layout(root)
+    layout = context.layout(root, write=True)
     with uv_network(timeout=timeout), ProgressView() as progress:
         result = lock_project(
             layout=layout,
@@ -215,13 +192,13 @@ def install_command(
     """Install what changed into a new generation and switch to it atomically (--dry-run: print the plan)."""
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
-    from volume_cli.deps import install
     from volume_cli.deps.uvtool import uv_network
+    from volume_cli.flows.deps import install_deps
 
     definition = context.project(projects_dir, project)
-    layout = context.write_layout(root)
+    layout = context.layout(root, write=True)
     with uv_network(timeout=timeout), ProgressView() as progress:
-        result = install(
+        result = install_deps(
             layout=layout,
             project=definition,
             mirror=index_url,
@@ -231,8 +208,6 @@ def install_command(
             progress=progress,
             wait_seconds=wait,
         )
-    if not dry_run:
-        context.write_runtime(layout)
     emit(result, as_json=as_json, human=lambda console: render_install(console, result))
 
 
@@ -251,7 +226,7 @@ def rollback_command(
     from volume_cli.deps import rollback
 
     definition = context.project(projects_dir, project)
-    layout = context.write_layout(root)
+    layout = context.layout(root, write=True)
     with ProgressView() as progress:
         result = rollback(layout=layout, project=definition, progress=progress, wait_seconds=wait, dry_run=dry_run)
 
@@ -309,10 +284,9 @@ def check_command(
     from volume_cli.deps import check
     from volume_cli.deps.check import next_step
     from volume_cli.errors import InstallError
-    from volume_cli.layout import VolumeLayout
 
     definition = context.project(projects_dir, project)
-    layout = VolumeLayout(context.read_root(root).path)
+    layout = context.layout(root, write=False)
     with ProgressView() as progress:
         report = check(layout=layout, project=definition, imports=imports, progress=progress)
     emit(report, as_json=as_json, human=lambda console: render_check(console, report))

@@ -107,11 +107,8 @@ def _models_context(
     projects_dir: list[Path] | None, project: str, root: Path | None, *, write: bool
 ) -> tuple[ProjectDefinition, VolumeLayout]:
     from volume_cli.cli import context
-    from volume_cli.layout import VolumeLayout
 
-    definition = context.project(projects_dir, project)
-    layout = context.write_layout(root) if write else VolumeLayout(context.read_root(root).path)
-    return definition, layout
+    return context.project(projects_dir, project), context.layout(root, write=write)
 
 
 @app.command("download")
@@ -206,12 +203,11 @@ def list_command(
 ) -> None:
     """Models desired by projects versus present on the volume, with revision and size."""
     from volume_cli.cli import context
-    from volume_cli.layout import VolumeLayout
     from volume_cli.models import list_models
 
     discovery = context.projects(projects_dir)
     definitions = [discovery.get(project)] if project else list(discovery.projects.values())
-    layout = VolumeLayout(context.read_root(root).path)
+    layout = context.layout(root, write=False)
     rows = list_models(layout=layout, projects=definitions)
 
     def human(console: Console) -> None:
@@ -244,11 +240,10 @@ def verify_command(
     from volume_cli.cli import context
     from volume_cli.cli.progress_view import ProgressView
     from volume_cli.errors import ModelError
-    from volume_cli.layout import VolumeLayout
     from volume_cli.models import verify
 
     definition = context.project(projects_dir, project) if project else None
-    layout = VolumeLayout(context.read_root(root).path)
+    layout = context.layout(root, write=False)
     with ProgressView() as progress:
         result = verify(layout=layout, project=definition, deep=deep, progress=progress)
     emit(result, as_json=as_json, human=lambda console: render_verify(console, result))
@@ -278,12 +273,12 @@ def _repair_hint(layout: VolumeLayout, damaged: list[str], project: str | None, 
 def _declared_models(projects_dir: list[Path] | None) -> dict[str, list[str]]:
     from volume_cli.cli import context
     from volume_cli.errors import VolumeCliError
+    from volume_cli.flows.gc import declared_model_keys
 
     try:
-        discovered = context.projects(projects_dir).projects
+        return declared_model_keys(context.projects(projects_dir).projects)
     except VolumeCliError:
         return {}  # no project folders here: the volume's own records still tell
-    return {name: [spec.key for spec in definition.models] for name, definition in discovered.items()}
 
 
 def render_verify(console: Console, result: VerifyResult) -> None:
@@ -320,7 +315,7 @@ def rm_command(
     from volume_cli.cli import context
     from volume_cli.models import remove
 
-    layout = context.write_layout(root)
+    layout = context.layout(root, write=True)
     plan = remove(layout=layout, keys=keys, dry_run=True)  # an unknown key stops here, before any question
     _warn_still_declared(layout, [removed.key for removed in plan.removed], projects_dir)
     if not dry_run:
@@ -330,16 +325,9 @@ def rm_command(
 
 
 def _warn_still_declared(layout: VolumeLayout, keys: list[str], projects_dir: list[Path] | None) -> None:
-    from volume_cli.cli import context
-    from volume_cli.errors import VolumeCliError
     from volume_cli.models.gc import projects_declaring
 
-    try:
-        declared = {
-            name: [spec.key for spec in d.models] for name, d in context.projects(projects_dir).projects.items()
-        }
-    except VolumeCliError:
-        declared = {}  # no project folders here: the volume's own records still tell
+    declared = _declared_models(projects_dir)
     stderr = Console(stderr=True)
     for key, projects in sorted(projects_declaring(layout, keys, declared=declared).items()):
         stderr.print(
@@ -373,17 +361,12 @@ def gc_command(
 
     Projects recorded on the volume but not found here still count as referencing their models."""
     from volume_cli.cli import context
-    from volume_cli.models import gc
-    from volume_cli.models.gc import keys_recorded_on_volume
+    from volume_cli.flows.gc import collect_models
 
-    discovery = context.projects(projects_dir)
-    referenced = {spec.key for definition in discovery.projects.values() for spec in definition.models}
-    layout = context.write_layout(root)
-    # Projects set up from another pod (whose folders are not found here) keep their models:
-    # the volume's own records say what they use. Remove those explicitly with models rm.
-    referenced |= keys_recorded_on_volume(layout, exclude=set(discovery.projects))
-    plan = gc(layout=layout, referenced_keys=referenced, dry_run=True)
+    projects = context.projects(projects_dir).projects
+    layout = context.layout(root, write=True)
+    plan = collect_models(layout=layout, projects=projects, dry_run=True)
     if not dry_run:
         _confirm_plan(plan, yes=yes, as_json=as_json, command="volume-cli models gc")
-    result = plan if dry_run else gc(layout=layout, referenced_keys=referenced)
+    result = plan if dry_run else collect_models(layout=layout, projects=projects, dry_run=False)
     emit(result, as_json=as_json, human=lambda console: _render_gc(console, result))

@@ -15,7 +15,7 @@ from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOp
 from volume_cli.cli.render import emit, format_bytes
 
 if TYPE_CHECKING:
-    from volume_cli.status import ProjectStatus, StatusReport
+    from volume_cli.flows.status import ProjectStatus, StatusReport
     from volume_cli.uv_cache import UvCacheUsage
 
 
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """What is installed on the volume, what drifted, sizes and free space."""
         from volume_cli.cli import context
-        from volume_cli.status import volume_status
+        from volume_cli.flows.status import volume_status
 
         resolved = context.read_root(root)
         discovery = context.projects(projects_dir)

@@ -23,9 +23,9 @@ from volume_cli.cli.render import emit, format_bytes, to_jsonable
 
 if TYPE_CHECKING:
     from volume_cli.deps.gc import GcReport
+    from volume_cli.flows.setup import SetupResult
     from volume_cli.layout import VolumeLayout
     from volume_cli.project.definition import ProjectDefinition
-    from volume_cli.setup_flow import SetupResult
 
 
 def register(app: typer.Typer) -> None:
@@ -69,17 +69,16 @@ def _register_setup(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Install the project's dependencies, then download its models; non-zero exit if either failed."""
-        from volume_cli import setup_flow
         from volume_cli.cli import context
         from volume_cli.cli.progress_view import ProgressView
         from volume_cli.deps.uvtool import uv_network
         from volume_cli.errors import VolumeCliError
-        from volume_cli.layout import VolumeLayout
+        from volume_cli.flows import setup as setup_flow
 
         definition = context.project(projects_dir, project)
         _ = definition.dependencies  # a config error stops here, before any work
         # A dry run must not even initialise the volume's metadata.
-        layout = VolumeLayout(context.read_root(root).path) if dry_run else context.write_layout(root)
+        layout = context.layout(root, write=not dry_run)
         with uv_network(timeout=timeout, retries=retries), ProgressView() as progress:
             result = setup_flow.run_setup(
                 layout=layout,
@@ -160,7 +159,7 @@ def _register_gc(app: typer.Typer) -> None:
         from volume_cli.deps import gc
         from volume_cli.uv_cache import clean_uv_cache
 
-        layout = context.write_layout(root)
+        layout = context.layout(root, write=True)
 
         def collect(*, plan_only: bool) -> GcReport:
             with ProgressView() as progress:

@@ -63,13 +63,12 @@ def run_setup(
     retries: int = 4,
 ) -> SetupResult:
     """``timeout``/``retries`` bound the hub requests; uv's are set by the caller (``uv_network``)."""
-    from volume_cli.consumer_env import write_runtime_copy
-    from volume_cli.deps import install
+    from volume_cli.flows.deps import install_deps
     from volume_cli.models import download
 
     def deps_step() -> tuple[str, Any]:
         progress.step(f"dependencies of {project.name}")
-        result = install(
+        result = install_deps(
             layout=layout,
             project=project,
             mirror=mirror,
@@ -83,7 +82,6 @@ def run_setup(
             plan = result.plan
             changes = len(plan.add) + len(plan.upgrade) + len(plan.downgrade) + len(plan.reinstall) + len(plan.remove)
             return f"plan: {changes} change(s) (dry run)", result
-        write_runtime_copy(layout)
         if result.noop:
             return f"up to date (generation {result.generation}, {result.package_count} packages)", result
         plan = result.plan
