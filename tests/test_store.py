@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from volume_cli.errors import StateError
+from volume_cli.fileops import atomic_write_text, cleanup_stale_temp_files
 from volume_cli.layout import VolumeLayout
-from volume_cli.store.atomic import atomic_write_text, cleanup_stale_temp_files
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import ProjectState, ensure_volume_info, read_project_state, write_project_state
 
@@ -25,11 +25,11 @@ def test_kill_between_write_and_replace_leaves_old_file_valid(tmp_path: Path) ->
         f"""
         import os, signal
         from pathlib import Path
-        from volume_cli.store import atomic
+        from volume_cli import fileops
         def die(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
-        atomic.os.replace = die
-        atomic.atomic_write_text(Path({str(target)!r}), '{{"version": "new"}}' * 1000)
+        fileops.os.replace = die
+        fileops.atomic_write_text(Path({str(target)!r}), '{{"version": "new"}}' * 1000)
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -109,8 +109,8 @@ def test_a_resumed_download_starts_at_the_bytes_present_and_never_passes_100_per
     from tests.fakehub import FakeHub
     from volume_cli import models
     from volume_cli.layout import VolumeLayout
-    from volume_cli.models.fsops import staging_dir
     from volume_cli.models.manifest import safe_key
+    from volume_cli.models.staging import staging_dir
     from volume_cli.project.discovery import load_project_folder
 
     data = bytes(range(256)) * 4000  # 1 024 000 bytes

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Literal
 
 from volume_cli.errors import RootError
+from volume_cli.fileops import atomic_write_bytes
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runtime import boot_path, cache_variables, deps_path, missing_models
-from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
 
 EnvFormat = Literal["shell", "dotenv", "dockerfile", "json"]

@@ -18,15 +18,12 @@ Each check costs one ``lstat`` per path component on a network file system;
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import uuid
 from pathlib import Path
 
 from volume_cli.errors import UnsafePathError
 from volume_cli.layout import VolumeLayout
 
-TRASH_PREFIX = ".trash-"
 # Top-level folders of a volume root a deps/metadata path lives under; the root is the folder above.
 VOLUME_TOP = ("python-deps", ".metadata")
 
@@ -134,29 +131,3 @@ def guard_volume(layout: VolumeLayout, *, project: str | None = None, python_ver
     for folder in folders:
         check_folder(folder, layout.root, known=known)
     return known
-
-
-def remove_tree(path: Path, *, root: Path | None = None) -> None:
-    """Remove ``path`` after renaming it aside, so nobody sees it half-deleted; a link is removed as a link.
-
-    ``root`` (else found from the path's name) must hold ``path`` through real
-    folders only: a planted link above it would move and delete another tree.
-    """
-    base = root if root is not None else volume_root_of(path)
-    if base is None:
-        raise UnsafePathError(
-            f"refused to remove {path}: it is not under a volume's python-deps/ or .metadata/ folder",
-            hint="check the record or path that named it; nothing was removed",
-        )
-    check_chain(path, base)
-    if os.path.islink(path):
-        os.unlink(path)
-        return
-    aside = path.with_name(f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex[:6]}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    except OSError:
-        aside = path
-    shutil.rmtree(aside, ignore_errors=True)  # rmtree itself never follows links inside the tree

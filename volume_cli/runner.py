@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from volume_cli.errors import SubprocessError
-from volume_cli.store.atomic import atomic_write_text
+from volume_cli.fileops import atomic_write_text
 
 log = logging.getLogger(__name__)
 

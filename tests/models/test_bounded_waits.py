@@ -26,9 +26,9 @@ from tests.models.conftest import ProjectMaker, range_headers
 from volume_cli import models
 from volume_cli.errors import DeadlineError, DownloadError, LockHeldError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import staging_dir
 from volume_cli.models.http import HttpClient, RetryPolicy
 from volume_cli.models.manifest import safe_key
+from volume_cli.models.staging import staging_dir
 
 WEIGHTS = os.urandom(300_000)
 

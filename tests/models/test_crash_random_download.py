@@ -35,8 +35,8 @@ from tests.fakehub import FakeHub
 from tests.models.conftest import FAST, ProjectMaker, range_headers
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import staging_dir
 from volume_cli.models.manifest import read_model_manifest
+from volume_cli.models.staging import staging_dir
 
 SLOW = os.environ.get("VOLUME_CLI_SLOW_TESTS") == "1"
 POINTS = 60 if SLOW else 5

@@ -14,8 +14,8 @@ from tests.models.conftest import FAST, ProjectMaker, closed_port_url, range_hea
 from volume_cli import models
 from volume_cli.errors import ChecksumError, DiskSpaceError, DownloadError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import staging_dir
 from volume_cli.models.manifest import read_model_manifest, safe_key
+from volume_cli.models.staging import staging_dir
 from volume_cli.progress import NullProgress
 
 WEIGHTS = os.urandom(200_000)

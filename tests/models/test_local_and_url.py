@@ -156,8 +156,8 @@ def test_a_damaged_url_file_is_fetched_again(hub: FakeHub, layout: VolumeLayout,
 
 
 def test_gc_drops_partials_of_models_nobody_wants(layout: VolumeLayout) -> None:
-    from volume_cli.models.fsops import staging_dir
     from volume_cli.models.manifest import safe_key
+    from volume_cli.models.staging import staging_dir
 
     staging = staging_dir(layout)
     staging.mkdir(parents=True)

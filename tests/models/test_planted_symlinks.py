@@ -20,9 +20,9 @@ from tests.models.conftest import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.errors import ModelError, UnsafePathError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import STAGING_NAME
 from volume_cli.models.manifest import read_model_manifest, safe_key, write_manifest
 from volume_cli.models.results import ModelDownloadError
+from volume_cli.models.staging import STAGING_NAME
 
 WEIGHTS = os.urandom(20_000)
 FILES = {"config.json": b'{"a": 1}', "model.safetensors": WEIGHTS}

@@ -26,7 +26,7 @@ def _check_relative_dest(value: str) -> str:
         raise ValueError(f"destination must be a relative path under models/, got {value!r}")
     if any(part in {"..", "."} for part in path.parts):
         raise ValueError(f"destination may not contain '.' or '..' parts, got {value!r}")
-    managed = {"hub", "modelscope", ".manifests", "huggingface", "torch", ".volume-cli-staging"}  # + models/fsops.py
+    managed = {"hub", "modelscope", ".manifests", "huggingface", "torch", ".volume-cli-staging"}  # + models/staging.py
     if path.parts and path.parts[0] in managed:
         raise ValueError(f"destination {value!r} is inside a folder volume-cli manages; choose another path")
     return str(path)

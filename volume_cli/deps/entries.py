@@ -35,8 +35,8 @@ from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, 
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
 from volume_cli.errors import InstallError, StateError
+from volume_cli.fileops import remove_tree as remove_tree
 from volume_cli.fsguard import check_chain, check_folder, check_inside, planted_link
-from volume_cli.fsguard import remove_tree as remove_tree
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_tag, tagged_process_gone

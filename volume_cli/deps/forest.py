@@ -18,9 +18,9 @@ from pathlib import Path
 
 from volume_cli.deps.documents import EntryInfo, GenerationRecord, generation_record_path
 from volume_cli.errors import InstallError
+from volume_cli.fileops import temp_path_for
 from volume_cli.fsguard import check_chain, check_folder, planted_link
 from volume_cli.layout import VolumeLayout
-from volume_cli.store.atomic import temp_path_for
 from volume_cli.store.documents import write_document
 
 TEMP_PREFIX = ".tmp-"

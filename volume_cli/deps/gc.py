@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import timezone
 from pathlib import Path
@@ -34,6 +33,7 @@ from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import TEMP_PREFIX
 from volume_cli.deps.record import live_intent, store_lock
 from volume_cli.errors import StateError
+from volume_cli.fileops import set_aside as _set_aside
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -238,16 +238,6 @@ def _decide_generations(
             continue
         label = f"{project}/{record.generation}"
         decision.generations.append((label, own, records_dir / file_name))
-
-
-def _set_aside(path: Path) -> Path | None:
-    """Rename ``path`` to a trash name beside it (one atomic step); the slow delete happens later."""
-    aside = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:6]}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return None
-    return aside
 
 
 def _set_aside_all(layout: VolumeLayout, decision: _Decision) -> list[Path]:

@@ -55,11 +55,11 @@ from volume_cli.deps.uvtool import (
     uv_environment,
 )
 from volume_cli.errors import ResolutionError, StateError, SubprocessError
+from volume_cli.fileops import atomic_write_text
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
-from volume_cli.store.atomic import atomic_write_text
 from volume_cli.store.documents import write_document
 from volume_cli.store.writer_locks import project_lock
 

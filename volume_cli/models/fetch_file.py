@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from volume_cli.fileops import open_partial_for_append, remove_tree
 from volume_cli.models.checksums import Checksum, StreamHasher, feed_file
-from volume_cli.models.fsops import open_partial_for_append, remove_path
 from volume_cli.models.http import HttpClient, TransientFailure, check_status
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class _ResumableFetch:
         if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
             # A symlink (or a hard link) planted at the partial's name is dropped as a link: the file it
             # shares bytes with is never read or appended to.
-            remove_path(self.partial)
+            remove_tree(self.partial, checked=True)  # checked inside its cache when the job was made
             return
         existing = info.st_size
         if self.size is not None and existing > self.size:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from volume_cli.errors import ChecksumError, DownloadError
+from volume_cli.fileops import swap_into_place
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fetch_file import ChecksumMismatch, Fetched, fetch_to_partial
-from volume_cli.models.fsops import swap_into_place
 from volume_cli.models.http import HttpClient, HttpStatusError
 from volume_cli.models.sources import FileJob
 from volume_cli.models.tokens import auth_headers

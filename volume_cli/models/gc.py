@@ -12,10 +12,12 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 
 from volume_cli.errors import LockHeldError, UnknownModelError, UnsafePathError
+from volume_cli.fileops import remove_empty_parents, remove_tree, tree_bytes
+from volume_cli.fsguard import check_inside, is_inside
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import check_inside, is_inside, remove_empty_parents, remove_path, staging_dir, tree_bytes
 from volume_cli.models.manifest import ModelManifest, all_manifests, delete_manifest, model_lock_path, safe_key
 from volume_cli.models.results import GcResult, RemovedModel
+from volume_cli.models.staging import staging_dir
 from volume_cli.progress import NullProgress, Progress
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import read_project_state
@@ -45,7 +47,7 @@ def _remove_orphan_partials(layout: VolumeLayout, referenced: set[str]) -> None:
         return
     for entry in entries:
         if entry.name.removesuffix(".part") not in keep:
-            remove_path(entry, within=layout.models_dir)
+            remove_tree(entry, within=layout.models_dir)
 
 
 def remove(
@@ -128,10 +130,10 @@ def _remove_model(layout: VolumeLayout, manifest: ModelManifest) -> int:
         if path.is_symlink() and is_inside(path, layout.models_dir):
             path.unlink()
             remove_empty_parents(path.parent, layout.models_dir)
-    remove_path(target, within=layout.models_dir)
+    remove_tree(target, within=layout.models_dir)
     remove_empty_parents(target.parent, layout.models_dir)
-    remove_path(staging_dir(layout) / safe_key(manifest.key), within=layout.models_dir)
-    remove_path(staging_dir(layout) / f"{safe_key(manifest.key)}.part", within=layout.models_dir)
+    remove_tree(staging_dir(layout) / safe_key(manifest.key), within=layout.models_dir)
+    remove_tree(staging_dir(layout) / f"{safe_key(manifest.key)}.part", within=layout.models_dir)
     return freed
 
 

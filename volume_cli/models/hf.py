@@ -25,9 +25,10 @@ from urllib.parse import quote
 
 from volume_cli.config.model_sources import HuggingFaceModel, ModelSpec
 from volume_cli.errors import ModelError, UnsafeIdentifierError
+from volume_cli.fileops import atomic_write_text, is_file_of_size, relative_symlink, remove_empty_parents, remove_tree
+from volume_cli.fsguard import check_inside
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import check_inside, is_file_of_size, relative_symlink, remove_empty_parents, remove_path
 from volume_cli.models.http import EndpointFailure, HttpClient
 from volume_cli.models.identifiers import (
     HINT,
@@ -49,7 +50,6 @@ from volume_cli.models.sources import (
     is_pinned,
 )
 from volume_cli.models.tokens import auth_headers, hf_token
-from volume_cli.store.atomic import atomic_write_text
 
 # 1000 entries a page on the Hub: far beyond the largest repositories.
 _MAX_TREE_PAGES = 10_000
@@ -235,7 +235,7 @@ class HuggingFaceSource:
             return
         for name in names:
             if name not in keep and is_pinned(name):
-                remove_path(folder / "snapshots" / name, within=self.hub_cache)
+                remove_tree(folder / "snapshots" / name, within=self.hub_cache)
         prune_unreferenced_blobs(folder)
 
     def _drop_paths(self, folder: Path, snapshot: Path, previous: ModelManifest, manifest: ModelManifest) -> None:

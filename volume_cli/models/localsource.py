@@ -17,10 +17,12 @@ from pathlib import Path
 
 from volume_cli.config.model_sources import LocalModel
 from volume_cli.errors import ModelError
+from volume_cli.fileops import remove_tree, swap_into_place, unique_sibling
+from volume_cli.fsguard import check_inside
 from volume_cli.models.checksums import StreamHasher
-from volume_cli.models.fsops import check_inside, remove_path, staging_dir, swap_into_place, unique_sibling
 from volume_cli.models.manifest import ManifestFile, ModelManifest, safe_key, spec_hash
 from volume_cli.models.sources import SourceContext
+from volume_cli.models.staging import staging_dir
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -99,7 +101,7 @@ def import_local(context: SourceContext, spec: LocalModel, project_folder: Path)
         # The replaced copy waits in staging until the next import, for readers still in it.
         swap_into_place(staged, destination, keep_old=staging_dir(context.layout) / safe_key(spec.key) / "previous")
     except BaseException:
-        remove_path(staged)
+        remove_tree(staged, within=context.layout.models_dir)
         raise
     layout = context.layout
     return ModelManifest(

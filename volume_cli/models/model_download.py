@@ -8,9 +8,9 @@ from pathlib import Path
 
 from volume_cli.config.model_sources import LocalModel, ModelSpec, UrlModel
 from volume_cli.errors import DiskSpaceError, VolumeCliError
+from volume_cli.fileops import disk_free, remove_tree
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.fetch_files import ByteCounter, FetchReport, fetch_files, status_error
-from volume_cli.models.fsops import disk_free, remove_path, staging_dir
 from volume_cli.models.hf import HuggingFaceSource
 from volume_cli.models.http import HttpClient, HttpStatusError, RetryPolicy
 from volume_cli.models.localsource import import_local
@@ -19,6 +19,7 @@ from volume_cli.models.modelscope import ModelScopeSource
 from volume_cli.models.plan import ModelPlan, plan_model
 from volume_cli.models.results import ModelAction, ModelOutcome
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, RemoteSource, SourceContext
+from volume_cli.models.staging import staging_dir
 from volume_cli.models.state import arrangement_is_current
 from volume_cli.models.urlsource import UrlSource, url_origin
 from volume_cli.progress import Task
@@ -198,7 +199,7 @@ class ModelDownloader:
             manifest = manifest.model_copy(update={"endpoint": report.endpoints[-1]})
         write_manifest(self.context.layout, manifest)
         adapter.publish(spec, manifest, current)  # the switch comes after the manifest: a kill converges forward
-        remove_path(staging_dir(self.context.layout) / safe_key(spec.key), within=self.context.layout.models_dir)
+        remove_tree(staging_dir(self.context.layout) / safe_key(spec.key), within=self.context.layout.models_dir)
         action = _ACTION_FOR_STATE.get(item.plan.state, "downloaded")
         return _done(spec, action, manifest, counter.total, tuple(report.fetched), manifest.endpoint)
 

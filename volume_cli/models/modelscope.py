@@ -22,24 +22,25 @@ from urllib.parse import quote
 
 from volume_cli.config.model_sources import ModelScopeModel, ModelSpec
 from volume_cli.errors import ModelError
-from volume_cli.layout import VolumeLayout
-from volume_cli.models import fsops
-from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import (
+from volume_cli.fileops import (
+    atomic_write_bytes,
+    atomic_write_text,
     exchange_paths,
     is_file_of_size,
     relative_symlink,
-    remove_path,
-    staging_dir,
+    remove_tree,
     unique_sibling,
 )
+from volume_cli.fsguard import check_inside, is_inside
+from volume_cli.layout import VolumeLayout
+from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.http import HttpClient
 from volume_cli.models.identifiers import check_revision, check_sha256, check_size, check_subfolder
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
 from volume_cli.models.mslayout import CURRENT_NAME, MsLayout, plan_layout
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext, check_repo_path, filter_paths
+from volume_cli.models.staging import staging_dir
 from volume_cli.models.tokens import auth_headers, modelscope_token
-from volume_cli.store.atomic import atomic_write_bytes, atomic_write_text
 
 _LISTING_CAP = 3000
 REVISIONS_VARIANT = "revisions"  # manifests of the one-switch layout (older ones name a release's folder)
@@ -145,7 +146,7 @@ class ModelScopeSource:
         jobs = []
         checked: set[Path] = set()
         for entry in listing.files:
-            final = fsops.check_inside(revision / check_repo_path(entry.path), self.cache, known=checked)
+            final = check_inside(revision / check_repo_path(entry.path), self.cache, known=checked)
 
             def url_for(endpoint: str, path: str = entry.path) -> str:
                 return (
@@ -157,9 +158,7 @@ class ModelScopeSource:
                 FileJob(
                     file=entry,
                     final=final,
-                    partial=fsops.check_inside(
-                        self._partial(ms.key, entry), self.context.layout.models_dir, known=checked
-                    ),
+                    partial=check_inside(self._partial(ms.key, entry), self.context.layout.models_dir, known=checked),
                     url_for=url_for,
                     present=entry.path in reusable,
                 )
@@ -210,19 +209,19 @@ class ModelScopeSource:
         ms = _as_ms(spec)
         layout = self.context.layout
         planned = self.layout_for(ms.model_id, ms.revision)
-        revision = fsops.check_inside(layout.absolute(manifest.files_root), planned.store)
+        revision = check_inside(layout.absolute(manifest.files_root), planned.store)
         # What readers saw until now stays for those that resolved it a moment ago; older revisions go.
         keep = {revision.name, _link_name(planned.current)}
         if previous is not None:
             keep.add(PurePosixPath(previous.files_root).name)
-        relative_symlink(fsops.check_inside(planned.current, self.cache), revision)
+        relative_symlink(check_inside(planned.current, self.cache), revision)
         _drop_revisions(planned.store, keep)
         for folder in planned.folders:
-            _link_folder(fsops.check_inside(folder, self.cache), planned.current)
+            _link_folder(check_inside(folder, self.cache), planned.current)
         wanted = {layout.relative(link) for link in (planned.current, *planned.folders)}
         for old_link in previous.links if previous else []:
             path = layout.absolute(old_link)
-            if old_link not in wanted and path.is_symlink() and fsops.is_inside(path, self.cache):
+            if old_link not in wanted and path.is_symlink() and is_inside(path, self.cache):
                 path.unlink()
 
     def _write_client_index(self, spec: ModelScopeModel, listing: Listing, folder: Path) -> None:
@@ -284,7 +283,7 @@ def _link_folder(folder: Path, target: Path) -> None:
         relative_symlink(folder, target)
         return
     link = unique_sibling(folder, "link")
-    os.symlink(os.path.relpath(target, folder.parent), link)
+    relative_symlink(link, target, replace=False)
     if exchange_paths(link, folder):
         aside = link  # now the old folder
     else:
@@ -315,7 +314,7 @@ def _drop_revisions(store: Path, keep: set[str]) -> None:
         return
     for entry in entries:
         if entry.name != CURRENT_NAME and entry.name not in keep:
-            remove_path(Path(entry.path))
+            remove_tree(Path(entry.path), within=store)
 
 
 def _live_folder(layout: VolumeLayout, previous: ModelManifest | None) -> Path | None:
@@ -323,4 +322,4 @@ def _live_folder(layout: VolumeLayout, previous: ModelManifest | None) -> Path |
     if previous is None:
         return None
     live = layout.absolute(previous.files_root)
-    return live if fsops.is_inside(live, layout.modelscope_cache) else None
+    return live if is_inside(live, layout.modelscope_cache) else None

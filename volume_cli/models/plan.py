@@ -15,9 +15,9 @@ from typing import Literal
 from volume_cli.config.model_sources import HuggingFaceModel, LocalModel, ModelScopeModel, ModelSpec, UrlModel
 from volume_cli.errors import ModelError
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.fsops import MANAGED_TOP_LEVEL
 from volume_cli.models.manifest import ModelManifest, QuickCheck, read_model_manifest, spec_hash
 from volume_cli.models.sources import is_pinned
+from volume_cli.models.staging import MANAGED_TOP_LEVEL
 from volume_cli.models.state import StoredState, model_state
 
 PlanState = StoredState | Literal["refresh"]  # refresh: ask the hub whether a branch moved

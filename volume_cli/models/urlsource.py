@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 
 from volume_cli.config.model_sources import ModelSpec, UrlModel
 from volume_cli.errors import ModelError
+from volume_cli.fsguard import check_inside
 from volume_cli.models.endpoints import EndpointPool
-from volume_cli.models.fsops import check_inside, staging_dir
 from volume_cli.models.http import HttpClient
 from volume_cli.models.manifest import ModelManifest, safe_key, spec_hash
 from volume_cli.models.sources import FileJob, Listing, RemoteFile, SourceContext
+from volume_cli.models.staging import staging_dir
 from volume_cli.models.tokens import auth_headers
 from volume_cli.redact import strip_credentials
 

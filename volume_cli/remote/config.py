@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from volume_cli.errors import RemoteConfigError
-from volume_cli.store.atomic import atomic_write_text
+from volume_cli.fileops import atomic_write_text
 
 SCHEMA_VERSION = 1
 # a name becomes part of env var names (VOLUME_CLI_REMOTE_<NAME>_...), so keep it plain ASCII

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from volume_cli.errors import StateError
-from volume_cli.store.atomic import atomic_write_text
+from volume_cli.fileops import atomic_write_text
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 

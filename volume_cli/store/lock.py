@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from volume_cli.errors import LockHeldError
+from volume_cli.fileops import atomic_write_text
 from volume_cli.fsguard import check_chain, volume_root_of
-from volume_cli.store.atomic import atomic_write_text
 from volume_cli.store.documents import Migration, StoreDocument, parse_document
 
 log = logging.getLogger(__name__)
