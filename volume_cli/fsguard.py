@@ -124,8 +124,8 @@ def guard_volume(layout: VolumeLayout, *, project: str | None = None, python_ver
     if python_version is not None:
         folders.append(layout.python_dir(python_version) / ".generations")
         if project is not None:
-            folders += [layout.generations_dir(project, python_version), layout.python_dir(python_version) / ".boot"]
-            folders.append(layout.python_dir(python_version) / ".boot" / project)
+            boot = layout.boot_dir(project, python_version)
+            folders += [layout.generations_dir(project, python_version), boot.parent, boot]
     if project is not None:
         folders.append(layout.project_state_dir(project))
     for folder in folders:

@@ -36,6 +36,10 @@ class VolumeLayout:
     def generations_dir(self, project: str, python_version: str) -> Path:
         return self.python_dir(python_version) / ".generations" / project
 
+    def boot_dir(self, project: str, python_version: str) -> Path:
+        """What a worker's PYTHONPATH names (never switched): its sitecustomize pins one generation."""
+        return self.python_dir(python_version) / ".boot" / project
+
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
