@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import CliResult, ProjectsFolder
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -54,44 +49,11 @@ def progress() -> NullProgress:
     return NullProgress()
 
 
-@dataclass
-class ProjectsFolder:
-    path: Path
-
-    def add_yaml_project(
-        self,
-        folder: str,
-        *,
-        name: str | None = None,
-        python: str = "3.11",
-        dependencies: str | None = None,
-        extra: str = "",
-    ) -> Path:
-        project = self.path / folder
-        project.mkdir(parents=True, exist_ok=True)
-        (project / "project.yaml").write_text(
-            f'name: {name or folder.replace("_", "-")}\npython_version: "{python}"\n{textwrap.dedent(extra)}'
-        )
-        (project / "dependencies.yaml").write_text(
-            textwrap.dedent(dependencies)
-            if dependencies is not None
-            else "groups:\n  main:\n    packages:\n      - six==1.17.0\n"
-        )
-        return project
-
-
 @pytest.fixture
 def projects_folder(tmp_path: Path) -> ProjectsFolder:
     folder = tmp_path / "projects"
     folder.mkdir()
     return ProjectsFolder(folder)
-
-
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture
@@ -112,11 +74,3 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return CliResult(code, captured.out, captured.err)
 
     yield invoke
-
-
-def volume_cli_command() -> list[str]:
-    """The installed console script, as a user runs it."""
-    script = shutil.which("volume-cli", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    if script is None:
-        pytest.fail("the volume-cli console script is not installed next to this Python")
-    return [script]

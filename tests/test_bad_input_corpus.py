@@ -18,7 +18,7 @@ from types import FrameType
 
 import pytest
 
-from tests.conftest import CliResult, ProjectsFolder
+from tests.helpers import CliResult, ProjectsFolder
 
 GOOD_PROJECT = 'name: victim\npython_version: "3.11"\n'
 GOOD_DEPS = "groups:\n  main:\n    packages:\n      - six==1.17.0\n"

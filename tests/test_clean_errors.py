@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, volume_cli_command
+from tests.helpers import CliResult, volume_cli_command, write_project
 from tests.wheelfactory import build_wheel
 
 Cli = Callable[..., CliResult]
@@ -148,9 +148,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonIndex]:
 class Volume:
     def __init__(self, root: Path, projects: Path, index: JsonIndex) -> None:
         self.root, self.projects, self.index = root, projects, index
-        self.folder = projects / "tiny"
-        self.folder.mkdir(parents=True)
-        (self.folder / "project.yaml").write_text(f'name: tiny\npython_version: "{PY}"\n')
+        self.folder = write_project(projects / "tiny", name="tiny")
 
     def want(self, *packages: str) -> None:
         listed = "".join(f"      - {package}\n" for package in packages)

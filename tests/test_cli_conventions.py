@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ProjectsFolder, volume_cli_command
+from tests.helpers import ProjectsFolder, volume_cli_command
 from tests.wheelfactory import IndexServer, build_wheel
 
 

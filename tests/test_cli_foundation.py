@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.conftest import ProjectsFolder, volume_cli_command
+from tests.helpers import ProjectsFolder, volume_cli_command
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, write_project_state
 

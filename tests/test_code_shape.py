@@ -119,3 +119,18 @@ def test_deps_reads_its_records_through_typed_accessors() -> None:
         if untyped.search(line)
     ]
     assert found == []
+
+
+def test_tests_share_their_helpers_through_a_plain_module() -> None:
+    # Helpers imported from conftest modules, found through a sys.path hack, were written twice and
+    # drifted apart; tests/helpers.py is the one place, conftest files hold fixtures only.
+    tests = PACKAGE.parent / "tests"
+    pattern = re.compile(
+        r"^\s*from (tests\.)?(\w+\.)*conftest import|^sys\.path\.insert\(0, str\(Path\(__file__\)", re.M
+    )
+    found = [
+        str(path.relative_to(tests))
+        for path in sorted(tests.rglob("*.py"))
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import volume_cli_command
+from tests.helpers import volume_cli_command, write_project
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.manifest import read_model_manifest
@@ -24,12 +23,10 @@ OTHER = "local/checkpoints/unused.bin"
 
 
 def _project(base: Path, name: str, dest: str) -> ProjectDefinition:
-    folder = base / name
-    folder.mkdir(parents=True)
-    (folder / "w.bin").write_bytes(b"weights")
-    document = {"name": name, "python_version": "3.11", "models": [{"source": "local", "path": "w.bin", "dest": dest}]}
-    (folder / "project.yaml").write_text(textwrap.dedent(yaml.safe_dump(document, sort_keys=False)))
-    return load_project_folder(folder)
+    models = [{"source": "local", "path": "w.bin", "dest": dest}]
+    return load_project_folder(
+        write_project(base / name, name=name, python="3.11", models=models, files={"w.bin": b"weights"})
+    )
 
 
 @pytest.fixture

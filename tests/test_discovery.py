@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ProjectsFolder
+from tests.helpers import ProjectsFolder
 from volume_cli.errors import ConfigError, DuplicateProjectError, ProjectNotFoundError
 from volume_cli.project.discovery import PROJECTS_PATH_ENV, bundled_projects_dir, discover
 from volume_cli.project.scaffold import scaffold_project

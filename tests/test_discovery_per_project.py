@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, ProjectsFolder, volume_cli_command
+from tests.helpers import CliResult, ProjectsFolder, volume_cli_command
 from volume_cli.errors import ConfigError, DuplicateProjectError, ProjectNotFoundError
 from volume_cli.project.discovery import bundled_projects_dir, discover
 

@@ -25,12 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import REPO_ROOT, volume_cli_command
-from docs_runner import DocCommand, extract
-from fakehub.server import FakeHub
-from wheelfactory import IndexServer, build_wheel
+from tests.docs_runner import DocCommand, extract
+from tests.fakehub.server import FakeHub
+from tests.helpers import REPO_ROOT, volume_cli_command
+from tests.wheelfactory import IndexServer, build_wheel
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 PROJECT = "docs-demo"

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import CliResult
-from wheelfactory import IndexServer, build_wheel
-
+from tests.helpers import CliResult
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps.uvtool import default_cache_dir, ignored_index_warnings
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"

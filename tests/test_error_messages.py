@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, ProjectsFolder
 from tests.fakehub import FakeHub
+from tests.helpers import CliResult, ProjectsFolder
 from tests.wheelfactory import build_wheel, serve
 from volume_cli import models
 from volume_cli.errors import ConfigError, DownloadError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult
+from tests.helpers import CliResult
 from tests.wheelfactory import IndexServer, build_wheel, serve
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress

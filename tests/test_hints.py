@@ -10,11 +10,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import ProjectsFolder
-from wheelfactory import IndexServer, build_wheel
-
+from tests.helpers import ProjectsFolder
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.cli.hints import given_options, with_user_options
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.deps.helpers import PY, Projects
+from tests.deps.helpers import PY
+from tests.helpers import Projects
 from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
 from tests.netvol.mount import Counts, NetVol, mounted, unavailable_reason
 from tests.wheelfactory import IndexServer, build_wheel

@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import CliResult
-from wheelfactory import IndexServer, build_wheel, pyenv_python
-
+from tests.helpers import CliResult
+from tests.wheelfactory import IndexServer, build_wheel, pyenv_python
 from volume_cli.config.dependencies import load_dependency_config
 from volume_cli.errors import ConfigError
 from volume_cli.project.discovery import discover

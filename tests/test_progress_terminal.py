@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import volume_cli_command
 from tests.fakehub import FakeHub
+from tests.helpers import volume_cli_command, write_project
 from tests.wheelfactory import IndexServer, build_wheel
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -129,10 +128,9 @@ def slow_index(tmp_path: Path) -> Iterator[SlowIndex]:
 
 
 def _project(base: Path, document: dict[str, object], groups: dict[str, object] | None = None) -> Path:
-    folder = base / "projects" / "demo"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "demo", "python_version": PY, **document}))
-    (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": groups or {}}))
+    models = document.get("models")
+    assert set(document) <= {"models"}, document  # what write_project writes besides name and python
+    write_project(base / "projects" / "demo", name="demo", models=models, groups=groups or {})  # type: ignore[arg-type]
     return base / "projects"
 
 

@@ -10,12 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from wheelfactory import IndexServer, build_wheel
-
+from tests.helpers import packages_groups, write_project
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps import install, rollback
 from volume_cli.flows.status import project_status
 from volume_cli.layout import VolumeLayout
@@ -37,13 +34,9 @@ def index(tmp_path: Path) -> Iterator[IndexServer]:
 
 
 def _project(base: Path, packages: list[str], *, models: list[dict[str, Any]] | None = None) -> ProjectDefinition:
-    folder = base / "projects" / "demo"
-    folder.mkdir(parents=True, exist_ok=True)
-    document: dict[str, Any] = {"name": "demo", "python_version": PY}
-    if models:
-        document["models"] = models
-    (folder / "project.yaml").write_text(yaml.safe_dump(document))
-    (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": {"m": {"packages": packages}}}))
+    folder = write_project(
+        base / "projects" / "demo", name="demo", models=models or None, groups=packages_groups({"m": packages})
+    )
     return load_project_folder(folder)
 
 

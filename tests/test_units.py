@@ -169,7 +169,7 @@ def test_a_failover_still_warns_about_the_dead_endpoint(
     tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.fakehub import FakeHub
-    from tests.models.conftest import closed_port_url
+    from tests.helpers import closed_port_url
 
     monkeypatch.chdir(tmp_path)
     projects = _model_project(tmp_path, "org/model")
@@ -227,7 +227,7 @@ def test_status_at_80_columns_cuts_no_name(tmp_path: Path, monkeypatch: pytest.M
 
     import yaml
 
-    from tests.conftest import volume_cli_command
+    from tests.helpers import volume_cli_command
     from tests.wheelfactory import IndexServer, build_wheel
     from volume_cli.deps import install
     from volume_cli.layout import VolumeLayout
@@ -260,7 +260,7 @@ def test_the_next_line_of_projects_new_is_one_line_at_80_columns(tmp_path: Path)
     import os
     import subprocess
 
-    from tests.conftest import volume_cli_command
+    from tests.helpers import volume_cli_command
 
     parent = tmp_path / "a-rather-long-folder-name-for-projects" / "that-goes-on"
     parent.mkdir(parents=True)

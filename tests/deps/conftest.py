@@ -7,17 +7,13 @@ Nothing here reaches PyPI or ~/.cache: every group points at a local index,
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from wheelfactory import IndexServer, build_wheel
-
-from .helpers import Projects
+from tests.helpers import Projects, build_graph_wheels
+from tests.wheelfactory import IndexServer
 
 
 @pytest.fixture
@@ -29,18 +25,7 @@ def isolated_uv() -> Path:
 @pytest.fixture
 def wheels(tmp_path: Path) -> Path:
     """The main index's wheels: a small dependency graph."""
-    folder = tmp_path / "wheels-main"
-    build_wheel(folder, "alpha", "1.0", requires=["beta>=1"])
-    build_wheel(folder, "alpha", "2.0", requires=["beta>=1"])
-    build_wheel(folder, "beta", "1.0")
-    build_wheel(folder, "beta", "1.5")
-    build_wheel(
-        folder, "gamma", "1.0", files={"gamma.py": "VALUE = 'gamma'\n"}, top_level=["gamma"], requires=["delta"]
-    )
-    build_wheel(folder, "delta", "1.0")
-    build_wheel(folder, "epsilon", "1.0")
-    build_wheel(folder, "epsilon", "3.0")
-    return folder
+    return build_graph_wheels(tmp_path / "wheels-main")
 
 
 @pytest.fixture

@@ -7,30 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from tests.helpers import PY as PY  # re-exported: the deps tests import it from here
 from volume_cli.layout import VolumeLayout
-from volume_cli.project.definition import ProjectDefinition
-from volume_cli.project.discovery import load_project_folder
 
 REPO = Path(__file__).resolve().parents[2]
-PY = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-class Projects:
-    """Writes project.yaml + dependencies.yaml under tmp and loads them like discovery does."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-
-    def make(self, name: str, groups: dict[str, Any], *, python: str = PY) -> ProjectDefinition:
-        folder = self.base / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "project.yaml").write_text(yaml.safe_dump({"name": name, "python_version": python}))
-        (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": groups}))
-        return load_project_folder(folder)
 
 
 _DRIVER = """
@@ -38,6 +19,7 @@ import json, sys
 from pathlib import Path
 from volume_cli.deps import install
 from volume_cli.errors import VolumeCliError
+from tests.helpers import PY as PY  # re-exported: the deps tests import it from here
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.project.discovery import load_project_folder

@@ -7,14 +7,14 @@ import os
 import time
 from pathlib import Path
 
-from wheelfactory import IndexServer, build_wheel
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps import check, deps_status, install, list_packages, lock_project, rollback, store_usage
 from volume_cli.deps.check import top_level_modules
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects
+from .helpers import PY
 
 
 def test_modules_come_from_record_not_from_the_package_name() -> None:

@@ -6,14 +6,14 @@ import json
 import zipfile
 from pathlib import Path
 
-from wheelfactory import IndexServer, build_wheel
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps import check, install
 from volume_cli.deps.check import next_step
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects
+from .helpers import PY
 
 PYC = f"__pycache__/mod.cpython-{PY.replace('.', '')}.pyc"
 

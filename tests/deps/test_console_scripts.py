@@ -6,15 +6,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from wheelfactory import IndexServer, build_wheel
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.consumer_env import consumer_env, render_env
 from volume_cli.deps import check, install
 from volume_cli.deps.scripts import rewritten
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects
+from .helpers import PY
 
 TOOL_FILES = {
     "tooly/__init__.py": "def main():\n    print('tooly says hi')\n",

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer
 
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import check, install
 from volume_cli.deps.documents import ENTRY_MANIFEST
 from volume_cli.deps.faults import CRASH_ENV, POINTS
@@ -17,7 +18,7 @@ from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.store.lock import LeaseLock, lock_path
 
-from .helpers import PY, Projects, import_values, run_install_subprocess, start_install_subprocess
+from .helpers import PY, import_values, run_install_subprocess, start_install_subprocess
 
 
 def _assert_converged(layout: VolumeLayout, project: str) -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wheelfactory import IndexServer
 
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import deps_status, gc, install, rollback
 from volume_cli.deps.documents import GenerationRecord, generation_record_path, install_intent_path
 from volume_cli.deps.forest import current_generation
@@ -35,7 +36,7 @@ from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
 
 from . import racekit
-from .helpers import PY, Projects, import_values
+from .helpers import PY, import_values
 
 SLOW = os.environ.get("VOLUME_CLI_SLOW_TESTS") == "1"
 KILLS_DEFAULT = int(os.environ.get("VOLUME_CLI_CRASH_KILLS") or 2)

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wheelfactory import IndexServer
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import check, gc, install
 from volume_cli.deps.check import next_step
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects
+from .helpers import PY
 
 
 def _entry(layout: VolumeLayout, prefix: str) -> Path:

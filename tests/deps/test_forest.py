@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from wheelfactory import (
+
+from tests.helpers import Projects
+from tests.wheelfactory import (
     IndexServer,
     build_wheel,
     compile_extension,
@@ -17,14 +19,13 @@ from wheelfactory import (
     gcc_available,
     pyenv_python,
 )
-
 from volume_cli.deps import install
 from volume_cli.deps.elf import search_paths
 from volume_cli.errors import ResolutionError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects, import_values
+from .helpers import PY, import_values
 
 PY_TAG = "cp" + PY.replace(".", "")
 

@@ -6,14 +6,14 @@ import os
 import time
 from pathlib import Path
 
-from wheelfactory import IndexServer
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import gc, install, rollback
 from volume_cli.deps.documents import generation_record_path
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects, import_values
+from .helpers import PY, import_values
 
 
 def _age(path: Path, seconds: float) -> None:

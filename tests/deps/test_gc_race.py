@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from wheelfactory import IndexServer
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import gc, install
 from volume_cli.deps.documents import GenerationRecord, generation_record_path
 from volume_cli.deps.forest import current_generation
@@ -18,7 +18,7 @@ from volume_cli.progress import NullProgress
 from volume_cli.store.documents import read_document
 
 from . import racekit
-from .helpers import PY, Projects, import_values
+from .helpers import PY, import_values
 
 NEW = {"m": {"packages": ["alpha==2.0", "gamma", "epsilon"]}}
 

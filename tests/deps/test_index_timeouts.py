@@ -17,15 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer
 
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import install
 from volume_cli.deps.uvtool import uv_environment, uv_network
 from volume_cli.errors import IndexUnreachableError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import REPO, Projects
+from .helpers import REPO
 
 
 class SilentServer:

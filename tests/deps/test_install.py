@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer, build_wheel
 
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps import install, list_packages, lock_project, plan_install, rollback
 from volume_cli.deps.documents import GenerationRecord, LockInfo, generation_record_path, lock_info_path
 from volume_cli.errors import InstallError, ResolutionError
@@ -20,7 +21,7 @@ from volume_cli.progress import NullProgress
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
 
-from .helpers import PY, REPO, Projects, import_values, tree_snapshot
+from .helpers import PY, REPO, import_values, tree_snapshot
 
 
 def _names(changes: tuple[object, ...]) -> list[str]:

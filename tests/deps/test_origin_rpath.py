@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer, build_wheel, compile_extension, compile_shared_library, gcc_available
 
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer, build_wheel, compile_extension, compile_shared_library, gcc_available
 from volume_cli.deps import install
 from volume_cli.deps.documents import ENTRY_MANIFEST
 from volume_cli.deps.entries import read_entry_manifest
@@ -21,7 +22,7 @@ from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.store.documents import write_document
 
-from .helpers import PY, Projects, import_values
+from .helpers import PY, import_values
 
 PY_TAG = "cp" + PY.replace(".", "")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import volume_cli_command
+from tests.helpers import Projects, volume_cli_command
 from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.consumer_env import consumer_env, write_runtime_copy
 from volume_cli.deps import check, deps_status, gc, install, rollback
@@ -35,7 +35,7 @@ from volume_cli.flows.setup import run_setup
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, Projects
+from .helpers import PY
 
 PROJECT = "p"
 LOCATIONS = {

@@ -6,8 +6,8 @@ import json
 import signal
 from pathlib import Path
 
-from wheelfactory import IndexServer
-
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import deps_status, install, rollback
 from volume_cli.deps.forest import current_generation
 from volume_cli.flows.status import project_status
@@ -17,7 +17,7 @@ from volume_cli.project.definition import ProjectDefinition
 from volume_cli.store.state import read_project_state
 
 from . import racekit
-from .helpers import PY, Projects
+from .helpers import PY
 
 SETS = ({"m": {"packages": ["alpha==1.0"]}}, {"m": {"packages": ["delta"]}}, {"m": {"packages": ["epsilon==3.0"]}})
 

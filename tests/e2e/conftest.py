@@ -2,82 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import volume_cli_command
 from tests.fakehub.server import FakeHub
-from tests.wheelfactory import IndexServer, build_wheel
-
-PY = f"{sys.version_info.major}.{sys.version_info.minor}"
-MODEL_FILES = {
-    "config.json": b'{"model_type": "story", "hidden_size": 4}',
-    "model.safetensors": bytes(range(256)) * 64,
-    "tokenizer.txt": b"hello\nworld\n",
-}
-
-
-@dataclass
-class Volume:
-    """A temporary volume root, projects folder and environment for the CLI."""
-
-    root: Path
-    projects: Path
-    env: dict[str, str]
-    hub: FakeHub
-    index: IndexServer
-    calls: list[list[str]] = field(default_factory=list)
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [*volume_cli_command(), *args]
-        if "--root" not in args and args and args[0] not in {"projects", "--help"}:
-            argv += ["--root", str(self.root)]
-        if (
-            args
-            and args[0] not in {"gc", "doctor", "--help"}
-            and "--projects-dir" not in args
-            and args[:2] != ("models", "rm")
-        ):
-            argv += ["--projects-dir", str(self.projects)]
-        self.calls.append(argv)
-        result = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=300)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def json(self, *args: str, check: bool = True) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.run(*args, "--json", check=check).stdout)
-
-    def write_project(self, name: str, packages: dict[str, list[str]], *, python: str = PY, models: str = "") -> Path:
-        folder = self.projects / name.replace("-", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "project.yaml").write_text(f'name: {name}\npython_version: "{python}"\n{textwrap.dedent(models)}')
-        groups = "".join(
-            f"  {group}:\n    packages:\n" + "".join(f"      - {item}\n" for item in items)
-            for group, items in packages.items()
-        )
-        (folder / "dependencies.yaml").write_text(f"groups:\n{groups}")
-        return folder
+from tests.helpers import MODEL_FILES, Volume, build_graph_wheels
+from tests.wheelfactory import IndexServer
 
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("wheels")
-    build_wheel(folder, "alpha", "1.0", requires=["beta>=1"])
-    build_wheel(folder, "alpha", "2.0", requires=["beta>=1"])
-    build_wheel(folder, "beta", "1.0")
-    build_wheel(folder, "gamma", "1.0", requires=["delta"])
-    build_wheel(folder, "delta", "1.0")
-    build_wheel(folder, "epsilon", "1.0")
-    return folder
+    return build_graph_wheels(tmp_path_factory.mktemp("wheels"))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import MODEL_FILES, PY, Volume
+from tests.helpers import MODEL_FILES, PY, Volume
 from tests.wheelfactory import pyenv_python
 
 MODELS = """\
@@ -343,7 +343,7 @@ def test_start_script_ensures_models_then_starts_the_worker(volume: Volume) -> N
 
 
 def volume_cli_path() -> str:
-    from tests.conftest import volume_cli_command
+    from tests.helpers import volume_cli_command
 
     return volume_cli_command()[0]
 

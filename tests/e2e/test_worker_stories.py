@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Volume
 from tests.e2e.test_stories import story_project
+from tests.helpers import Volume
 
 WORKER = """
 import sys, time

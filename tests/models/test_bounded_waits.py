@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.fakehub import FakeHub
-from tests.models.conftest import ProjectMaker, range_headers
+from tests.helpers import REPO_ROOT, ProjectMaker, range_headers
 from volume_cli import models
 from volume_cli.errors import DeadlineError, DownloadError, LockHeldError
 from volume_cli.layout import VolumeLayout

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker, range_headers
+from tests.helpers import FAST, ProjectMaker, range_headers
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.manifest import read_model_manifest

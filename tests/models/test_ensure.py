@@ -9,9 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker
+from tests.helpers import FAST, REPO_ROOT, ProjectMaker
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker, closed_port_url, range_headers, resolve_requests
+from tests.helpers import FAST, ProjectMaker, closed_port_url, range_headers, resolve_requests
 from volume_cli import models
 from volume_cli.errors import ChecksumError, DiskSpaceError, DownloadError
 from volume_cli.layout import VolumeLayout

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker
+from tests.helpers import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.errors import ConfigError, ModelError, UnsafeIdentifierError
 from volume_cli.layout import VolumeLayout

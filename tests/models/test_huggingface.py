@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker, api_requests, resolve_requests
+from tests.helpers import FAST, ProjectMaker, api_requests, resolve_requests
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.manifest import read_model_manifest

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker
+from tests.helpers import FAST, ProjectMaker
 from volume_cli import models
 from volume_cli.errors import ConfigError, ModelError
 from volume_cli.layout import VolumeLayout

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import ProjectsFolder
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker
+from tests.helpers import FAST, ProjectMaker, ProjectsFolder, write_project
 from volume_cli import models
 from volume_cli.errors import ModelError
 from volume_cli.layout import VolumeLayout
@@ -44,10 +42,7 @@ def _assert_volume_clean(root: Path) -> None:
 
 
 def _project(projects: Path, models_: list[dict[str, Any]], name: str = "secretive") -> None:
-    folder = projects / name
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {"name": name, "python_version": "3.11", "models": models_}
-    (folder / "project.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    write_project(projects / name, name=name, python="3.11", models=models_)
 
 
 def test_url_credentials_are_neither_stored_nor_printed(

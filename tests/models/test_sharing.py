@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from tests.fakehub import FakeHub
-from tests.models.conftest import FAST, ProjectMaker, resolve_requests
+from tests.helpers import FAST, ProjectMaker, resolve_requests
 from volume_cli import models
 from volume_cli.layout import VolumeLayout
 

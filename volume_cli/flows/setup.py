@@ -78,14 +78,12 @@ def run_setup(
             progress=progress,
             wait_seconds=wait_seconds,
         )
+        plan = result.plan
+        changes = len(plan.add) + len(plan.upgrade) + len(plan.downgrade) + len(plan.reinstall) + len(plan.remove)
         if dry_run:
-            plan = result.plan
-            changes = len(plan.add) + len(plan.upgrade) + len(plan.downgrade) + len(plan.reinstall) + len(plan.remove)
             return f"plan: {changes} change(s) (dry run)", result
         if result.noop:
             return f"up to date (generation {result.generation}, {result.package_count} packages)", result
-        plan = result.plan
-        changes = len(plan.add) + len(plan.upgrade) + len(plan.downgrade) + len(plan.reinstall) + len(plan.remove)
         return f"generation {result.generation}: {changes} change(s), {result.package_count} packages", result
 
     def models_step() -> tuple[str, Any]:

@@ -70,3 +70,12 @@ def feed_file(path: Path, hasher: StreamHasher, *, limit: int) -> int:
             hasher.update(chunk)
             done += len(chunk)
     return done
+
+
+def published_checksum(sha256: str | None, git_sha1: str | None) -> Checksum | None:
+    """The checksum a hub lists for a file: its sha256 when there is one, else its git blob id."""
+    if sha256:
+        return Checksum("sha256", sha256)
+    if git_sha1:
+        return Checksum("git-sha1", git_sha1)
+    return None

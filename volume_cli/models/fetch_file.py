@@ -60,28 +60,19 @@ def fetch_to_partial(
                 raise
 
 
+@dataclass
 class _ResumableFetch:
     """State of one file across attempts, so a retry resumes instead of starting over."""
 
-    def __init__(
-        self,
-        client: HttpClient,
-        url: str,
-        headers: Mapping[str, str],
-        partial: Path,
-        size: int | None,
-        checksum: Checksum | None,
-        on_bytes: Callable[[int], None],
-    ) -> None:
-        self.client = client
-        self.url = url
-        self.headers = headers
-        self.partial = partial
-        self.size = size
-        self.checksum = checksum
-        self.on_bytes = on_bytes
-        self.hasher: StreamHasher | None = None
-        self.written = 0  # bytes in the partial that the hasher has seen and progress counted
+    client: HttpClient
+    url: str
+    headers: Mapping[str, str]
+    partial: Path
+    size: int | None
+    checksum: Checksum | None
+    on_bytes: Callable[[int], None]
+    hasher: StreamHasher | None = None
+    written: int = 0  # bytes in the partial that the hasher has seen and progress counted
 
     def _new_hasher(self) -> StreamHasher:
         if self.checksum is not None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.fsguard import check_chain
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.checksums import Algorithm, Checksum
+from volume_cli.models.checksums import Algorithm, Checksum, published_checksum
 from volume_cli.redact import strip_credentials
 from volume_cli.store.documents import StoreDocument, read_document, write_document
 from volume_cli.store.lock import lock_path
@@ -42,11 +42,7 @@ class ManifestFile(BaseModel):
 
     @property
     def checksum(self) -> Checksum | None:
-        if self.sha256:
-            return Checksum("sha256", self.sha256)
-        if self.git_sha1:
-            return Checksum("git-sha1", self.git_sha1)
-        return None
+        return published_checksum(self.sha256, self.git_sha1)
 
     @property
     def algorithm(self) -> Algorithm | None:

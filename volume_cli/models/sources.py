@@ -11,7 +11,7 @@ from typing import Protocol
 
 from volume_cli.config.model_sources import ModelSpec
 from volume_cli.layout import VolumeLayout
-from volume_cli.models.checksums import Checksum
+from volume_cli.models.checksums import Checksum, published_checksum
 from volume_cli.models.endpoints import EndpointPool
 from volume_cli.models.http import HttpClient
 from volume_cli.models.identifiers import check_repo_path as check_repo_path  # the hub clients import it from here
@@ -36,11 +36,7 @@ class RemoteFile:
 
     @property
     def checksum(self) -> Checksum | None:
-        if self.sha256:
-            return Checksum("sha256", self.sha256)
-        if self.git_sha1:
-            return Checksum("git-sha1", self.git_sha1)
-        return None
+        return published_checksum(self.sha256, self.git_sha1)
 
     def as_manifest(self, *, size: int | None = None, sha256: str | None = None) -> ManifestFile:
         return ManifestFile(

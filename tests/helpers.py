@@ -1,0 +1,247 @@
+"""Helpers the tests share, in one plain module (conftest files hold fixtures only, and import from here).
+
+One writer of project folders (``write_project``) under the fixtures' conveniences, one set of
+wheels for a small dependency graph (``build_graph_wheels``), the CLI runners, and the fake hub's
+request filters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fakehub import FakeHub
+from tests.wheelfactory import IndexServer, build_wheel
+from volume_cli.project.definition import ProjectDefinition
+from volume_cli.project.discovery import load_project_folder
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+# Small timeouts and backoff keep model fault tests fast; each test that needs other values passes them.
+FAST: dict[str, Any] = {"timeout": 3.0, "retries": 2, "backoff": 0.01}
+
+
+# -- project folders -----------------------------------------------------------------------------------
+
+
+def write_project(
+    folder: Path,
+    *,
+    name: str,
+    python: str = PY,
+    groups: Mapping[str, Any] | None = None,
+    dependencies: str | None = None,
+    models: Sequence[Mapping[str, Any]] | None = None,
+    extra: str = "",
+    files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """A project folder: project.yaml, a dependencies.yaml from ``groups`` (or its text), extra files.
+
+    ``extra``: YAML text appended to project.yaml as written (a test of the parser's corners).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for relative, data in (files or {}).items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    # name and python as raw YAML text: the bad-input tests put YAML's own corners in them.
+    text = f'name: {name}\npython_version: "{python}"\n'
+    if models is not None:
+        text += yaml.safe_dump({"models": [dict(model) for model in models]}, sort_keys=False)
+    (folder / "project.yaml").write_text(text + textwrap.dedent(extra))
+    if dependencies is not None:
+        (folder / "dependencies.yaml").write_text(textwrap.dedent(dependencies))
+    elif groups is not None:
+        (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": dict(groups)}, sort_keys=False))
+    return folder
+
+
+def packages_groups(packages: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """``{"main": ["alpha==1.0"]}`` as dependencies.yaml groups."""
+    return {group: {"packages": list(items)} for group, items in packages.items()}
+
+
+@dataclass
+class ProjectsFolder:
+    """A projects folder of YAML projects (the CLI's --projects-dir)."""
+
+    path: Path
+
+    def add_yaml_project(
+        self,
+        folder: str,
+        *,
+        name: str | None = None,
+        python: str = "3.11",
+        dependencies: str | None = None,
+        extra: str = "",
+    ) -> Path:
+        return write_project(
+            self.path / folder,
+            name=name or folder.replace("_", "-"),
+            python=python,
+            dependencies=dependencies
+            if dependencies is not None
+            else "groups:\n  main:\n    packages:\n      - six==1.17.0\n",
+            extra=extra,
+        )
+
+
+@dataclass
+class ProjectMaker:
+    """Models tests: a project of ``models`` (and files beside it), loaded as discovery loads it."""
+
+    base: Path
+
+    def __call__(
+        self, models: list[dict[str, Any]], *, name: str = "demo", files: dict[str, bytes] | None = None
+    ) -> ProjectDefinition:
+        return load_project_folder(
+            write_project(self.base / name, name=name, python="3.11", models=models, files=files)
+        )
+
+
+class Projects:
+    """Deps tests: a project of dependency ``groups``, loaded as discovery loads it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def make(self, name: str, groups: dict[str, Any], *, python: str = PY) -> ProjectDefinition:
+        # Groups in name order, as these tests were written against.
+        ordered = dict(sorted(groups.items()))
+        return load_project_folder(write_project(self.base / name, name=name, python=python, groups=ordered))
+
+
+# -- wheels --------------------------------------------------------------------------------------------
+
+
+def build_graph_wheels(folder: Path) -> Path:
+    """A small dependency graph: alpha → beta, gamma → delta, epsilon alone; two versions of some."""
+    build_wheel(folder, "alpha", "1.0", requires=["beta>=1"])
+    build_wheel(folder, "alpha", "2.0", requires=["beta>=1"])
+    build_wheel(folder, "beta", "1.0")
+    build_wheel(folder, "beta", "1.5")
+    build_wheel(
+        folder, "gamma", "1.0", files={"gamma.py": "VALUE = 'gamma'\n"}, top_level=["gamma"], requires=["delta"]
+    )
+    build_wheel(folder, "delta", "1.0")
+    build_wheel(folder, "epsilon", "1.0")
+    build_wheel(folder, "epsilon", "3.0")
+    return folder
+
+
+# -- the CLI -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def volume_cli_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = shutil.which("volume-cli", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if script is None:
+        pytest.fail("the volume-cli console script is not installed next to this Python")
+    return [script]
+
+
+# -- the fake hub --------------------------------------------------------------------------------------
+
+
+def closed_port_url() -> str:
+    """An address where nothing listens: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def api_requests(hub: FakeHub) -> list[tuple[str, str]]:
+    return [request for request in hub.requests if request[1].startswith("/api/")]
+
+
+def resolve_requests(hub: FakeHub, filename: str | None = None) -> list[tuple[str, str]]:
+    """HF file downloads (``/resolve/``), optionally only those of one file."""
+    return [
+        request
+        for request in hub.requests
+        if request[0] == "GET"
+        and "/resolve/" in request[1]
+        and (filename is None or request[1].endswith("/" + filename))
+    ]
+
+
+def range_headers(hub: FakeHub, needle: str) -> list[str | None]:
+    """The Range header of every GET whose path contains ``needle`` (None when absent)."""
+    found = []
+    for entry in hub.request_log:
+        if entry["method"] == "GET" and needle in entry["path"]:
+            headers = {name.lower(): value for name, value in entry["headers"].items()}
+            found.append(headers.get("range"))
+    return found
+
+
+# -- end-to-end: the installed CLI against a temporary volume ----------------------------------------
+
+MODEL_FILES = {
+    "config.json": b'{"model_type": "story", "hidden_size": 4}',
+    "model.safetensors": bytes(range(256)) * 64,
+    "tokenizer.txt": b"hello\nworld\n",
+}
+
+
+@dataclass
+class Volume:
+    """A temporary volume root, projects folder and environment for the CLI."""
+
+    root: Path
+    projects: Path
+    env: dict[str, str]
+    hub: FakeHub
+    index: IndexServer
+    calls: list[list[str]] = field(default_factory=list)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [*volume_cli_command(), *args]
+        if "--root" not in args and args and args[0] not in {"projects", "--help"}:
+            argv += ["--root", str(self.root)]
+        if (
+            args
+            and args[0] not in {"gc", "doctor", "--help"}
+            and "--projects-dir" not in args
+            and args[:2] != ("models", "rm")
+        ):
+            argv += ["--projects-dir", str(self.projects)]
+        self.calls.append(argv)
+        result = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args: str, check: bool = True) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.run(*args, "--json", check=check).stdout)
+
+    def write_project(self, name: str, packages: dict[str, list[str]], *, python: str = PY, models: str = "") -> Path:
+        return write_project(
+            self.projects / name.replace("-", "_"),
+            name=name,
+            python=python,
+            groups=packages_groups(packages),
+            extra=models,
+        )
