@@ -128,3 +128,27 @@ def test_deps_list_index_source_is_decided_in_the_core(
     [group] = listing.groups
     assert group.index_source == source
     assert listing.packages == ()
+
+
+def test_a_file_system_error_in_the_models_step_keeps_the_deps_result(
+    index: IndexServer, tmp_path: Path, volume_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Disk full while the models download: the deps step's result must not be lost with it.
+    import errno
+    import os
+
+    import volume_cli.models as models_package
+    from volume_cli.flows.setup import run_setup
+
+    def disk_full(**kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(volume_root / "models" / "w.bin"))
+
+    monkeypatch.setattr(models_package, "download", disk_full)
+    folder = _plugin_project(tmp_path / "projects", "        pass\n")
+    result = run_setup(
+        layout=VolumeLayout(volume_root), project=load_project_folder(folder), mirror=index.url, progress=NullProgress()
+    )
+    deps, models = result.steps
+    assert deps.ok and deps.result.generation
+    assert not models.ok and models.error is not None and "no space left" in models.error.lower()
+    assert models.hint is not None

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from volume_cli.errors import HookError, VolumeCliError
+from volume_cli.errors import HookError, VolumeCliError, file_system_error
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
@@ -39,11 +39,22 @@ class SetupResult:
 
 
 def _run_step(name: str, action: Callable[[], tuple[str, Any]]) -> StepOutcome:
+    """One step's outcome; a failure is recorded, so the other step's result is still reported."""
     try:
         summary, result = action()
     except VolumeCliError as error:
-        return StepOutcome(step=name, ok=False, summary="failed", error=error.message, hint=error.hint)
+        return _failed(name, error)
+    except OSError as error:
+        # Disk full or a read-only volume in one step: the CLI's one error line, and the other step's result kept.
+        mapped = file_system_error(error)
+        if mapped is None:
+            raise
+        return _failed(name, mapped)
     return StepOutcome(step=name, ok=True, summary=summary, result=result)
+
+
+def _failed(name: str, error: VolumeCliError) -> StepOutcome:
+    return StepOutcome(step=name, ok=False, summary="failed", error=error.message, hint=error.hint)
 
 
 def run_setup(
@@ -113,9 +124,8 @@ def _run_after_models(layout: VolumeLayout, project: ProjectDefinition) -> None:
     """The plugin's after_models hook; what it raises fails the models step, never the whole run."""
     if project.plugin is None:
         return
-    context = project.hook_context(layout)
     try:
-        project.plugin.after_models(context)
+        project.plugin.after_models(project.hook_context(layout))
     except (Exception, SystemExit) as exc:  # user code: an error line, never a crash or a silent exit
         raise HookError(
             f"{project.name}: the models are present, but the plugin's after_models hook failed: "
