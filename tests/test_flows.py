@@ -152,3 +152,22 @@ def test_a_file_system_error_in_the_models_step_keeps_the_deps_result(
     assert deps.ok and deps.result.generation
     assert not models.ok and models.error is not None and "no space left" in models.error.lower()
     assert models.hint is not None
+
+
+def test_the_cli_holds_no_policy_and_gets_its_layout_one_way() -> None:
+    # What a command decides beyond parsing and rendering belongs to a flow (or an engine).
+    cli = Path(__file__).resolve().parent.parent / "volume_cli" / "cli"
+    policy = {
+        "write_runtime_copy": "the runtime copy is written by flows/deps.py:install_deps",
+        "keys_recorded_on_volume": "which models gc protects is flows/gc.py's",
+        "effective_index_url": "deps list's index source is flows/deps.py:list_deps'",
+        "VolumeLayout(": "a command gets its layout from cli/context.py:layout",
+    }
+    found = [
+        f"{path.relative_to(cli)}: {needle} ({why})"
+        for path in sorted(cli.rglob("*.py"))
+        if path.name != "context.py"
+        for needle, why in policy.items()
+        if needle in path.read_text(encoding="utf-8")
+    ]
+    assert found == []
