@@ -1,0 +1,342 @@
+"""Workers import from a local copy of their generation (volume_cli/local_copy.py).
+
+The volume here is a tmp folder on the same disk as the local cache, where the default
+(auto) makes no copy: these tests set VOLUME_CLI_LOCAL_COPY=1 to force it. The simulated
+network volume, where auto copies, is in tests/test_netvol_worker.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from volume_cli import local_copy
+from volume_cli.consumer_env import consumer_env, write_runtime_copy
+from volume_cli.deps.forest import generation_dir, switch_current
+from volume_cli.layout import VolumeLayout
+from volume_cli.runtime import activate
+
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+PROJECT = "copied"
+REPO = str(Path(__file__).resolve().parents[1])
+CODE = "import sys, a, pkg; print(a.V + pkg.V, a.__file__, sys.dont_write_bytecode)"
+
+
+def _generation(layout: VolumeLayout, name: str, version: str, *, extra_files: int = 0) -> Path:
+    """Real files, plus a relative link into a store entry, as a forest has."""
+    entry = layout.root / "python-deps" / ".store" / f"pkg-{name}" / "pkg"
+    entry.mkdir(parents=True)
+    (entry / "__init__.py").write_text(f"V = {version!r}\n")
+    for number in range(extra_files):
+        (entry / f"m{number}.py").write_text(f"N = {number}\n")
+    folder = generation_dir(layout, PROJECT, PY, name)
+    folder.mkdir(parents=True)
+    for module in ("a", "b"):
+        (folder / f"{module}.py").write_text(f"V = {version!r}\n")
+    os.symlink(os.path.relpath(entry, folder), folder / "pkg")
+    return folder
+
+
+@pytest.fixture
+def volume(layout: VolumeLayout) -> VolumeLayout:
+    _generation(layout, "gen-a", "A")
+    switch_current(layout, PROJECT, PY, "gen-a")
+    return layout
+
+
+def _env(layout: VolumeLayout, cache: Path, **extra: str) -> dict[str, str]:
+    base = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    variables = consumer_env(layout=layout, project=PROJECT, python_version=PY, mount=None).variables
+    return {**base, **variables, "VOLUME_CLI_LOCAL_COPY": "1", "VOLUME_CLI_LOCAL_CACHE": str(cache), **extra}
+
+
+def _start(environment: dict[str, str], code: str = CODE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+
+
+def _copies(layout: VolumeLayout, cache: Path, name: str = "gen-a") -> Path:
+    generation = os.path.realpath(generation_dir(layout, PROJECT, PY, name))
+    return Path(local_copy.copies_folder(str(cache), generation, PROJECT, PY))
+
+
+def test_a_worker_imports_from_its_copy_made_at_first_start(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = _start(_env(volume, cache))
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    copy = _copies(volume, cache) / "gen-a"
+    assert first.stdout.split() == ["AA", str(copy / "a.py"), "True"]
+    marker = json.loads((copy / local_copy.MARKER).read_text())
+    assert marker["files"] == 3 and marker["source"] == os.path.realpath(generation_dir(volume, PROJECT, PY, "gen-a"))
+    assert (copy / "pkg").is_dir() and not (copy / "pkg").is_symlink()  # the store entry's files, not a link
+    assert _start(_env(volume, cache)).stdout == first.stdout  # later starts use it
+    assert sorted(path.name for path in copy.parent.iterdir()) == ["gen-a", "gen-a.lock"]
+
+
+def test_the_default_makes_no_copy_on_the_volumes_own_disk(volume: VolumeLayout, tmp_path: Path) -> None:
+    environment = _env(volume, tmp_path / "cache")
+    del environment["VOLUME_CLI_LOCAL_COPY"]
+    done = _start(environment)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[1].startswith(str(volume.root)) and not (tmp_path / "cache").exists()
+
+
+def test_opting_out_imports_from_the_volume(volume: VolumeLayout, tmp_path: Path) -> None:
+    done = _start(_env(volume, tmp_path / "cache", VOLUME_CLI_LOCAL_COPY="0"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[:2] == ["AA", str(generation_dir(volume, PROJECT, PY, "gen-a").resolve() / "a.py")]
+
+
+COUNTED_STARTER = """
+import os, sys, time
+from volume_cli import local_copy
+original = local_copy.TreeCopy.run
+def counted(self):
+    open(os.path.join(sys.argv[3], str(os.getpid())), "w").close()
+    return original(self)
+local_copy.TreeCopy.run = counted
+while not os.path.exists(sys.argv[4]):
+    time.sleep(0.001)
+print(local_copy.local_generation(sys.argv[1], project="copied", python_version=sys.argv[5], cache=sys.argv[2]))
+"""
+
+
+def test_starters_at_once_make_exactly_one_copy_and_all_use_it(layout: VolumeLayout, tmp_path: Path) -> None:
+    generation = os.path.realpath(_generation(layout, "gen-a", "A", extra_files=300))
+    cache, builds, go = tmp_path / "cache", tmp_path / "builds", tmp_path / "go"
+    builds.mkdir()
+    environment = {**os.environ, "PYTHONPATH": REPO, "VOLUME_CLI_LOCAL_COPY": "1"}
+    command = [sys.executable, "-c", COUNTED_STARTER, generation, str(cache), str(builds), str(go), PY]
+    starters = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    time.sleep(0.5)  # all of them waiting at the line
+    go.touch()
+    outputs = {starter.communicate(timeout=60)[0].strip() for starter in starters}
+    assert all(starter.returncode == 0 for starter in starters)
+    copy = _copies(layout, cache) / "gen-a"
+    assert outputs == {str(copy)}
+    assert len(list(builds.iterdir())) == 1
+    assert sorted(path.name for path in copy.parent.iterdir()) == ["gen-a", "gen-a.lock"]  # no temp folder left
+    assert len(list((copy / "pkg").iterdir())) == 301
+
+
+def test_starters_at_once_through_env_output_share_one_copy(volume: VolumeLayout, tmp_path: Path) -> None:
+    environment = _env(volume, tmp_path / "cache")
+    starters = [
+        subprocess.Popen([sys.executable, "-c", CODE], env=environment, stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    outputs = {starter.communicate(timeout=60)[0] for starter in starters}
+    assert len(outputs) == 1 and all(starter.returncode == 0 for starter in starters)
+    assert str(_copies(volume, tmp_path / "cache")) in outputs.pop()
+
+
+def test_a_torn_copy_without_its_marker_is_never_used(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    torn = _copies(volume, cache) / "gen-a"
+    torn.mkdir(parents=True)
+    (torn / "a.py").write_text("V = 'TORN'\n")  # a copy killed half-way, at the final name (never by this code)
+    done = _start(_env(volume, cache))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["AA", str(torn / "a.py")]  # replaced by a whole copy
+    assert (torn / local_copy.MARKER).is_file()
+
+
+def test_a_marker_for_another_generation_is_not_trusted(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    other = _copies(volume, cache) / "gen-a"
+    other.mkdir(parents=True)
+    (other / "a.py").write_text("V = 'OTHER'\n")
+    (other / local_copy.MARKER).write_text(json.dumps({"source": "/another/volume/gen-a", "files": 1}))
+    done = _start(_env(volume, cache))
+    assert done.stdout.split()[0] == "AA", done.stderr
+
+
+def _one_fallback_line(done: subprocess.CompletedProcess[str], volume: VolumeLayout) -> str:
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["AA", str(generation_dir(volume, PROJECT, PY, "gen-a").resolve() / "a.py")]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("volume-cli: importing from the volume, not a local copy:"), lines
+    return lines[0]
+
+
+def test_an_unusable_cache_falls_back_to_the_volume(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "a-file"
+    cache.write_text("not a folder\n")
+    _one_fallback_line(_start(_env(volume, cache)), volume)
+
+
+def test_an_unwritable_cache_falls_back_to_the_volume(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    copies = _copies(volume, cache)
+    copies.mkdir(parents=True)
+    # Immutable: even root cannot create in it (mode bits do not stop root).
+    if subprocess.run(["chattr", "+i", str(copies)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        _one_fallback_line(_start(_env(volume, cache)), volume)
+    finally:
+        subprocess.run(["chattr", "-i", str(copies)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ({"VOLUME_CLI_LOCAL_COPY_MAX_MB": "0.00001"}, "over"),
+        ({"VOLUME_CLI_LOCAL_COPY_TIMEOUT": "0"}, "time limit"),
+    ],
+)
+def test_a_ceiling_or_a_time_limit_falls_back_to_the_volume(
+    volume: VolumeLayout, tmp_path: Path, setting: dict[str, str], why: str
+) -> None:
+    cache = tmp_path / "cache"
+    assert why in _one_fallback_line(_start(_env(volume, cache, **setting)), volume)
+    assert [path.name for path in _copies(volume, cache).iterdir()] == ["gen-a.lock"]  # no copy, whole or half
+
+
+def test_a_read_error_falls_back_to_the_volume(volume: VolumeLayout, tmp_path: Path) -> None:
+    os.symlink("missing.py", generation_dir(volume, PROJECT, PY, "gen-a") / "broken.py")
+    cache = tmp_path / "cache"
+    _one_fallback_line(_start(_env(volume, cache)), volume)
+    assert [path.name for path in _copies(volume, cache).iterdir()] == ["gen-a.lock"]
+
+
+def test_a_link_out_of_the_volume_is_never_followed(volume: VolumeLayout, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not the volume's\n")
+    os.symlink(outside, generation_dir(volume, PROJECT, PY, "gen-a") / "planted")
+    cache = tmp_path / "cache"
+    assert "leads out of" in _one_fallback_line(_start(_env(volume, cache)), volume)
+    assert not list(cache.rglob("secret.txt"))
+
+
+def test_a_generation_over_the_recorded_ceiling_is_not_read_again(volume: VolumeLayout, tmp_path: Path) -> None:
+    record = volume.root / ".metadata" / "projects" / PROJECT / "generations" / "gen-a.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"entries": [{"size_bytes": 5 << 30}]}))
+    cache = tmp_path / "cache"
+    line = _one_fallback_line(_start(_env(volume, cache)), volume)
+    assert "5120 MB, over the 2048 MB ceiling" in line
+    assert (_copies(volume, cache) / "gen-a.skip").is_file()
+    _one_fallback_line(_start(_env(volume, cache)), volume)
+
+
+LONG_LIVED = """
+import os, sys, time
+import a
+print(a.__file__, flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+import b  # lazily, after two switches and the copies they brought
+print(a.V + b.V, b.__file__)
+"""
+
+
+def test_a_new_generation_gets_a_new_copy_and_the_old_one_keeps_serving_its_process(
+    volume: VolumeLayout, tmp_path: Path
+) -> None:
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    for name, version in (("gen-b", "B"), ("gen-c", "C")):
+        _generation(volume, name, version)
+    environment = _env(volume, cache)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", LONG_LIVED, str(go)], env=environment, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == str(_copies(volume, cache) / "gen-a" / "a.py")
+        for name, expected in (("gen-b", "BB"), ("gen-c", "CC")):
+            switch_current(volume, PROJECT, PY, name)
+            assert _start(environment).stdout.split()[0] == expected
+        go.touch()
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert out.split() == ["AA", str(_copies(volume, cache) / "gen-a" / "b.py")]
+    assert _start(environment).stdout.split()[0] == "CC"  # nobody holds gen-a now: pruned
+    kept = sorted(path.name for path in _copies(volume, cache).iterdir() if not path.name.endswith(".lock"))
+    assert kept == ["gen-b", "gen-c"]  # the current one and the newest other (a rollback's)
+
+
+def test_the_copy_keeps_bytecode_and_source_times(volume: VolumeLayout, tmp_path: Path) -> None:
+    import py_compile
+
+    generation = generation_dir(volume, PROJECT, PY, "gen-a")
+    compiled = py_compile.compile(str(generation / "a.py"), doraise=True)
+    cache = tmp_path / "cache"
+    assert _start(_env(volume, cache)).returncode == 0
+    copy = _copies(volume, cache) / "gen-a"
+    assert (copy / os.path.relpath(compiled, generation)).read_bytes() == Path(compiled).read_bytes()
+    assert os.stat(copy / "a.py").st_mtime_ns == os.stat(generation / "a.py").st_mtime_ns
+
+
+def _installed_state(layout: VolumeLayout) -> None:
+    from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, utc_now, write_project_state
+
+    deps = DepsRecord(
+        generation="gen-a",
+        generation_path="",
+        config_hash="x",
+        installed_at=utc_now(),
+        package_count=2,
+        size_bytes=0,
+        tool_version="test",
+    )
+    models = ModelsRecord(downloaded_at=utc_now(), config_hash="y", model_keys=[], size_bytes=0)
+    write_project_state(layout, ProjectState(project=PROJECT, python_version=PY, deps=deps, models=models))
+
+
+def test_activate_pins_the_local_copy(volume: VolumeLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _installed_state(volume)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    monkeypatch.setattr(os, "environ", {**os.environ, "VOLUME_CLI_LOCAL_COPY": "1"})
+    found = activate(PROJECT, volume.root, local_cache=tmp_path / "cache")
+    assert found.sys_path_entry == _copies(volume, tmp_path / "cache") / "gen-a"
+    assert sys.path[0] == str(found.sys_path_entry) and sys.dont_write_bytecode
+
+
+def test_activate_after_the_boot_keeps_the_boots_copy(volume: VolumeLayout, tmp_path: Path) -> None:
+    _installed_state(volume)
+    cache = tmp_path / "cache"
+    code = (
+        "import sys, a\n"
+        f"sys.path.append({REPO!r})\n"
+        "from volume_cli.runtime import activate\n"
+        f"entry = activate({PROJECT!r}, {str(volume.root)!r}).sys_path_entry\n"
+        f"print(a.__file__.startswith(str(entry)), sum(p.startswith({str(cache)!r}) for p in sys.path))\n"
+    )
+    done = _start(_env(volume, cache), code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "1"]
+
+
+def test_the_runtime_copy_on_the_volume_activates_from_a_local_copy(volume: VolumeLayout, tmp_path: Path) -> None:
+    _installed_state(volume)
+    runtime = write_runtime_copy(volume)
+    assert (runtime.parent / "volume_cli_local_copy.py").read_bytes() == Path(local_copy.__file__).read_bytes()
+    cache = tmp_path / "cache"
+    code = (
+        "import runpy, sys\n"
+        f"runtime = runpy.run_path({str(runtime)!r})\n"
+        f"runtime['activate']({PROJECT!r}, {str(volume.root)!r}, local_cache={str(cache)!r})\n"
+        "import a\n"
+        "print(a.__file__)\n"
+    )
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    }
+    done = _start({**environment, "VOLUME_CLI_LOCAL_COPY": "1"}, code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(_copies(volume, cache) / "gen-a" / "a.py")
+    assert not list(runtime.parent.rglob("*.pyc"))  # the sibling was loaded without writing bytecode
+
+
+def test_the_boot_folder_holds_the_copy_code(volume: VolumeLayout) -> None:
+    boot = Path(consumer_env(layout=volume, project=PROJECT, python_version=PY, mount=None).variables["PYTHONPATH"])
+    assert (boot / "volume_cli_local_copy.py").read_bytes() == Path(local_copy.__file__).read_bytes()
