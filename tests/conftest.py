@@ -32,6 +32,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
         if key.startswith(("UV_INDEX", "UV_EXTRA_INDEX", "UV_DEFAULT_INDEX", "PIP_INDEX", "PIP_EXTRA")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))
+    monkeypatch.setenv("VOLUME_CLI_LOCAL_CACHE", str(cache / "local"))  # workers' local copies, not /tmp's
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("COLUMNS", "200")

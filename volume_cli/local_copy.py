@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -53,8 +54,10 @@ LOCK_SUFFIX = ".lock"
 FREE_SPACE_KEPT = 256 * 1024 * 1024  # a copy never leaves the worker's disk with less than this
 POLL_SECONDS = 0.02
 
-# (is a folder, source path, target path): the next piece of work of a copy.
-Task = tuple[bool, str, str]
+# The next piece of work of a copy: (source folder, target folder, None) scans a folder;
+# (source folder, target folder, ((source name, target name), ...)) copies those files.
+Task = tuple[str, str, "tuple[tuple[str, str], ...] | None"]
+FILES_PER_TASK = 16  # one folder lookup on the volume per task, then one lookup per file (openat)
 
 # Marker descriptors this process holds a shared lock on: kept open for its whole life.
 _HELD: list[int] = []
@@ -263,15 +266,14 @@ class TreeCopy:
 
         pool = ThreadPoolExecutor(THREADS)
         try:
-            pending: set[Future[list[Task]]] = {pool.submit(self._scan, self.source, self.target)}
+            pending: set[Future[list[Task]]] = {pool.submit(self._do, (self.source, self.target, None))}
             while pending:
                 left = max(self.deadline - time.monotonic(), 0.0)
                 done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
                 if not done:
                     raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
                 for future in done:
-                    for is_folder, source, target in future.result():
-                        pending.add(pool.submit(self._scan if is_folder else self._copy_file, source, target))
+                    pending.update(pool.submit(self._do, task) for task in future.result())
                 if self.bytes > self.budget:
                     raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
         finally:
@@ -279,43 +281,77 @@ class TreeCopy:
             pool.shutdown(wait=False, cancel_futures=True)
         return self.files, self.bytes
 
+    def _do(self, task: Task) -> list[Task]:
+        source, target, files = task
+        return self._scan(source, target) if files is None else self._copy_files(source, target, files)
+
     def _scan(self, source: str, target: str) -> list[Task]:
-        """Make one folder's copy; its files and subfolders are the next tasks (each file its own round trips)."""
+        """Make one folder's copy; its subfolders and batches of its files are the next tasks."""
         if target != self.target:
             os.mkdir(target)
-        tasks = []
-        with os.scandir(source) as entries:
-            for entry in entries:
-                path, is_folder = entry.path, entry.is_dir(follow_symlinks=False)
-                if entry.is_symlink():
-                    path = os.path.realpath(path)
-                    if not path.startswith(self.allowed):
-                        raise CopySkipped(f"{entry.path} leads out of the volume's python-deps folder")
-                    is_folder = os.path.isdir(path)
-                tasks.append((is_folder, path, os.path.join(target, entry.name)))
-        return tasks
+        tasks: list[Task] = []
+        files: list[tuple[str, str]] = []
+        folder = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        tasks.append(self._followed(os.path.join(source, entry.name), os.path.join(target, entry.name)))
+                    elif entry.is_dir(follow_symlinks=False):
+                        tasks.append((os.path.join(source, entry.name), os.path.join(target, entry.name), None))
+                    else:
+                        files.append((entry.name, entry.name))
+        finally:
+            os.close(folder)
+        batches = range(0, len(files), FILES_PER_TASK)
+        return tasks + [(source, target, tuple(files[first : first + FILES_PER_TASK])) for first in batches]
 
-    def _copy_file(self, source: str, target: str) -> list[Task]:
-        if time.monotonic() > self.deadline or self.bytes > self.budget:
-            return []  # the run is being abandoned
-        with open(source, "rb") as reader:
-            status = os.fstat(reader.fileno())
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, status.st_mode & 0o777)
+    def _followed(self, link: str, target: str) -> Task:
+        """The task for what a link of the forest leads to: a folder or a file in the store."""
+        path = os.path.realpath(link)
+        if not path.startswith(self.allowed):
+            raise CopySkipped(f"{link} leads out of the volume's python-deps folder")
+        if os.path.isdir(path):
+            return (path, target, None)
+        return (os.path.dirname(path), os.path.dirname(target), ((os.path.basename(path), os.path.basename(target)),))
+
+    def _copy_files(self, source: str, target: str, files: tuple[tuple[str, str], ...]) -> list[Task]:
+        """Copy a batch of one folder's files, each opened relative to the folder: one lookup per file."""
+        folder = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name, new_name in files:
+                if time.monotonic() > self.deadline or self.bytes > self.budget:
+                    return []  # the run is being abandoned
+                size = self._copy_file(folder, name, os.path.join(target, new_name))
+                with self.counting:
+                    self.files += 1
+                    self.bytes += size
+        finally:
+            os.close(folder)
+        return []
+
+    def _copy_file(self, folder: int, name: str, target: str) -> int:
+        # O_NONBLOCK: a FIFO planted in the volume must not hang the start.
+        reader = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+        try:
+            status = os.fstat(reader)
+            if not stat.S_ISREG(status.st_mode):
+                raise CopySkipped(f"{name} in {self.source} is not a regular file")
+            writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, status.st_mode & 0o777)
             try:
                 offset = 0
                 while offset < status.st_size:
-                    sent = os.sendfile(fd, reader.fileno(), offset, status.st_size - offset)
+                    sent = os.sendfile(writer, reader, offset, status.st_size - offset)
                     if sent == 0:
-                        raise OSError(f"{source} is shorter than its size")
+                        raise OSError(f"{name} is shorter than its size")
                     offset += sent
                 # Timestamp-based bytecode is checked against the source's mtime: keep it.
-                os.utime(fd, ns=(status.st_atime_ns, status.st_mtime_ns))
+                os.utime(writer, ns=(status.st_atime_ns, status.st_mtime_ns))
             finally:
-                os.close(fd)
-        with self.counting:
-            self.files += 1
-            self.bytes += status.st_size
-        return []
+                os.close(writer)
+        finally:
+            os.close(reader)
+        return status.st_size
 
 
 def prune(folder: str, *, keep: str) -> None:
