@@ -340,3 +340,57 @@ def test_the_runtime_copy_on_the_volume_activates_from_a_local_copy(volume: Volu
 def test_the_boot_folder_holds_the_copy_code(volume: VolumeLayout) -> None:
     boot = Path(consumer_env(layout=volume, project=PROJECT, python_version=PY, mount=None).variables["PYTHONPATH"])
     assert (boot / "volume_cli_local_copy.py").read_bytes() == Path(local_copy.__file__).read_bytes()
+
+
+SLOW_BUILDER = """
+import sys, time
+from volume_cli import local_copy
+original = local_copy.TreeCopy._copy_file
+def slow(self, *args):
+    time.sleep(0.05)
+    return original(self, *args)
+local_copy.TreeCopy._copy_file = slow
+local_copy.local_generation(sys.argv[1], project="copied", python_version=sys.argv[3], cache=sys.argv[2])
+"""
+
+
+def test_a_builder_killed_mid_copy_leaves_nothing_in_use_and_the_next_start_converges(
+    layout: VolumeLayout, tmp_path: Path
+) -> None:
+    generation = os.path.realpath(_generation(layout, "gen-a", "A", extra_files=100))
+    switch_current(layout, PROJECT, PY, "gen-a")
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "PYTHONPATH": REPO, "VOLUME_CLI_LOCAL_COPY": "1"}
+    builder = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, generation, str(cache), PY], env=environment)
+    copies = _copies(layout, cache)
+    deadline = time.monotonic() + 30
+    while not any(path.name.startswith(".tmp-") for path in (copies.iterdir() if copies.is_dir() else [])):
+        assert time.monotonic() < deadline and builder.poll() is None
+        time.sleep(0.01)
+    time.sleep(0.2)  # some files copied, most not
+    builder.kill()
+    builder.wait()
+    assert not (copies / "gen-a").exists()  # the half copy is only ever in its private folder
+    done = _start(_env(layout, cache))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[:2] == ["AA", str(copies / "gen-a" / "a.py")]
+    assert sorted(path.name for path in copies.iterdir()) == ["gen-a", "gen-a.lock"]
+    assert len(list((copies / "gen-a" / "pkg").iterdir())) == 101
+
+
+def test_a_copy_that_would_not_fit_the_disk_is_not_started(volume: VolumeLayout, tmp_path: Path) -> None:
+    record = volume.root / ".metadata" / "projects" / PROJECT / "generations" / "gen-a.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"entries": [{"size_bytes": 1 << 60}]}))
+    cache = tmp_path / "cache"
+    line = _one_fallback_line(_start(_env(volume, cache, VOLUME_CLI_LOCAL_COPY_MAX_MB="1e15")), volume)
+    assert "MB to spare" in line
+    assert [path.name for path in _copies(volume, cache).iterdir()] == ["gen-a.lock"]
+
+
+def test_a_killed_builders_folder_of_an_older_generation_is_removed(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    abandoned = _copies(volume, cache) / ".tmp-gen-old-0123abcd"
+    (abandoned / "pkg").mkdir(parents=True)
+    assert _start(_env(volume, cache)).returncode == 0
+    assert not abandoned.exists()

@@ -369,6 +369,26 @@ def prune(folder: str, *, keep: str) -> None:
     for item in names:
         if item.startswith(TRASH_PREFIX):  # a pruner killed while removing
             shutil.rmtree(os.path.join(folder, item), ignore_errors=True)
+        elif item.startswith(TEMP_PREFIX) and not item.startswith(f"{TEMP_PREFIX}{keep}-"):
+            _remove_if_abandoned(folder, item)
+
+
+def _remove_if_abandoned(folder: str, temp: str) -> None:
+    """A temp folder of another generation whose builder is gone (killed): nobody holds its builder lock."""
+    generation = temp[len(TEMP_PREFIX) :].rsplit("-", 1)[0]
+    try:
+        lock = os.open(os.path.join(folder, generation + LOCK_SUFFIX), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        lock = None  # its lock file was pruned with its copy: no builder can be waiting on it
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _discard(os.path.join(folder, temp))
+    except OSError:
+        pass  # a builder is at work
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def _modified(path: str) -> float:
