@@ -394,3 +394,12 @@ def test_a_killed_builders_folder_of_an_older_generation_is_removed(volume: Volu
     (abandoned / "pkg").mkdir(parents=True)
     assert _start(_env(volume, cache)).returncode == 0
     assert not abandoned.exists()
+
+
+def test_env_local_cache_option_also_places_the_copy(volume: VolumeLayout, tmp_path: Path) -> None:
+    chosen = tmp_path / "chosen"
+    printed = consumer_env(layout=volume, project=PROJECT, python_version=PY, mount=None, local_cache=chosen)
+    assert printed.variables["VOLUME_CLI_LOCAL_CACHE"] == str(chosen)
+    environment = {**_env(volume, tmp_path / "elsewhere"), **printed.variables}
+    done = _start(environment)
+    assert done.stdout.split()[1] == str(_copies(volume, chosen) / "gen-a" / "a.py"), done.stderr

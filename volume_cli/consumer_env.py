@@ -11,7 +11,7 @@ from typing import Literal
 from volume_cli.errors import RootError
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.runtime import boot_path, cache_variables, deps_path, missing_models
+from volume_cli.runtime import LOCAL_CACHE_ENV, boot_path, cache_variables, deps_path, missing_models
 from volume_cli.store.atomic import atomic_write_bytes
 from volume_cli.store.state import read_project_state
 
@@ -62,6 +62,9 @@ def consumer_env(
         "PYTHONPATH": str(boot_path(seen_at, project, python_version)),
         **cache_variables(seen_at, local_cache),
     }
+    if local_cache is not None:
+        # The boot reads it for the local copy of the generation (volume_cli/local_copy.py).
+        variables[LOCAL_CACHE_ENV] = str(local_cache)
     if models_complete:
         # Every model is on the volume: a worker must never call the hub.
         variables["HF_HUB_OFFLINE"] = "1"
