@@ -403,3 +403,13 @@ def test_env_local_cache_option_also_places_the_copy(volume: VolumeLayout, tmp_p
     environment = {**_env(volume, tmp_path / "elsewhere"), **printed.variables}
     done = _start(environment)
     assert done.stdout.split()[1] == str(_copies(volume, chosen) / "gen-a" / "a.py"), done.stderr
+
+
+def test_a_broken_copy_module_in_the_boot_folder_still_imports_from_the_volume(
+    volume: VolumeLayout, tmp_path: Path
+) -> None:
+    environment = _env(volume, tmp_path / "cache")
+    sibling = Path(environment["PYTHONPATH"]) / "volume_cli_local_copy.py"
+    for broken in ("def broken(:\n", "def local_generation(*args, **kwargs):\n    raise LookupError('a bug')\n"):
+        sibling.write_text(broken)
+        _one_fallback_line(_start(environment), volume)

@@ -80,8 +80,8 @@ def local_generation(generation: str, *, project: str, python_version: str, cach
             return generation  # a copy onto the disk the volume is on gains nothing
         folder = copies_folder(cache, generation, project, python_version)
         copy = _use_or_build(folder, generation)
-    except (CopySkipped, OSError, ValueError, RuntimeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except Exception as exc:  # a speed-up must never stop a worker: anything unforeseen means the volume path
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         sys.stderr.write(
             f"volume-cli: importing from the volume, not a local copy: {why} "
             f"(next: see 'local copy' in volume-cli's docs/troubleshooting.md, or set {COPY_ENV}=0)\n"

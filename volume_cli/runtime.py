@@ -44,8 +44,17 @@ except ImportError:  # the standalone copy on the volume
 LOCAL_COPY_FILE = "volume_cli_local_copy.py"
 
 
+_LOADED: list[Any] = []  # the local-copy module, loaded once per process (activate() may run per request)
+
+
 def _local_copy_module() -> Any:
     """volume_cli.local_copy, or its copy beside this file (the standalone runtime), or None (an older volume)."""
+    if not _LOADED:
+        _LOADED.append(_load_local_copy())
+    return _LOADED[0]
+
+
+def _load_local_copy() -> Any:
     try:
         from volume_cli import local_copy
 
@@ -61,7 +70,7 @@ def _local_copy_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except (OSError, SyntaxError, ImportError):
+    except Exception:
         return None  # the volume path then: never a failed activation for want of a speed-up
     return module
 

@@ -71,14 +71,14 @@ def _local_copy(boot_folder: str, generation: str, project: str) -> str:
     if spec is None or spec.loader is None or not os.path.isfile(spec.origin or ""):
         return generation
     module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except (OSError, SyntaxError, ImportError) as exc:
-        sys.stderr.write(f"volume-cli: importing from the volume, not a local copy: {exc}\n")
-        return generation
     python_version = os.path.basename(os.path.dirname(os.path.dirname(boot_folder)))[len("py") :]
     cache = os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT
-    pinned: str = module.local_generation(generation, project=project, python_version=python_version, cache=cache)
+    try:
+        spec.loader.exec_module(module)
+        pinned: str = module.local_generation(generation, project=project, python_version=python_version, cache=cache)
+    except Exception as exc:  # never a worker without its packages for want of a speed-up
+        sys.stderr.write(f"volume-cli: importing from the volume, not a local copy: {exc!r}\n")
+        return generation
     return pinned
 
 
