@@ -413,3 +413,51 @@ def test_a_broken_copy_module_in_the_boot_folder_still_imports_from_the_volume(
     for broken in ("def broken(:\n", "def local_generation(*args, **kwargs):\n    raise LookupError('a bug')\n"):
         sibling.write_text(broken)
         _one_fallback_line(_start(environment), volume)
+
+
+_EXTENSION = """
+#include <Python.h>
+extern int vendor_value(void);
+static PyObject *value(PyObject *self, PyObject *args) { return PyLong_FromLong(vendor_value() + 1); }
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef definition = {PyModuleDef_HEAD_INIT, "_C", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&definition); }
+"""
+
+
+def _wheels_reaching_each_other_by_origin(folder: Path, scratch: Path) -> None:
+    """vendorlib plays nvidia; user/_C finds vendorlib/lib/libvendor.so by $ORIGIN/../vendorlib/lib."""
+    from tests.wheelfactory import build_wheel, compile_extension, compile_shared_library
+
+    vendor = compile_shared_library("int vendor_value(void) { return 20; }\n", scratch / "libvendor.so")
+    files = {"vendorlib/__init__.py": "", "vendorlib/lib/libvendor.so": vendor.read_bytes()}
+    build_wheel(folder, "vendorlib", "1.0", tag="py3-none-manylinux_2_17_x86_64", files=files)
+    extension = compile_extension(
+        "_C", _EXTENSION, scratch / "ext", rpath="$ORIGIN/../vendorlib/lib", libraries=[vendor]
+    )
+    files = {"user/__init__.py": "from ._C import value\n", "user/_C.abi3.so": extension.read_bytes()}
+    tag = f"cp{PY.replace('.', '')}-abi3-manylinux_2_17_x86_64"
+    build_wheel(folder, "user", "1.0", tag=tag, requires=["vendorlib"], files=files)
+
+
+def test_origin_relative_native_libraries_load_from_the_copy(layout: VolumeLayout, tmp_path: Path) -> None:
+    from tests.deps.helpers import Projects
+    from tests.wheelfactory import IndexServer, gcc_available
+    from volume_cli.deps import install
+    from volume_cli.progress import NullProgress
+
+    if not gcc_available():
+        pytest.skip("needs gcc and Python headers")
+    _wheels_reaching_each_other_by_origin(tmp_path / "wheels", tmp_path / "build")
+    with IndexServer(tmp_path / "wheels") as index:
+        project = Projects(tmp_path / "projects").make("origin", {"main": {"packages": ["user"]}})
+        uv_cache = Path(os.environ["UV_CACHE_DIR"])
+        install(layout=layout, project=project, mirror=index.url, cache_dir=uv_cache, progress=NullProgress())
+    variables = consumer_env(layout=layout, project="origin", python_version=PY, mount=None).variables
+    base = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    cache = tmp_path / "cache"
+    environment = {**base, **variables, "VOLUME_CLI_LOCAL_COPY": "1", "VOLUME_CLI_LOCAL_CACHE": str(cache)}
+    done = _start(environment, "import user; print(user.value(), user.__file__)")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    value, path = done.stdout.split()
+    assert value == "21" and path.startswith(str(cache / "deps"))
