@@ -461,3 +461,25 @@ def test_origin_relative_native_libraries_load_from_the_copy(layout: VolumeLayou
     assert done.returncode == 0 and done.stderr == "", done.stderr
     value, path = done.stdout.split()
     assert value == "21" and path.startswith(str(cache / "deps"))
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_the_boot_copies_on_other_worker_pythons(layout: VolumeLayout, tmp_path: Path, version: str) -> None:
+    from tests.wheelfactory import pyenv_python
+
+    python = pyenv_python(version)
+    if python is None:
+        pytest.skip(f"needs a pyenv CPython {version}")
+    folder = generation_dir(layout, PROJECT, version, "gen-a")
+    folder.mkdir(parents=True)
+    (folder / "a.py").write_text("V = 'A'\n")
+    switch_current(layout, PROJECT, version, "gen-a")
+    variables = consumer_env(layout=layout, project=PROJECT, python_version=version, mount=None).variables
+    cache = tmp_path / "cache"
+    environment = {"PATH": os.environ["PATH"], **variables}
+    environment |= {"VOLUME_CLI_LOCAL_COPY": "1", "VOLUME_CLI_LOCAL_CACHE": str(cache)}
+    done = subprocess.run(
+        [str(python), "-c", "import a; print(a.__file__)"], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.strip().startswith(str(cache / "deps"))
