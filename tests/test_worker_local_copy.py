@@ -223,7 +223,11 @@ def test_a_generation_over_the_recorded_ceiling_is_not_read_again(volume: Volume
     line = _one_fallback_line(_start(_env(volume, cache)), volume)
     assert "5120 MB, over the 2048 MB ceiling" in line
     assert (_copies(volume, cache) / "gen-a.skip").is_file()
-    _one_fallback_line(_start(_env(volume, cache)), volume)
+    record.unlink()  # the note alone decides now
+    assert "5120 MB, over the 2048 MB ceiling" in _one_fallback_line(_start(_env(volume, cache)), volume)
+    done = _start(_env(volume, cache, VOLUME_CLI_LOCAL_COPY_MAX_MB="8192"))  # a ceiling raised since
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[1] == str(_copies(volume, cache) / "gen-a" / "a.py")
 
 
 LONG_LIVED = """

@@ -87,7 +87,10 @@ def local_generation(generation: str, *, project: str, python_version: str, cach
             f"(next: see 'local copy' in volume-cli's docs/troubleshooting.md, or set {COPY_ENV}=0)\n"
         )
         return generation
-    prune(folder, keep=os.path.basename(generation))
+    try:
+        prune(folder, keep=os.path.basename(generation))
+    except Exception:
+        pass  # pruning is housekeeping: the copy is held and whole either way
     return copy
 
 
@@ -130,11 +133,7 @@ def _use_or_build(folder: str, generation: str) -> str:
     target = os.path.join(folder, name)
     if _hold(target, generation):
         return target
-    try:
-        with open(os.path.join(folder, name + SKIP_SUFFIX)) as note:
-            raise CopySkipped(note.read().strip())
-    except FileNotFoundError:
-        pass
+    _check_size_note(os.path.join(folder, name + SKIP_SUFFIX), name)
     os.makedirs(folder, exist_ok=True)
     deadline = _deadline()
     lock = os.open(os.path.join(folder, name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -148,6 +147,23 @@ def _use_or_build(folder: str, generation: str) -> str:
     finally:
         os.close(lock)  # releases the builder lock
     return target
+
+
+def _check_size_note(note: str, name: str) -> None:
+    """Skip at once a generation known to be over the ceiling, without reading its record again."""
+    try:
+        with open(note) as stream:
+            size = int(stream.read().split()[0])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, IndexError):
+        size = 0  # unreadable: decide again from the record
+    if size > _max_bytes():
+        raise CopySkipped(_over_ceiling(name, size))
+
+
+def _over_ceiling(name: str, size: int) -> str:
+    return f"{name} has {size >> 20} MB, over the {_max_bytes() >> 20} MB ceiling ({MAX_MB_ENV})"
 
 
 def _flock(fd: int, operation: int, deadline: float) -> bool:
@@ -212,10 +228,9 @@ def _build(folder: str, generation: str, deadline: float) -> None:
     _remove_leftovers(folder, name)
     ceiling, expected = _max_bytes(), _recorded_size(generation)
     if expected is not None and expected > ceiling:
-        message = f"{name} has {expected >> 20} MB, over the {ceiling >> 20} MB ceiling ({MAX_MB_ENV})"
         with open(os.path.join(folder, name + SKIP_SUFFIX), "w") as note:  # later starts skip at once
-            note.write(message + "\n")
-        raise CopySkipped(message)
+            note.write(f"{expected}\n")  # the size: a ceiling raised later lets the copy happen
+        raise CopySkipped(_over_ceiling(name, expected))
     free = shutil.disk_usage(folder).free - FREE_SPACE_KEPT
     budget = min(ceiling, free)
     if expected is not None and expected > free:
