@@ -487,3 +487,11 @@ def test_the_boot_copies_on_other_worker_pythons(layout: VolumeLayout, tmp_path:
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.strip().startswith(str(cache / "deps"))
+
+
+def test_every_copy_of_the_local_copy_names_agrees() -> None:
+    from volume_cli import fsguard, runtime, worker_boot
+
+    assert worker_boot.LOCAL_COPY_FILE == runtime.LOCAL_COPY_FILE == "volume_cli_local_copy.py"
+    assert local_copy.TRASH_PREFIX == fsguard.TRASH_PREFIX
+    assert runtime.LOCAL_CACHE_ENV == worker_boot.LOCAL_CACHE_ENV
