@@ -11,7 +11,8 @@ from the copy volume-cli writes onto the volume::
 ``activate`` finds the volume, checks the Python version and that deps and
 models are installed, pins ``sys.path`` to the *resolved* current generation
 (a worker keeps one consistent set even if the volume switches generation
-while it runs) and sets the model cache variables. Anything missing fails
+while it runs), imported from its copy on local disk when one can be made
+(volume_cli/local_copy.py), and sets the model cache variables. Anything missing fails
 with one message naming the command to run on a pod.
 """
 

@@ -8,7 +8,10 @@ symlink is resolved again on every import, so a process that imports ``a``
 before an install switches the link and ``b`` after it runs a mix of two
 generations. Here the link is resolved once, at start-up: the resolved
 generation takes the boot folder's place on ``sys.path`` for the whole life
-of the process (gc keeps old generations for a grace period).
+of the process (gc keeps old generations for a grace period). It is imported
+from a copy on the worker's local disk when one can be made
+(``volume_cli_local_copy.py`` beside this file: see volume_cli/local_copy.py),
+else from the volume.
 
 ``site`` imports ``sitecustomize`` after PYTHONPATH is on ``sys.path`` and
 ahead of site-packages, so this file wins; it then runs the next
