@@ -23,6 +23,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     """No test reads the developer's volume, projects path, caches or mirror."""
     for name in ("VOLUME_CLI_ROOT", "VOLUME_CLI_PROJECTS_PATH", "VOLUME_CLI_INDEX_URL", "VOLUME_CLI_DEBUG", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("VOLUME_CLI_LOCAL_CACHE", "VOLUME_CLI_LOCAL_COPY"):  # a developer's choice for the worker copy
+        monkeypatch.delenv(name, raising=False)
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
     monkeypatch.setenv("UV_CACHE_DIR", str(cache / "uv"))
@@ -32,7 +34,6 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
         if key.startswith(("UV_INDEX", "UV_EXTRA_INDEX", "UV_DEFAULT_INDEX", "PIP_INDEX", "PIP_EXTRA")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))
-    monkeypatch.setenv("VOLUME_CLI_LOCAL_CACHE", str(cache / "local"))  # workers' local copies, not /tmp's
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("COLUMNS", "200")
