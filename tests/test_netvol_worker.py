@@ -75,3 +75,23 @@ def test_budget_worker_starts_through_activate(installed: Installed, netvol: Net
     print(f"first start {first}\nlater start {later}")
     _within(first, BUDGET_ACTIVATE_FIRST_START)
     _within(later, BUDGET_ACTIVATE_LATER_START)
+
+
+def test_workers_starting_at_once_read_the_volume_once(installed: Installed, netvol: NetVol, tmp_path: Path) -> None:  # noqa: F811
+    variables = consumer_env(layout=installed.layout, project=PROJECT, python_version=PY, mount=None).variables
+    command = [sys.executable, "-c", IMPORT]
+
+    def env(cache: Path) -> dict[str, str]:
+        return {"PATH": os.environ["PATH"], **variables, "VOLUME_CLI_LOCAL_CACHE": str(cache)}
+
+    alone, _ = _start(netvol, command, env(tmp_path / "alone"), tmp_path)
+    starters = [
+        subprocess.Popen(command, env=env(tmp_path / "shared"), cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = {starter.communicate(timeout=60)[0].strip() for starter in starters}
+    together = netvol.reset()
+    assert all(starter.returncode == 0 for starter in starters) and len(outputs) == 1
+    # One copy's reads plus three starts that found it made (or waited for it), not four copies.
+    assert together["open"] < alone["open"] + 3 * 5, (alone, together)
+    assert together.total < alone.total + 3 * BUDGET_ENV_LATER_START, (alone, together)

@@ -495,3 +495,30 @@ def test_every_copy_of_the_local_copy_names_agrees() -> None:
     assert worker_boot.LOCAL_COPY_FILE == runtime.LOCAL_COPY_FILE == "volume_cli_local_copy.py"
     assert local_copy.TRASH_PREFIX == fsguard.TRASH_PREFIX
     assert runtime.LOCAL_CACHE_ENV == worker_boot.LOCAL_CACHE_ENV
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_copy_a_running_process_holds_is_never_removed(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    held = _copies(volume, cache) / "gen-a"
+    held.mkdir(parents=True)
+    (held / "a.py").write_text("V = 'HELD'\n")
+    (held / local_copy.MARKER).write_text(json.dumps({"source": "/another/mount/gen-a", "files": 1}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(held / local_copy.MARKER)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        assert "is in use" in _one_fallback_line(_start(_env(volume, cache)), volume)
+        assert (held / "a.py").read_text() == "V = 'HELD'\n"
+    finally:
+        holder.kill()
+        holder.wait()

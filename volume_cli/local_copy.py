@@ -21,6 +21,7 @@ trustworthy there), so pruning never removes a copy a running process uses.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -242,6 +243,11 @@ def _build(folder: str, generation: str, deadline: float) -> None:
         with open(os.path.join(temp, MARKER), "w") as stream:
             json.dump({"format": 1, "generation": name, "source": generation, "files": files, "bytes": size}, stream)
         os.rename(temp, os.path.join(folder, name))
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        # Another builder published first (its lock file was replaced under it): its copy is used.
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -250,8 +256,27 @@ def _build(folder: str, generation: str, deadline: float) -> None:
 def _remove_leftovers(folder: str, name: str) -> None:
     """A killed builder's temp folder and a torn copy (no valid marker): the builder lock is held."""
     for item in os.listdir(folder):
-        if item.startswith(f"{TEMP_PREFIX}{name}-") or item == name:
+        if item.startswith(f"{TEMP_PREFIX}{name}-"):
             _discard(os.path.join(folder, item))
+    target = os.path.join(folder, name)
+    if os.path.lexists(target):
+        if _in_use(target):  # never pull a copy from under a running process, whatever its marker says
+            raise CopySkipped(f"{target} is in use but does not match {name} on the volume")
+        _discard(target)
+
+
+def _in_use(copy: str) -> bool:
+    try:
+        fd = os.open(os.path.join(copy, MARKER), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no marker: no process can hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _discard(path: str) -> None:
