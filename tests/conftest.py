@@ -18,6 +18,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     """No test reads the developer's volume, projects path, caches or mirror."""
     for name in ("VOLUME_CLI_ROOT", "VOLUME_CLI_PROJECTS_PATH", "VOLUME_CLI_INDEX_URL", "VOLUME_CLI_DEBUG", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("VOLUME_CLI_LOCAL_CACHE", "VOLUME_CLI_LOCAL_COPY"):  # a developer's choice for the worker copy
+        monkeypatch.delenv(name, raising=False)
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
     monkeypatch.setenv("UV_CACHE_DIR", str(cache / "uv"))

@@ -62,7 +62,7 @@ def test_the_worker_pins_the_generation_folder_layout_names(
     link = layout.deps_path(project, python)
     os.symlink(os.path.relpath(new, link.parent), link)
     monkeypatch.setattr(sys, "path", [str(old), *sys.path])
-    pinned = runtime._pin_sys_path(new, link, layout.boot_dir(project, python))
+    pinned = runtime._pin_sys_path(new, link, layout.boot_dir(project, python), tmp_path / "local-cache")
     assert pinned == old and sys.path[0] == str(old)
 
 

@@ -239,7 +239,8 @@ def test_budget_noop_install(installed: Installed) -> None:
 
 def test_budget_worker_first_import_through_env(installed: Installed, netvol: NetVol, tmp_path: Path) -> None:  # noqa: F811
     variables = consumer_env(layout=installed.layout, project=PROJECT, python_version=PY, mount=None).variables
-    env = {"PATH": os.environ["PATH"], **variables}
+    # The volume path (opt-out and fallback); the default local copy: tests/test_netvol_worker.py
+    env = {"PATH": os.environ["PATH"], **variables, "VOLUME_CLI_LOCAL_COPY": "0"}
     counts = _worker(netvol, [sys.executable, "-c", "import netapp.core, netapp.util"], env, tmp_path)
     assert counts["readlink"] > 0  # it went through the forest
     _within(counts, BUDGET_IMPORT_THROUGH_ENV)
@@ -248,7 +249,7 @@ def test_budget_worker_first_import_through_env(installed: Installed, netvol: Ne
 def test_budget_worker_first_import_through_activate(installed: Installed, netvol: NetVol, tmp_path: Path) -> None:  # noqa: F811
     runtime = write_runtime_copy(installed.layout).parent
     command = [sys.executable, "-c", _ACTIVATE.format(project=PROJECT), str(runtime), str(installed.layout.root)]
-    counts = _worker(netvol, command, {"PATH": os.environ["PATH"]}, tmp_path)
+    counts = _worker(netvol, command, {"PATH": os.environ["PATH"], "VOLUME_CLI_LOCAL_COPY": "0"}, tmp_path)
     assert counts["readlink"] > 0
     _within(counts, BUDGET_IMPORT_THROUGH_ACTIVATE)
 

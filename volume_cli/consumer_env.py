@@ -12,7 +12,7 @@ from volume_cli.errors import RootError
 from volume_cli.fileops import atomic_write_bytes
 from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.runtime import boot_path, cache_variables, deps_path, missing_models
+from volume_cli.runtime import LOCAL_CACHE_ENV, boot_path, cache_variables, deps_path, missing_models
 from volume_cli.store.state import read_project_state
 
 EnvFormat = Literal["shell", "dotenv", "dockerfile", "json"]
@@ -62,6 +62,9 @@ def consumer_env(
         "PYTHONPATH": str(boot_path(seen_at, project, python_version)),
         **cache_variables(seen_at, local_cache),
     }
+    if local_cache is not None:
+        # The boot reads it for the local copy of the generation (volume_cli/local_copy.py).
+        variables[LOCAL_CACHE_ENV] = str(local_cache)
     if models_complete:
         # Every model is on the volume: a worker must never call the hub.
         variables["HF_HUB_OFFLINE"] = "1"
@@ -111,10 +114,12 @@ BOOT_BYTECODE_BLOCKER = "__pycache__"
 
 def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
     """The project's boot folder (never switched); one read when it is already current."""
-    from volume_cli import worker_boot
+    from volume_cli import local_copy, worker_boot
 
     folder = boot_path(layout.root, project, python_version)
     try:
+        _write_if_changed(folder / worker_boot.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes())
+        # The boot last: a boot that names its sibling never runs without it.
         _write_if_changed(folder / "sitecustomize.py", Path(worker_boot.__file__).read_bytes())
         _block_bytecode(folder)
     except OSError as exc:
@@ -152,10 +157,11 @@ def write_hub_version(layout: VolumeLayout) -> None:
 
 def write_runtime_copy(layout: VolumeLayout) -> Path:
     """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
-    from volume_cli import runtime
+    from volume_cli import local_copy, runtime
 
     write_hub_version(layout)
     target = layout.absolute(RUNTIME_FILE)
+    _write_if_changed(target.parent / runtime.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes())
     _write_if_changed(target, Path(runtime.__file__).read_bytes())
     _block_bytecode(target.parent)
     return target

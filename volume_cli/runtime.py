@@ -11,7 +11,8 @@ from the copy volume-cli writes onto the volume::
 ``activate`` finds the volume, checks the Python version and that deps and
 models are installed, pins ``sys.path`` to the *resolved* current generation
 (a worker keeps one consistent set even if the volume switches generation
-while it runs) and sets the model cache variables. Anything missing fails
+while it runs), imported from its copy on local disk when one can be made
+(volume_cli/local_copy.py), and sets the model cache variables. Anything missing fails
 with one message naming the command to run on a pod.
 """
 
@@ -24,6 +25,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 WORKER_ROOTS = ("/runpod-volume", "/workspace")
 ROOT_ENV = "VOLUME_CLI_ROOT"
@@ -37,6 +39,41 @@ except ImportError:  # the standalone copy on the volume
             super().__init__(message)
             self.message = message
             self.hint = hint
+
+
+# volume_cli/local_copy.py; beside the runtime copy on the volume, under this name.
+LOCAL_COPY_FILE = "volume_cli_local_copy.py"
+
+
+_LOADED: list[Any] = []  # the local-copy module, loaded once per process (activate() may run per request)
+
+
+def _local_copy_module() -> Any:
+    """volume_cli.local_copy, or its copy beside this file (the standalone runtime), or None (an older volume)."""
+    if not _LOADED:
+        _LOADED.append(_load_local_copy())
+    return _LOADED[0]
+
+
+def _load_local_copy() -> Any:
+    try:
+        from volume_cli import local_copy
+
+        return local_copy
+    except ImportError:
+        pass
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), LOCAL_COPY_FILE)
+    spec = importlib.util.spec_from_file_location("volume_cli_local_copy", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        return None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        return None  # the volume path then: never a failed activation for want of a speed-up
+    return module
 
 
 class ActivationError(_Base):
@@ -303,26 +340,45 @@ def inspect(
     )
 
 
-def _pin_sys_path(resolved: Path, link: Path, boot: Path) -> Path:
-    """Put one generation on sys.path for the life of this process; the one it uses.
+def _pin_sys_path(resolved: Path, link: Path, boot: Path, local_cache: Path) -> Path:
+    """Put one generation on sys.path for the life of this process; the folder it imports from.
 
-    A process the boot folder already pinned, or that activated before, may
+    That folder is the generation's copy on local disk when one can be made
+    (see volume_cli/local_copy.py), else the generation on the volume. A
+    process the boot folder already pinned, or that activated before, may
     have imported modules from that generation: switching it to a newer one
     now would mix the two, so it stays.
     """
     generations = os.path.realpath(link.parent / ".generations" / link.name)
-    # Only a generation folder itself counts, never a link that leads to one.
+    copies = _local_copy_module()
     pinned = next(
-        (item for item in sys.path if item and os.path.realpath(os.path.dirname(os.path.abspath(item))) == generations),
-        None,
+        (item for item in sys.path if item and _generation_of(item, copies, local_cache) == generations), None
     )
-    entry = Path(pinned) if pinned and os.path.isdir(pinned) else resolved
+    if pinned and os.path.isdir(pinned):
+        entry = Path(pinned)
+    elif copies is not None:
+        python_version = link.parent.name[len("py") :]
+        folder = copies.local_generation(
+            str(resolved), project=link.name, python_version=python_version, cache=str(local_cache)
+        )
+        entry = Path(folder)
+    else:
+        entry = resolved
     # Neither the switchable link nor the boot folder may stay: both are
     # looked up again on every import.
     dropped = {str(link), str(boot), str(entry), os.path.realpath(entry)}
     sys.path[:] = [item for item in sys.path if item not in dropped]
     sys.path.insert(0, str(entry))
     return entry
+
+
+def _generation_of(item: str, copies: Any, local_cache: Path) -> str:
+    """The generations folder of the project whose generation ``item`` is, or is a local copy of."""
+    is_local = copies is not None and os.path.abspath(item).startswith(os.path.abspath(local_cache) + os.sep)
+    source = copies.copy_source(item) if is_local else None
+    # Only a generation folder itself counts, never a link that leads to one.
+    folder = source or os.path.abspath(item)
+    return os.path.realpath(os.path.dirname(folder))
 
 
 @dataclass(frozen=True)
@@ -353,9 +409,11 @@ def activate(
         message, hint = found.problems[0]
         raise ActivationError(f"volume-cli: {message}", hint=f"on a pod with the volume: {hint}")
     assert found.deps_generation is not None and found.python_version is not None and found.deps_link is not None
-    entry = _pin_sys_path(found.deps_generation, found.deps_link, boot_path(found.root, project, found.python_version))
     sys.dont_write_bytecode = True
-    environment = cache_variables(found.root, local_cache_dir(local_cache))
+    local = local_cache_dir(local_cache)
+    boot = boot_path(found.root, project, found.python_version)
+    entry = _pin_sys_path(found.deps_generation, found.deps_link, boot, local)
+    environment = cache_variables(found.root, local)
     volume = os.path.realpath(found.root) + os.sep
     for name in (*LOCAL_CACHES, *TOKEN_PATHS):
         already = os.path.expanduser(os.environ.get(name) or "")

@@ -8,7 +8,10 @@ symlink is resolved again on every import, so a process that imports ``a``
 before an install switches the link and ``b`` after it runs a mix of two
 generations. Here the link is resolved once, at start-up: the resolved
 generation takes the boot folder's place on ``sys.path`` for the whole life
-of the process (gc keeps old generations for a grace period).
+of the process (gc keeps old generations for a grace period). It is imported
+from a copy on the worker's local disk when one can be made
+(``volume_cli_local_copy.py`` beside this file: see volume_cli/local_copy.py),
+else from the volume.
 
 ``site`` imports ``sitecustomize`` after PYTHONPATH is on ``sys.path`` and
 ahead of site-packages, so this file wins; it then runs the next
@@ -37,6 +40,8 @@ LOCAL_CACHES = {
     "MODELSCOPE_INDEX_FILE": "modelscope/ast_indexer",
 }
 TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
+# volume_cli/local_copy.py, copied beside this file.
+LOCAL_COPY_FILE = "volume_cli_local_copy.py"
 
 
 def _pin(boot_folder: str) -> int:
@@ -48,13 +53,36 @@ def _pin(boot_folder: str) -> int:
     position = positions[0] if positions else 0
     sys.path[:] = [item for index, item in enumerate(sys.path) if index not in positions]
     if os.path.isdir(generation):
-        sys.path.insert(position, generation)
+        sys.path.insert(position, _local_copy(boot_folder, generation, project))
     else:
         sys.stderr.write(
             f"volume-cli: {link} does not lead to an installed generation; nothing from the volume is importable "
             f"(next: on a pod with the volume: volume-cli deps install --project {project})\n"
         )
     return position
+
+
+def _local_copy(boot_folder: str, generation: str, project: str) -> str:
+    """The generation's copy on local disk (made now if needed), else the generation on the volume.
+
+    The copy code is a sibling file (``volume_cli.local_copy``), loaded by path: the
+    boot folder leaves ``sys.path`` and a boot written by an older install has none.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("volume_cli_local_copy", os.path.join(boot_folder, LOCAL_COPY_FILE))
+    if spec is None or spec.loader is None or not os.path.isfile(spec.origin or ""):
+        return generation
+    module = importlib.util.module_from_spec(spec)
+    python_version = os.path.basename(os.path.dirname(os.path.dirname(boot_folder)))[len("py") :]
+    cache = os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT
+    try:
+        spec.loader.exec_module(module)
+        pinned: str = module.local_generation(generation, project=project, python_version=python_version, cache=cache)
+    except Exception as exc:  # never a worker without its packages for want of a speed-up
+        sys.stderr.write(f"volume-cli: importing from the volume, not a local copy: {exc!r}\n")
+        return generation
+    return pinned
 
 
 def _chain(start: int) -> None:

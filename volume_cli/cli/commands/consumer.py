@@ -38,8 +38,8 @@ def _register_env(app: typer.Typer) -> None:
             typer.Option(
                 "--local-cache",
                 metavar="DIR",
-                help="Folder on the worker's local disk for run-time caches (numba, HF modules...). "
-                "Default: $VOLUME_CLI_LOCAL_CACHE or /tmp/volume-cli-cache.",
+                help="Folder on the worker's local disk for run-time caches (numba, HF modules...) and the "
+                "local copy of the dependencies. Default: $VOLUME_CLI_LOCAL_CACHE or /tmp/volume-cli-cache.",
             ),
         ] = None,
         output_format: Annotated[

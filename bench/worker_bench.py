@@ -1,0 +1,188 @@
+"""A worker's cold import on the simulated network volume: each way of reaching the packages.
+
+Run by hand as root, never in CI (it downloads real wheels from PyPI once)::
+
+    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1]
+
+The same packages are installed once (on local disk, under the mount's backing folder)
+by volume-cli and by ``uv pip install --target --compile-bytecode``; then fresh Python
+processes import them, configured as a worker is:
+
+* ``forest``: what ``volume-cli env`` prints, local copy off (VOLUME_CLI_LOCAL_COPY=0):
+  the generation's symlink forest into ``.store`` on the volume;
+* ``plain --target``: PYTHONPATH is a plain uv --target folder on the volume;
+* ``local disk``: the same plain folder on local disk;
+* ``copy, first start`` / ``copy, later start``: what ``env`` prints, with the default
+  local copy (the first start copies the generation onto local disk, later ones find it);
+* ``activate(), first`` / ``activate(), later``: the runtime copy's ``activate()``, same;
+* ``packed archive``: one tar of the generation on the volume (written at install time),
+  read as one file and extracted onto local disk, then imported (a candidate, not shipped).
+
+Between starts the benchmark sleeps past the kernel cache, so every start is cold for the
+volume; cells are medians over ``--runs`` interleaved runs; operations are what reached
+the volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from deps_bench import _VOLUME_CLI_INSTALL, LEAF_OLD, TOP_LEVEL, ensure_wheelhouse, make_project  # noqa: E402
+from netvol_bench import SMALL, small_wheelhouse  # noqa: E402
+
+from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
+from tests.wheelfactory import IndexServer  # noqa: E402
+
+IMPORTS = {"small": "import numpy, requests, tqdm, yaml", "full": "import numpy, pandas, sklearn, transformers"}
+ACTIVATE = "import runpy; runpy.run_path({runtime!r})['activate']('bench', {root!r}, require_models=False); "
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+Sample = tuple[float, int]
+
+
+def install_all(work: Path, backing: Path, wheelhouse: Path, requirements: list[str]) -> None:
+    """volume-cli's generation and a plain --target folder under the backing folder, one more on local disk."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    env = dict(os.environ, UV_CACHE_DIR=str(work / "uv-cache"), UV_PYTHON_DOWNLOADS="never", PYTHONPATH=str(REPO))
+    with IndexServer(wheelhouse) as index:
+        for target in (backing / "plain", work / "local-plain"):
+            command = [uv, "pip", "install", "-q", "--target", str(target), "--compile-bytecode"]
+            subprocess.run(
+                [*command, "--python", sys.executable, "--index-url", index.url, *requirements], env=env, check=True
+            )
+        make_project(work / "project", requirements)
+        command = [sys.executable, "-c", _VOLUME_CLI_INSTALL, str(backing / "volume"), str(work / "project")]
+        subprocess.run([*command, index.url, str(work / "uv-cache")], env=env, check=True)
+    code = "from pathlib import Path; from volume_cli.consumer_env import write_runtime_copy; from volume_cli.layout import VolumeLayout; "
+    code += f"write_runtime_copy(VolumeLayout(Path({str(backing / 'volume')!r})))"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    link = backing / "volume" / "python-deps" / f"py{PYTHON}" / "bench"
+    with tarfile.open(backing / "generation.tar", "w", dereference=True) as archive:  # the packed-archive candidate
+        archive.add(os.path.realpath(link), arcname=".", recursive=True, filter=None)
+
+
+def worker_env(volume: NetVol, cache: Path, *, copy: bool) -> dict[str, str]:
+    from volume_cli.consumer_env import consumer_env
+    from volume_cli.layout import VolumeLayout
+
+    layout = VolumeLayout(volume.path / "volume")
+    variables = consumer_env(layout=layout, project="bench", python_version=PYTHON, mount=None).variables
+    return {"PATH": os.environ["PATH"], **variables, "VOLUME_CLI_LOCAL_CACHE": str(cache)} | (
+        {} if copy else {"VOLUME_CLI_LOCAL_COPY": "0"}
+    )
+
+
+def timed(volume: NetVol, command: list[str], env: dict[str, str], settle: float) -> Sample:
+    time.sleep(settle)  # past the kernel cache: a cold start for the volume
+    volume.reset()
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd="/")
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{command} failed:\n{done.stderr[-3000:]}")
+    return elapsed, volume.reset().total
+
+
+def cases(volume: NetVol, work: Path, code: str) -> dict[str, Callable[[float], Sample]]:
+    plain = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
+    runtime = str(volume.path / "volume" / ".metadata" / "runtime" / "volume_cli_runtime.py")
+    activate = ACTIVATE.format(runtime=runtime, root=str(volume.path / "volume")) + code
+    copies, activated = work / "local-cache-env", work / "local-cache-activate"
+
+    def fresh(folder: Path) -> Path:
+        shutil.rmtree(folder, ignore_errors=True)
+        return folder
+
+    def unpack(settle: float) -> Sample:
+        target = fresh(work / "unpacked")
+        script = f"import tarfile, sys; tarfile.open({str(volume.path / 'generation.tar')!r}).extractall({str(target)!r}, filter='tar'); sys.path.insert(0, {str(target)!r}); {code}"
+        return timed(volume, [sys.executable, "-c", script], plain, settle)
+
+    py = sys.executable
+    return {
+        "forest (today)": lambda s: timed(volume, [py, "-c", code], worker_env(volume, work / "unused", copy=False), s),
+        "plain --target": lambda s: timed(
+            volume, [py, "-c", code], {**plain, "PYTHONPATH": str(volume.path / "plain")}, s
+        ),
+        "local disk": lambda s: timed(volume, [py, "-c", code], {**plain, "PYTHONPATH": str(work / "local-plain")}, s),
+        "copy, first start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, fresh(copies), copy=True), s),
+        "copy, later start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, copies, copy=True), s),
+        "activate(), first": lambda s: timed(
+            volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(fresh(activated))}, s
+        ),
+        "activate(), later": lambda s: timed(
+            volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(activated)}, s
+        ),
+        "packed archive": unpack,
+    }
+
+
+def print_table(runs: list[dict[str, Sample]], args: argparse.Namespace) -> None:
+    names = list(runs[0])
+
+    def median(name: str, part: int) -> float:
+        return statistics.median(run[name][part] for run in runs)
+
+    target, local = median("plain --target", 0), median("local disk", 0)
+    print(f"\n{args.set} set (`{IMPORTS[args.set]}`), {args.latency_ms:g} ms per operation, ", end="")
+    print(f"{args.cache_seconds:g} s kernel cache, median of {len(runs)} runs\n")
+    print("| worker start | time | operations on the volume | / plain --target | / local disk |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        seconds = median(name, 0)
+        print(
+            f"| {name} | {seconds:.2f} s | {median(name, 1):,.0f} | {seconds / target:.2f}× | {seconds / local:.2f}× |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=("small", "full"), default="small")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=1.0)
+    parser.add_argument("--cache-seconds", type=float, default=1.0)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
+    args = parser.parse_args()
+    reason = unavailable_reason()
+    if reason is not None:
+        raise SystemExit(f"the simulated volume is unavailable: {reason}")
+    cache_root = Path.home() / ".cache" / "volume-cli-bench"
+    if args.set == "small":
+        wheelhouse, requirements = small_wheelhouse(cache_root / "netvol-small"), SMALL
+    else:
+        wheelhouse, requirements = ensure_wheelhouse(cache_root / "wheelhouse"), [*TOP_LEVEL[:-1], LEAF_OLD]
+    work = args.work or Path(tempfile.mkdtemp(prefix="worker-bench-"))
+    install_all(work, work / "backing", wheelhouse, requirements)
+    options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
+    with mounted(work / "backing", work / "mnt", **options) as volume:
+        table = cases(volume, work, IMPORTS[args.set])
+        runs = []
+        for run in range(args.runs):
+            # A later start right after its first start; the order of the groups alternates.
+            groups = [[name] for name in table if "," not in name]
+            groups += [[name for name in table if name.startswith(prefix)] for prefix in ("copy,", "activate(),")]
+            samples = {}
+            for group in groups if run % 2 == 0 else groups[::-1]:
+                samples |= {name: table[name](args.cache_seconds + 0.5) for name in group}
+            runs.append({name: samples[name] for name in table})
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+    print_table(runs, args)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

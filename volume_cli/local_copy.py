@@ -1,0 +1,463 @@
+"""A worker's copy of its dependency generation on local disk, made once per generation.
+
+Standard library only: volume-cli copies this file as ``volume_cli_local_copy.py``
+next to the boot ``sitecustomize.py`` and the runtime copy, which load it by path.
+
+Why: on a network volume every file-system call is a round trip, and a cold
+``import`` makes several per module (lookups, opens, reads, and a readlink
+for each step through the generation's symlinks into ``.store``). Reading
+the generation once, with many threads spread across folders, onto the
+worker's own disk, then importing from there, pays the round trips
+concurrently, once per generation and machine instead of serially at every
+start. See docs/concepts.md ("Workers import from a local copy").
+
+Rules: a copy is built in a private temp folder and published by one rename;
+it is used only when its marker (written last, naming the generation, its
+file count and bytes) is there; every wait is bounded; any problem means the
+volume path is used, with one line on stderr; a process holds a shared
+``flock`` on the marker of the copy it imports from (local disk: flock is
+trustworthy there), so pruning never removes a copy a running process uses.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+import sys
+import threading
+import time
+import uuid
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+COPY_ENV = "VOLUME_CLI_LOCAL_COPY"  # "0" never copies; "1" copies even onto the volume's own file system
+MAX_MB_ENV = "VOLUME_CLI_LOCAL_COPY_MAX_MB"
+# Above this the volume is used: a torch + CUDA generation (4-8 GB, mostly native
+# libraries of which an import touches a few pages) costs more to copy than it
+# saves, and may not fit a worker's container disk.
+DEFAULT_MAX_MB = 2048
+TIMEOUT_ENV = "VOLUME_CLI_LOCAL_COPY_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 300.0  # bounds both building a copy and waiting for another process's
+THREADS = 32  # concurrent round trips; the kernel serialises calls within one folder, so work spans folders
+MARKER = ".volume-cli-copy.json"
+COPIES = "deps"
+TEMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"  # as volume_cli.fsguard.TRASH_PREFIX (this file is standard-library only)
+SKIP_SUFFIX = ".skip"
+LOCK_SUFFIX = ".lock"
+FREE_SPACE_KEPT = 256 * 1024 * 1024  # a copy never leaves the worker's disk with less than this
+POLL_SECONDS = 0.02
+
+# The next piece of work of a copy: (source folder, target folder, None) scans a folder;
+# (source folder, target folder, ((source name, target name), ...)) copies those files.
+Task = tuple[str, str, "tuple[tuple[str, str], ...] | None"]
+FILES_PER_TASK = 16  # one folder lookup on the volume per task, then one lookup per file (openat)
+
+# Marker descriptors this process holds a shared lock on: kept open for its whole life.
+_HELD: list[int] = []
+
+
+class CopySkipped(Exception):
+    """Why the volume path is used instead of a local copy."""
+
+
+def local_generation(generation: str, *, project: str, python_version: str, cache: str) -> str:
+    """The folder to pin for ``generation``: its complete local copy under ``cache``, else ``generation``.
+
+    Never raises: on any problem the volume path is returned and one line says why on stderr.
+    """
+    mode = os.environ.get(COPY_ENV, "").strip()
+    if mode == "0":
+        return generation
+    try:
+        if mode != "1" and _same_file_system(generation, cache):
+            return generation  # a copy onto the disk the volume is on gains nothing
+        folder = copies_folder(cache, generation, project, python_version)
+        copy = _use_or_build(folder, generation)
+    except Exception as exc:  # a speed-up must never stop a worker: anything unforeseen means the volume path
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        sys.stderr.write(
+            f"volume-cli: importing from the volume, not a local copy: {why} "
+            f"(next: see 'local copy' in volume-cli's docs/troubleshooting.md, or set {COPY_ENV}=0)\n"
+        )
+        return generation
+    try:
+        prune(folder, keep=os.path.basename(generation))
+    except Exception:
+        pass  # pruning is housekeeping: the copy is held and whole either way
+    return copy
+
+
+def copies_folder(cache: str, generation: str, project: str, python_version: str) -> str:
+    """One folder per project, Python and volume (two volumes may both have a generation of that name)."""
+    volume_side = os.path.dirname(generation)
+    return os.path.join(cache, COPIES, f"{project}-py{python_version}-{zlib.crc32(volume_side.encode()):08x}")
+
+
+def copy_source(folder: str) -> str | None:
+    """The volume generation ``folder`` is a complete copy of, or None (not a copy)."""
+    try:
+        with open(os.path.join(folder, MARKER), "rb") as stream:
+            source = json.loads(stream.read()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None
+
+
+def _same_file_system(generation: str, cache: str) -> bool:
+    existing = cache
+    while not os.path.isdir(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            return False
+        existing = parent
+    return os.stat(generation).st_dev == os.stat(existing).st_dev
+
+
+def _deadline() -> float:
+    try:
+        seconds = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_SECONDS)
+    except ValueError:
+        seconds = DEFAULT_TIMEOUT_SECONDS
+    return time.monotonic() + seconds
+
+
+def _use_or_build(folder: str, generation: str) -> str:
+    name = os.path.basename(generation)
+    target = os.path.join(folder, name)
+    if _hold(target, generation):
+        return target
+    _check_size_note(os.path.join(folder, name + SKIP_SUFFIX), name)
+    os.makedirs(folder, exist_ok=True)
+    deadline = _deadline()
+    lock = os.open(os.path.join(folder, name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if not _flock(lock, fcntl.LOCK_EX, deadline):
+            raise CopySkipped(f"another process is still copying {name} after the time limit ({TIMEOUT_ENV})")
+        if not _hold(target, generation):  # nobody finished it while this process waited
+            _build(folder, generation, deadline)
+            if not _hold(target, generation):
+                raise CopySkipped(f"the copy of {name} vanished right after it was made")
+    finally:
+        os.close(lock)  # releases the builder lock
+    return target
+
+
+def _check_size_note(note: str, name: str) -> None:
+    """Skip at once a generation known to be over the ceiling, without reading its record again."""
+    try:
+        with open(note) as stream:
+            size = int(stream.read().split()[0])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, IndexError):
+        size = 0  # unreadable: decide again from the record
+    if size > _max_bytes():
+        raise CopySkipped(_over_ceiling(name, size))
+
+
+def _over_ceiling(name: str, size: int) -> str:
+    return f"{name} has {size >> 20} MB, over the {_max_bytes() >> 20} MB ceiling ({MAX_MB_ENV})"
+
+
+def _flock(fd: int, operation: int, deadline: float) -> bool:
+    """Take ``operation`` on ``fd``, polling until ``deadline``: never a wait that can hang."""
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+
+
+def _hold(target: str, generation: str) -> bool:
+    """Whether ``target`` is a complete copy of ``generation``; if so, keep a shared lock on it for life."""
+    marker = os.path.join(target, MARKER)
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        # A pruner holds the exclusive lock only while it renames the copy away: a short wait.
+        if _flock(fd, fcntl.LOCK_SH, time.monotonic() + 5.0):
+            with os.fdopen(os.dup(fd), "rb") as stream:
+                recorded = json.loads(stream.read())
+            # Still this copy at this name, after the lock (a pruner renames it before removing it).
+            if recorded.get("source") == generation and os.stat(marker).st_ino == os.fstat(fd).st_ino:
+                _HELD.append(fd)
+                return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    os.close(fd)
+    return False
+
+
+def _recorded_size(generation: str) -> int | None:
+    """Bytes of the generation from its install record on the volume (one small read), or None."""
+    project_folder = os.path.dirname(generation)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(project_folder))))
+    record = os.path.join(
+        root, ".metadata", "projects", os.path.basename(project_folder), "generations", os.path.basename(generation)
+    )
+    try:
+        with open(record + ".json", "rb") as stream:
+            entries = json.loads(stream.read())["entries"]
+        return sum(int(entry["size_bytes"]) for entry in entries)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _max_bytes() -> int:
+    try:
+        return int(float(os.environ.get(MAX_MB_ENV) or DEFAULT_MAX_MB) * 1024 * 1024)
+    except ValueError:
+        return DEFAULT_MAX_MB * 1024 * 1024
+
+
+def _build(folder: str, generation: str, deadline: float) -> None:
+    """Copy ``generation`` into a private temp folder, write the marker last, publish by one rename."""
+    name = os.path.basename(generation)
+    _remove_leftovers(folder, name)
+    ceiling, expected = _max_bytes(), _recorded_size(generation)
+    if expected is not None and expected > ceiling:
+        with open(os.path.join(folder, name + SKIP_SUFFIX), "w") as note:  # later starts skip at once
+            note.write(f"{expected}\n")  # the size: a ceiling raised later lets the copy happen
+        raise CopySkipped(_over_ceiling(name, expected))
+    free = shutil.disk_usage(folder).free - FREE_SPACE_KEPT
+    budget = min(ceiling, free)
+    if expected is not None and expected > free:
+        raise CopySkipped(f"{name} needs {expected >> 20} MB and {folder} has {max(free, 0) >> 20} MB to spare")
+    temp = os.path.join(folder, f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(temp)
+    try:
+        files, size = TreeCopy(generation, temp, budget, deadline).run()
+        with open(os.path.join(temp, MARKER), "w") as stream:
+            json.dump({"format": 1, "generation": name, "source": generation, "files": files, "bytes": size}, stream)
+        os.rename(temp, os.path.join(folder, name))
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        # Another builder published first (its lock file was replaced under it): its copy is used.
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _remove_leftovers(folder: str, name: str) -> None:
+    """A killed builder's temp folder and a torn copy (no valid marker): the builder lock is held."""
+    for item in os.listdir(folder):
+        if item.startswith(f"{TEMP_PREFIX}{name}-"):
+            _discard(os.path.join(folder, item))
+    target = os.path.join(folder, name)
+    if os.path.lexists(target):
+        if _in_use(target):  # never pull a copy from under a running process, whatever its marker says
+            raise CopySkipped(f"{target} is in use but does not match {name} on the volume")
+        _discard(target)
+
+
+def _in_use(copy: str) -> bool:
+    try:
+        fd = os.open(os.path.join(copy, MARKER), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no marker: no process can hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _discard(path: str) -> None:
+    """Rename aside, then remove: a half-removed copy never sits under a generation's name."""
+    trash = os.path.join(os.path.dirname(path), f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+class TreeCopy:
+    """Copy a generation (following its links into the store) with many concurrent round trips."""
+
+    def __init__(self, source: str, target: str, budget: int, deadline: float) -> None:
+        self.source, self.target, self.budget, self.deadline = source, target, budget, deadline
+        # Links may lead anywhere under python-deps/ (the store), never out of it.
+        self.allowed = os.path.realpath(os.path.join(source, "..", "..", "..", "..")) + os.sep
+        self.files = 0
+        self.bytes = 0
+        self.counting = threading.Lock()
+
+    def run(self) -> tuple[int, int]:
+        # Imported here: a start that finds its copy made pays nothing for threads.
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        pool = ThreadPoolExecutor(THREADS)
+        try:
+            pending: set[Future[list[Task]]] = {pool.submit(self._do, (self.source, self.target, None))}
+            while pending:
+                left = max(self.deadline - time.monotonic(), 0.0)
+                done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                if not done:
+                    raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
+                for future in done:
+                    pending.update(pool.submit(self._do, task) for task in future.result())
+                if self.bytes > self.budget:
+                    raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
+        finally:
+            # Never waits: a copy abandoned on a hung volume must not hold up the import.
+            pool.shutdown(wait=False, cancel_futures=True)
+        return self.files, self.bytes
+
+    def _do(self, task: Task) -> list[Task]:
+        source, target, files = task
+        return self._scan(source, target) if files is None else self._copy_files(source, target, files)
+
+    def _scan(self, source: str, target: str) -> list[Task]:
+        """Make one folder's copy; its subfolders and batches of its files are the next tasks."""
+        if target != self.target:
+            os.mkdir(target)
+        tasks: list[Task] = []
+        files: list[tuple[str, str]] = []
+        folder = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        tasks.append(self._followed(os.path.join(source, entry.name), os.path.join(target, entry.name)))
+                    elif entry.is_dir(follow_symlinks=False):
+                        tasks.append((os.path.join(source, entry.name), os.path.join(target, entry.name), None))
+                    else:
+                        files.append((entry.name, entry.name))
+        finally:
+            os.close(folder)
+        batches = range(0, len(files), FILES_PER_TASK)
+        return tasks + [(source, target, tuple(files[first : first + FILES_PER_TASK])) for first in batches]
+
+    def _followed(self, link: str, target: str) -> Task:
+        """The task for what a link of the forest leads to: a folder or a file in the store."""
+        path = os.path.realpath(link)
+        if not path.startswith(self.allowed):
+            raise CopySkipped(f"{link} leads out of the volume's python-deps folder")
+        if os.path.isdir(path):
+            return (path, target, None)
+        return (os.path.dirname(path), os.path.dirname(target), ((os.path.basename(path), os.path.basename(target)),))
+
+    def _copy_files(self, source: str, target: str, files: tuple[tuple[str, str], ...]) -> list[Task]:
+        """Copy a batch of one folder's files, each opened relative to the folder: one lookup per file."""
+        folder = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name, new_name in files:
+                if time.monotonic() > self.deadline or self.bytes > self.budget:
+                    return []  # the run is being abandoned
+                size = self._copy_file(folder, name, os.path.join(target, new_name))
+                with self.counting:
+                    self.files += 1
+                    self.bytes += size
+        finally:
+            os.close(folder)
+        return []
+
+    def _copy_file(self, folder: int, name: str, target: str) -> int:
+        # O_NONBLOCK: a FIFO planted in the volume must not hang the start.
+        reader = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+        try:
+            status = os.fstat(reader)
+            if not stat.S_ISREG(status.st_mode):
+                raise CopySkipped(f"{name} in {self.source} is not a regular file")
+            writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, status.st_mode & 0o777)
+            try:
+                offset = 0
+                while offset < status.st_size:
+                    sent = os.sendfile(writer, reader, offset, status.st_size - offset)
+                    if sent == 0:
+                        raise OSError(f"{name} is shorter than its size")
+                    offset += sent
+                # Timestamp-based bytecode is checked against the source's mtime: keep it.
+                os.utime(writer, ns=(status.st_atime_ns, status.st_mtime_ns))
+            finally:
+                os.close(writer)
+        finally:
+            os.close(reader)
+        return status.st_size
+
+
+def prune(folder: str, *, keep: str) -> None:
+    """Remove copies of other generations that no process holds, but the newest of them (a rollback's)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    copies = [item for item in names if not item.startswith(".") and not item.endswith((SKIP_SUFFIX, LOCK_SUFFIX))]
+    others = sorted(
+        (item for item in copies if item != keep), key=lambda item: _modified(os.path.join(folder, item)), reverse=True
+    )
+    for item in others[1:]:
+        _prune_one(folder, item)
+    for item in names:
+        if item.startswith(TRASH_PREFIX):  # a pruner killed while removing
+            shutil.rmtree(os.path.join(folder, item), ignore_errors=True)
+        elif item.startswith(TEMP_PREFIX) and not item.startswith(f"{TEMP_PREFIX}{keep}-"):
+            _remove_if_abandoned(folder, item)
+
+
+def _remove_if_abandoned(folder: str, temp: str) -> None:
+    """A temp folder of another generation whose builder is gone (killed): nobody holds its builder lock."""
+    generation = temp[len(TEMP_PREFIX) :].rsplit("-", 1)[0]
+    try:
+        lock = os.open(os.path.join(folder, generation + LOCK_SUFFIX), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        lock = None  # its lock file was pruned with its copy: no builder can be waiting on it
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _discard(os.path.join(folder, temp))
+    except OSError:
+        pass  # a builder is at work
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _modified(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _prune_one(folder: str, name: str) -> None:
+    try:
+        fd = os.open(os.path.join(folder, name, MARKER), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no marker: not a copy this code made, or one being renamed away right now
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return  # a running process imports from it
+    trash = os.path.join(folder, f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(os.path.join(folder, name), trash)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    shutil.rmtree(trash, ignore_errors=True)
+    for suffix in (SKIP_SUFFIX, LOCK_SUFFIX):
+        try:
+            os.unlink(os.path.join(folder, name + suffix))
+        except OSError:
+            pass
