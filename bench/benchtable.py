@@ -130,7 +130,12 @@ class Goal:
 GOALS = (
     Goal("full install ≤ 0.1× raw uv", (VOLUME_CLI, "full install"), (UV, "full install"), 0.1),
     Goal("one leaf upgraded ≤ 0.5× raw uv", (VOLUME_CLI, "one leaf upgraded"), (UV, "one leaf upgraded"), 0.5),
-    Goal("cold import via `env` ≤ 0.25× plain folder on the volume", (VOLUME_CLI, "cold import"), (UV, "cold import"), 0.25),
+    Goal(
+        "cold import via `env` ≤ 0.25× plain folder on the volume",
+        (VOLUME_CLI, "cold import"),
+        (UV, "cold import"),
+        0.25,
+    ),
     Goal("cold import via `env` ≤ 2× local disk", (VOLUME_CLI, "cold import"), (LOCAL, "cold import"), 2.0),
     Goal("deps check ≤ 0.2× serial", (VOLUME_CLI, "deps check"), (VOLUME_CLI + BASELINE_SUFFIX, "deps check"), 0.2),
     Goal("gc ≤ 0.2× serial", (VOLUME_CLI, "gc"), (VOLUME_CLI + BASELINE_SUFFIX, "gc"), 0.2),

@@ -147,8 +147,27 @@ class Bench:
             return self.volume_cli("deps", "install", "-p", PROJECT, *common, "--index-url", self.index_url, "-q")
         if tool == UV:
             if step == "one package removed":
-                return [self.uv, "pip", "uninstall", "--python", sys.executable, "--target", str(target), self.wheels.removed]
-            command = [self.uv, "pip", "install", "-q", "--target", str(target), "--compile-bytecode", "--link-mode", "copy"]
+                return [
+                    self.uv,
+                    "pip",
+                    "uninstall",
+                    "--python",
+                    sys.executable,
+                    "--target",
+                    str(target),
+                    self.wheels.removed,
+                ]
+            command = [
+                self.uv,
+                "pip",
+                "install",
+                "-q",
+                "--target",
+                str(target),
+                "--compile-bytecode",
+                "--link-mode",
+                "copy",
+            ]
             return [*command, "--python", sys.executable, "--index-url", self.index_url, *requirements]
         if step == "one package removed":
             return None  # pip cannot uninstall from a --target folder
@@ -255,8 +274,12 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     load = os.getloadavg()
     print(f"\n{render_table(results, columns)}")
     print(f"Measured {datetime.date.today()} at commit {commit()}: medians of {args.runs} interleaved runs ", end="")
-    print(f"(min–max of time in brackets), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, ")
-    print(f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}.")
+    print(
+        f"(min–max of time in brackets), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
+    )
+    print(
+        f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
+    )
     print(render_sources(results, columns))
     print(render_goals(results))
 
