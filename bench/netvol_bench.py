@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -56,7 +57,7 @@ from benchtable import (  # noqa: E402
     render_table,
     save,
 )
-from deps_bench import LEAF_NEW, LEAF_OLD, REMOVED, TOP_LEVEL, ensure_wheelhouse, make_project  # noqa: E402
+from wheelsets import FULL, SMALL, WheelSet, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
 from tests.wheelfactory import IndexServer  # noqa: E402
@@ -65,57 +66,49 @@ TOOLS = (VOLUME_CLI, UV, PIP, LOCAL)
 PROJECT = "bench"
 
 
+class Counter(Protocol):
+    """Where the targets go and how a command is measured: its time and the operations on that folder."""
+
+    path: Path  # where each tool's target is made
+    backing: Path  # where its files really are (the same folder, except behind a FUSE mount)
+
+    def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]: ...
+
+
+def checked(command: list[str], env: dict[str, str], *, prefix: list[str] | None = None) -> float:
+    started = time.monotonic()
+    done = subprocess.run([*(prefix or []), *command], env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:6])} failed:\n{done.stdout[-1000:]}\n{done.stderr[-2000:]}")
+    return elapsed
+
+
 @dataclass(frozen=True)
-class WheelSet:
-    """What each step asks for: the packages, a leaf whose version changes, one package removed."""
+class VolumeCounter:
+    """The simulated volume counts what it served: only calls that reached it, never pipes or local files."""
 
-    name: str
-    packages: tuple[str, ...]
-    leaf_old: str
-    leaf_new: str
-    removed: str
-    imports: str  # the worker's cold import
+    volume: NetVol
 
-    def requirements(self, step: str) -> list[str]:
-        if step in ("full install", "no-op"):
-            return [*self.packages, self.leaf_old]
-        kept = [name for name in self.packages if step != "one package removed" or name != self.removed]
-        return [*kept, self.leaf_new]
+    @property
+    def path(self) -> Path:
+        return self.volume.path
 
+    @property
+    def backing(self) -> Path:
+        return self.volume.backing
 
-SMALL = WheelSet(
-    "small set (numpy, requests, pyyaml, tqdm + 4 deps)",
-    ("numpy", "requests", "pyyaml"),
-    LEAF_OLD,
-    LEAF_NEW,
-    "pyyaml",
-    "import numpy, requests, tqdm",
-)
-FULL = WheelSet(
-    "full set (44 wheels)",
-    tuple(name for name in TOP_LEVEL if name != "tqdm"),
-    LEAF_OLD,
-    LEAF_NEW,
-    REMOVED,
-    "import numpy, pandas, sklearn, transformers",
-)
-
-
-def small_wheelhouse(folder: Path) -> Path:
-    if len(list(folder.glob("*.whl"))) >= 9:
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "-d", str(folder)]
-    subprocess.run([*pip, *SMALL.packages, SMALL.leaf_new], check=True)
-    subprocess.run([*pip, "--no-deps", SMALL.leaf_old], check=True)
-    return folder
+    def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]:
+        self.volume.reset()
+        elapsed = checked(command, env)
+        return elapsed, self.volume.reset().total
 
 
 @dataclass(frozen=True)
 class Bench:
     """One benchmark's fixed inputs: where things are and how each tool is called."""
 
-    volume: NetVol
+    counter: Counter
     work: Path  # local disk
     wheels: WheelSet
     index_url: str
@@ -127,14 +120,8 @@ class Bench:
     def projects(self) -> Path:
         return self.work / "projects"
 
-    def measured(self, command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-        self.volume.reset()
-        started = time.monotonic()
-        done = subprocess.run(command, env=env or self.env, capture_output=True, text=True, check=False)
-        elapsed = time.monotonic() - started
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command[:6])} failed:\n{done.stdout[-1000:]}\n{done.stderr[-2000:]}")
-        return elapsed, self.volume.reset().total
+    def measured(self, command: list[str], env: dict[str, str] | None = None) -> tuple[float | None, int | None]:
+        return self.counter.run(command, env or self.env)
 
     def volume_cli(self, *arguments: str) -> list[str]:
         return [sys.executable, "-m", "volume_cli", *arguments]
@@ -183,7 +170,7 @@ class Bench:
         printed = subprocess.run([*command, "--json"], env=self.env, capture_output=True, text=True, check=True)
         return {"PATH": os.environ["PATH"], **json.loads(printed.stdout)}
 
-    def cold_import(self, tool: str, target: Path) -> tuple[float, int | None]:
+    def cold_import(self, tool: str, target: Path) -> tuple[float | None, int | None]:
         env = self.worker_env(tool, target)
         time.sleep(self.cache_seconds + 0.5)  # the kernel's attribute and entry caches expire: a cold worker
         return self.measured([sys.executable, "-c", self.wheels.imports], env)
@@ -209,14 +196,14 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
         shutil.rmtree(target)
         return
     name = f"run{run}-{tool.split()[0]}"
-    target = bench.volume.path / name
+    target = bench.counter.path / name
     target.mkdir()
     for step in INSTALL_STEPS:
         command = bench.install_command(tool, target, step)
         if command is not None:
             results.add(tool, step, *bench.measured(command))
         if step == "full install":
-            results.add(tool, ENTRIES, 0.0, files_under(bench.volume.backing / name))
+            results.add(tool, ENTRIES, 0.0, files_under(bench.counter.backing / name))
     results.add(tool, "cold import", *bench.cold_import(tool, target))
     if tool == VOLUME_CLI:
         common = ["--root", str(target)]
@@ -314,7 +301,7 @@ def main() -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
     with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
-        bench = Bench(volume, work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
+        bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
         run_benchmark(bench, results, tools, args.runs)
     if args.save is not None:
         meta = {"date": str(datetime.date.today()), "commit": commit(), "runs": args.runs, "set": args.set}
