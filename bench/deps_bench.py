@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from benchtable import LOCAL_GOALS, PIP, UV, VOLUME_CLI, Results, load_into, render_goals, render_table, save  # noqa: E402
 from netvol_bench import Bench, bench_env, checked, commit, run_tool, warm_caches  # noqa: E402
 from stracecount import TRACE, count_calls  # noqa: E402
-from wheelsets import FULL, ensure_wheelhouse  # noqa: E402
+from wheelsets import FULL, SMALL, ensure_wheelhouse, small_wheelhouse  # noqa: E402
 
 from tests.wheelfactory import IndexServer  # noqa: E402
 
@@ -73,8 +73,8 @@ class StraceCounter:
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cache = Path.home() / ".cache" / "volume-cli-bench"
-    parser.add_argument("--wheelhouse", type=Path, default=cache / "wheelhouse")
+    parser.add_argument("--set", choices=("small", "full"), default="full")
+    parser.add_argument("--wheelhouse", type=Path, default=None, help="default: ~/.cache/volume-cli-bench/...")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
     parser.add_argument("--volume-dir", type=Path, default=None, help="where the targets go (default: WORK/volume)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs")
@@ -87,19 +87,23 @@ def parse_arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_arguments()
-    wheelhouse = ensure_wheelhouse(args.wheelhouse)
+    cache = Path.home() / ".cache" / "volume-cli-bench"
+    if args.set == "small":
+        wheels, wheelhouse = SMALL, small_wheelhouse(args.wheelhouse or cache / "netvol-small")
+    else:
+        wheels, wheelhouse = FULL, ensure_wheelhouse(args.wheelhouse or cache / "wheelhouse")
     strace_runs = args.strace_runs if shutil.which("strace") else 0
     work = (args.work or Path(tempfile.mkdtemp(prefix="deps-bench-"))).resolve()
     volume = (args.volume_dir or work / "volume").resolve()  # strace -y shows resolved paths
     volume.mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     tools = [tool for tool in TOOLS if tool in args.tools]
-    results = Results("full set (44 wheels), local disk")
+    results = Results(f"{wheels.name}, local disk")
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     with IndexServer(wheelhouse) as index:
         for run in range(args.runs + strace_runs):
             counter = StraceCounter(volume, straced=run >= args.runs, logs=work / "logs")
-            bench = Bench(counter, work, FULL, index.url, uv, bench_env(work), cache_seconds=0.0)
+            bench = Bench(counter, work, wheels, index.url, uv, bench_env(work), cache_seconds=0.0)
             if run == 0:
                 warm_caches(bench)
             shift = run % len(tools)

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -223,13 +224,17 @@ def warm_caches(bench: Bench) -> None:
             shutil.rmtree(bench.work / "warm")
 
 
-def run_benchmark(bench: Bench, results: Results, tools: list[str], runs: int) -> None:
+def run_benchmark(
+    bench: Bench, results: Results, tools: list[str], runs: int, after_each: Callable[[], None] = lambda: None
+) -> None:
+    """``runs`` rounds of every tool, the order rotating; ``after_each`` tool (to save what is measured so far)."""
     warm_caches(bench)
     for run in range(runs):
         shift = run % len(tools)
         for tool in tools[shift:] + tools[:shift]:
             run_tool(bench, results, tool, run)
             print(f"run {run + 1}/{runs}: {tool} done", file=sys.stderr, flush=True)
+            after_each()
 
 
 def bench_env(work: Path) -> dict[str, str]:
@@ -260,7 +265,13 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     columns = list(dict.fromkeys(columns))
     load = os.getloadavg()
     print(f"\n{render_table(results, columns)}")
-    print(f"Measured {datetime.date.today()} at commit {commit()}: medians of {args.runs} interleaved runs ", end="")
+    runs = ", ".join(f"{tool} {results.runs(tool, 'cold import')}" for tool in columns)
+    if not tools:  # only loaded files: where each came from is below the table
+        print(f"Medians of interleaved runs ({runs}), min–max of time in brackets.")
+        print(render_sources(results, columns))
+        print(render_goals(results))
+        return
+    print(f"Measured {datetime.date.today()} at commit {commit()}: medians of interleaved runs ({runs}) ", end="")
     print(
         f"(min–max of time in brackets), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
     )
@@ -274,7 +285,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=("small", "full"), default="small")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="0: only render the tables of --load")
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS), metavar="TOOL")
     parser.add_argument("--save", type=Path, default=None, help="write every sample as JSON")
     parser.add_argument("--load", type=Path, action="append", default=[], help="add the tools saved by --save")
@@ -297,18 +308,22 @@ def main() -> None:
         wheels, wheelhouse = FULL, ensure_wheelhouse(args.wheelhouse or cache_root / "wheelhouse")
     work = args.work or Path(tempfile.mkdtemp(prefix="netvol-bench-"))
     results = Results(f"{wheels.name}, {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s cache")
-    tools = [tool for tool in TOOLS if tool in args.tools]
+    tools = list(dict.fromkeys(args.tools))  # the order given is the first run's order
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
-    with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
-        bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
-        run_benchmark(bench, results, tools, args.runs)
-    if args.save is not None:
-        meta = {"date": str(datetime.date.today()), "commit": commit(), "runs": args.runs, "set": args.set}
-        save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
+
+    def save_so_far() -> None:
+        if args.save is not None:
+            meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set}
+            save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
+
+    if args.runs > 0:
+        with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
+            bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
+            run_benchmark(bench, results, tools, args.runs, after_each=save_so_far)
     for path in args.load:
         load_into(results, path)
-    report(results, args, tools)
+    report(results, args, tools if args.runs > 0 else [])
 
 
 if __name__ == "__main__":
