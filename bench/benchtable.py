@@ -88,8 +88,8 @@ def time_cell(results: Results, tool: str, step: str) -> str:
     if median is None:
         return "n/a"
     spread = results.spread(tool, step)
-    runs = results.runs(tool, step)
-    if spread is None or runs < 2:
+    timed = sum(1 for sample in results.samples[tool][step] if sample[0] is not None)
+    if spread is None or timed < 2:
         return _seconds(median)
     return f"{_seconds(median)} ({spread[0]:.2f}–{spread[1]:.2f})"
 

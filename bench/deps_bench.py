@@ -7,8 +7,10 @@ Run by hand, never in CI (it downloads ~100 MB from PyPI once)::
 The 44 wheels of bench/wheelsets.py are served from 127.0.0.1. Each tool (volume-cli, raw
 ``uv pip install --target --compile-bytecode``, ``pip install --target``) writes its target
 under ``--volume-dir`` (default: a folder on local disk, standing in for the volume) and
-keeps its temp and cache where a pod keeps them, on local disk and outside that folder (uv's
-cache, warm; pip's TMPDIR and cache). Steps: full install, no-op, one leaf upgraded, one
+keeps its temp and cache where a pod keeps them, outside that folder (uv's cache, warm, and
+pip's cache on local disk; every tool's TMPDIR on another file system, /dev/shm by default,
+so pip's move from its temp folder into the target is a copy of every file, as on a pod,
+not one rename per folder). Steps: full install, no-op, one leaf upgraded, one
 package removed (pip cannot uninstall from --target: n/a), a cold import (volume-cli through
 what ``volume-cli env`` prints, uv and pip from their plain folder), and volume-cli's
 ``deps check --no-imports`` and ``gc``.
@@ -77,6 +79,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--wheelhouse", type=Path, default=None, help="default: ~/.cache/volume-cli-bench/...")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
     parser.add_argument("--volume-dir", type=Path, default=None, help="where the targets go (default: WORK/volume)")
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=Path("/dev/shm") / f"deps-bench-{os.getpid()}",
+        help="TMPDIR of every tool, on another file system than --volume-dir (default: under /dev/shm)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed runs")
     parser.add_argument("--strace-runs", type=int, default=1, help="runs under strace that count calls (0: none)")
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS), metavar="TOOL")
@@ -96,25 +104,34 @@ def main() -> None:
     work = (args.work or Path(tempfile.mkdtemp(prefix="deps-bench-"))).resolve()
     volume = (args.volume_dir or work / "volume").resolve()  # strace -y shows resolved paths
     volume.mkdir(parents=True, exist_ok=True)
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    if args.tmp.stat().st_dev == volume.stat().st_dev:
+        # pip unpacks into TMPDIR and moves into the target: one rename here, a copy of every file on a pod.
+        print(f"warning: {args.tmp} and {volume} share a file system: pip's move is a rename", file=sys.stderr)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     tools = [tool for tool in TOOLS if tool in args.tools]
     results = Results(f"{wheels.name}, local disk")
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+
+    def save_so_far() -> None:
+        if args.save is not None:
+            meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set, "disk": "local"}
+            save(results, args.save, meta=meta | {"loadavg": os.getloadavg()})
+
     with IndexServer(wheelhouse) as index:
-        for run in range(args.runs + strace_runs):
-            counter = StraceCounter(volume, straced=run >= args.runs, logs=work / "logs")
-            bench = Bench(counter, work, wheels, index.url, uv, bench_env(work), cache_seconds=0.0)
+        for run in range(strace_runs + args.runs):  # calls first: they do not depend on the machine's load
+            counter = StraceCounter(volume, straced=run < strace_runs, logs=work / "logs")
+            bench = Bench(counter, work, wheels, index.url, uv, bench_env(work, args.tmp), cache_seconds=0.0)
             if run == 0:
                 warm_caches(bench)
             shift = run % len(tools)
             for tool in tools[shift:] + tools[:shift]:
                 run_tool(bench, results, tool, run)
                 print(f"run {run + 1}/{args.runs + strace_runs}: {tool} done", file=sys.stderr, flush=True)
+                save_so_far()
             for target in volume.glob(f"run{run}-*"):
                 shutil.rmtree(target)
-    if args.save is not None:
-        meta = {"date": str(datetime.date.today()), "commit": commit(), "runs": args.runs, "strace_runs": strace_runs}
-        save(results, args.save, meta=meta | {"loadavg": os.getloadavg()})
+    shutil.rmtree(args.tmp, ignore_errors=True)
     for path in args.load:
         load_into(results, path)
     columns = list(dict.fromkeys([*tools, *results.samples]))

@@ -237,9 +237,10 @@ def run_benchmark(
             after_each()
 
 
-def bench_env(work: Path) -> dict[str, str]:
+def bench_env(work: Path, tmp: Path | None = None) -> dict[str, str]:
     """Caches and temp on local disk, as on a pod; nothing from this machine's pip config."""
-    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    tmp = tmp or work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     return dict(
         os.environ,
         UV_CACHE_DIR=str(work / "uv-cache"),
@@ -250,7 +251,7 @@ def bench_env(work: Path) -> dict[str, str]:
         PIP_CONFIG_FILE=os.devnull,
         PIP_FIND_LINKS="",
         PIP_DISABLE_PIP_VERSION_CHECK="1",
-        TMPDIR=str(work / "tmp"),
+        TMPDIR=str(tmp),
         PYTHONPATH=str(REPO),
     )
 
