@@ -64,6 +64,8 @@ def load_into(results: Results, path: Path) -> list[str]:
     Returns the tool names added, so the caller can say under the table where they came from.
     """
     document = json.loads(path.read_text())
+    if not results.samples:  # only loaded files: their title is the table's
+        results.title = document["title"]
     meta = document.get("meta", {})
     origin = f"loaded from {path.name} (measured {meta.get('date', '?')} at commit {meta.get('commit', '?')})"
     added: list[str] = []

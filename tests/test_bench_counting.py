@@ -169,6 +169,9 @@ def test_saved_tools_load_next_to_a_new_run_and_a_measured_twice_tool_becomes_th
     check = next(goal for goal in GOALS if goal.label.startswith("deps check"))
     assert evaluate(after, check) == (pytest.approx(0.15), "met")
     assert json.loads((tmp_path / "before.json").read_text())["meta"]["commit"] == "abc1234"
+    only_loaded = Results("the default title")
+    load_into(only_loaded, tmp_path / "before.json")
+    assert only_loaded.title == "tiny" and VOLUME_CLI in only_loaded.samples, "nothing measured: no baseline"
 
 
 def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) -> None:
