@@ -1,336 +1,146 @@
-"""Benchmark the dependency engine against raw ``uv pip install --target`` and ``pip install --target``.
+"""Benchmark the dependency engine against raw uv and pip on local disk: time and file-system calls.
 
 Run by hand, never in CI (it downloads ~100 MB from PyPI once)::
 
-    /work/venv/bin/python bench/deps_bench.py [--wheelhouse DIR] [--work DIR] [--no-strace]
+    .venv/bin/python bench/deps_bench.py [--runs 3] [--strace-runs 1] [--tools ...] [--volume-dir DIR] [--save F]
 
-A wheelhouse of ~45 real wheels (numpy, scipy, pandas, scikit-learn, fastapi,
-uvicorn, pydantic, transformers and their dependencies, for CPython 3.11) is
-downloaded once with pip and served from 127.0.0.1 as a simple index. Each
-tool installs into its own target on local disk; file operations on the
-target are counted with ``strace -f -y`` (every file or descriptor syscall
-whose path lies under the target), which is what costs round trips on a
-network volume. Scenarios: full install, no-op, one leaf upgraded (tqdm),
-one package removed (uvicorn). Then cold import of numpy+pandas+scipy from
-the forest vs a plain --target folder.
+The 44 wheels of bench/wheelsets.py are served from 127.0.0.1. Each tool (volume-cli, raw
+``uv pip install --target --compile-bytecode``, ``pip install --target``) writes its target
+under ``--volume-dir`` (default: a folder on local disk, standing in for the volume) and
+keeps its temp and cache where a pod keeps them, outside that folder (uv's cache, warm, and
+pip's cache on local disk; every tool's TMPDIR on another file system, /dev/shm by default,
+so pip's move from its temp folder into the target is a copy of every file, as on a pod,
+not one rename per folder). Steps: full install, no-op, one leaf upgraded, one
+package removed (pip cannot uninstall from --target: n/a), a cold import (volume-cli through
+what ``volume-cli env`` prints, uv and pip from their plain folder), and volume-cli's
+``deps check --no-imports`` and ``gc``.
+
+``--runs`` timed runs, then ``--strace-runs`` runs under ``strace -f -y`` that count the
+file-system calls on ``--volume-dir`` only (bench/stracecount.py: path operands and
+descriptors resolved there; never pipe traffic, sockets, or calls in local temp folders);
+tools interleaved, order rotating. Cells: median time (min–max), median calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from wheelfactory import IndexServer  # noqa: E402
+from benchtable import LOCAL_GOALS, PIP, UV, VOLUME_CLI, Results, load_into, render_goals, render_table, save  # noqa: E402
+from netvol_bench import Bench, bench_env, checked, commit, run_tool, warm_caches  # noqa: E402
+from stracecount import TRACE, count_calls  # noqa: E402
+from wheelsets import FULL, SMALL, ensure_wheelhouse, small_wheelhouse  # noqa: E402
 
-TOP_LEVEL = ["numpy", "scipy", "pandas", "scikit-learn", "fastapi", "uvicorn", "pydantic", "transformers", "tqdm"]
-LEAF_OLD, LEAF_NEW = "tqdm==4.66.5", "tqdm==4.70.1"
-REMOVED = "uvicorn"
-PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+from tests.wheelfactory import IndexServer  # noqa: E402
 
-_VOLUME_CLI_INSTALL = """
-import sys
-from pathlib import Path
-from volume_cli.deps import install
-from volume_cli.layout import VolumeLayout
-from volume_cli.progress import NullProgress
-from volume_cli.project.discovery import load_project_folder
-root, folder, mirror, cache = sys.argv[1:5]
-result = install(layout=VolumeLayout(Path(root)), project=load_project_folder(Path(folder)), mirror=mirror,
-                 cache_dir=Path(cache), progress=NullProgress())
-print("noop" if result.noop else f"installed {result.installed_count}")
-"""
+TOOLS = (VOLUME_CLI, UV, PIP)
 
 
-def ensure_wheelhouse(folder: Path) -> Path:
-    if folder.is_dir() and len(list(folder.glob("*.whl"))) >= 40:
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    base = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--only-binary",
-        ":all:",
-        "--python-version",
-        PYTHON,
-        "--implementation",
-        "cp",
-        "--platform",
-        "manylinux_2_28_x86_64",
-        "--platform",
-        "manylinux_2_17_x86_64",
-        "--platform",
-        "manylinux2014_x86_64",
-        "-d",
-        str(folder),
-    ]
-    subprocess.run([*base, *[name for name in TOP_LEVEL if name != "tqdm"], LEAF_NEW], check=True)
-    subprocess.run([*base, "--no-deps", LEAF_OLD], check=True)
-    return folder
+@dataclass(frozen=True)
+class StraceCounter:
+    """Times a command, or (``straced``) counts its file-system calls on ``path`` with strace."""
 
+    path: Path
+    straced: bool
+    logs: Path  # local disk
 
-def _strace_available() -> bool:
-    return shutil.which("strace") is not None
+    @property
+    def backing(self) -> Path:
+        return self.path
 
-
-def run_measured(
-    command: list[str], *, target: Path, strace: bool, env: dict[str, str] | None = None
-) -> tuple[float, int | None]:
-    """Wall time of ``command`` and, with strace, how many file syscalls touched ``target``."""
-    environment = dict(os.environ, **(env or {}))
-    started = time.monotonic()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
-    elapsed = time.monotonic() - started
-    if not strace:
-        return elapsed, None
-    return elapsed, count_file_ops(command, target=target, env=environment)
-
-
-def count_file_ops(command: list[str], *, target: Path, env: dict[str, str]) -> int:
-    with tempfile.NamedTemporaryFile(suffix=".strace") as log:
-        subprocess.run(
-            ["strace", "-f", "-y", "-qq", "-e", "trace=%file,%desc", "-o", log.name, *command],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
+    def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]:
+        if not self.straced:
+            return checked(command, env), None
+        with tempfile.NamedTemporaryFile(suffix=".strace", dir=self.logs) as log:
+            checked(command, env, prefix=["strace", "-f", "-y", "-qq", "-e", TRACE, "-o", log.name])
+            with open(log.name, encoding="utf-8", errors="replace") as handle:
+                counts = count_calls(handle, str(self.path))
+        top = ", ".join(f"{name} {count:,}" for name, count in counts.most_common(6))
+        print(
+            f"    {command[0].rsplit('/', 1)[-1]} {' '.join(command[1:4])}: {counts.total():,} calls ({top})",
+            file=sys.stderr,
         )
-        needle = str(target)
-        with open(log.name, encoding="utf-8", errors="replace") as handle:
-            return sum(1 for line in handle if needle in line)
+        return None, counts.total()
 
 
-class Scenario:
-    """One tool: how to bring a target to a list of requirements."""
-
-    def __init__(self, name: str, target: Path, apply: Callable[[list[str], str], list[str] | None]) -> None:
-        self.name = name
-        self.target = target
-        self.apply = apply
-
-
-def make_project(folder: Path, requirements: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "bench", "python_version": PYTHON}))
-    (folder / "dependencies.yaml").write_text(yaml.safe_dump({"groups": {"main": {"packages": requirements}}}))
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=("small", "full"), default="full")
+    parser.add_argument("--wheelhouse", type=Path, default=None, help="default: ~/.cache/volume-cli-bench/...")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
+    parser.add_argument("--volume-dir", type=Path, default=None, help="where the targets go (default: WORK/volume)")
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=Path("/dev/shm") / f"deps-bench-{os.getpid()}",
+        help="TMPDIR of every tool, on another file system than --volume-dir (default: under /dev/shm)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="timed runs")
+    parser.add_argument("--strace-runs", type=int, default=1, help="runs under strace that count calls (0: none)")
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS), metavar="TOOL")
+    parser.add_argument("--save", type=Path, default=None, help="write every sample as JSON")
+    parser.add_argument("--load", type=Path, action="append", default=[], help="add the tools saved by --save")
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheelhouse", type=Path, default=Path.home() / ".cache" / "volume-cli-bench" / "wheelhouse")
-    parser.add_argument("--extra", type=Path, default=Path.home() / ".cache" / "volume-cli-bench" / "extra")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
-    parser.add_argument("--no-strace", action="store_true")
-    args = parser.parse_args()
-
-    wheelhouse = ensure_wheelhouse(args.wheelhouse)
-    strace = not args.no_strace and _strace_available()
-    work = args.work or Path(tempfile.mkdtemp(prefix="deps-bench-"))
-    served = work / "index"
-    served.mkdir(parents=True, exist_ok=True)
-    for wheel in [*wheelhouse.glob("*.whl"), *args.extra.glob("*.whl")]:
-        if not (served / wheel.name).exists():
-            os.link(wheel, served / wheel.name) if wheel.stat().st_dev == served.stat().st_dev else shutil.copy(
-                wheel, served
-            )
-    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
-    results: dict[str, dict[str, tuple[float, int | None] | None]] = {}
-
-    with IndexServer(served) as index:
-        # Warm uv's and pip's caches once, so every tool measures installing, not downloading.
-        cache = work / "uv-cache"
-        warm = work / "warm"
-        subprocess.run(
-            [
-                uv,
-                "pip",
-                "install",
-                "--target",
-                str(warm),
-                "--index-url",
-                index.url,
-                "--cache-dir",
-                str(cache),
-                *TOP_LEVEL,
-                LEAF_OLD.split("==")[0],
-            ],
-            check=True,
-            capture_output=True,
-        )
-        shutil.rmtree(warm)
-
-        volume = work / "volume"
-        volume.mkdir(exist_ok=True)
-        project = work / "project"
-        uv_target = work / "uv-target"
-        pip_target = work / "pip-target"
-        # pip.conf and PIP_FIND_LINKS of this machine must not add indexes to pip's runs
-        uv_env = {
-            "UV_CACHE_DIR": str(cache),
-            "UV_PYTHON_DOWNLOADS": "never",
-            "PIP_CONFIG_FILE": os.devnull,
-            "PIP_FIND_LINKS": "",
-        }
-
-        def requirements(leaf: str, removed: bool) -> list[str]:
-            names = [name for name in TOP_LEVEL if name != "tqdm" and not (removed and name == REMOVED)]
-            return [*names, leaf]
-
-        def volume_cli(reqs: list[str], _: str) -> list[str]:
-            make_project(project, reqs)
-            return [sys.executable, "-c", _VOLUME_CLI_INSTALL, str(volume), str(project), index.url, str(cache)]
-
-        def raw_uv(reqs: list[str], step: str) -> list[str]:
-            if step == "remove":
-                return [uv, "pip", "uninstall", "--python", sys.executable, "--target", str(uv_target), REMOVED]
-            return [
-                uv,
-                "pip",
-                "install",
-                "--target",
-                str(uv_target),
-                "--index-url",
-                index.url,
-                "--link-mode",
-                "copy",
-                "--compile-bytecode",
-                "--python",
-                sys.executable,
-                *reqs,
-            ]
-
-        def pip(reqs: list[str], step: str) -> list[str] | None:
-            if step == "remove":
-                return None  # pip cannot uninstall from a --target folder
-            upgrade = ["--upgrade"] if step != "full" else []
-            return [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--target",
-                str(pip_target),
-                "--index-url",
-                index.url,
-                "--no-input",
-                *upgrade,
-                *reqs,
-            ]
-
-        tools = [
-            Scenario("volume-cli", volume, volume_cli),
-            Scenario("uv --target", uv_target, raw_uv),
-            Scenario("pip --target", pip_target, pip),
-        ]
-        steps = [
-            ("full", LEAF_OLD, False),
-            ("no-op", LEAF_OLD, False),
-            ("one leaf upgraded", LEAF_NEW, False),
-            ("one package removed", LEAF_NEW, True),
-        ]
-        for tool in tools:
-            results[tool.name] = {}
-            for step, leaf, removed in steps:
-                reqs = requirements(leaf, removed)
-                kind = {"full": "full", "no-op": "noop", "one leaf upgraded": "leaf"}.get(step, "remove")
-                command = tool.apply(reqs, kind)
-                if command is None:
-                    results[tool.name][step] = None
-                    continue
-                if strace:
-                    # Measure file ops on a copy of the before-state, so timing runs on the real one.
-                    shadow = _shadow(tool.target)
-                    ops = count_file_ops(
-                        _retarget(command, tool.target, shadow), target=shadow, env=dict(os.environ, **uv_env)
-                    )
-                    shutil.rmtree(shadow, ignore_errors=True)
-                else:
-                    ops = None
-                elapsed, _ = run_measured(command, target=tool.target, strace=False, env=uv_env)
-                results[tool.name][step] = (elapsed, ops)
-                print(f"  {tool.name:14} {step:22} {elapsed:7.2f}s  ops={ops}", file=sys.stderr)
-
-        print_table(results, [step for step, _, _ in steps])
-        bench_imports(volume, uv_target)
-
-
-def _shadow(target: Path) -> Path:
-    shadow = target.with_name(target.name + "-shadow")
-    shutil.rmtree(shadow, ignore_errors=True)
-    if target.exists():
-        shutil.copytree(target, shadow, symlinks=True)
+    args = parse_arguments()
+    cache = Path.home() / ".cache" / "volume-cli-bench"
+    if args.set == "small":
+        wheels, wheelhouse = SMALL, small_wheelhouse(args.wheelhouse or cache / "netvol-small")
     else:
-        shadow.mkdir()
-    return shadow
+        wheels, wheelhouse = FULL, ensure_wheelhouse(args.wheelhouse or cache / "wheelhouse")
+    strace_runs = args.strace_runs if shutil.which("strace") else 0
+    work = (args.work or Path(tempfile.mkdtemp(prefix="deps-bench-"))).resolve()
+    volume = (args.volume_dir or work / "volume").resolve()  # strace -y shows resolved paths
+    volume.mkdir(parents=True, exist_ok=True)
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    if args.tmp.stat().st_dev == volume.stat().st_dev:
+        # pip unpacks into TMPDIR and moves into the target: one rename here, a copy of every file on a pod.
+        print(f"warning: {args.tmp} and {volume} share a file system: pip's move is a rename", file=sys.stderr)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    tools = [tool for tool in TOOLS if tool in args.tools]
+    results = Results(f"{wheels.name}, local disk")
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
 
+    def save_so_far() -> None:
+        if args.save is not None:
+            meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set, "disk": "local"}
+            save(results, args.save, meta=meta | {"loadavg": os.getloadavg()})
 
-def _retarget(command: list[str], target: Path, shadow: Path) -> list[str]:
-    return [part.replace(str(target), str(shadow)) if str(target) in part else part for part in command]
-
-
-def print_table(results: dict[str, dict[str, tuple[float, int | None] | None]], steps: list[str]) -> None:
-    print()
-    header = f"| {'tool':14} | " + " | ".join(f"{step:>24}" for step in steps) + " |"
-    print(header)
-    print("|" + "-" * 16 + "|" + "|".join("-" * 26 for _ in steps) + "|")
-    for tool, row in results.items():
-        cells = []
-        for step in steps:
-            value = row.get(step)
-            if value is None:
-                cells.append(f"{'n/a':>24}")
-            else:
-                seconds, ops = value
-                cells.append(f"{seconds:>8.2f}s {('' if ops is None else f'{ops:,} ops'):>14}")
-        print(f"| {tool:14} | " + " | ".join(cells) + " |")
-    ours, uv = results.get("volume-cli", {}), results.get("uv --target", {})
-    pip = results.get("pip --target", {})
-    full, noop, leaf = ours.get("full"), ours.get("no-op"), ours.get("one leaf upgraded")
-    if full and noop and leaf:
-        print()
-        print(f"no-op: {noop[0]:.2f}s (target <= 0.5s)")
-        uv_full, pip_full = uv.get("full"), pip.get("full")
-        if uv_full:
-            print(f"full vs raw uv: {full[0] / uv_full[0]:.2f}x (target <= 1.3x)")
-        if pip_full:
-            print(f"pip vs volume-cli full: {pip_full[0] / full[0]:.1f}x faster (target >= 5x)")
-        print(f"one leaf vs full: {leaf[0] / full[0]:.2f}x time (target <= 0.25x)", end="")
-        if leaf[1] is not None and full[1]:
-            print(f", {100 * leaf[1] / full[1]:.2f}% of file ops (target <= 2%)")
-        else:
-            print()
-
-
-def bench_imports(volume: Path, plain: Path, runs: int = 5) -> None:
-    forest = volume / "python-deps" / f"py{PYTHON}" / "bench"
-    code = "import numpy, pandas, scipy.linalg, scipy.sparse, scipy.stats"
-    print()
-    print("| cold import of numpy+pandas+scipy | median | min |")
-    print("|---|---|---|")
-    for label, path in (("forest (volume-cli)", forest), ("plain --target (uv)", plain)):
-        times = []
-        for _ in range(runs):
-            started = time.monotonic()
-            subprocess.run(
-                [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(path)!r}); {code}"], check=True
-            )
-            times.append(time.monotonic() - started)
-        print(f"| {label} | {statistics.median(times):.3f}s | {min(times):.3f}s |")
+    with IndexServer(wheelhouse) as index:
+        for run in range(strace_runs + args.runs):  # calls first: they do not depend on the machine's load
+            counter = StraceCounter(volume, straced=run < strace_runs, logs=work / "logs")
+            bench = Bench(counter, work, wheels, index.url, uv, bench_env(work, args.tmp), cache_seconds=0.0)
+            if run == 0:
+                warm_caches(bench)
+            shift = run % len(tools)
+            for tool in tools[shift:] + tools[:shift]:
+                run_tool(bench, results, tool, run)
+                print(f"run {run + 1}/{args.runs + strace_runs}: {tool} done", file=sys.stderr, flush=True)
+                save_so_far()
+            for target in volume.glob(f"run{run}-*"):
+                shutil.rmtree(target)
+    shutil.rmtree(args.tmp, ignore_errors=True)
+    for path in args.load:
+        load_into(results, path)
+    columns = list(dict.fromkeys([*tools, *results.samples]))
+    load = os.getloadavg()
+    print(f"\n{render_table(results, columns)}")
+    print(f"Measured {datetime.date.today()} at commit {commit()}: time is the median of {args.runs} interleaved runs ")
+    print(f"(min–max in brackets), calls the median of {strace_runs} straced runs; {os.cpu_count()} cores, ")
+    print(f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end.\n")
+    print(render_goals(results, LOCAL_GOALS))
 
 
 if __name__ == "__main__":

@@ -1,151 +1,330 @@
-"""The deps benchmark on the simulated network volume: volume-cli against raw uv, time and operations.
+"""The deps benchmark on the simulated network volume: volume-cli, raw uv and pip, time and operations.
 
 Run by hand as root, never in CI (it downloads real wheels from PyPI once)::
 
-    .venv/bin/python bench/netvol_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1]
+    .venv/bin/python bench/netvol_bench.py [--set small|full] [--runs 3] [--tools ...] [--save F] [--load F]
 
 The volume is tests/netvol: a passthrough FUSE file system that sleeps ``--latency-ms`` in
 every operation, with the kernel's attribute/entry cache at ``--cache-seconds`` (mfsmount's
-default is 1 s). Operations are what the file system served (lookups count as getattr),
-so they are only the calls that reached the volume, never pipe traffic or local files.
-Each run installs into fresh targets on the volume, interleaving the tools; uv's cache is
-warm and on local disk, as on a pod. Cells are medians over ``--runs``.
+default is 1 s). Operations are what the file system served (lookups count as getattr), so
+they are only the calls that reached the volume, never pipe traffic or local files.
 
-``--set small`` is numpy, requests, tqdm, pyyaml (a few minutes); ``--set full`` is the
-44-wheel set of bench/deps_bench.py (several minutes per install at 1 ms).
+Each tool keeps its temp and cache where a pod keeps them, on local disk (uv's cache, warm;
+pip's TMPDIR and cache), and writes its target on the volume. Each run installs into fresh
+targets, tools interleaved (the order rotates every run); cells are medians over ``--runs``.
+Steps: full install, no-op, one leaf upgraded, one package removed (pip cannot uninstall
+from --target: n/a), a worker's cold import (volume-cli: with only what ``volume-cli env``
+prints; uv and pip: their plain folder on PYTHONPATH; "local disk": a uv --target folder on
+local disk), and for volume-cli ``deps check --no-imports`` and ``deps gc``.
+
+``--save F`` writes every sample as JSON; ``--load F`` adds the tools saved in F to this
+run's table (a tool measured in both is shown as "<tool> (baseline)"; the goals compare
+``deps check`` and ``gc`` with that baseline's, the serial code). So raw uv and pip, measured
+once, combine with a later volume-cli run::
+
+    .venv/bin/python bench/netvol_bench.py --set full --runs 2 --tools volume-cli --load bench/results/netvol-full-2026-12-01.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from deps_bench import _VOLUME_CLI_INSTALL, LEAF_OLD, TOP_LEVEL, ensure_wheelhouse, make_project  # noqa: E402
+from benchtable import (  # noqa: E402
+    ENTRIES,
+    LOCAL,
+    PIP,
+    UV,
+    VOLUME_CLI,
+    Results,
+    load_into,
+    render_goals,
+    render_sources,
+    render_table,
+    save,
+)
+from wheelsets import FULL, SMALL, WheelSet, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
 from tests.wheelfactory import IndexServer  # noqa: E402
 
-SMALL = ["numpy", "requests", "tqdm", "pyyaml"]
-TOOLS = ("volume-cli", "uv --target")
-STEPS = ("full install", "no-op")
-Sample = tuple[float, int]  # seconds, operations on the volume
+TOOLS = (VOLUME_CLI, UV, PIP, LOCAL)
+PROJECT = "bench"
 
 
-def small_wheelhouse(folder: Path) -> Path:
-    if len(list(folder.glob("*.whl"))) >= len(SMALL):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "-d", str(folder), *SMALL]
-    subprocess.run(command, check=True)
-    return folder
+class Counter(Protocol):
+    """Where the targets go and how a command is measured: its time and the operations on that folder."""
+
+    path: Path  # where each tool's target is made
+    backing: Path  # where its files really are (the same folder, except behind a FUSE mount)
+
+    def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]: ...
 
 
-def measured(volume: NetVol, command: list[str], env: dict[str, str]) -> Sample:
-    volume.reset()
+def checked(command: list[str], env: dict[str, str], *, prefix: list[str] | None = None) -> float:
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run([*(prefix or []), *command], env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
-        raise SystemExit(f"{command[0]} failed:\n{done.stderr[-2000:]}")
-    return elapsed, volume.reset().total
+        raise SystemExit(f"{' '.join(command[:6])} failed:\n{done.stdout[-1000:]}\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+@dataclass(frozen=True)
+class VolumeCounter:
+    """The simulated volume counts what it served: only calls that reached it, never pipes or local files."""
+
+    volume: NetVol
+
+    @property
+    def path(self) -> Path:
+        return self.volume.path
+
+    @property
+    def backing(self) -> Path:
+        return self.volume.backing
+
+    def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]:
+        self.volume.reset()
+        elapsed = checked(command, env)
+        return elapsed, self.volume.reset().total
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark's fixed inputs: where things are and how each tool is called."""
+
+    counter: Counter
+    work: Path  # local disk
+    wheels: WheelSet
+    index_url: str
+    uv: str
+    env: dict[str, str]
+    cache_seconds: float
+
+    @property
+    def projects(self) -> Path:
+        return self.work / "projects"
+
+    def measured(self, command: list[str], env: dict[str, str] | None = None) -> tuple[float | None, int | None]:
+        return self.counter.run(command, env or self.env)
+
+    def volume_cli(self, *arguments: str) -> list[str]:
+        return [sys.executable, "-m", "volume_cli", *arguments]
+
+    def install_command(self, tool: str, target: Path, step: str) -> list[str] | None:
+        requirements = self.wheels.requirements(step)
+        if tool == VOLUME_CLI:
+            make_project(self.projects / PROJECT, requirements)
+            common = ("--root", str(target), "--projects-dir", str(self.projects))
+            return self.volume_cli("deps", "install", "-p", PROJECT, *common, "--index-url", self.index_url, "-q")
+        if tool == UV:
+            if step == "one package removed":
+                return [
+                    self.uv,
+                    "pip",
+                    "uninstall",
+                    "--python",
+                    sys.executable,
+                    "--target",
+                    str(target),
+                    self.wheels.removed,
+                ]
+            command = [
+                self.uv,
+                "pip",
+                "install",
+                "-q",
+                "--target",
+                str(target),
+                "--compile-bytecode",
+                "--link-mode",
+                "copy",
+            ]
+            return [*command, "--python", sys.executable, "--index-url", self.index_url, *requirements]
+        if step == "one package removed":
+            return None  # pip cannot uninstall from a --target folder
+        upgrade = [] if step == "full install" else ["--upgrade"]
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-input", "--target", str(target), *upgrade]
+        return [*command, "--index-url", self.index_url, *requirements]
+
+    def worker_env(self, tool: str, target: Path) -> dict[str, str]:
+        """What a worker starts with: volume-cli's `env` output, or the plain folder on PYTHONPATH."""
+        if tool != VOLUME_CLI:
+            return {"PATH": os.environ["PATH"], "PYTHONPATH": str(target)}
+        command = self.volume_cli("env", "-p", PROJECT, "--root", str(target), "--projects-dir", str(self.projects))
+        printed = subprocess.run([*command, "--json"], env=self.env, capture_output=True, text=True, check=True)
+        return {"PATH": os.environ["PATH"], **json.loads(printed.stdout)}
+
+    def cold_import(self, tool: str, target: Path) -> tuple[float | None, int | None]:
+        env = self.worker_env(tool, target)
+        time.sleep(self.cache_seconds + 0.5)  # the kernel's attribute and entry caches expire: a cold worker
+        return self.measured([sys.executable, "-c", self.wheels.imports], env)
 
 
 def files_under(folder: Path) -> int:
     return sum(len(files) + len(dirs) for _, dirs, files in os.walk(folder))
 
 
-def one_run(
-    volume: NetVol, run: int, commands: dict[str, Callable[[Path], list[str]]], env: dict[str, str]
-) -> dict[tuple[str, str], Sample]:
-    """Both tools, full install then no-op, each into a fresh target on the volume (order alternates)."""
-    samples: dict[tuple[str, str], Sample] = {}
-    order = TOOLS if run % 2 == 0 else TOOLS[::-1]
-    for tool in order:
-        target = volume.path / f"run{run}-{tool.split()[0]}"
-        for step in STEPS:
-            samples[tool, step] = measured(volume, commands[tool](target), env)
-        samples[tool, "files"] = (0.0, files_under(volume.backing / target.name))
-    return samples
+INSTALL_STEPS = ("full install", "no-op", "one leaf upgraded", "one package removed")
 
 
-def print_table(runs: list[dict[tuple[str, str], Sample]], args: argparse.Namespace) -> None:
-    def median(tool: str, step: str, part: int) -> float:
-        return statistics.median(run[tool, step][part] for run in runs)
+def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
+    """One tool's steps in order, each on the state the previous one left, in a fresh target."""
+    if tool == LOCAL:
+        target = bench.work / f"local-run{run}"
+        command = bench.install_command(UV, target, "full install")
+        assert command is not None
+        subprocess.run(command, env=bench.env, check=True, capture_output=True)
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", bench.wheels.imports], env=bench.worker_env(UV, target), check=True)
+        results.add(LOCAL, "cold import", time.monotonic() - started, None)
+        shutil.rmtree(target)
+        return
+    name = f"run{run}-{tool.split()[0]}"
+    target = bench.counter.path / name
+    target.mkdir()
+    for step in INSTALL_STEPS:
+        command = bench.install_command(tool, target, step)
+        if command is not None:
+            results.add(tool, step, *bench.measured(command))
+        if step == "full install":
+            results.add(tool, ENTRIES, 0.0, files_under(bench.counter.backing / name))
+    results.add(tool, "cold import", *bench.cold_import(tool, target))
+    if tool == VOLUME_CLI:
+        common = ["--root", str(target)]
+        check = bench.volume_cli("deps", "check", "-p", PROJECT, *common, "--projects-dir", str(bench.projects))
+        results.add(tool, "deps check", *bench.measured([*check, "--no-imports", "-q"]))
+        gc = bench.volume_cli("deps", "gc", *common, "--grace-hours", "0", "--drop-previous", "-y", "-q")
+        results.add(tool, "gc", *bench.measured(gc))
 
-    print(f"\n{args.set} set, {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, ", end="")
-    print(f"median of {len(runs)} interleaved runs\n")
-    print("| | volume-cli | raw `uv pip install --target --compile-bytecode` | volume-cli / uv |")
-    print("|---|---|---|---|")
-    for step in STEPS:
-        for label, part, unit in (("time", 0, "s"), ("operations", 1, "")):
-            ours, theirs = median(TOOLS[0], step, part), median(TOOLS[1], step, part)
-            ratio = f"{ours / theirs:.2f}×" if theirs else "—"
-            cell = (lambda value: f"{value:.2f} s") if unit else (lambda value: f"{value:,.0f}")
-            print(f"| {step}, {label} | {cell(ours)} | {cell(theirs)} | {ratio} |")
-    for tool in TOOLS:
-        entries = median(tool, "files", 1)
-        print(f"\n{tool}: {entries:,.0f} files and folders on the volume, ", end="")
-        print(f"{median(tool, STEPS[0], 1) / max(entries, 1):.1f} operations per entry in a full install", end="")
-    print()
+
+def warm_caches(bench: Bench) -> None:
+    """uv's and pip's caches on local disk hold every wheel: each run measures installing, not downloading."""
+    for step in ("full install", "one leaf upgraded"):
+        for tool in (UV, PIP):
+            command = bench.install_command(tool, bench.work / "warm", step)
+            assert command is not None
+            subprocess.run(command, env=bench.env, check=True, capture_output=True)
+            shutil.rmtree(bench.work / "warm")
 
 
-def main() -> None:
+def run_benchmark(
+    bench: Bench, results: Results, tools: list[str], runs: int, after_each: Callable[[], None] = lambda: None
+) -> None:
+    """``runs`` rounds of every tool, the order rotating; ``after_each`` tool (to save what is measured so far)."""
+    warm_caches(bench)
+    for run in range(runs):
+        shift = run % len(tools)
+        for tool in tools[shift:] + tools[:shift]:
+            run_tool(bench, results, tool, run)
+            print(f"run {run + 1}/{runs}: {tool} done", file=sys.stderr, flush=True)
+            after_each()
+
+
+def bench_env(work: Path, tmp: Path | None = None) -> dict[str, str]:
+    """Caches and temp on local disk, as on a pod; nothing from this machine's pip config."""
+    tmp = tmp or work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return dict(
+        os.environ,
+        UV_CACHE_DIR=str(work / "uv-cache"),
+        VOLUME_CLI_UV_CACHE=str(work / "uv-cache"),
+        VOLUME_CLI_LOCAL_CACHE=str(work / "local-cache"),
+        UV_PYTHON_DOWNLOADS="never",
+        PIP_CACHE_DIR=str(work / "pip-cache"),
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_FIND_LINKS="",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        TMPDIR=str(tmp),
+        PYTHONPATH=str(REPO),
+    )
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
+def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None:
+    columns = [tool for tool in [*TOOLS, *results.samples] if tool in results.samples]
+    columns = list(dict.fromkeys(columns))
+    load = os.getloadavg()
+    print(f"\n{render_table(results, columns)}")
+    runs = ", ".join(f"{tool} {results.runs(tool, 'cold import')}" for tool in columns)
+    if not tools:  # only loaded files: where each came from is below the table
+        print(f"Medians of interleaved runs ({runs}), min–max of time in brackets.")
+        print(render_sources(results, columns))
+        print(render_goals(results))
+        return
+    print(f"Measured {datetime.date.today()} at commit {commit()}: medians of interleaved runs ({runs}) ", end="")
+    print(
+        f"(min–max of time in brackets), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
+    )
+    print(
+        f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
+    )
+    print(render_sources(results, columns))
+    print(render_goals(results))
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=("small", "full"), default="small")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="0: only render the tables of --load")
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS), metavar="TOOL")
+    parser.add_argument("--save", type=Path, default=None, help="write every sample as JSON")
+    parser.add_argument("--load", type=Path, action="append", default=[], help="add the tools saved by --save")
     parser.add_argument("--latency-ms", type=float, default=1.0)
     parser.add_argument("--cache-seconds", type=float, default=1.0)
     parser.add_argument("--wheelhouse", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments()
     reason = unavailable_reason()
     if reason is not None:
         raise SystemExit(f"the simulated volume is unavailable: {reason}")
     cache_root = Path.home() / ".cache" / "volume-cli-bench"
     if args.set == "small":
-        wheelhouse, requirements = small_wheelhouse(args.wheelhouse or cache_root / "netvol-small"), SMALL
+        wheels, wheelhouse = SMALL, small_wheelhouse(args.wheelhouse or cache_root / "netvol-small")
     else:
-        wheelhouse = ensure_wheelhouse(args.wheelhouse or cache_root / "wheelhouse")
-        requirements = [*TOP_LEVEL[:-1], LEAF_OLD]
+        wheels, wheelhouse = FULL, ensure_wheelhouse(args.wheelhouse or cache_root / "wheelhouse")
     work = args.work or Path(tempfile.mkdtemp(prefix="netvol-bench-"))
+    results = Results(f"{wheels.name}, {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s cache")
+    tools = list(dict.fromkeys(args.tools))  # the order given is the first run's order
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
-    cache = work / "uv-cache"
-    env = dict(os.environ, UV_CACHE_DIR=str(cache), UV_PYTHON_DOWNLOADS="never", PYTHONPATH=str(REPO))
-    with IndexServer(wheelhouse) as index:
-        warm = [uv, "pip", "install", "-q", "--target", str(work / "warm"), "--index-url", index.url, *requirements]
-        subprocess.run(warm, env=env, check=True)  # every run measures installing, not downloading
-        project = work / "project"
-        make_project(project, requirements)
-        commands: dict[str, Callable[[Path], list[str]]] = {
-            TOOLS[0]: lambda target: [
-                *(sys.executable, "-c", _VOLUME_CLI_INSTALL, str(target), str(project), index.url, str(cache))
-            ],
-            TOOLS[1]: lambda target: [
-                *(uv, "pip", "install", "-q", "--target", str(target), "--compile-bytecode"),
-                *("--python", sys.executable, "--index-url", index.url, *requirements),
-            ],
-        }
-        options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
-        with mounted(work / "backing", work / "mnt", **options) as volume:
-            runs = []
-            for run in range(args.runs):
-                for tool in TOOLS:
-                    (volume.path / f"run{run}-{tool.split()[0]}").mkdir()
-                runs.append(one_run(volume, run, commands, env))
-                print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
-    print_table(runs, args)
+    options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
+
+    def save_so_far() -> None:
+        if args.save is not None:
+            meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set}
+            save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
+
+    if args.runs > 0:
+        with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
+            bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
+            run_benchmark(bench, results, tools, args.runs, after_each=save_so_far)
+    for path in args.load:
+        load_into(results, path)
+    report(results, args, tools if args.runs > 0 else [])
 
 
 if __name__ == "__main__":

@@ -257,6 +257,7 @@ def _plan(
         locked=lock.info.packages,
         installed=installed,
         force=force,
+        bytecode=target.interpreter is not None,
     )
     return plan, lock, target
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from packaging.requirements import Requirement
@@ -27,7 +29,14 @@ from volume_cli.deps.documents import (
 from volume_cli.deps.entries import read_entry_manifest
 from volume_cli.deps.forest import current_generation
 from volume_cli.deps.lock import read_current_lock
-from volume_cli.deps.plan import ChangeKind, compute_plan, read_installed
+from volume_cli.deps.plan import (
+    NO_BYTECODE_SLOWDOWN,
+    ChangeKind,
+    compute_plan,
+    missing_interpreter_warning,
+    read_installed,
+)
+from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.record import reconciled_deps
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
@@ -58,6 +67,7 @@ class DepsStatus:
     generation_differs_from_lock: bool
     writer: dict[str, object] | None  # who holds the project's lock, if anyone
     missing_entries: tuple[str, ...] = ()  # store entries the current generation links that are gone
+    bytecode_missing: bool = False  # the current generation was stored without bytecode (no interpreter of X.Y)
 
     @property
     def in_sync(self) -> bool:
@@ -98,6 +108,7 @@ def deps_status(
         if name.endswith(".json")
     )
     generation_lock = deps.lock_hash if deps and deps.generation == current else None
+    record = _current_record(layout, project.name, current)
     return DepsStatus(
         project=project.name,
         python_version=python_version,
@@ -117,23 +128,82 @@ def deps_status(
         config_changed_since_lock=lock is None or lock.config_hash != config_hash,
         generation_differs_from_lock=current is None or lock is None or generation_lock != lock.pylock_sha256,
         writer=describe_lock(lock_path(layout.locks_dir, project.name)),
-        missing_entries=_missing_entries(layout, project.name, current, store_entries),
+        missing_entries=_missing_entries(layout, record, store_entries),
+        bytecode_missing=record is not None and lacks_bytecode(layout, record),
     )
 
 
-def _missing_entries(
-    layout: VolumeLayout, project: str, current: str | None, store_entries: frozenset[str] | None
-) -> tuple[str, ...]:
+def _current_record(layout: VolumeLayout, project: str, current: str | None) -> GenerationRecord | None:
     if current is None:
-        return ()
+        return None
     try:
-        record = read_generation_record(layout, project, current)
+        return read_generation_record(layout, project, current)
     except StateError:
-        return ()
+        return None
+
+
+def _missing_entries(
+    layout: VolumeLayout, record: GenerationRecord | None, store_entries: frozenset[str] | None
+) -> tuple[str, ...]:
     if record is None:
         return ()
     on_disk = store_entries if store_entries is not None else frozenset(_listdir(layout.store_dir))
     return tuple(entry.entry for entry in record.entries if entry.entry not in on_disk)
+
+
+def _is_real(path: Path, kind: int) -> bool:
+    """``path`` is a file or folder of ``kind`` itself, never through a link (it could lead off the volume)."""
+    try:
+        return stat.S_IFMT(os.lstat(path).st_mode) == kind
+    except OSError:
+        return False
+
+
+def lacks_bytecode(layout: VolumeLayout, record: GenerationRecord) -> bool:
+    """Whether the generation's packages were stored without bytecode (no interpreter of X.Y at install).
+
+    A few stats, never a walk: the first package folder with an ``__init__.py`` decides, since an
+    install compiles every module or none. Entries are immutable, so the answer stays true.
+    """
+    for entry in record.entries:
+        folder = layout.store_dir / entry.entry
+        if not _is_real(folder, stat.S_IFDIR):
+            continue
+        for item in entry.top_level:
+            if not item.is_dir or item.name.endswith((".dist-info", ".data")) or item.name == "__pycache__":
+                continue
+            package = folder / item.name
+            if _is_real(package, stat.S_IFDIR) and _is_real(package / "__init__.py", stat.S_IFREG):
+                return not _is_real(package / "__pycache__", stat.S_IFDIR)
+    return False
+
+
+def _generation_line(project: str, generation: str | None, python_version: str) -> str:
+    _, next_step = missing_interpreter_warning(python_version)
+    return (
+        f"{project}: generation {generation} has no bytecode (no Python {python_version} interpreter was found "
+        f"when it was installed): every worker's cold start imports it {NO_BYTECODE_SLOWDOWN} slower; packages "
+        f"stored after the interpreter is provided get bytecode. next: {next_step}"
+    )
+
+
+def no_bytecode_warning(detail: DepsStatus) -> str | None:
+    """The status line for a generation stored without bytecode, with what to do; None when it has bytecode."""
+    if not detail.bytecode_missing:
+        return None
+    return _generation_line(detail.project, detail.current_generation, detail.python_version)
+
+
+def bytecode_warnings(*, layout: VolumeLayout, project: str, python_version: str, uv: str) -> list[str]:
+    """``doctor``'s lines: the current generation has no bytecode, or the next install from here would store none."""
+    current = current_generation(layout, project, python_version)
+    record = _current_record(layout, project, current)
+    if record is not None and lacks_bytecode(layout, record):
+        return [_generation_line(project, current, python_version)]
+    if find_interpreter(python_version, uv) is None:
+        message, next_step = missing_interpreter_warning(python_version)
+        return [f"{project}: {message} (the next deps install from here). next: {next_step}"]
+    return []
 
 
 def _listdir(folder: os.PathLike[str] | str) -> list[str]:

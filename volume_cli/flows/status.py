@@ -228,6 +228,9 @@ def volume_status(
         listing = frozenset()
     reports = [project_status(layout, name, projects.get(name), mirror=mirror, store_entries=listing) for name in names]
     from volume_cli.deps import store_usage
+    from volume_cli.deps.status import no_bytecode_warning
+
+    warnings += [line for item in reports if item.deps and (line := no_bytecode_warning(item.deps))]
     from volume_cli.uv_cache import uv_cache_usage
 
     store = store_usage(layout=layout) if layout.store_dir.is_dir() else None

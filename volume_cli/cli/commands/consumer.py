@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from volume_cli.cli.options import JsonOption, ProjectOption, ProjectsDirOption, RootOption, json_flag
-from volume_cli.cli.render import emit, stderr_console
+from volume_cli.cli.render import emit, stderr_console, to_jsonable
 
 if TYPE_CHECKING:
     from volume_cli.consumer_env import EnvFormat
@@ -94,6 +95,7 @@ def _register_doctor(app: typer.Typer) -> None:
         except ProjectNotFoundError:
             models_hash = None
         found = inspect(project, context.read_root(root).path, models_hash=models_hash, check_links=True)
+        warnings = _bytecode_warnings(found.root, project, found.python_version)
 
         def human(console: Console) -> None:
             console.print(f"project  {found.project}")
@@ -101,11 +103,24 @@ def _register_doctor(app: typer.Typer) -> None:
             console.print(f"python   needs {found.python_version or '?'}, this is {found.running_python}")
             console.print(f"deps     {found.deps_generation or 'missing'}")
             console.print(f"models   {'complete' if found.models_complete else 'missing'}")
+            for warning in warnings:
+                console.print(f"[bold yellow]warning:[/] {escape(warning)}")
             if found.ok:
                 console.print("[green]ok[/]: a worker can activate this project")
 
-        emit(found, as_json=as_json, human=human)
+        emit({**to_jsonable(found), "warnings": warnings}, as_json=as_json, human=human)
         if found.problems:
             message, hint = found.problems[0]
             extra = [f"{other}" for other, _ in found.problems[1:]]
             raise RuntimeCheckError(message + (f" (also: {'; '.join(extra)})" if extra else ""), hint=hint)
+
+
+def _bytecode_warnings(root: Path, project: str, python_version: str | None) -> list[str]:
+    """The project's generation stored without bytecode, or no interpreter here to compile the next install's."""
+    if python_version is None:
+        return []
+    from volume_cli.deps.status import bytecode_warnings
+    from volume_cli.deps.uvtool import uv_binary
+    from volume_cli.layout import VolumeLayout
+
+    return bytecode_warnings(layout=VolumeLayout(root), project=project, python_version=python_version, uv=uv_binary())

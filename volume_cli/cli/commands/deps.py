@@ -151,6 +151,12 @@ def render_plan(console: Console, plan: InstallPlan) -> None:
             versions = " → ".join(version for version in (change.installed_version, change.locked_version) if version)
             console.print(f"  [{colour}]{label:<9}[/] {change.name} {versions}")
     console.print(f"  {len(plan.unchanged)} unchanged" + ("" if plan.has_changes else " — nothing to do"))
+    if not plan.bytecode and plan.to_install:
+        from volume_cli.deps.plan import missing_interpreter_warning
+
+        message, next_step = missing_interpreter_warning(plan.python_version)
+        console.print(f"[bold yellow]warning:[/] {escape(message)}")
+        console.print(f"next: {escape(next_step)}")
 
 
 def render_install(console: Console, result: InstallResult) -> None:
