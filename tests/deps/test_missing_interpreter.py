@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import volume_cli_command
-from tests.deps.helpers import PY, Projects
+from tests.deps.helpers import PY
+from tests.helpers import Projects, volume_cli_command
 from tests.wheelfactory import IndexServer
 from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.uvtool import uv_binary
