@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 if str(BENCH) not in sys.path:  # the benchmarks are scripts that import each other by name
     sys.path.append(str(BENCH))
 
-from benchtable import (
+from benchtable import (  # noqa: E402 (after the bench folder joins sys.path)
     GOALS,
     LOCAL,
     LOCAL_GOALS,
@@ -38,7 +38,7 @@ from benchtable import (
     render_table,
     save,
 )
-from stracecount import count_calls, split_arguments
+from stracecount import count_calls, split_arguments  # noqa: E402
 
 T = "/vol/run0-uv"
 
