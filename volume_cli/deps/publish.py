@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import resource
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,9 @@ def _scan(source: Path, prefix: str) -> _Tree:
     return _Tree(tree.folders, tree.files, tree.links, size)
 
 
-def copy_file(source: Path, destination: Path, mode: int, *, umask: int) -> None:
+def copy_file(source: Path, destination: Path | str, mode: int, *, umask: int, dir_fd: int | None = None) -> None:
     """Create ``destination`` (it must not exist, nor be a link) with ``source``'s bytes and ``mode``."""
-    handle = os.open(destination, _CREATE_FLAGS, mode)
+    handle = os.open(destination, _CREATE_FLAGS, mode, dir_fd=dir_fd)
     try:
         if mode & ~umask != mode:  # the umask took bits the file had (a group-writable file): one more call
             os.fchmod(handle, mode)
@@ -92,6 +93,39 @@ class Copied:
     bytes: int
 
 
+class _Folders:
+    """An open handle per folder made: a create through it looks up one name, not every folder of the path.
+
+    With the kernel's cache off (or expired) each path component is one more
+    round trip; ``.staging/<run>/<entry>/pkg/sub/x.py`` would cost six.
+    """
+
+    def __init__(self, destination: Path, count: int) -> None:
+        _allow_open_files(count + 64)
+        self.handles = {"": os.open(destination, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
+
+    def make(self, path: str, mode: int, umask: int) -> None:
+        parent, name = self.handles[posixpath.dirname(path)], posixpath.basename(path)
+        os.mkdir(name, mode, dir_fd=parent)  # no exist_ok: a planted link or folder there fails the run
+        handle = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        self.handles[path] = handle
+        if mode & ~umask != mode:
+            os.chmod(f"/proc/self/fd/{handle}", mode)
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            os.close(handle)
+
+
+def _allow_open_files(count: int) -> None:
+    """Raise this process's soft limit of open files to ``count`` when the hard limit allows it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (count if hard == resource.RLIM_INFINITY else min(count, hard), hard)
+        )
+
+
 def copy_trees(sources: dict[str, Path], destination: Path, *, threads: int | None = None) -> Copied:
     """Copy each ``sources[name]`` folder to ``destination/name`` (absent), concurrently.
 
@@ -100,33 +134,29 @@ def copy_trees(sources: dict[str, Path], destination: Path, *, threads: int | No
     """
     umask = process_umask()
     trees = [_scan(source, name) for name, source in sorted(sources.items())]
-    folders = sorted((folder for tree in trees for folder in tree.folders), key=lambda item: item[0].count("/"))
-
-    def make_folder(item: tuple[str, int]) -> None:
-        path, mode = item
-        os.mkdir(destination / path, mode)  # no exist_ok: a planted link or folder there fails the run
-        if mode & ~umask != mode:
-            os.chmod(destination / path, mode)
-
-    depth = -1
-    level: list[tuple[str, tuple[str, int]]] = []
-    for folder in [*folders, ("", 0)]:  # a sentinel flushes the last level
-        if folder[0].count("/") != depth or not folder[0]:
-            run_spread(level, make_folder, threads=threads)
-            level, depth = [], folder[0].count("/")
-        level.append((posixpath.dirname(folder[0]), folder))
-
-    def make(item: tuple[str, int | str]) -> None:
-        path, how = item
-        if isinstance(how, str):
-            os.symlink(how, destination / path)
-        else:
-            head, _, rest = path.partition("/")
-            copy_file(sources[head] / rest, destination / path, how, umask=umask)
-
-    made: list[tuple[str, tuple[str, int | str]]] = []
+    levels: dict[int, list[tuple[str, tuple[str, int]]]] = {}
     for tree in trees:
-        made += [(posixpath.dirname(path), (path, mode)) for path, mode in tree.files]
-        made += [(posixpath.dirname(path), (path, text)) for path, text in tree.links]
-    run_spread(made, make, threads=threads)
+        for path, mode in tree.folders:
+            levels.setdefault(path.count("/"), []).append((posixpath.dirname(path), (path, mode)))
+    folders = _Folders(destination, sum(len(level) for level in levels.values()))
+    try:
+        for depth in sorted(levels):
+            run_spread(levels[depth], lambda item: folders.make(item[0], item[1], umask), threads=threads)
+
+        def make(item: tuple[str, int | str]) -> None:
+            path, how = item
+            parent, name = folders.handles[posixpath.dirname(path)], posixpath.basename(path)
+            if isinstance(how, str):
+                os.symlink(how, name, dir_fd=parent)
+            else:
+                head, _, rest = path.partition("/")
+                copy_file(sources[head] / rest, name, how, umask=umask, dir_fd=parent)
+
+        made: list[tuple[str, tuple[str, int | str]]] = []
+        for tree in trees:
+            made += [(posixpath.dirname(path), (path, mode)) for path, mode in tree.files]
+            made += [(posixpath.dirname(path), (path, text)) for path, text in tree.links]
+        run_spread(made, make, threads=threads)
+    finally:
+        folders.close()
     return Copied(files=sum(len(tree.files) for tree in trees), bytes=sum(tree.bytes for tree in trees))
