@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import posixpath
-import resource
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from volume_cli.parallel import run_spread
+from volume_cli.parallel import allow_open_files, run_spread
 
 CHUNK_BYTES = 1 << 20
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -101,7 +100,7 @@ class _Folders:
     """
 
     def __init__(self, destination: Path, count: int) -> None:
-        _allow_open_files(count + 64)
+        allow_open_files(count + 64)
         self.handles = {"": os.open(destination, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
 
     def make(self, path: str, mode: int, umask: int) -> None:
@@ -115,15 +114,6 @@ class _Folders:
     def close(self) -> None:
         for handle in self.handles.values():
             os.close(handle)
-
-
-def _allow_open_files(count: int) -> None:
-    """Raise this process's soft limit of open files to ``count`` when the hard limit allows it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < count:
-        resource.setrlimit(
-            resource.RLIMIT_NOFILE, (count if hard == resource.RLIM_INFINITY else min(count, hard), hard)
-        )
 
 
 def copy_trees(sources: dict[str, Path], destination: Path, *, threads: int | None = None) -> Copied:
