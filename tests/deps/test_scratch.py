@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer
+from wheelfactory import IndexServer, build_wheel
 
 from volume_cli.deps import install
 from volume_cli.deps.faults import CRASH_ENV
@@ -95,3 +96,38 @@ def test_cleanup_keeps_a_live_runs_folder_and_removes_a_dead_ones(tmp_path: Path
     dead.mkdir()
     assert cleanup_stale_scratch(tmp_path) == 1
     assert mine.root.is_dir() and not dead.exists()
+
+
+TOOL_FILES = {
+    "tooly/__init__.py": "def main():\n    print('tooly says hi')\n",
+    "tooly-1.0.dist-info/entry_points.txt": "[console_scripts]\ntooly = tooly:main\n",
+    "tooly-1.0.data/scripts/tooly-raw": "#!python\nprint('raw script')\n",
+}
+
+
+def test_staged_files_are_hard_links_into_uvs_cache_and_the_cache_stays_intact(
+    layout: VolumeLayout, projects: Projects, tmp_path: Path, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv(SCRATCH_ENV, str(scratch))
+    wheel = build_wheel(tmp_path / "wheels-tools", "tooly", "1.0", files=TOOL_FILES)
+    project = projects.make("tools", {"main": {"packages": ["tooly==1.0"]}})
+    with IndexServer(wheel.parent) as index:
+        killed = run_install_subprocess(
+            layout, project.folder, mirror=index.url, cache=isolated_uv, env={CRASH_ENV: "staged"}
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        (staged,) = scratch.glob("*/target/tooly/__init__.py")
+        assert staged.stat().st_nlink > 1, "uv copied instead of linking from its cache"
+        assert (staged.parent / "__pycache__").is_dir()  # compiled before the kill: bytecode is a new file
+        install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=NullProgress())
+    with zipfile.ZipFile(wheel) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    checked = 0
+    for path in isolated_uv.rglob("*"):
+        relative = next((name for name in members if path.as_posix().endswith("/" + name)), None)
+        if relative is not None and path.is_file():
+            assert path.read_bytes() == members[relative], f"{path} in uv's cache was changed"
+            checked += 1
+    assert checked >= 2
+    assert not list(isolated_uv.rglob("*.pyc"))

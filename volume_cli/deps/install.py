@@ -711,8 +711,12 @@ def uv_install_command(
         "--target",
         str(staging.target),
         "--no-deps",
+        # The staging folder is on local disk beside uv's cache: a hard link is free where a copy writes
+        # every byte (10.7k files: 0.4-1.1 s against 3.5-7.2 s). Nothing rewrites a staged file in
+        # place (scripts, RECORDs and bytecode are new files renamed over), so the cache stays intact;
+        # on another disk uv falls back to copying.
         "--link-mode",
-        "copy",
+        "hardlink",
         "-r",
         str(requirements),
     ]
