@@ -104,31 +104,35 @@ def remove_trees(paths: Iterable[Path], *, threads: int | None = None) -> None:
 
 
 def _walk(paths: Iterable[Path], handles: list[int]) -> tuple[list[_Folder], list[tuple[int, str]]]:
+    """Every folder and every other entry under ``paths``; the folders of one level are read concurrently."""
     folders: list[_Folder] = []
     files: list[tuple[int, str]] = []
-    pending: list[tuple[int, str, int]] = []
+    level: list[tuple[int, str]] = []
     for path in paths:
         with contextlib.suppress(OSError):
             handles.append(os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-            pending.append((handles[-1], path.name, 0))
-    while pending:
-        parent, name, depth = pending.pop()
-        try:
-            handle = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                files.append((parent, name))  # a link or a file: removed itself, never followed
-            continue
-        handles.append(handle)
-        if len(handles) % 512 == 0:
-            allow_open_files(len(handles) + 1024)
-        folders.append(_Folder(parent, name, handle, depth))
-        with contextlib.suppress(OSError), os.scandir(handle) as children:
-            for child in children:
-                if child.is_dir(follow_symlinks=False):
-                    pending.append((handle, child.name, depth + 1))
-                else:
-                    files.append((handle, child.name))
+            level.append((handles[-1], path.name))
+    depth = 0
+    while level:
+        found: list[tuple[int, str]] = []
+
+        def scan(item: tuple[int, str], depth: int = depth, found: list[tuple[int, str]] = found) -> None:
+            parent, name = item
+            try:
+                handle = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    files.append((parent, name))  # a link or a file: removed itself, never followed
+                return
+            handles.append(handle)
+            folders.append(_Folder(parent, name, handle, depth))
+            with contextlib.suppress(OSError), os.scandir(handle) as children:
+                for child in children:
+                    (found if child.is_dir(follow_symlinks=False) else files).append((handle, child.name))
+
+        allow_open_files(len(handles) + len(level) + 1024)
+        run_spread(((str(parent), (parent, name)) for parent, name in level), scan)
+        level, depth = found, depth + 1
     return folders, files
 
 
