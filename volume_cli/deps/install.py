@@ -176,9 +176,7 @@ def _fresh_lock(
         return current
     return resolve(
         layout=layout,
-        project=project.name,
-        config=project.dependencies,
-        config_hash=config_hash,
+        definition=project,
         target=target,
         mirror=mirror,
         upgrade=upgrade,
