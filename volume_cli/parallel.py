@@ -16,7 +16,6 @@ import itertools
 import os
 import resource
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -58,6 +57,8 @@ def run_spread(
         for item in ordered:
             action(item)
         return
+    from concurrent.futures import ThreadPoolExecutor  # here: a no-op install never pays for importing it
+
     with ThreadPoolExecutor(count) as pool:
         for _ in pool.map(action, ordered):
             pass

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from wheelfactory import IndexServer, build_wheel
 
+from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
+from tests.netvol.mount import NetVol
 from volume_cli.deps import install
 from volume_cli.deps.faults import CRASH_ENV
 from volume_cli.deps.scratch import SCRATCH_ENV, cleanup_stale_scratch, new_local_staging, scratch_dir
@@ -90,7 +92,9 @@ def test_an_unusable_scratch_fails_clearly_naming_the_variable(
 
 
 def test_cleanup_keeps_a_live_runs_folder_and_removes_a_dead_ones(tmp_path: Path) -> None:
-    mine = new_local_staging(tmp_path)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mine = new_local_staging(tmp_path, VolumeLayout(volume))
     pid = int(mine.root.name.split("-")[1])
     dead = tmp_path / mine.root.name.replace(f"-{pid}-", f"-{_dead_pid()}-", 1)
     dead.mkdir()
@@ -106,8 +110,14 @@ TOOL_FILES = {
 
 
 def test_staged_files_are_hard_links_into_uvs_cache_and_the_cache_stays_intact(
-    layout: VolumeLayout, projects: Projects, tmp_path: Path, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+    netvol: NetVol,  # noqa: F811
+    projects: Projects,
+    tmp_path: Path,
+    isolated_uv: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    layout = VolumeLayout(netvol.path / "volume")  # another disk than the scratch folder, as on a pod
+    layout.root.mkdir()
     scratch = tmp_path / "scratch"
     monkeypatch.setenv(SCRATCH_ENV, str(scratch))
     wheel = build_wheel(tmp_path / "wheels-tools", "tooly", "1.0", files=TOOL_FILES)
@@ -131,3 +141,12 @@ def test_staged_files_are_hard_links_into_uvs_cache_and_the_cache_stays_intact(
             checked += 1
     assert checked >= 2
     assert not list(isolated_uv.rglob("*.pyc"))
+
+
+def test_a_volume_on_the_scratch_disk_gets_uvs_copies_renamed_not_links_into_its_cache(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path
+) -> None:
+    project = projects.make("demo", {"m": {"packages": ["gamma"]}})
+    install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=NullProgress())
+    (stored,) = layout.store_dir.glob("gamma-*/gamma.py")
+    assert stored.stat().st_nlink == 1  # damaging the store must never damage uv's cache

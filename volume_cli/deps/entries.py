@@ -76,6 +76,8 @@ def staging_parent(layout: VolumeLayout) -> Path:
 @dataclass(frozen=True)
 class Staging:
     root: Path
+    # The volume is on the staging folder's disk (a local volume): entries are moved with renames, not copied.
+    same_disk_as_volume: bool = False
 
     @property
     def target(self) -> Path:
@@ -357,7 +359,11 @@ def harvest(
     check_folder(layout.store_dir, layout.root).mkdir(parents=True, exist_ok=True)
     published = new_staging(layout)
     try:
-        copy_trees({build.key: build.folder for build in builds.values()}, published.root)
+        if staging.same_disk_as_volume:
+            for build in builds.values():
+                os.rename(build.folder, published.root / build.key)
+        else:
+            copy_trees({build.key: build.folder for build in builds.values()}, published.root)
         crash_point("published")
         return _store_published(layout, published, builds, infos, on_entry)
     finally:

@@ -80,9 +80,10 @@ def _unusable(folder: Path, layout: VolumeLayout) -> str | None:
     return None
 
 
-def new_local_staging(scratch: Path) -> Staging:
+def new_local_staging(scratch: Path, layout: VolumeLayout) -> Staging:
     """A fresh staging folder of this run under ``scratch``, with its ``target`` and ``entries`` folders."""
-    staging = Staging(scratch / staging_name())
+    same_disk = os.stat(scratch).st_dev == os.stat(layout.root).st_dev
+    staging = Staging(scratch / staging_name(), same_disk_as_volume=same_disk)
     staging.root.mkdir(mode=0o700)
     staging.target.mkdir()
     staging.entries.mkdir()
