@@ -196,7 +196,7 @@ def test_two_installs_at_once_sharing_entries_both_succeed(bench: Bench) -> None
 
 # Measured with the kernel cache off, +~10%. Before local staging and publishing (uv writing into a
 # staging folder on the volume, files renamed into entries): full 12,069, one leaf 2,651.
-BUDGET_FULL_INSTALL = 2250  # measured 2,043 for 124 files: ~7 per file published (lookup, create, getattr,
+BUDGET_FULL_INSTALL = 2200  # measured 2,001 for 124 files: ~7 per file published (lookup, create, getattr,
 # write, flush, release) plus ~1,100 for the lock, records, forest, boot folder and state, whatever the size
-BUDGET_ONE_LEAF = 1460  # measured 1,329
+BUDGET_ONE_LEAF = 1420  # measured 1,287
 BUDGET_NOOP = 73  # measured 66
