@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TypeVar
 
 THREADS_ENV = "VOLUME_CLI_PUBLISH_THREADS"
-# Measured on tests/netvol (1 ms per call): 32 threads publish a 1,700-file entry set in 1/14 of one
-# thread's time; 64 gained nothing more (the folders' locks, not the threads, are then the limit).
+# Measured on tests/netvol (1 ms per call, 1 s cache): 200 files in 10 folders took 1.76 s with one
+# thread, 0.47 s with 4, 0.26 s with 16, 0.20 s with 32 and 0.22 s with 64.
 DEFAULT_THREADS = 32
 
 Item = TypeVar("Item")
