@@ -142,7 +142,7 @@ def test_uv_install_command_for_hashed_wheels_with_an_interpreter(tmp_path: Path
     )
     assert command[:4] == ["uv", "pip", "install", "--no-config"]
     assert "--require-hashes" in command and "--no-index" in command
-    assert command[command.index("--python") + 1] == "/py" and "--compile-bytecode" in command
+    assert command[command.index("--python") + 1] == "/py" and "--compile-bytecode" not in command  # deps/bytecode.py
 
 
 def test_uv_install_command_without_interpreter_or_hashes_and_with_an_sdist(tmp_path: Path) -> None:

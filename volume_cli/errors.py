@@ -224,3 +224,7 @@ class RemoteUnavailableError(VolumeCliError):
 
 class MissingExtraError(VolumeCliError):
     """An optional feature needs packages that are not installed (e.g. boto3 for S3 remotes: volume-cli[s3])."""
+
+
+class ScratchError(InstallError):
+    """No folder on the pod's local disk can hold an install's staging folder (``VOLUME_CLI_SCRATCH``)."""

@@ -237,15 +237,15 @@ def test_gc_leaves_the_staging_folder_of_a_long_running_install_alone(
     gate = tmp_path / "gate"
     gate.mkdir()
     installer = racekit.start(
-        "install", layout, new.folder, mirror=index.url, cache=isolated_uv, pause_at=("staged", gate)
+        "install", layout, new.folder, mirror=index.url, cache=isolated_uv, pause_at=("published", gate)
     )
-    racekit.wait_reached(installer, "staged", gate)
+    racekit.wait_reached(installer, "published", gate)
     staging = layout.deps_dir / ".staging"
     (folder,) = os.listdir(staging)
     long_ago = time.time() - 7 * 3600  # a build that has run for hours (another pod's would look the same)
     os.utime(staging / folder, (long_ago, long_ago))
     gc(layout=layout, grace_seconds=0, dry_run=False, progress=progress)
-    racekit.release("staged", gate)
+    racekit.release("published", gate)
     code, out = racekit.finish(installer)
     assert code == 0, out
     _assert_current_whole(layout, "demo")

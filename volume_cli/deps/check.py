@@ -45,6 +45,7 @@ from volume_cli.deps.plan import InstalledDistribution, compute_plan, read_insta
 from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.layout import VolumeLayout
+from volume_cli.parallel import run_spread
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.runner import run
@@ -121,14 +122,50 @@ class DepsCheckReport:
         return data
 
 
-def _verify_files(root: Path, dist: InstalledDistribution, store: Path) -> tuple[list[FileProblem], list[str]]:
-    problems, paths = record_problems(root, read_record(root / dist.dist_info / "RECORD"))
+def _verify_files(
+    root: Path, dist: InstalledDistribution, store: Path, digests: _Digests
+) -> tuple[list[FileProblem], list[str]]:
+    problems, paths = record_problems(root, digests.records[dist.name], digest_of=digests.of)
     found: list[FileProblem] = []
     for path, problem in problems:
         if problem == "changed" and dist.entry is not None and _clash_is_intact(root / path, store / dist.entry, path):
             continue
         found.append(FileProblem(dist.name, path, problem))
     return found, paths
+
+
+class _Digests:
+    """Every RECORD and every file's hash, read with many calls in flight (``volume_cli/parallel.py``).
+
+    On a network volume hashing file after file waits one round trip per
+    open and per read; spread across folders, the waits overlap.
+    """
+
+    def __init__(self, root: Path, installed: dict[str, InstalledDistribution]) -> None:
+        self.records: dict[str, list[tuple[str, str, str]]] = {}
+        self._found: dict[Path, str | OSError] = {}
+
+        def read(dist: InstalledDistribution) -> None:
+            self.records[dist.name] = read_record(root / dist.dist_info / "RECORD")
+
+        run_spread(((dist.dist_info, dist) for dist in installed.values()), read)
+        normal = [posixpath.normpath(path) for rows in self.records.values() for path, digest, _ in rows if digest]
+        files = [root / path for path in normal if not path.startswith(("../", "/")) and path != ".."]
+        run_spread(((str(path.parent), path) for path in files), self._hash)
+
+    def _hash(self, path: Path) -> None:
+        try:
+            self._found[path] = record_digest(path)
+        except OSError as exc:
+            self._found[path] = exc
+
+    def of(self, path: Path) -> str:
+        found = self._found.get(path)
+        if found is None:
+            return record_digest(path)
+        if isinstance(found, OSError):
+            raise found
+        return found
 
 
 def _clash_is_intact(linked: Path, entry: Path, path: str) -> bool:
@@ -294,8 +331,9 @@ def check(
     modules: list[tuple[str, str]] = []
     files_checked = 0
     task = progress.task("verifying files", total=len(installed))
+    digests = _Digests(root, installed)
     for name, dist in sorted(installed.items()):
-        found, paths = _verify_files(root, dist, layout.store_dir)
+        found, paths = _verify_files(root, dist, layout.store_dir, digests)
         file_problems += found
         files_checked += len(paths)
         top_txt = root / dist.dist_info / "top_level.txt"

@@ -10,6 +10,7 @@ import base64
 import csv
 import hashlib
 import posixpath
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -52,7 +53,9 @@ def record_digest(path: Path) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
-def record_problems(root: Path, rows: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+def record_problems(
+    root: Path, rows: list[tuple[str, str, str]], *, digest_of: Callable[[Path], str] = record_digest
+) -> tuple[list[tuple[str, str]], list[str]]:
     """(path, "changed" | "missing") for every RECORD row whose bytes differ; and every path RECORD lists."""
     problems: list[tuple[str, str]] = []
     paths: list[str] = []
@@ -64,7 +67,7 @@ def record_problems(root: Path, rows: list[tuple[str, str, str]]) -> tuple[list[
         if not digest.startswith("sha256=") or is_compiled_bytecode(normal):
             continue
         try:
-            actual = record_digest(root / normal)
+            actual = digest_of(root / normal)
         except (FileNotFoundError, NotADirectoryError):
             problems.append((normal, "missing"))
             continue

@@ -2,16 +2,18 @@
 
 ``<root>/python-deps/.store/<name>-<version>-<hash12>-pyX.Y/`` holds one
 installed distribution laid out like site-packages, plus a manifest. Entries
-are built in a private staging folder on the volume and appear in the store
-with one rename, so an entry in the store is always complete; two installers
-racing for one entry both build it, the first rename wins and the loser
-discards its copy. A staging folder left by a killed installer is recognised
-by its name (host and pid) and removed by the next run.
+are sorted out of uv's install in a staging folder on the pod's local disk
+(``deps/scratch.py``), copied whole into this run's staging folder on the
+volume (``deps/publish.py``) and appear in the store with one rename, so an
+entry in the store is always complete; two installers racing for one entry
+both build it, the first rename wins and the loser discards its copy. A
+staging folder left by a killed installer is recognised by its name (host,
+pid, process tag) and removed by the next run.
 
-On a network volume every file operation is a round trip, so files are moved
-with the fewest renames: a folder whose files all belong to one distribution
-moves with one rename; only folders shared by several distributions (a
-top-level ``__pycache__``, ``bin``, namespace packages) are split.
+On local disk renames cost nothing, so a folder whose files all belong to
+one distribution moves into its entry with one rename; only folders shared
+by several distributions (a top-level ``__pycache__``, ``bin``, namespace
+packages) are split.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import posixpath
 import shutil
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -34,9 +37,10 @@ from volume_cli.deps.dist_info import read_metadata_fields, read_record, record_
 from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
+from volume_cli.deps.publish import copy_file, copy_trees, process_umask
 from volume_cli.errors import InstallError, StateError
 from volume_cli.fileops import remove_tree as remove_tree
-from volume_cli.fsguard import check_chain, check_folder, check_inside, planted_link
+from volume_cli.fsguard import check_folder, check_inside, planted_link
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_tag, tagged_process_gone
@@ -72,6 +76,8 @@ def staging_parent(layout: VolumeLayout) -> Path:
 @dataclass(frozen=True)
 class Staging:
     root: Path
+    # The volume is on the staging folder's disk (a local volume): entries are moved with renames, not copied.
+    same_disk_as_volume: bool = False
 
     @property
     def target(self) -> Path:
@@ -82,12 +88,16 @@ class Staging:
         return self.root / "entries"
 
 
-def new_staging(layout: VolumeLayout) -> Staging:
+def staging_name() -> str:
+    """A staging folder's name: host, pid, a random part and the process tag (``staging_is_stale`` reads it)."""
     host = socket.gethostname().replace("-", "_")
-    staging = Staging(staging_parent(layout) / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{process_tag()}")
-    check_chain(staging.target, layout.root)
-    staging.target.mkdir(parents=True)
-    staging.entries.mkdir()
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{process_tag()}"
+
+
+def new_staging(layout: VolumeLayout) -> Staging:
+    """This run's staging folder on the volume: entries are published into it, then renamed into the store."""
+    staging = Staging(check_folder(staging_parent(layout), layout.root) / staging_name())
+    staging.root.mkdir(parents=True)
     return staging
 
 
@@ -344,56 +354,97 @@ def harvest(
         build.folder.mkdir()
     _distribute(staging.target, _Ownership(staged.values(), staging.target), builds)
     crash_point("entries-distributed")
+    by_name = {package.name: package for package in packages}
+    infos = {name: _write_manifest(builds[name], dist, by_name[name], python_version) for name, dist in wanted.items()}
     check_folder(layout.store_dir, layout.root).mkdir(parents=True, exist_ok=True)
+    published = new_staging(layout)
+    try:
+        if staging.same_disk_as_volume:
+            for build in builds.values():
+                os.rename(build.folder, published.root / build.key)
+        else:
+            copy_trees({build.key: build.folder for build in builds.values()}, published.root)
+        crash_point("published")
+        return _store_published(layout, published, builds, infos, on_entry)
+    finally:
+        _remove_published(published)
+
+
+def _write_manifest(build: _EntryBuild, dist: _Staged, package: LockedPackage, python_version: str) -> EntryInfo:
+    """The entry's manifest, written inside it on local disk before it is published."""
+    top: dict[str, bool] = {}
+    for path, is_dir in build.moved:
+        head, _, rest = path.partition("/")
+        top[head] = top.get(head, False) or is_dir or bool(rest)
+    info = EntryInfo(
+        entry=build.key,
+        name=dist.name,
+        version=dist.version,
+        top_level=[TopItem(name=item, is_dir=is_dir) for item, is_dir in sorted(top.items())],
+        real_dirs=_real_dirs(build, dist),
+        size_bytes=sum(dist.files.values()),
+        file_count=len(dist.files),
+    )
+    manifest = EntryManifest(info=info, artifact_sha256=package.artifact_hash, python_version=python_version)
+    write_document(build.folder / ENTRY_MANIFEST, manifest)
+    return info
+
+
+def _store_published(
+    layout: VolumeLayout,
+    published: Staging,
+    builds: dict[str, _EntryBuild],
+    infos: dict[str, EntryInfo],
+    on_entry: Callable[[str], None] | None,
+) -> Harvest:
+    """Rename each published entry into the store: one rename each; a racing installer's earlier one wins."""
     entries: dict[str, EntryInfo] = {}
     created: list[str] = []
     new_bytes = 0
-    by_name = {package.name: package for package in packages}
-    for position, (name, dist) in enumerate(sorted(wanted.items())):
-        build = builds[name]
-        top: dict[str, bool] = {}
-        for path, is_dir in build.moved:
-            head, _, rest = path.partition("/")
-            top[head] = top.get(head, False) or is_dir or bool(rest)
-        info = EntryInfo(
-            entry=build.key,
-            name=name,
-            version=dist.version,
-            top_level=[TopItem(name=item, is_dir=is_dir) for item, is_dir in sorted(top.items())],
-            real_dirs=_real_dirs(build, dist),
-            size_bytes=sum(dist.files.values()),
-            file_count=len(dist.files),
-        )
-        manifest = EntryManifest(info=info, artifact_sha256=by_name[name].artifact_hash, python_version=python_version)
-        write_document(build.folder / ENTRY_MANIFEST, manifest)
-        final = layout.store_dir / build.key
+    for position, name in enumerate(sorted(infos)):
+        key = builds[name].key
+        final = layout.store_dir / key
         if os.path.islink(final):
             raise planted_link(final, final)
         try:
-            os.rename(build.folder, final)
+            os.rename(published.root / key, final)
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
-            # Another installer put the same distribution in place first: use theirs.
-            try:
-                existing = read_entry_manifest(layout, build.key)
-            except StateError:
-                existing = None
-            if existing is None:
-                raise InstallError(
-                    f"store entry {final} appeared without a readable manifest while installing",
-                    hint="run the install again: it builds an entry it cannot read under a new name",
-                ) from None
-            info = existing.info
+            entries[name] = _existing_entry(layout, key, final)
         else:
-            created.append(build.key)
-            new_bytes += info.size_bytes
-        entries[name] = info
+            created.append(key)
+            new_bytes += infos[name].size_bytes
+            entries[name] = infos[name]
         if on_entry is not None:
             on_entry(name)
         if position == 0:
             crash_point("first-entry-stored")
     return Harvest(entries=entries, new_bytes=new_bytes, created=tuple(created))
+
+
+def _existing_entry(layout: VolumeLayout, key: str, final: Path) -> EntryInfo:
+    """Another installer put the same distribution in place first: use theirs."""
+    try:
+        existing = read_entry_manifest(layout, key)
+    except StateError:
+        existing = None
+    if existing is None:
+        raise InstallError(
+            f"store entry {final} appeared without a readable manifest while installing",
+            hint="run the install again: it builds an entry it cannot read under a new name",
+        ) from None
+    return existing.info
+
+
+def _remove_published(published: Staging) -> None:
+    """The run's staging folder on the volume: empty (one call) unless a racing installer's entry won."""
+    try:
+        os.rmdir(published.root)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        remove_tree(published.root)
 
 
 # -- verifying and repairing entries ------------------------------------------------------
@@ -456,6 +507,10 @@ def repair_entry(layout: VolumeLayout, staging: Staging, entry: str, health: Ent
     for path in health.damaged:
         destination = check_inside(folder / path, folder, known=known)  # a link planted inside the entry
         destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging.target / path, destination)
+        # Staging is on local disk: copy next to the damaged file, then one rename over it.
+        temporary = destination.with_name(f".{destination.name}.repair-{uuid.uuid4().hex[:8]}")
+        source = staging.target / path
+        copy_file(source, temporary, stat.S_IMODE(os.stat(source).st_mode), umask=process_umask())
+        os.replace(temporary, destination)
         crash_point("first-file-repaired")  # only --force reaches it: not in faults.POINTS, which every install passes
     return True

@@ -21,6 +21,7 @@ PAUSE_ENV = "VOLUME_CLI_TEST_PAUSE_AT"
 POINTS = (
     "staged",  # uv finished installing into the staging folder
     "entries-distributed",  # files moved into temp entries, none in the store yet
+    "published",  # entries copied into the run's staging folder on the volume, none renamed into the store yet
     "first-entry-stored",  # one entry renamed into the store
     "forest-built",  # new generation folder complete under its temp name
     "generation-recorded",  # generation record written, folder not yet renamed

@@ -21,6 +21,7 @@ from volume_cli.errors import InstallError
 from volume_cli.fileops import temp_path_for
 from volume_cli.fsguard import check_chain, check_folder, planted_link
 from volume_cli.layout import VolumeLayout
+from volume_cli.parallel import run_spread
 from volume_cli.store.documents import write_document
 
 TEMP_PREFIX = ".tmp-"
@@ -38,43 +39,67 @@ class _Node:
     real: bool = False
 
 
-def _link(target: Path, link: Path) -> None:
-    os.symlink(os.path.relpath(target, link.parent), link)
+@dataclass
+class _Forest:
+    """What a forest is made of, decided before anything is made: folders (parents first) and links."""
+
+    folders: list[Path]
+    links: list[tuple[Path, str]]  # (link, relative target)
 
 
 def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> int:
-    """Fill the empty ``folder`` with links to ``entries``; returns the number of links made."""
+    """Fill the empty ``folder`` with links to ``entries``; returns the number of links made.
+
+    The few real folders are made first, then every link at once, spread
+    across folders (``volume_cli/parallel.py``).
+    """
     check_folder(folder, layout.root)
-    real_dirs = {(entry.entry, path) for entry in entries for path in entry.real_dirs}
-    real_paths = {path for _, path in real_dirs}
+    real_paths = {path for entry in entries for path in entry.real_dirs}
     top: dict[str, _Node] = {}
     # Sorted so a clash of plain files (two wheels shipping one README) resolves the same way every time.
     for entry in sorted(entries, key=lambda e: e.entry):
         for item in entry.top_level:
             node = top.setdefault(item.name, _Node(providers=[]))
             node.providers.append((entry.entry, item.is_dir))
-    return _fill(layout, folder, "", top, real_paths)
+    forest = _Forest(folders=[], links=[])
+    _plan(layout, folder, "", top, real_paths, forest)
+    # One handle per folder: a link made through it looks up one name, not the whole path.
+    handles = {folder: os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
+    try:
+        for made in forest.folders:
+            parent = handles[made.parent]
+            os.mkdir(made.name, dir_fd=parent)
+            handles[made] = os.open(made.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+
+        def make_link(item: tuple[Path, str]) -> None:
+            os.symlink(item[1], item[0].name, dir_fd=handles[item[0].parent])
+
+        run_spread(((str(link.parent), (link, target)) for link, target in forest.links), make_link)
+    finally:
+        for handle in handles.values():
+            os.close(handle)
+    return len(forest.links)
 
 
-def _fill(layout: VolumeLayout, folder: Path, prefix: str, nodes: dict[str, _Node], real_paths: set[str]) -> int:
-    links = 0
+def _plan(
+    layout: VolumeLayout, folder: Path, prefix: str, nodes: dict[str, _Node], real_paths: set[str], forest: _Forest
+) -> None:
     for name, node in sorted(nodes.items()):
         path = f"{prefix}{name}"
         dirs = [entry for entry, is_dir in node.providers if is_dir]
         if len(dirs) > 1 or (dirs and path in real_paths):
-            (folder / name).mkdir()
+            forest.folders.append(folder / name)
             children: dict[str, _Node] = {}
             for entry in dirs:
                 for child in os.scandir(layout.store_dir / entry / path):
                     children.setdefault(child.name, _Node(providers=[])).providers.append(
                         (entry, child.is_dir(follow_symlinks=False))
                     )
-            links += _fill(layout, folder / name, f"{path}/", children, real_paths)
+            _plan(layout, folder / name, f"{path}/", children, real_paths, forest)
             continue
         entry = dirs[0] if dirs else node.providers[0][0]
-        _link(layout.store_dir / entry / path, folder / name)
-        links += 1
-    return links
+        link = folder / name
+        forest.links.append((link, os.path.relpath(layout.store_dir / entry / path, link.parent)))
 
 
 def temp_generation_dir(layout: VolumeLayout, project: str, python_version: str, generation: str) -> Path:

@@ -36,6 +36,7 @@ from volume_cli.errors import StateError
 from volume_cli.fileops import set_aside as _set_aside
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
+from volume_cli.parallel import remove_trees
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
@@ -125,8 +126,7 @@ def gc(
             if not dry_run:
                 aside = _set_aside_all(layout, decision)
         progress.step("removing")
-        for path in aside:
-            shutil.rmtree(path, ignore_errors=True)
+        remove_trees(aside)  # all at once: on a network volume each unlink is a round trip
         if not dry_run:
             _cleanup_staging(layout, decision.installing)
     removed_generations = [label for label, _, _ in decision.generations] + [label for label, _ in decision.orphans]

@@ -19,6 +19,7 @@ reconciles with the link and the next writer records.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 from volume_cli import __version__
 from volume_cli.config.dependencies import PYPI_SIMPLE_URL
+from volume_cli.deps.bytecode import compile_bytecode
 from volume_cli.deps.documents import (
     EntryInfo,
     EntryManifest,
@@ -47,7 +49,6 @@ from volume_cli.deps.entries import (
     entry_key,
     harvest,
     inspect_entry,
-    new_staging,
     read_entry_manifest,
     remove_tree,
     repair_entry,
@@ -66,6 +67,7 @@ from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
+from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, scratch_dir
 from volume_cli.deps.scripts import rewrite_console_scripts
 from volume_cli.deps.space import check_install_space
 from volume_cli.deps.uv_progress import UvInstallWatcher
@@ -174,9 +176,7 @@ def _fresh_lock(
         return current
     return resolve(
         layout=layout,
-        project=project.name,
-        config=project.dependencies,
-        config_hash=config_hash,
+        definition=project,
         target=target,
         mirror=mirror,
         upgrade=upgrade,
@@ -524,7 +524,9 @@ def _materialize(
     if not picked.needed:
         return picked.entries, Harvest(entries={}, new_bytes=0, created=()), picked.reused
     check_install_space(layout.root, picked.needed)  # before uv: a full volume mid-install helps no one
-    staging = new_staging(layout)
+    scratch = scratch_dir(layout, cache_dir)
+    cleanup_stale_scratch(scratch)
+    staging = new_local_staging(scratch, layout)
     try:
         _uv_install(
             layout=layout,
@@ -536,10 +538,13 @@ def _materialize(
             progress=progress,
         )
         rewrite_console_scripts(staging.target, python_version=target.version)  # before any entry is made from it
+        if target.interpreter is not None:
+            progress.step("compiling bytecode")
+            compile_bytecode(staging.target, interpreter=target.interpreter, log_dir=layout.logs_dir)
         crash_point("staged")
         harvested = _repair_and_store(layout=layout, staging=staging, picked=picked, target=target, progress=progress)
     finally:
-        remove_tree(staging.root)
+        shutil.rmtree(staging.root, ignore_errors=True)  # local disk: nobody else's, nothing to guard
     picked.entries.update(harvested.entries)
     return picked.entries, harvested, picked.reused
 
@@ -705,15 +710,20 @@ def uv_install_command(
         "--target",
         str(staging.target),
         "--no-deps",
+        # The staging folder is on local disk beside uv's cache: a hard link is free where a copy writes
+        # every byte (10.7k files: 0.4-1.1 s against 3.5-7.2 s). Nothing rewrites a staged file in
+        # place (scripts, RECORDs and bytecode are new files renamed over), and entries reach the
+        # volume as copies, so the cache stays intact. A volume on this very disk gets the staged
+        # files themselves (renamed into the store): they must then be uv's copies, not its cache's.
         "--link-mode",
-        "copy",
+        "copy" if staging.same_disk_as_volume else "hardlink",
         "-r",
         str(requirements),
     ]
     if all(package.artifact.sha256 for package in packages):
         command.append("--require-hashes")
     if target.interpreter is not None:
-        command += ["--python", str(target.interpreter), "--compile-bytecode"]
+        command += ["--python", str(target.interpreter)]  # bytecode: deps/bytecode.py, hash-based
     else:
         command += [
             "--python",

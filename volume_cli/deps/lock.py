@@ -240,9 +240,7 @@ def read_current_lock(layout: VolumeLayout, project: str) -> CurrentLock | None:
 def resolve(
     *,
     layout: VolumeLayout,
-    project: str,
-    config: DependencyConfig,
-    config_hash: str,
+    definition: ProjectDefinition,
     target: TargetPython,
     mirror: str | None,
     upgrade: bool,
@@ -251,6 +249,7 @@ def resolve(
     store: bool = True,
 ) -> CurrentLock:
     """Resolve the lock; with ``store`` keep it (pylock.toml, uv.lock, lock.json) under the project lock."""
+    project, config, config_hash = definition.name, definition.dependencies, definition.config_hash(mirror=mirror)
     progress.step(f"resolving {config.package_count} requirements for Python {target.version} (linux x86_64)")
     for warning in ignored_index_warnings():
         progress.warn(warning)
@@ -419,9 +418,7 @@ def lock_project(
         target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
         lock = resolve(
             layout=layout,
-            project=project.name,
-            config=project.dependencies,
-            config_hash=config_hash,
+            definition=project,
             target=target,
             mirror=mirror,
             upgrade=upgrade,

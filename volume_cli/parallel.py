@@ -1,0 +1,147 @@
+"""Many file operations in flight at once, spread across folders.
+
+On a network volume each file-system call is a round trip, so N threads do
+about N times the work per second; but the kernel holds a folder's lock for
+a create, rename or unlink in it, so calls into one folder queue behind each
+other whatever the thread count. ``run_spread`` therefore interleaves the
+work of different folders: the threads then wait on the network, not on
+each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import resource
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+THREADS_ENV = "VOLUME_CLI_PUBLISH_THREADS"
+# Measured on tests/netvol (1 ms per call, 1 s cache): 200 files in 10 folders took 1.76 s with one
+# thread, 0.47 s with 4, 0.26 s with 16, 0.20 s with 32 and 0.22 s with 64.
+DEFAULT_THREADS = 32
+
+Item = TypeVar("Item")
+
+
+def volume_threads() -> int:
+    """How many file operations may be in flight on the volume at once (``VOLUME_CLI_PUBLISH_THREADS``)."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    return max(1, int(text)) if text.isdigit() else DEFAULT_THREADS
+
+
+def interleaved(items: Iterable[tuple[str, Item]]) -> list[Item]:
+    """``(folder, item)`` pairs reordered round-robin over folders, so neighbours touch different folders."""
+    by_folder: dict[str, list[Item]] = {}
+    for folder, item in items:
+        by_folder.setdefault(folder, []).append(item)
+    rounds = itertools.zip_longest(*by_folder.values())
+    return [item for round_ in rounds for item in round_ if item is not None]
+
+
+def run_spread(
+    items: Iterable[tuple[str, Item]], action: Callable[[Item], object], *, threads: int | None = None
+) -> None:
+    """Call ``action`` on every item with up to ``threads`` in flight, folders interleaved.
+
+    The first failure is raised once every started call has ended, so a
+    caller's cleanup never races a call still running.
+    """
+    ordered = interleaved(items)
+    count = min(threads or volume_threads(), len(ordered))
+    if count <= 1:
+        for item in ordered:
+            action(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor  # here: a no-op install never pays for importing it
+
+    with ThreadPoolExecutor(count) as pool:
+        for _ in pool.map(action, ordered):
+            pass
+
+
+def allow_open_files(count: int) -> None:
+    """Raise this process's soft limit of open files to ``count`` when the hard limit allows it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (count if hard == resource.RLIM_INFINITY else min(count, hard), hard)
+        )
+
+
+@dataclass(frozen=True)
+class _Folder:
+    parent: int  # handle of the folder it is in
+    name: str
+    handle: int
+    depth: int
+
+
+def remove_trees(paths: Iterable[Path], *, threads: int | None = None) -> None:
+    """Remove each folder (already renamed aside: nobody uses it) with many unlinks in flight.
+
+    Every call goes through a handle of the folder it acts in, opened without
+    following links, like ``shutil.rmtree``: a folder swapped for a link while
+    we work makes that call fail instead of reaching another tree. Links are
+    removed as links. Errors are ignored like ``rmtree(ignore_errors=True)``:
+    what is left is removed next time.
+    """
+    handles: list[int] = []
+    try:
+        folders, files = _walk(paths, handles)
+        run_spread(((str(parent), (parent, name)) for parent, name in files), _unlink_at, threads=threads)
+        by_depth: dict[int, list[tuple[str, tuple[int, str]]]] = {}
+        for folder in folders:
+            by_depth.setdefault(folder.depth, []).append((str(folder.parent), (folder.parent, folder.name)))
+        for depth in sorted(by_depth, reverse=True):  # children before their parents
+            run_spread(by_depth[depth], _rmdir_at, threads=threads)
+    finally:
+        for handle in handles:
+            os.close(handle)
+
+
+def _walk(paths: Iterable[Path], handles: list[int]) -> tuple[list[_Folder], list[tuple[int, str]]]:
+    """Every folder and every other entry under ``paths``; the folders of one level are read concurrently."""
+    folders: list[_Folder] = []
+    files: list[tuple[int, str]] = []
+    level: list[tuple[int, str]] = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            handles.append(os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            level.append((handles[-1], path.name))
+    depth = 0
+    while level:
+        found: list[tuple[int, str]] = []
+
+        def scan(item: tuple[int, str], depth: int = depth, found: list[tuple[int, str]] = found) -> None:
+            parent, name = item
+            try:
+                handle = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    files.append((parent, name))  # a link or a file: removed itself, never followed
+                return
+            handles.append(handle)
+            folders.append(_Folder(parent, name, handle, depth))
+            with contextlib.suppress(OSError), os.scandir(handle) as children:
+                for child in children:
+                    (found if child.is_dir(follow_symlinks=False) else files).append((handle, child.name))
+
+        allow_open_files(len(handles) + len(level) + 1024)
+        run_spread(((str(parent), (parent, name)) for parent, name in level), scan)
+        level, depth = found, depth + 1
+    return folders, files
+
+
+def _unlink_at(item: tuple[int, str]) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(item[1], dir_fd=item[0])
+
+
+def _rmdir_at(item: tuple[int, str]) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(item[1], dir_fd=item[0])
