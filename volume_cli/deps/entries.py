@@ -39,6 +39,7 @@ from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.publish import copy_file, copy_trees, process_umask
 from volume_cli.errors import InstallError, StateError
+from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fileops import remove_tree as remove_tree
 from volume_cli.fsguard import check_folder, check_inside, planted_link
 from volume_cli.layout import VolumeLayout
@@ -128,7 +129,7 @@ def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STAL
             age = now - child.stat(follow_symlinks=False).st_mtime
         except FileNotFoundError:
             continue
-        if child.name.startswith(".trash-") or staging_is_stale(
+        if child.name.startswith(TRASH_PREFIX) or staging_is_stale(
             child.name, age_seconds=age, max_age_seconds=max_age_seconds
         ):
             if child.is_symlink():

@@ -33,6 +33,7 @@ from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import TEMP_PREFIX
 from volume_cli.deps.record import live_intent, store_lock
 from volume_cli.errors import StateError
+from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fileops import set_aside as _set_aside
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
@@ -173,7 +174,7 @@ def _decide(
     progress.step("collecting store entries")
     for entry in _listdir(layout.store_dir):
         path = layout.store_dir / entry
-        if entry.startswith(".trash-"):  # a removal that was interrupted
+        if entry.startswith(TRASH_PREFIX):  # a removal that was interrupted
             continue
         if entry in referenced or "*" in in_progress or base_key(entry) in in_progress:
             decision.kept_entries += 1
@@ -207,7 +208,9 @@ def _cleanup_staging(layout: VolumeLayout, installing: set[tuple[str, int]]) -> 
         age = _age(parent / name, now)
         if age is None:
             continue
-        if name.startswith(".trash-") or staging_is_stale(name, age_seconds=age, max_age_seconds=STALE_STAGING_SECONDS):
+        if name.startswith(TRASH_PREFIX) or staging_is_stale(
+            name, age_seconds=age, max_age_seconds=STALE_STAGING_SECONDS
+        ):
             shutil.rmtree(parent / name, ignore_errors=True)
 
 
@@ -251,7 +254,7 @@ def _set_aside_all(layout: VolumeLayout, decision: _Decision) -> list[Path]:
     for entry in decision.entries:
         aside.append(_set_aside(layout.store_dir / entry) or layout.store_dir / entry)
     # Interrupted removals of earlier runs.
-    aside += [layout.store_dir / name for name in _listdir(layout.store_dir) if name.startswith(".trash-")]
+    aside += [layout.store_dir / name for name in _listdir(layout.store_dir) if name.startswith(TRASH_PREFIX)]
     return sorted(set(aside))
 
 

@@ -80,6 +80,7 @@ from volume_cli.deps.uvtool import (
     uv_environment,
 )
 from volume_cli.errors import InstallError, StateError, SubprocessError
+from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -196,7 +197,7 @@ def _cleanup(layout: VolumeLayout, project: str, python_version: str) -> None:
         return
     for child in children:
         # We hold the project's lock, so no live run is building these.
-        if child.name.startswith((TEMP_PREFIX, ".trash-")):
+        if child.name.startswith((TEMP_PREFIX, TRASH_PREFIX)):
             remove_tree(Path(child.path))
 
 
