@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.deps.helpers import PY, Projects, import_values, start_install_subprocess
+from tests.deps.helpers import PY, import_values, start_install_subprocess
+from tests.helpers import Projects
 from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
 from tests.netvol.mount import Counts, NetVol, mounted, unavailable_reason
 from tests.wheelfactory import IndexServer, build_wheel

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer
 
+from tests.deps.helpers import PY
+from tests.helpers import Projects
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import install
 from volume_cli.deps.bytecode import compile_bytecode
 from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
-
-from .helpers import PY, Projects
 
 UNCHECKED_HASH_FLAGS = 0b01  # PEP 552: bit 0 hash-based, bit 1 check_source
 

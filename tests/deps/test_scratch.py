@@ -10,18 +10,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from wheelfactory import IndexServer, build_wheel
 
+from tests.deps.helpers import PY, import_values, run_install_subprocess
+from tests.helpers import Projects
 from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
 from tests.netvol.mount import NetVol
+from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps import install
 from volume_cli.deps.faults import CRASH_ENV
 from volume_cli.deps.scratch import SCRATCH_ENV, cleanup_stale_scratch, new_local_staging, scratch_dir
 from volume_cli.errors import ScratchError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
-
-from .helpers import PY, Projects, import_values, run_install_subprocess
 
 
 def _dead_pid() -> int:
