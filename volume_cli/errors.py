@@ -224,3 +224,15 @@ class RemoteUnavailableError(VolumeCliError):
 
 class MissingExtraError(VolumeCliError):
     """An optional feature needs packages that are not installed (e.g. boto3 for S3 remotes: volume-cli[s3])."""
+
+
+class SyncManifestError(VolumeCliError):
+    """A pushed generation's manifest is torn, fails its own checksum, or names a path outside the volume."""
+
+
+class SyncIncompleteError(VolumeCliError):
+    """A pushed generation lacks files on the volume (the push did not finish); the current generation is kept."""
+
+
+class VolumeFullError(VolumeCliError):
+    """The remote answered 507: the network volume is full."""
