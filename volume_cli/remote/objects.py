@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -129,7 +130,7 @@ class RemoteBucket:
             arguments: dict[str, Any] = {"Bucket": self.remote.bucket, "Prefix": prefix, "Delimiter": "/"}
             if token:
                 arguments["ContinuationToken"] = token
-            page = self._call(lambda given=arguments: self.client.list_objects_v2(**given), f"LIST {prefix}")
+            page: dict[str, Any] = self._call(partial(self.client.list_objects_v2, **arguments), f"LIST {prefix}")
             yield page
             token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
             # RunPod can hand the same token back forever: a repeat means we have seen every page.
@@ -153,9 +154,13 @@ class RemoteBucket:
         marker = 0
         while True:
             try:
-                page = self._call(
-                    lambda after=marker: self.client.list_parts(
-                        Bucket=self.remote.bucket, Key=key, UploadId=upload_id, PartNumberMarker=after
+                page: dict[str, Any] = self._call(
+                    partial(
+                        self.client.list_parts,
+                        Bucket=self.remote.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumberMarker=marker,
                     ),
                     f"list parts {key}",
                 )
