@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from volume_cli.errors import RemoteUnavailableError, VolumeFullError

@@ -39,6 +39,7 @@ class JournalDocument(StoreDocument):
     bucket: str
     uploaded: dict[str, str] = Field(default_factory=dict, description="object key -> sha256 of what was uploaded")
     multipart: dict[str, MultipartRecord] = Field(default_factory=dict)
+    unfinished: str | None = Field(default=None, description="Generation of a push from here that did not finish")
 
 
 def default_journal_dir(environ: Mapping[str, str]) -> Path:
@@ -68,6 +69,18 @@ class PushJournal:
         self._multipart = dict(loaded.multipart)
         self._lock = threading.Lock()
         self._unsaved = 0
+        # A push cut short may have uploaded files its journal never saved: check incomplete entries file by file.
+        self.resuming = loaded.unfinished is not None
+
+    def begin(self, generation: str) -> None:
+        with self._lock:
+            self._document = self._document.model_copy(update={"unfinished": generation})
+            self._save_locked()
+
+    def finished(self) -> None:
+        with self._lock:
+            self._document = self._document.model_copy(update={"unfinished": None})
+            self._save_locked()
 
     def has(self, key: str, sha256: str) -> bool:
         return self._uploaded.get(key) == sha256

@@ -37,6 +37,7 @@ from volume_cli.deps.documents import (
     read_generation_record,
     uv_lock_path,
 )
+from volume_cli.deps.entries import base_key
 from volume_cli.deps.forest import current_generation, generation_dir
 from volume_cli.errors import StateError, SyncManifestError
 from volume_cli.layout import VolumeLayout
@@ -294,7 +295,7 @@ def read_pending(layout: VolumeLayout, project: str) -> list[GenerationManifest]
 
 
 def pending_entries(layout: VolumeLayout, project: str) -> set[str]:
-    """Store entries the project's pending manifests reference, for gc to spare.
+    """Store entries (base keys, as gc compares them) the project's pending manifests reference, for gc to spare.
 
     A refused (torn) manifest is never applied, so it protects nothing: a
     push that is still uploading has young entries, which gc's grace keeps.
@@ -302,7 +303,15 @@ def pending_entries(layout: VolumeLayout, project: str) -> set[str]:
     entries: set[str] = set()
     for path in pending_manifest_paths(layout, project):
         try:
-            entries.update(decode_manifest(path.read_bytes(), source=str(path)).entries)
+            entries.update(base_key(entry) for entry in decode_manifest(path.read_bytes(), source=str(path)).entries)
         except (SyncManifestError, OSError):
             continue
     return entries
+
+
+def pending_note(root: Path, project: str) -> str | None:
+    """doctor's line about pushed generations not applied yet (names only: a listing, no manifest read)."""
+    names = [path.stem for path in pending_manifest_paths(VolumeLayout(root), project)]
+    if not names:
+        return None
+    return f"pending  {', '.join(names)} pushed here, not applied yet (next: volume-cli sync apply --project {project})"

@@ -90,8 +90,8 @@ class PushResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for volume in data["volumes"]:
-            volume["plan"]["uploads"] = [item["path"] for item in volume["plan"]["uploads"]]
+        for volume, push in zip(data["volumes"], self.volumes, strict=True):
+            volume["plan"]["uploads"] = [item.path for item in push.plan.uploads]
         return data
 
 
@@ -206,8 +206,8 @@ def _needs_upload(
         return False
     key = object_key(manifest, item)
     journaled = journal.has(key, item.sha256)
-    if entry is not None and not journaled:
-        return True  # an incomplete entry's files were never checked one by one: a fresh volume costs no HEADs
+    if entry is not None and not journaled and not journal.resuming:
+        return True  # no push from here was cut short: a fresh volume's entries cost no HEADs
     found = bucket.head(key)
     if found is None or found.size != item.size:
         return True
@@ -228,11 +228,15 @@ def _upload_all(
 
     counters = _Counters(lock=threading.Lock())
     marker = f"/{ENTRY_MANIFEST}"
+    content = [item for item in plan.uploads if not item.staged and not item.path.endswith(marker)]
+    large = settings.multipart_threshold
     phases = [
-        [item for item in plan.uploads if not item.staged and not item.path.endswith(marker)],
+        [item for item in content if item.size < large],
+        [item for item in content if item.size >= large],  # after the small ones: a kill mid-part costs little
         [item for item in plan.uploads if not item.staged and item.path.endswith(marker)],
         [item for item in plan.uploads if item.staged],
     ]
+    journal.begin(manifest.generation)
     task = progress.task(f"uploading to {bucket.remote.name}", total=plan.upload_bytes, unit="bytes")
 
     def one(item: SyncedFile) -> None:
@@ -246,6 +250,7 @@ def _upload_all(
         crash_point("sync-before-manifest")
         # Last: the commit point. Its presence says every file above is there.
         bucket.put(manifest_key(manifest.project, manifest.generation), encode_manifest(manifest), {})
+        journal.finished()
     finally:
         journal.save()
         task.finish()

@@ -95,6 +95,7 @@ def _register_doctor(app: typer.Typer) -> None:
         from volume_cli.consumer_env import declared_models_hash
         from volume_cli.errors import ProjectNotFoundError, RuntimeCheckError
         from volume_cli.runtime import inspect
+        from volume_cli.sync.manifest import pending_note
 
         try:  # with the definition at hand, models downloaded for an older list are not enough
             models_hash: str | None = declared_models_hash(context.project(projects_dir, project))
@@ -108,6 +109,8 @@ def _register_doctor(app: typer.Typer) -> None:
             console.print(f"python   needs {found.python_version or '?'}, this is {found.running_python}")
             console.print(f"deps     {found.deps_generation or 'missing'}")
             console.print(f"models   {'complete' if found.models_complete else 'missing'}")
+            if note := pending_note(context.read_root(root).path, project):  # a sync push waits for its apply
+                console.print(note, markup=False)
             if found.ok:
                 console.print("[green]ok[/]: a worker can activate this project")
 
