@@ -24,9 +24,10 @@ import pytest
 from tests.conftest import volume_cli_command
 from tests.e2e.conftest import MODEL_FILES, PY, Volume
 from tests.fakehub.server import FakeHub
+from tests.s3quirks import quirks_proxy
 from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps.forest import current_generation
-from volume_cli.errors import SyncManifestError
+from volume_cli.errors import SyncManifestError, VolumeFullError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.remote.config import Remote, add_remote
@@ -367,3 +368,46 @@ def test_a_killed_push_resumes_its_multipart_upload(source: Source, targets: lis
         path == "models/story/local-weights/big.bin" or path.startswith(".metadata/") for path in left
     ), left
     assert _apply(target.mounted(tmp_path)).switched  # type: ignore[attr-defined]
+
+
+# --- RunPod's known quirks, through tests/s3quirks.py ---
+
+
+def test_runpod_quirks_break_neither_push_nor_status(source: Source, targets: list[Target], tmp_path: Path) -> None:
+    target = targets[0]
+    with quirks_proxy(target.server.endpoint) as proxy:
+        proxied = Target(target.remote.model_copy(update={"endpoint": proxy.url}), target.server)
+        proxy.fail("PUT", "python-deps/.store/", 502)
+        proxy.fail("PUT", "python-deps/.store/", 524, times=2)
+        proxy.fail("HEAD", "/", 524)
+        proxy.fail("PUT", "partNumber=2", 524)
+        proxy.drop_complete = True
+        proxy.repeat_token = True
+        (volume,) = _push(source, [proxied], tmp_path).volumes
+        generation = current_generation(source.layout, "story", PY)
+        status = sync_status(
+            layout=source.layout,
+            project="story",
+            python_version=PY,
+            remotes=[proxied.remote],
+            environ=target.env,
+            timeout=10,
+        )
+        assert status.volumes[0].pending == (generation,)  # the repeated token did not loop
+        assert proxy.count("POST", "uploadId=") >= 1 and any(status == 524 for _, _, status in proxy.requests)
+    assert volume.parts_uploaded == 3 and volume.requests > volume.files_uploaded
+    root = target.mounted(tmp_path)
+    assert (root / "models" / "story" / "local-weights" / "big.bin").read_bytes() == BIG
+    assert _apply(root).switched  # type: ignore[attr-defined]
+
+
+def test_a_full_volume_is_a_clear_error(source: Source, targets: list[Target], tmp_path: Path) -> None:
+    target = targets[0]
+    with quirks_proxy(target.server.endpoint) as proxy:
+        proxy.fail("PUT", "/", 507, times=1000)
+        proxied = Target(target.remote.model_copy(update={"endpoint": proxy.url}), target.server)
+        with pytest.raises(VolumeFullError, match="full"):
+            _push(source, [proxied], tmp_path)
+    assert not (target.mounted(tmp_path) / manifest_key("story", "x")).parent.is_dir() or not any(
+        path.suffix == ".json" for path in (target.mounted(tmp_path) / manifest_key("story", "x")).parent.iterdir()
+    )
