@@ -218,6 +218,21 @@ def _modes(root: Path, entries: list[str]) -> dict[str, int]:
     return found
 
 
+def _stale_bytecode(root: Path, entries: list[str]) -> list[str]:
+    """Timestamp-based .pyc files whose source's mtime or size no longer match (Python would ignore them)."""
+    stale = []
+    for entry in entries:
+        for pyc in (root / "python-deps" / ".store" / entry).rglob("__pycache__/*.pyc"):
+            header = pyc.read_bytes()[:16]
+            source = pyc.parent.parent / (pyc.name.split(".")[0] + ".py")
+            if int.from_bytes(header[4:8], "little") != 0 or not source.is_file():
+                continue  # hash-based: valid after any copy
+            mtime, size = int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little")
+            if (mtime, size) != (int(source.stat().st_mtime) & 0xFFFFFFFF, source.stat().st_size):
+                stale.append(str(pyc.relative_to(root)))
+    return stale
+
+
 def test_push_then_apply_serves_a_fresh_worker_on_two_volumes(
     source: Source, targets: list[Target], tmp_path: Path
 ) -> None:
@@ -235,6 +250,7 @@ def test_push_then_apply_serves_a_fresh_worker_on_two_volumes(
         applied = _apply(root)
         assert applied.generation == source.generations[0] and applied.switched  # type: ignore[attr-defined]
         assert _modes(root, manifest.entries) == _modes(source.layout.root, manifest.entries)
+        assert _stale_bytecode(root, manifest.entries) == []
         _worker_imports_and_loads_offline(source, root)
     status = sync_status(
         layout=source.layout,
