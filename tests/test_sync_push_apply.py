@@ -27,7 +27,7 @@ from tests.fakehub.server import FakeHub
 from tests.s3quirks import quirks_proxy
 from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps.forest import current_generation
-from volume_cli.errors import SyncManifestError, VolumeFullError
+from volume_cli.errors import RemoteUnavailableError, SyncManifestError, VolumeFullError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.remote.config import Remote, add_remote
@@ -427,3 +427,9 @@ def test_a_full_volume_is_a_clear_error(source: Source, targets: list[Target], t
     assert not (target.mounted(tmp_path) / manifest_key("story", "x")).parent.is_dir() or not any(
         path.suffix == ".json" for path in (target.mounted(tmp_path) / manifest_key("story", "x")).parent.iterdir()
     )
+
+
+def test_a_volume_that_refuses_is_one_clear_error(source: Source, targets: list[Target], tmp_path: Path) -> None:
+    missing = Target(targets[0].remote.model_copy(update={"bucket": "no-such-volume"}), targets[0].server)
+    with pytest.raises(RemoteUnavailableError, match="no-such-volume"):
+        _push(source, [missing], tmp_path)

@@ -68,8 +68,15 @@ class RemoteBucket:
                         f"{endpoint_host(self.remote)}: volume {self.remote.bucket!r} is full (507) during {what}",
                         hint="free space on that volume (volume-cli gc there) or grow it, then push again",
                     ) from None
-                if _status(exc) not in RETRY_STATUSES or attempt == self.attempts:
-                    raise
+                if _status(exc) in RETRY_STATUSES and attempt < self.attempts:
+                    time.sleep(min(self.backoff * 2 ** (attempt - 1), 5.0))
+                    continue
+                if _code(exc) in _MISSING or _code(exc) == "NoSuchUpload":
+                    raise  # the caller's answer: absent
+                raise RemoteUnavailableError(
+                    f"{endpoint_host(self.remote)} answered {_code(exc)} to {what} in bucket {self.remote.bucket!r}",
+                    hint=f"volume-cli remote check {self.remote.name}",
+                ) from None
             except BotoCoreError as exc:
                 if attempt == self.attempts:
                     raise RemoteUnavailableError(
@@ -202,5 +209,8 @@ class RemoteBucket:
                 if landed is not None and landed.size == size and landed.metadata.get("sha256", sha256) == sha256:
                     return  # the server finished; only its answer was lost
                 if (isinstance(exc, ClientError) and _status(exc) not in RETRY_STATUSES) or attempt == self.attempts:
-                    raise
+                    raise RemoteUnavailableError(
+                        f"{endpoint_host(self.remote)} did not complete the upload of {key}: {_code(exc)}",
+                        hint="run the same push again: it resumes from the parts already there",
+                    ) from None
             time.sleep(min(self.backoff * 2 ** (attempt - 1), 5.0))

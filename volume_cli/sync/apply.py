@@ -133,12 +133,13 @@ def _switch_to(
     )
     restored = _restore_files(layout, manifest)
     links = sum(_make_link(layout, link) for link in manifest.links)
+    forest = _build_generation(layout, manifest, record, progress)
+    # Last before the switch: a refused forest leaves the volume's lock and model records as they were.
     for relative in [*manifest.lock_files, *manifest.model_manifests]:
         target = layout.absolute(relative)
         atomic_write_bytes(
             check_chain(target, layout.root), layout.absolute(_staged_key(manifest, relative)).read_bytes()
         )
-    forest = _build_generation(layout, manifest, record, progress)
     lease.ensure_held()
     switch_current(layout, project, python_version, manifest.generation)
     record_switch(layout, project, python_version, record, previous=current, new_bytes=0)
