@@ -131,6 +131,7 @@ def _switch_to(
         generation=manifest.generation,
         entries=[base_key(entry) for entry in manifest.entries],
     )
+    _place_model_files(layout, manifest)
     restored = _restore_files(layout, manifest)
     links = sum(_make_link(layout, link) for link in manifest.links)
     forest = _build_generation(layout, manifest, record, progress)
@@ -177,8 +178,11 @@ def _check_files(layout: VolumeLayout, manifest: GenerationManifest, *, deep: bo
     """Every listed file is a regular file of its size (and hash); else nothing changes and the push must finish."""
     bad: list[str] = []
     known: set[Path] = set()
+    documents = manifest.documents
     for item in manifest.files:
         path = check_chain(layout.absolute(object_key(manifest, item)), layout.root, known=known)
+        if item.staged and item.path not in documents and not path.exists():
+            path = check_chain(layout.absolute(item.path), layout.root, known=known)  # moved by a killed apply
         try:
             info = path.lstat()
         except FileNotFoundError:
@@ -200,8 +204,9 @@ def _check_files(layout: VolumeLayout, manifest: GenerationManifest, *, deep: bo
 def _restore_files(layout: VolumeLayout, manifest: GenerationManifest) -> int:
     """Modes and mtimes S3 dropped (an executable bit, the mtime a timestamp .pyc checks); returns files changed."""
     changed = 0
+    documents = manifest.documents
     for item in manifest.files:
-        if item.staged:
+        if item.path in documents:
             continue
         path = layout.absolute(item.path)  # checked by _check_files: no link above it, a regular file itself
         info = path.lstat()
@@ -211,6 +216,20 @@ def _restore_files(layout: VolumeLayout, manifest: GenerationManifest) -> int:
         if int(info.st_mtime) != item.mtime:
             os.utime(path, (item.mtime, item.mtime))
     return changed
+
+
+def _place_model_files(layout: VolumeLayout, manifest: GenerationManifest) -> None:
+    """Staged model files (refs, URL and local models' files) renamed into place: one rename each, same volume."""
+    documents = manifest.documents
+    for item in manifest.files:
+        if not item.staged or item.path in documents:
+            continue
+        staged = layout.absolute(object_key(manifest, item))
+        if not staged.exists():
+            continue  # moved by a killed apply (_check_files found it in place)
+        target = check_chain(layout.absolute(item.path), layout.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
 
 
 def _make_link(layout: VolumeLayout, link: SyncedLink) -> int:

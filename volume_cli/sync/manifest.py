@@ -35,6 +35,7 @@ from volume_cli.deps.documents import (
     lock_info_path,
     pylock_path,
     read_generation_record,
+    read_lock_info,
     uv_lock_path,
 )
 from volume_cli.deps.entries import base_key
@@ -125,6 +126,11 @@ class GenerationManifest(StoreDocument):
     @property
     def total_bytes(self) -> int:
         return sum(item.size for item in self.files)
+
+    @property
+    def documents(self) -> set[str]:
+        """Staged files apply writes as documents; the other staged files (model files) it moves into place."""
+        return {self.generation_record, self.state, *self.lock_files, *self.model_manifests}
 
 
 def pending_dir(project: str) -> str:
@@ -223,7 +229,9 @@ def build_manifest(layout: VolumeLayout, project: str, python_version: str) -> G
     files.update(model_files)
     staged = [generation_record_path(layout, project, generation), project_state_path(layout, project)]
     locks = [lock_info_path(layout, project), pylock_path(layout, project), uv_lock_path(layout, project)]
-    locks = [path for path in locks if path.is_file()]
+    lock = read_lock_info(layout, project)
+    # The lock files name the last resolve; after a rollback they may not be the current generation's own.
+    locks = [path for path in locks if path.is_file()] if lock and lock.pylock_sha256 == record.lock_hash else []
     for path in [*staged, *locks, *model_manifests]:
         item = _staged(layout, path)
         files[item.path] = item
@@ -258,7 +266,10 @@ def _model_parts(
             path = layout.absolute(_safe_relative(relative))
             if path.is_symlink() or path.exists():
                 _walk(layout, path, files, links)
-    return files, links, manifests
+    # Only a hub's blobs are named by their content; any other model file (a ref, a URL or local model's file)
+    # may be one old workers read, so it waits under pushed/ and apply moves it into place.
+    staged = {path: item.model_copy(update={"staged": "/blobs/" not in path}) for path, item in files.items()}
+    return staged, links, manifests
 
 
 def _upload_order(files: dict[str, SyncedFile]) -> list[SyncedFile]:

@@ -24,6 +24,7 @@ from volume_cli.deps.documents import ENTRY_MANIFEST
 from volume_cli.deps.faults import crash_point
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
+from volume_cli.models.manifest import ModelManifest
 from volume_cli.progress import Progress
 from volume_cli.remote.config import Remote
 from volume_cli.remote.objects import RemoteBucket
@@ -189,9 +190,36 @@ def plan_volume(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         markers = list(pool.map(lambda entry: bucket.head(_marker(entry)), manifest.entries))
         complete = {entry for entry, found in zip(manifest.entries, markers, strict=True) if found is not None}
+        placed = _models_in_place(bucket, manifest)
         needed = list(pool.map(lambda item: _needs_upload(bucket, manifest, item, journal, complete), manifest.files))
-    uploads = [item for item, need in zip(manifest.files, needed, strict=True) if need]
+    documents = manifest.documents
+    uploads = [
+        item
+        for item, need in zip(manifest.files, needed, strict=True)
+        if need and (item.path in documents or not item.path.startswith(placed))
+    ]
     return plan("missing", uploads, [entry for entry in manifest.entries if entry not in complete])
+
+
+def _models_in_place(bucket: RemoteBucket, manifest: GenerationManifest) -> tuple[str, ...]:
+    """Folders of the models whose manifest on the volume is ours, byte for byte: their files are all there.
+
+    A model manifest is written only once every file of the model is verified and in place (by a download
+    there, or by an apply), so one GET per model spares a HEAD per file and a re-upload of refs and of
+    URL or local models' files, which travel staged.
+    """
+    sizes = {item.path: item for item in manifest.files}
+    prefixes: list[str] = []
+    for path in manifest.model_manifests:
+        raw = bucket.get(path)
+        if raw is None or hashlib.sha256(raw).hexdigest() != sizes[path].sha256:
+            continue
+        try:
+            model = parse_document(raw, ModelManifest, source=Path(path))
+        except StateError:
+            continue
+        prefixes += [f"{folder.rstrip('/')}/" for folder in [model.target, *model.links]]
+    return tuple(prefixes)
 
 
 def _marker(entry: str) -> str:
@@ -228,13 +256,14 @@ def _upload_all(
 
     counters = _Counters(lock=threading.Lock())
     marker = f"/{ENTRY_MANIFEST}"
-    content = [item for item in plan.uploads if not item.staged and not item.path.endswith(marker)]
+    documents = manifest.documents
+    content = [item for item in plan.uploads if item.path not in documents and not item.path.endswith(marker)]
     large = settings.multipart_threshold
     phases = [
         [item for item in content if item.size < large],
         [item for item in content if item.size >= large],  # after the small ones: a kill mid-part costs little
-        [item for item in plan.uploads if not item.staged and item.path.endswith(marker)],
-        [item for item in plan.uploads if item.staged],
+        [item for item in plan.uploads if item.path.endswith(marker)],
+        [item for item in plan.uploads if item.path in documents],
     ]
     journal.begin(manifest.generation)
     task = progress.task(f"uploading to {bucket.remote.name}", total=plan.upload_bytes, unit="bytes")
