@@ -160,12 +160,12 @@ def decode_manifest(raw: bytes, *, source: str) -> GenerationManifest:
     except StateError as exc:
         raise SyncManifestError(
             f"pushed manifest {source} is unreadable ({exc.message}); it is refused",
-            hint="push the project again: volume-cli sync push --project P --to NAME",
+            hint=f"remove {source}, then push the project again (volume-cli sync push --project P --to NAME)",
         ) from None
     if manifest.content_sha256 != manifest.computed_checksum():
         raise SyncManifestError(
             f"pushed manifest {source} fails its own checksum (torn or edited); it is refused",
-            hint=f"push the project again: volume-cli sync push --project {manifest.project} --to NAME",
+            hint=f"remove {source}, then push again: volume-cli sync push --project {manifest.project} --to NAME",
         )
     return manifest
 
