@@ -434,3 +434,23 @@ def test_a_volume_that_refuses_is_one_clear_error(source: Source, targets: list[
     missing = Target(targets[0].remote.model_copy(update={"bucket": "no-such-volume"}), targets[0].server)
     with pytest.raises(RemoteUnavailableError, match="no-such-volume"):
         _push(source, [missing], tmp_path)
+
+
+def test_an_apply_killed_anywhere_keeps_the_old_generation_and_the_next_converges(
+    source: Source, targets: list[Target], tmp_path: Path
+) -> None:
+    target = targets[0]
+    _push(source, [target], tmp_path)
+    root = target.mounted(tmp_path)
+    argv = [*volume_cli_command(), "sync", "apply", "--project", "story", "--root", str(root)]
+    for point in ("sync-forest-built", "sync-switched"):
+        killed = subprocess.run(
+            argv, env={**os.environ, "VOLUME_CLI_TEST_CRASH_AT": point}, capture_output=True, text=True, timeout=120
+        )
+        assert killed.returncode == -9, killed.stderr
+        assert current_generation(VolumeLayout(root), "story", PY) in {None, source.generation}
+    done = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    state = json.loads((root / ".metadata" / "projects" / "story" / "state.json").read_text())
+    assert state["deps"]["generation"] == source.generation == current_generation(VolumeLayout(root), "story", PY)
+    assert not (root / manifest_key("story", source.generation)).exists()  # the pending record is cleared

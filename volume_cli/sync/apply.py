@@ -25,6 +25,7 @@ from typing import Any
 
 from volume_cli.deps.documents import GenerationRecord, generation_record_path
 from volume_cli.deps.entries import base_key, remove_tree
+from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import (
     build_forest,
     current_generation,
@@ -135,6 +136,7 @@ def _switch_to(
     restored = _restore_files(layout, manifest)
     links = sum(_make_link(layout, link) for link in manifest.links)
     forest = _build_generation(layout, manifest, record, progress)
+    crash_point("sync-forest-built")
     # Last before the switch: a refused forest leaves the volume's lock and model records as they were.
     for relative in [*manifest.lock_files, *manifest.model_manifests]:
         target = layout.absolute(relative)
@@ -143,6 +145,7 @@ def _switch_to(
         )
     lease.ensure_held()
     switch_current(layout, project, python_version, manifest.generation)
+    crash_point("sync-switched")
     record_switch(layout, project, python_version, record, previous=current, new_bytes=0)
     clear_intent(layout, project)
     return len(manifest.files), restored, links, forest
