@@ -40,7 +40,6 @@ from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
 from volume_cli.store.writer_locks import gc_lock
-from volume_cli.sync.manifest import pending_entries
 
 
 @dataclass(frozen=True)
@@ -169,6 +168,8 @@ def _decide(
             protected.add(intent.generation)
             in_progress.update(intent.entries)
             decision.installing.add((intent.host, intent.pid))
+        from volume_cli.sync.manifest import pending_entries  # here: sync imports the deps engine
+
         in_progress.update(pending_entries(layout, project))  # a pushed generation not applied yet (sync push)
         _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced, progress)
     decision.orphans = _orphan_generations(layout, linked, protected_by_project, grace_seconds, now)
