@@ -41,6 +41,7 @@ from volume_cli.deps.documents import (
 from volume_cli.deps.entries import base_key
 from volume_cli.deps.forest import current_generation, generation_dir
 from volume_cli.errors import StateError, SyncManifestError
+from volume_cli.fsguard import check_folder
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.manifest import manifest_path, read_model_manifest
 from volume_cli.store.documents import StoreDocument, parse_document
@@ -290,13 +291,18 @@ def link_stays_inside(link: SyncedLink) -> bool:
 
 
 def pending_manifest_paths(layout: VolumeLayout, project: str) -> list[Path]:
-    folder = layout.absolute(pending_dir(project))
+    # Never listed through a planted link: gc and apply would act on what it names.
+    folder = check_folder(layout.absolute(pending_dir(project)), layout.root)
     try:
         return sorted(
-            Path(entry.path) for entry in os.scandir(folder) if entry.name.endswith(".json") and entry.is_file()
+            Path(entry.path)
+            for entry in os.scandir(folder)
+            if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False)
         )
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise StateError(f"{folder}: cannot list: {exc.strerror or exc}") from None
 
 
 def read_pending(layout: VolumeLayout, project: str) -> list[GenerationManifest]:
