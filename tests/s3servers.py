@@ -111,6 +111,9 @@ def _start_rclone(tmp: Path) -> S3Server:
         "/dev/null",
         "--cache-dir",
         str(tmp / "rclone-cache"),
+        # a test applies on the bucket's folder as the mounted volume: rclone must see those writes at once
+        "--dir-cache-time",
+        "200ms",
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

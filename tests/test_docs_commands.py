@@ -48,6 +48,16 @@ NOT_RUN: dict[str, str] = {
     "volume-cli projects import FOLDER": "needs a folder of the original tool's layout: tests/test_original_tool_files.py",
     "volume-cli models rm KEY": "removal asks on a terminal and is covered by tests/test_destructive_commands.py",
     "volume-cli remote check eu": "needs an S3 server and its key: tests/test_remote.py runs it against moto and rclone",
+    **dict.fromkeys(
+        [
+            "volume-cli sync push --project demo --to eu_is,us_ks --root ./workspace --dry-run",
+            "volume-cli sync push --project demo --to eu_is,us_ks --root ./workspace",
+            "volume-cli sync apply --project demo",
+            "volume-cli sync apply --project demo --deep",
+            "volume-cli sync status --project demo --to eu_is,us_ks",
+        ],
+        "needs S3 servers and keys: tests/test_sync_push_apply.py runs sync against moto and rclone",
+    ),
 }
 # Each distinct command line runs once (setup, install and download are idempotent) until one of these
 # runs, which changes what the others would say.

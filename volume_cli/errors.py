@@ -228,3 +228,15 @@ class MissingExtraError(VolumeCliError):
 
 class ScratchError(InstallError):
     """No folder on the pod's local disk can hold an install's staging folder (``VOLUME_CLI_SCRATCH``)."""
+
+
+class SyncManifestError(VolumeCliError):
+    """A pushed generation's manifest is torn, fails its own checksum, or names a path outside the volume."""
+
+
+class SyncIncompleteError(VolumeCliError):
+    """A pushed generation lacks files on the volume (the push did not finish); the current generation is kept."""
+
+
+class VolumeFullError(VolumeCliError):
+    """The remote answered 507: the network volume is full."""

@@ -74,6 +74,13 @@ EXAMPLES: dict[str, list[str]] = {
     "remote list": ["volume-cli remote list", "volume-cli remote list --json"],
     "remote rm": ["volume-cli remote rm eu"],
     "remote check": ["volume-cli remote check eu", "volume-cli remote check eu --timeout 30 --json"],
+    "sync": ["volume-cli sync push -p demo --to eu,us --dry-run", "volume-cli sync apply -p demo"],
+    "sync push": [
+        "volume-cli sync push -p demo --to eu,us --dry-run",
+        "volume-cli sync push -p demo --to eu,us --root ./build",
+    ],
+    "sync apply": ["volume-cli sync apply -p demo", "volume-cli sync apply -p demo --deep --wait 600"],
+    "sync status": ["volume-cli sync status -p demo --to eu,us", "volume-cli sync status -p demo --to eu --json"],
 }
 
 

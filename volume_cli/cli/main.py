@@ -19,7 +19,7 @@ import typer.main
 from rich.markup import escape
 
 from volume_cli import __version__
-from volume_cli.cli.commands import completion, consumer, deps, models, projects, remote, status, volume
+from volume_cli.cli.commands import completion, consumer, deps, models, projects, remote, status, sync, volume
 from volume_cli.cli.examples import epilog
 from volume_cli.cli.options import OUTPUT, OutputSettings, json_flag
 from volume_cli.cli.render import stderr_console
@@ -41,6 +41,7 @@ app.add_typer(projects.app, name="projects")
 app.add_typer(deps.app, name="deps")
 app.add_typer(models.app, name="models")
 app.add_typer(remote.app, name="remote")
+app.add_typer(sync.app, name="sync")
 status.register(app)
 volume.register(app)
 consumer.register(app)

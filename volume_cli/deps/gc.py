@@ -169,6 +169,9 @@ def _decide(
             protected.add(intent.generation)
             in_progress.update(intent.entries)
             decision.installing.add((intent.host, intent.pid))
+        from volume_cli.sync.manifest import pending_entries  # here: sync imports the deps engine
+
+        in_progress.update(pending_entries(layout, project))  # a pushed generation not applied yet (sync push)
         _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced, progress)
     decision.orphans = _orphan_generations(layout, linked, protected_by_project, grace_seconds, now)
     progress.step("collecting store entries")

@@ -38,6 +38,12 @@ DOCUMENTS: list[tuple[str, str, str, str]] = [
         "InstallIntent",
         ".metadata/projects/<project>/install-intent.json",
     ),
+    (
+        "sync-generation-manifest",
+        "volume_cli.sync.manifest",
+        "GenerationManifest",
+        ".metadata/projects/<project>/pushed/<generation>.json",
+    ),
 ]
 
 

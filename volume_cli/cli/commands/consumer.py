@@ -88,14 +88,14 @@ def _register_doctor(app: typer.Typer) -> None:
         from volume_cli.cli import context
         from volume_cli.consumer_env import declared_models_hash
         from volume_cli.errors import ProjectNotFoundError, RuntimeCheckError
-        from volume_cli.runtime import inspect
+        from volume_cli.flows.doctor import doctor
 
         try:  # with the definition at hand, models downloaded for an older list are not enough
             models_hash: str | None = declared_models_hash(context.project(projects_dir, project))
         except ProjectNotFoundError:
             models_hash = None
-        found = inspect(project, context.read_root(root).path, models_hash=models_hash, check_links=True)
-        warnings = _bytecode_warnings(found.root, project, found.python_version)
+        report = doctor(root=context.read_root(root).path, project=project, models_hash=models_hash)
+        found, warnings = report.found, report.warnings
 
         def human(console: Console) -> None:
             console.print(f"project  {found.project}")
@@ -103,6 +103,8 @@ def _register_doctor(app: typer.Typer) -> None:
             console.print(f"python   needs {found.python_version or '?'}, this is {found.running_python}")
             console.print(f"deps     {found.deps_generation or 'missing'}")
             console.print(f"models   {'complete' if found.models_complete else 'missing'}")
+            if report.pending:  # a sync push waits for its apply
+                console.print(report.pending, markup=False)
             for warning in warnings:
                 console.print(f"[bold yellow]warning:[/] {escape(warning)}")
             if found.ok:
@@ -113,14 +115,3 @@ def _register_doctor(app: typer.Typer) -> None:
             message, hint = found.problems[0]
             extra = [f"{other}" for other, _ in found.problems[1:]]
             raise RuntimeCheckError(message + (f" (also: {'; '.join(extra)})" if extra else ""), hint=hint)
-
-
-def _bytecode_warnings(root: Path, project: str, python_version: str | None) -> list[str]:
-    """The project's generation stored without bytecode, or no interpreter here to compile the next install's."""
-    if python_version is None:
-        return []
-    from volume_cli.deps.status import bytecode_warnings
-    from volume_cli.deps.uvtool import uv_binary
-    from volume_cli.layout import VolumeLayout
-
-    return bytecode_warnings(layout=VolumeLayout(root), project=project, python_version=python_version, uv=uv_binary())

@@ -1,0 +1,348 @@
+"""The generation manifest: everything a volume needs to serve one generation, listed with sizes and hashes.
+
+Object storage carries regular files only, so the manifest also lists what
+only something that sees the mounted volume can make: file modes, mtimes
+(timestamp-based ``.pyc`` files stay valid), the forest's links and the
+models' snapshot links. It is uploaded **last**, under a pending name
+(``.metadata/projects/<p>/pushed/<generation>.json``): its presence means
+every file it lists was uploaded. Documents that would change what the
+volume serves (generation record, lock, state, model manifests) travel
+under ``pushed/<generation>/`` and are moved into place by ``sync apply``;
+content-addressed files (store entries, model blobs) go straight to their
+own paths, where nothing links them until the switch.
+
+The manifest carries the sha256 of its own content: a torn or edited one
+is refused instead of half-applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import stat
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from volume_cli import __version__
+from volume_cli.deps.documents import (
+    ENTRY_MANIFEST,
+    generation_record_path,
+    lock_info_path,
+    pylock_path,
+    read_generation_record,
+    read_lock_info,
+    uv_lock_path,
+)
+from volume_cli.deps.entries import base_key
+from volume_cli.deps.forest import current_generation, generation_dir
+from volume_cli.errors import StateError, SyncManifestError
+from volume_cli.fsguard import check_folder
+from volume_cli.layout import VolumeLayout
+from volume_cli.models.manifest import manifest_path, read_model_manifest
+from volume_cli.store.documents import StoreDocument, parse_document
+from volume_cli.store.state import project_state_path, read_project_state, utc_now
+
+PUSHED_DIR = "pushed"
+_HASH_CHUNK = 1 << 20
+
+
+def _safe_relative(value: str) -> str:
+    """A POSIX path inside the volume: apply joins it to the root, so '..' or '/x' would write elsewhere."""
+    parts = value.split("/")
+    if not value or value.startswith("/") or any(part in {"", ".", ".."} for part in parts) or "\x00" in value:
+        raise ValueError(f"{value!r} is not a plain path relative to the volume root")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyncedFile(_Model):
+    path: str = Field(description="Where the file lives on the volume, relative to the root")
+    size: int = Field(ge=0)
+    sha256: str
+    mode: int = Field(description="Permission bits (e.g. 0o755 for a console script)")
+    mtime: int = Field(description="Modification time in seconds (timestamp-based .pyc files check it)")
+    staged: bool = Field(
+        default=False, description="Uploaded under pushed/<generation>/ and moved into place by sync apply"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _safe_relative(value)
+
+
+class SyncedLink(_Model):
+    path: str = Field(description="The link, relative to the root")
+    target: str = Field(description="What it points to, as readlink gives it (relative)")
+
+    @field_validator("path")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _safe_relative(value)
+
+    @field_validator("target")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or "\x00" in value:
+            raise ValueError(f"link target {value!r} is absolute: it would leave the volume")
+        return value
+
+
+class GenerationManifest(StoreDocument):
+    SCHEMA_VERSION: ClassVar[int] = 1
+    schema_version: int = SCHEMA_VERSION
+    project: str
+    python_version: str
+    generation: str
+    created_at: datetime = Field(default_factory=utc_now)
+    tool_version: str = __version__
+    generation_record: str = Field(description="Path of the generation record (staged)")
+    lock_files: list[str] = Field(description="Paths of lock.json, pylock.toml, uv.lock (staged)")
+    state: str = Field(description="Path of the source's state.json (staged; apply takes its models record)")
+    model_manifests: list[str] = Field(default_factory=list, description="Paths of the model manifests (staged)")
+    entries: list[str] = Field(description="Store entries the generation links")
+    files: list[SyncedFile]
+    forest_links: list[SyncedLink] = Field(description="The generation folder's links, as build_forest makes them")
+    links: list[SyncedLink] = Field(
+        default_factory=list, description="Links inside store entries and models (snapshots)"
+    )
+    content_sha256: str = Field(default="", description="sha256 of every other field (canonical JSON)")
+
+    def computed_checksum(self) -> str:
+        body = self.model_dump(mode="json", exclude={"content_sha256"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def sealed(self) -> GenerationManifest:
+        return self.model_copy(update={"content_sha256": self.computed_checksum()})
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.files)
+
+    @property
+    def documents(self) -> set[str]:
+        """Staged files apply writes as documents; the other staged files (model files) it moves into place."""
+        return {self.generation_record, self.state, *self.lock_files, *self.model_manifests}
+
+
+def pending_dir(project: str) -> str:
+    """Folder of pending manifests, relative to the root (an S3 prefix and a folder on the volume)."""
+    return f".metadata/projects/{project}/{PUSHED_DIR}"
+
+
+def manifest_key(project: str, generation: str) -> str:
+    return f"{pending_dir(project)}/{generation}.json"
+
+
+def object_key(manifest: GenerationManifest, item: SyncedFile) -> str:
+    """Where ``item`` is uploaded: its own path, or under the pending folder when apply moves it."""
+    if item.staged:
+        return f"{pending_dir(manifest.project)}/{manifest.generation}/{item.path}"
+    return item.path
+
+
+def encode_manifest(manifest: GenerationManifest) -> bytes:
+    return (manifest.sealed().model_dump_json(indent=1) + "\n").encode()
+
+
+def decode_manifest(raw: bytes, *, source: str) -> GenerationManifest:
+    """The manifest in ``raw``; SyncManifestError when it is torn, invalid or fails its checksum."""
+    try:
+        manifest = parse_document(raw, GenerationManifest, source=Path(source))
+    except StateError as exc:
+        raise SyncManifestError(
+            f"pushed manifest {source} is unreadable ({exc.message}); it is refused",
+            hint=f"remove {source}, then push the project again (volume-cli sync push --project P --to NAME)",
+        ) from None
+    if manifest.content_sha256 != manifest.computed_checksum():
+        raise SyncManifestError(
+            f"pushed manifest {source} fails its own checksum (torn or edited); it is refused",
+            hint=f"remove {source}, then push again: volume-cli sync push --project {manifest.project} --to NAME",
+        )
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _walk(layout: VolumeLayout, top: Path, files: dict[str, SyncedFile], links: dict[str, SyncedLink]) -> None:
+    """Regular files and links under ``top``, never following a link (one lstat each)."""
+    if top.is_symlink():
+        links[layout.relative(top)] = SyncedLink(path=layout.relative(top), target=os.readlink(top))
+        return
+    for folder, dirs, names in os.walk(top, followlinks=False):
+        for name in [*dirs, *names]:
+            path = Path(folder) / name
+            info = path.lstat()
+            relative = layout.relative(path)
+            if stat.S_ISLNK(info.st_mode):
+                links[relative] = SyncedLink(path=relative, target=os.readlink(path))
+            elif stat.S_ISREG(info.st_mode):
+                files[relative] = _synced(path, relative, info)
+
+
+def _synced(path: Path, relative: str, info: os.stat_result, *, staged: bool = False) -> SyncedFile:
+    return SyncedFile(
+        path=relative,
+        size=info.st_size,
+        sha256=file_sha256(path),
+        mode=stat.S_IMODE(info.st_mode),
+        mtime=int(info.st_mtime),
+        staged=staged,
+    )
+
+
+def _staged(layout: VolumeLayout, path: Path) -> SyncedFile:
+    return _synced(path, layout.relative(path), path.stat(), staged=True)
+
+
+def build_manifest(layout: VolumeLayout, project: str, python_version: str) -> GenerationManifest:
+    """The manifest of ``project``'s current generation on the volume at ``layout`` (hashes every file once)."""
+    generation = current_generation(layout, project, python_version)
+    record = read_generation_record(layout, project, generation) if generation else None
+    state = read_project_state(layout, project)
+    if generation is None or record is None or state is None:
+        raise SyncManifestError(
+            f"{project} has no installed generation for Python {python_version} under {layout.root}",
+            hint=f"volume-cli deps install --project {project} --root {layout.root}",
+        )
+    files: dict[str, SyncedFile] = {}
+    entry_links: dict[str, SyncedLink] = {}
+    for entry in record.entries:
+        _walk(layout, layout.store_dir / entry.entry, files, entry_links)
+    forest: dict[str, SyncedLink] = {}
+    _walk(layout, generation_dir(layout, project, python_version, generation), {}, forest)
+    model_files, model_links, model_manifests = _model_parts(layout, state.models.model_keys if state.models else [])
+    files.update(model_files)
+    staged = [generation_record_path(layout, project, generation), project_state_path(layout, project)]
+    locks = [lock_info_path(layout, project), pylock_path(layout, project), uv_lock_path(layout, project)]
+    lock = read_lock_info(layout, project)
+    # The lock files name the last resolve; after a rollback they may not be the current generation's own.
+    locks = [path for path in locks if path.is_file()] if lock and lock.pylock_sha256 == record.lock_hash else []
+    for path in [*staged, *locks, *model_manifests]:
+        item = _staged(layout, path)
+        files[item.path] = item
+    return GenerationManifest(
+        project=project,
+        python_version=python_version,
+        generation=generation,
+        created_at=record.created_at,  # not now: the same generation gives the same manifest, byte for byte
+        generation_record=layout.relative(staged[0]),
+        lock_files=[layout.relative(path) for path in locks],
+        state=layout.relative(staged[1]),
+        model_manifests=[layout.relative(path) for path in model_manifests],
+        entries=[entry.entry for entry in record.entries],
+        files=_upload_order(files),
+        forest_links=sorted(forest.values(), key=lambda link: link.path),
+        links=sorted({**entry_links, **model_links}.values(), key=lambda link: link.path),
+    ).sealed()
+
+
+def _model_parts(
+    layout: VolumeLayout, keys: list[str]
+) -> tuple[dict[str, SyncedFile], dict[str, SyncedLink], list[Path]]:
+    files: dict[str, SyncedFile] = {}
+    links: dict[str, SyncedLink] = {}
+    manifests: list[Path] = []
+    for key in keys:
+        model = read_model_manifest(layout, key)
+        if model is None:
+            continue
+        manifests.append(manifest_path(layout, key))
+        for relative in dict.fromkeys([model.target, *model.links]):
+            path = layout.absolute(_safe_relative(relative))
+            if path.is_symlink() or path.exists():
+                _walk(layout, path, files, links)
+    # Only a hub's blobs are named by their content; any other model file (a ref, a URL or local model's file)
+    # may be one old workers read, so it waits under pushed/ and apply moves it into place.
+    staged = {path: item.model_copy(update={"staged": "/blobs/" not in path}) for path, item in files.items()}
+    return staged, links, manifests
+
+
+def _upload_order(files: dict[str, SyncedFile]) -> list[SyncedFile]:
+    """Each store entry's marker after its other files: a marker on a volume means the entry is complete."""
+    return sorted(files.values(), key=lambda item: (item.staged, item.path.endswith(f"/{ENTRY_MANIFEST}"), item.path))
+
+
+def entry_of(path: str) -> str | None:
+    """The store entry a path belongs to (``python-deps/.store/<entry>/...``), else None."""
+    parts = path.split("/")
+    return parts[2] if len(parts) > 3 and parts[:2] == ["python-deps", ".store"] else None
+
+
+def link_stays_inside(link: SyncedLink) -> bool:
+    """Whether the link's target, resolved against its own folder, stays under the volume root."""
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link.path), link.target))
+    return not (resolved == ".." or resolved.startswith("../") or resolved.startswith("/"))
+
+
+def pending_manifest_paths(layout: VolumeLayout, project: str) -> list[Path]:
+    # Never listed through a planted link: gc and apply would act on what it names.
+    folder = check_folder(layout.absolute(pending_dir(project)), layout.root)
+    try:
+        return sorted(
+            Path(entry.path)
+            for entry in os.scandir(folder)
+            if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False)
+        )
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StateError(f"{folder}: cannot list: {exc.strerror or exc}") from None
+
+
+def read_pending(layout: VolumeLayout, project: str) -> list[GenerationManifest]:
+    """The project's pending manifests on this volume, oldest first; a bad one raises SyncManifestError."""
+    found = [decode_manifest(path.read_bytes(), source=str(path)) for path in pending_manifest_paths(layout, project)]
+    return sorted(found, key=lambda manifest: (manifest.created_at, manifest.generation))
+
+
+def pending_entries(layout: VolumeLayout, project: str) -> set[str]:
+    """Store entries (base keys, as gc compares them) the project's pending manifests reference, for gc to spare.
+
+    A refused (torn) manifest is never applied, so it protects nothing: a
+    push that is still uploading has young entries, which gc's grace keeps.
+    """
+    entries: set[str] = set()
+    for path in pending_manifest_paths(layout, project):
+        try:
+            entries.update(base_key(entry) for entry in decode_manifest(path.read_bytes(), source=str(path)).entries)
+        except (SyncManifestError, OSError):
+            continue
+    return entries
+
+
+def pending_note(root: Path, project: str) -> str | None:
+    """doctor's line about pushed generations not applied yet (names only: a listing, no manifest read)."""
+    names = [path.stem for path in pending_manifest_paths(VolumeLayout(root), project)]
+    if not names:
+        return None
+    return f"pending  {', '.join(names)} pushed here, not applied yet (next: volume-cli sync apply --project {project})"
+
+
+def installed_python(layout: VolumeLayout, project: str) -> str:
+    """The Python version ``project`` is installed for under ``layout``: what a push reads its generation by."""
+    from volume_cli.errors import SyncManifestError
+    from volume_cli.store.state import read_project_state
+
+    state = read_project_state(layout, project)
+    if state is None:
+        raise SyncManifestError(
+            f"{project} is not installed under {layout.root}",
+            hint=f"volume-cli deps install --project {project} --root {layout.root}",
+        )
+    return state.python_version
