@@ -19,6 +19,7 @@ STEPS = (
     "one leaf upgraded",
     "one package removed",
     "cold import",
+    "cold import, copy present",  # volume-cli: a later worker start on the same machine (issue 8's local copy)
     "deps check",
     "gc",
 )
@@ -139,6 +140,18 @@ GOALS = (
         0.25,
     ),
     Goal("cold import via `env` ≤ 2× local disk", (VOLUME_CLI, "cold import"), (LOCAL, "cold import"), 2.0),
+    Goal(
+        "later start (copy present) ≤ 0.25× plain folder on the volume",
+        (VOLUME_CLI, "cold import, copy present"),
+        (UV, "cold import"),
+        0.25,
+    ),
+    Goal(
+        "later start (copy present) ≤ 2× local disk",
+        (VOLUME_CLI, "cold import, copy present"),
+        (LOCAL, "cold import"),
+        2.0,
+    ),
     Goal("deps check ≤ 0.2× serial", (VOLUME_CLI, "deps check"), (VOLUME_CLI + BASELINE_SUFFIX, "deps check"), 0.2),
     Goal("gc ≤ 0.2× serial", (VOLUME_CLI, "gc"), (VOLUME_CLI + BASELINE_SUFFIX, "gc"), 0.2),
 )
