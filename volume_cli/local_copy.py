@@ -49,6 +49,7 @@ THREADS = 32  # concurrent round trips; the kernel serialises calls within one f
 MARKER = ".volume-cli-copy.json"
 COPIES = "deps"
 TEMP_PREFIX = ".tmp-"
+STOP_WAIT_SECONDS = 2.0  # how long a failed copy waits for its running tasks before removing its folder
 TRASH_PREFIX = ".trash-"  # as volume_cli.fileops.TRASH_PREFIX (this file is standard-library only)
 SKIP_SUFFIX = ".skip"
 LOCK_SUFFIX = ".lock"
@@ -299,14 +300,16 @@ class TreeCopy:
         self.files = 0
         self.bytes = 0
         self.counting = threading.Lock()
+        self.stopped = threading.Event()
 
     def run(self) -> tuple[int, int]:
         # Imported here: a start that finds its copy made pays nothing for threads.
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         pool = ThreadPoolExecutor(THREADS)
+        pending: set[Future[list[Task]]] = set()
         try:
-            pending: set[Future[list[Task]]] = {pool.submit(self._do, (self.source, self.target, None))}
+            pending = {pool.submit(self._do, (self.source, self.target, None))}
             while pending:
                 left = max(self.deadline - time.monotonic(), 0.0)
                 done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
@@ -317,11 +320,18 @@ class TreeCopy:
                 if self.bytes > self.budget:
                     raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
         finally:
-            # Never waits: a copy abandoned on a hung volume must not hold up the import.
+            # Tasks still running stop at their next file and get a moment to, so the caller's removal
+            # of the temp folder is not raced by late writes; never longer: a copy abandoned on a hung
+            # volume must not hold up the import (a leftover is removed by the next builder).
+            self.stopped.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            # (a future cancelled by the shutdown never counts as done for wait(): only running ones)
+            wait([future for future in pending if not future.cancelled()], timeout=STOP_WAIT_SECONDS)
         return self.files, self.bytes
 
     def _do(self, task: Task) -> list[Task]:
+        if self.stopped.is_set():
+            return []
         source, target, files = task
         return self._scan(source, target) if files is None else self._copy_files(source, target, files)
 
@@ -360,7 +370,7 @@ class TreeCopy:
         folder = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name, new_name in files:
-                if time.monotonic() > self.deadline or self.bytes > self.budget:
+                if self.stopped.is_set() or time.monotonic() > self.deadline or self.bytes > self.budget:
                     return []  # the run is being abandoned
                 size = self._copy_file(folder, name, os.path.join(target, new_name))
                 with self.counting:
