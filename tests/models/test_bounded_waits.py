@@ -219,6 +219,10 @@ def test_two_silent_mirrors_cost_one_timeout_each(
     assert elapsed < 2.0, elapsed  # was 2 mirrors x 5 attempts x --timeout
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_stops_a_download_at_once_and_keeps_the_partial(
     hub: FakeHub, tmp_path: Path, signum: int, code: int
@@ -238,6 +242,9 @@ def test_ctrl_c_or_sigterm_stops_a_download_at_once_and_keeps_the_partial(
         command,
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        # As in a terminal: a test run started in the background (`cmd &`) inherits an ignored SIGINT,
+        # and Python then never turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=_sigint_as_in_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
