@@ -38,6 +38,7 @@ from volume_cli.errors import StateError, SyncIncompleteError, SyncManifestError
 from volume_cli.fileops import atomic_write_bytes, temp_path_for
 from volume_cli.fsguard import check_chain, guard_volume
 from volume_cli.layout import VolumeLayout
+from volume_cli.models.checksums import hash_file
 from volume_cli.progress import Progress
 from volume_cli.store.documents import parse_document, write_document
 from volume_cli.store.lock import LeaseLock
@@ -46,7 +47,6 @@ from volume_cli.store.writer_locks import project_lock
 from volume_cli.sync.manifest import (
     GenerationManifest,
     SyncedLink,
-    file_sha256,
     link_stays_inside,
     object_key,
     pending_dir,
@@ -193,7 +193,7 @@ def _check_files(layout: VolumeLayout, manifest: GenerationManifest, *, deep: bo
             continue
         if not stat.S_ISREG(info.st_mode) or info.st_size != item.size:
             bad.append(f"{item.path} ({info.st_size} bytes, expected {item.size})")
-        elif deep and file_sha256(path) != item.sha256:
+        elif deep and hash_file(path, "sha256", size=item.size) != item.sha256:
             bad.append(f"{item.path} (sha256 differs)")
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""

@@ -43,12 +43,12 @@ from volume_cli.deps.forest import current_generation, generation_dir
 from volume_cli.errors import StateError, SyncManifestError
 from volume_cli.fsguard import check_folder
 from volume_cli.layout import VolumeLayout
+from volume_cli.models.checksums import hash_file
 from volume_cli.models.manifest import manifest_path, read_model_manifest
 from volume_cli.store.documents import StoreDocument, parse_document
 from volume_cli.store.state import project_state_path, read_project_state, utc_now
 
 PUSHED_DIR = "pushed"
-_HASH_CHUNK = 1 << 20
 
 
 def _safe_relative(value: str) -> str:
@@ -171,14 +171,6 @@ def decode_manifest(raw: bytes, *, source: str) -> GenerationManifest:
     return manifest
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _walk(layout: VolumeLayout, top: Path, files: dict[str, SyncedFile], links: dict[str, SyncedLink]) -> None:
     """Regular files and links under ``top``, never following a link (one lstat each)."""
     if top.is_symlink():
@@ -199,7 +191,7 @@ def _synced(path: Path, relative: str, info: os.stat_result, *, staged: bool = F
     return SyncedFile(
         path=relative,
         size=info.st_size,
-        sha256=file_sha256(path),
+        sha256=hash_file(path, "sha256", size=info.st_size),
         mode=stat.S_IMODE(info.st_mode),
         mtime=int(info.st_mtime),
         staged=staged,
