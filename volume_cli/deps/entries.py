@@ -118,6 +118,11 @@ def staging_is_stale(name: str, *, age_seconds: float, max_age_seconds: float) -
 
 def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STALE_STAGING_SECONDS) -> int:
     parent = check_folder(staging_parent(layout), layout.root)
+    return remove_stale_stagings(parent, max_age_seconds=max_age_seconds, with_trash=True)
+
+
+def remove_stale_stagings(parent: Path, *, max_age_seconds: float, with_trash: bool = False) -> int:
+    """Remove the staging folders in ``parent`` of killed runs (and set-aside ones, ``with_trash``); how many."""
     try:
         children = list(os.scandir(parent))
     except FileNotFoundError:
@@ -129,7 +134,7 @@ def cleanup_stale_staging(layout: VolumeLayout, *, max_age_seconds: float = STAL
             age = now - child.stat(follow_symlinks=False).st_mtime
         except FileNotFoundError:
             continue
-        if child.name.startswith(TRASH_PREFIX) or staging_is_stale(
+        if (with_trash and child.name.startswith(TRASH_PREFIX)) or staging_is_stale(
             child.name, age_seconds=age, max_age_seconds=max_age_seconds
         ):
             if child.is_symlink():

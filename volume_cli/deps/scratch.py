@@ -12,13 +12,11 @@ and removed by the next one.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tempfile
-import time
 from pathlib import Path
 
-from volume_cli.deps.entries import STALE_STAGING_SECONDS, Staging, staging_is_stale, staging_name
+from volume_cli.deps.entries import STALE_STAGING_SECONDS, Staging, remove_stale_stagings, staging_name
 from volume_cli.errors import ScratchError
 from volume_cli.layout import VolumeLayout
 
@@ -92,21 +90,4 @@ def new_local_staging(scratch: Path, layout: VolumeLayout) -> Staging:
 
 def cleanup_stale_scratch(scratch: Path, *, max_age_seconds: float = STALE_STAGING_SECONDS) -> int:
     """Remove the staging folders of killed runs on this machine; returns how many."""
-    removed = 0
-    now = time.time()
-    try:
-        children = list(os.scandir(scratch))
-    except FileNotFoundError:
-        return 0
-    for child in children:
-        try:
-            age = now - child.stat(follow_symlinks=False).st_mtime
-        except FileNotFoundError:
-            continue
-        if staging_is_stale(child.name, age_seconds=age, max_age_seconds=max_age_seconds):
-            if child.is_symlink():
-                os.unlink(child.path)
-            else:
-                shutil.rmtree(child.path, ignore_errors=True)
-            removed += 1
-    return removed
+    return remove_stale_stagings(scratch, max_age_seconds=max_age_seconds)
