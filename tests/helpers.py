@@ -24,6 +24,7 @@ import yaml
 
 from tests.fakehub import FakeHub
 from tests.wheelfactory import IndexServer, build_wheel
+from volume_cli.layout import VolumeLayout
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import load_project_folder
 
@@ -204,6 +205,57 @@ MODEL_FILES = {
     "model.safetensors": bytes(range(256)) * 64,
     "tokenizer.txt": b"hello\nworld\n",
 }
+
+
+STORY_MODELS = """\
+models:
+  - source: huggingface
+    repo_id: story-org/tiny
+    revision: main
+  - source: local
+    path: weights
+    dest: story/local-weights
+"""
+
+
+def story_env(tmp: Path, *, index_url: str, hub_url: str) -> dict[str, str]:
+    """The CLI's environment in a story: this machine's volume-cli/uv/pip/hub settings dropped, caches in ``tmp``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VOLUME_CLI_", "UV_", "PIP_", "HF_", "MODELSCOPE_"))
+    }
+    env.update(
+        {
+            "VOLUME_CLI_INDEX_URL": index_url,
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_CACHE_DIR": str(tmp / "uv-cache"),
+            "VOLUME_CLI_UV_CACHE": str(tmp / "uv-cache"),
+            "XDG_CACHE_HOME": str(tmp / "xdg"),
+            "HF_ENDPOINT": hub_url,
+            "HF_HOME": str(tmp / "client-hf-home"),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "NO_COLOR": "1",
+        }
+    )
+    return env
+
+
+def write_installed_state(layout: VolumeLayout, project: str, python_version: str = PY) -> None:
+    """A state.json saying ``project`` has generation gen-a and its models, as an install would leave it."""
+    from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, utc_now, write_project_state
+
+    deps = DepsRecord(
+        generation="gen-a",
+        generation_path="",
+        config_hash="x",
+        installed_at=utc_now(),
+        package_count=2,
+        size_bytes=0,
+        tool_version="test",
+    )
+    models = ModelsRecord(downloaded_at=utc_now(), config_hash="y", model_keys=[], size_bytes=0)
+    write_project_state(layout, ProjectState(project=project, python_version=python_version, deps=deps, models=models))
 
 
 @dataclass

@@ -22,7 +22,7 @@ import boto3
 import pytest
 
 from tests.fakehub.server import FakeHub
-from tests.helpers import MODEL_FILES, PY, Volume, volume_cli_command
+from tests.helpers import MODEL_FILES, PY, STORY_MODELS, Volume, story_env, volume_cli_command
 from tests.s3quirks import quirks_proxy
 from tests.wheelfactory import IndexServer, build_wheel
 from volume_cli.deps.forest import current_generation
@@ -43,15 +43,6 @@ pytest_plugins = ["tests.s3servers"]
 MiB = 1 << 20
 BIG = bytes(range(256)) * (11 * MiB // 256)  # three 5 MiB parts with a small multipart threshold
 SMALL_PARTS = TransferSettings(multipart_threshold=5 * MiB, part_size=5 * MiB, workers=4, backoff=0.05)
-MODELS = """\
-models:
-  - source: huggingface
-    repo_id: story-org/tiny
-    revision: main
-  - source: local
-    path: weights
-    dest: story/local-weights
-"""
 
 
 @dataclass
@@ -92,25 +83,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     projects.mkdir()
     with IndexServer(wheels) as index, FakeHub() as hub:
         hub.add_hf_repo("story-org/tiny", MODEL_FILES)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("VOLUME_CLI_", "UV_", "PIP_", "HF_", "MODELSCOPE_"))
-        }
-        env.update(
-            {
-                "VOLUME_CLI_INDEX_URL": index.url,
-                "UV_PYTHON_DOWNLOADS": "never",
-                "UV_CACHE_DIR": str(tmp / "uv-cache"),
-                "VOLUME_CLI_UV_CACHE": str(tmp / "uv-cache"),
-                "XDG_CACHE_HOME": str(tmp / "xdg"),
-                "HF_ENDPOINT": hub.url,
-                "HF_HOME": str(tmp / "client-hf-home"),
-                "NO_COLOR": "1",
-            }
-        )
+        env = story_env(tmp, index_url=index.url, hub_url=hub.url)
         volume = Volume(root=root, projects=projects, env=env, hub=hub, index=index)
-        folder = volume.write_project("story", {"main": ["alpha==1.0", "tool"]}, models=MODELS)
+        folder = volume.write_project("story", {"main": ["alpha==1.0", "tool"]}, models=STORY_MODELS)
         (folder / "weights").mkdir()
         (folder / "weights" / "big.bin").write_bytes(BIG)
         volume.run("setup", "--project", "story")
@@ -121,7 +96,7 @@ def _change_one_requirement(source: Source) -> str:
     """alpha 1.0 <-> 2.0 on the source: one requirement changed, a new generation."""
     before = source.generation
     source.alpha = "2.0" if source.alpha == "1.0" else "1.0"
-    source.volume.write_project("story", {"main": [f"alpha=={source.alpha}", "tool"]}, models=MODELS)
+    source.volume.write_project("story", {"main": [f"alpha=={source.alpha}", "tool"]}, models=STORY_MODELS)
     source.volume.run("deps", "install", "--project", "story")
     assert source.generation != before
     return source.generation

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import write_installed_state
 from volume_cli import local_copy
 from volume_cli.consumer_env import consumer_env, write_runtime_copy
 from volume_cli.deps.forest import generation_dir, switch_current
@@ -279,24 +280,8 @@ def test_the_copy_keeps_bytecode_and_source_times(volume: VolumeLayout, tmp_path
     assert os.stat(copy / "a.py").st_mtime_ns == os.stat(generation / "a.py").st_mtime_ns
 
 
-def _installed_state(layout: VolumeLayout) -> None:
-    from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, utc_now, write_project_state
-
-    deps = DepsRecord(
-        generation="gen-a",
-        generation_path="",
-        config_hash="x",
-        installed_at=utc_now(),
-        package_count=2,
-        size_bytes=0,
-        tool_version="test",
-    )
-    models = ModelsRecord(downloaded_at=utc_now(), config_hash="y", model_keys=[], size_bytes=0)
-    write_project_state(layout, ProjectState(project=PROJECT, python_version=PY, deps=deps, models=models))
-
-
 def test_activate_pins_the_local_copy(volume: VolumeLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _installed_state(volume)
+    write_installed_state(volume, PROJECT)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
     monkeypatch.setattr(os, "environ", {**os.environ, "VOLUME_CLI_LOCAL_COPY": "1"})
@@ -306,7 +291,7 @@ def test_activate_pins_the_local_copy(volume: VolumeLayout, tmp_path: Path, monk
 
 
 def test_activate_after_the_boot_keeps_the_boots_copy(volume: VolumeLayout, tmp_path: Path) -> None:
-    _installed_state(volume)
+    write_installed_state(volume, PROJECT)
     cache = tmp_path / "cache"
     code = (
         "import sys, a\n"
@@ -321,7 +306,7 @@ def test_activate_after_the_boot_keeps_the_boots_copy(volume: VolumeLayout, tmp_
 
 
 def test_the_runtime_copy_on_the_volume_activates_from_a_local_copy(volume: VolumeLayout, tmp_path: Path) -> None:
-    _installed_state(volume)
+    write_installed_state(volume, PROJECT)
     runtime = write_runtime_copy(volume)
     assert (runtime.parent / "volume_cli_local_copy.py").read_bytes() == Path(local_copy.__file__).read_bytes()
     cache = tmp_path / "cache"

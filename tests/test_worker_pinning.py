@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import write_installed_state
 from volume_cli.consumer_env import ConsumerEnv, consumer_env, render_env
 from volume_cli.deps.forest import generation_dir, switch_current
 from volume_cli.layout import VolumeLayout
@@ -169,22 +170,6 @@ def test_no_bytecode_lands_on_the_volume_even_without_pythondontwritebytecode(
     assert written == []
 
 
-def _installed_state(layout: VolumeLayout) -> None:
-    from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, utc_now, write_project_state
-
-    deps = DepsRecord(
-        generation="gen-a",
-        generation_path="",
-        config_hash="x",
-        installed_at=utc_now(),
-        package_count=2,
-        size_bytes=0,
-        tool_version="test",
-    )
-    models = ModelsRecord(downloaded_at=utc_now(), config_hash="y", model_keys=[], size_bytes=0)
-    write_project_state(layout, ProjectState(project=PROJECT, python_version=PY, deps=deps, models=models))
-
-
 ACTIVATE_TWICE = """
 import json, sys
 from pathlib import Path
@@ -202,7 +187,7 @@ print(json.dumps([a.V, b.V, str(first.sys_path_entry) == str(second.sys_path_ent
 
 
 def test_activate_keeps_the_generation_this_process_already_imports_from(two_generations: VolumeLayout) -> None:
-    _installed_state(two_generations)
+    write_installed_state(two_generations, PROJECT)
     environment = {**_base_environment(), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     # a second activate after a switch (a handler that activates per request)
     done = _run([sys.executable, "-c", ACTIVATE_TWICE, str(two_generations.root), PY], environment)
@@ -211,7 +196,7 @@ def test_activate_keeps_the_generation_this_process_already_imports_from(two_gen
 
 
 def test_activate_after_the_boot_keeps_the_boot_generation(two_generations: VolumeLayout) -> None:
-    _installed_state(two_generations)
+    write_installed_state(two_generations, PROJECT)
     variables = _variables(two_generations)
     repo = str(Path(__file__).resolve().parents[1])
     code = (
@@ -234,7 +219,7 @@ def test_activate_after_the_boot_keeps_the_boot_generation(two_generations: Volu
 def test_activate_in_process_pins_the_resolved_generation(
     two_generations: VolumeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _installed_state(two_generations)
+    write_installed_state(two_generations, PROJECT)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
     monkeypatch.setattr(os, "environ", dict(os.environ))
@@ -245,7 +230,7 @@ def test_activate_in_process_pins_the_resolved_generation(
 def test_activate_never_puts_the_switchable_link_on_sys_path(
     two_generations: VolumeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _installed_state(two_generations)
+    write_installed_state(two_generations, PROJECT)
     link = str(two_generations.deps_path(PROJECT, PY))
     monkeypatch.setattr(sys, "path", [link, *sys.path])  # PYTHONPATH=<the link>, as the README once said
     monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)

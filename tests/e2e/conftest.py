@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakehub.server import FakeHub
-from tests.helpers import MODEL_FILES, Volume, build_graph_wheels
+from tests.helpers import MODEL_FILES, Volume, build_graph_wheels, story_env
 from tests.wheelfactory import IndexServer
 
 
@@ -26,22 +25,5 @@ def volume(tmp_path: Path, wheelhouse: Path) -> Iterator[Volume]:
     projects.mkdir()
     with IndexServer(wheelhouse) as index, FakeHub() as hub:
         hub.add_hf_repo("story-org/tiny", MODEL_FILES)
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("VOLUME_CLI_", "UV_", "PIP_", "HF_", "MODELSCOPE_"))
-        }
-        env.update(
-            {
-                "VOLUME_CLI_INDEX_URL": index.url,
-                "UV_PYTHON_DOWNLOADS": "never",
-                "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
-                "VOLUME_CLI_UV_CACHE": str(tmp_path / "uv-cache"),
-                "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-                "HF_ENDPOINT": hub.url,
-                "HF_HOME": str(tmp_path / "client-hf-home"),
-                "HF_HUB_DISABLE_TELEMETRY": "1",
-                "NO_COLOR": "1",
-            }
-        )
+        env = story_env(tmp_path, index_url=index.url, hub_url=hub.url)
         yield Volume(root=root, projects=projects, env=env, hub=hub, index=index)

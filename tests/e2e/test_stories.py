@@ -11,25 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MODEL_FILES, PY, Volume
+from tests.helpers import MODEL_FILES, PY, STORY_MODELS, Volume
 from tests.wheelfactory import pyenv_python
-
-MODELS = """\
-models:
-  - source: huggingface
-    repo_id: story-org/tiny
-    revision: main
-  - source: local
-    path: weights
-    dest: story/local-weights
-"""
 
 
 def story_project(volume: Volume, name: str = "story") -> Path:
     folder = volume.write_project(
         name,
         {"main": ["alpha==1.0", "gamma"], "extras": ["beta"]},
-        models=MODELS,
+        models=STORY_MODELS,
     )
     (folder / "weights").mkdir(exist_ok=True)
     (folder / "weights" / "w.bin").write_bytes(b"\x01" * 1000)
@@ -121,7 +111,7 @@ def test_story_3_status_points_at_the_broken_project(volume: Volume) -> None:
     # Damage the broken project: a model file it alone owns and a file of a distribution it alone uses.
     (volume.root / "models" / "story" / "local-weights" / "w.bin").unlink()
     volume.write_project(
-        "broken", {"main": ["alpha==1.0", "gamma"], "extras": ["beta"], "solo": ["epsilon"]}, models=MODELS
+        "broken", {"main": ["alpha==1.0", "gamma"], "extras": ["beta"], "solo": ["epsilon"]}, models=STORY_MODELS
     )
     volume.run("deps", "install", "--project", "broken")
     epsilon_file = next((volume.root / "python-deps" / f"py{PY}" / "broken").resolve().joinpath("epsilon").iterdir())
@@ -233,13 +223,13 @@ def test_activate_and_doctor_on_matching_and_mismatching_python(volume: Volume) 
     assert f"installed for Python {PY} but this worker runs Python {other}" in mismatch.stderr
 
     # missing deps, then missing models: each names the command to run on a pod
-    volume.write_project("nodeps", {"main": ["beta"]}, models=MODELS)
+    volume.write_project("nodeps", {"main": ["beta"]}, models=STORY_MODELS)
     volume.run("models", "download", "--project", "nodeps")
     missing = subprocess.run(
         [sys.executable, "-c", code.replace("'story'", "'nodeps'")], capture_output=True, text=True
     )
     assert missing.returncode != 0 and "volume-cli deps install --project nodeps" in missing.stderr
-    volume.write_project("nomodels", {"main": ["beta"]}, models=MODELS)
+    volume.write_project("nomodels", {"main": ["beta"]}, models=STORY_MODELS)
     volume.run("deps", "install", "--project", "nomodels")
     no_models = subprocess.run(
         [sys.executable, "-c", code.replace("'story'", "'nomodels'")], capture_output=True, text=True
