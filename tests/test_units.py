@@ -196,12 +196,12 @@ def _model_project(base: Path, repo_id: str) -> Path:
     return base / "projects"
 
 
-def test_deps_rollback_says_its_switch_once(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def _alpha_demo(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A "demo" project folder, an empty volume and wheels of alpha 1.0 and 2.0; the CLI's root options."""
     import yaml
 
-    from tests.wheelfactory import IndexServer, build_wheel
+    from tests.wheelfactory import build_wheel
 
-    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "projects" / "demo"
     folder.mkdir(parents=True)
     (folder / "project.yaml").write_text(yaml.safe_dump({"name": "demo", "python_version": PY}))
@@ -209,11 +209,24 @@ def test_deps_rollback_says_its_switch_once(tmp_path: Path, cli: Any, monkeypatc
     root.mkdir()
     build_wheel(tmp_path / "wheels", "alpha", "1.0")
     build_wheel(tmp_path / "wheels", "alpha", "2.0")
-    common = ["--root", str(root), "--projects-dir", str(tmp_path / "projects")]
+    return folder, root, ["--root", str(root), "--projects-dir", str(tmp_path / "projects")]
+
+
+def _want_alpha(folder: Path, version: str) -> None:
+    import yaml
+
+    deps = {"groups": {"m": {"packages": [f"alpha=={version}"]}}}
+    (folder / "dependencies.yaml").write_text(yaml.safe_dump(deps))
+
+
+def test_deps_rollback_says_its_switch_once(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.wheelfactory import IndexServer
+
+    monkeypatch.chdir(tmp_path)
+    folder, _, common = _alpha_demo(tmp_path)
     with IndexServer(tmp_path / "wheels") as index:
         for version in ("1.0", "2.0"):
-            deps = {"groups": {"m": {"packages": [f"alpha=={version}"]}}}
-            (folder / "dependencies.yaml").write_text(yaml.safe_dump(deps))
+            _want_alpha(folder, version)
             installed = cli("deps", "install", "-p", "demo", *common, "--index-url", index.url)
             assert installed.exit_code == 0, installed.stderr
         result = cli("deps", "rollback", "-p", "demo", *common)
@@ -277,24 +290,14 @@ def test_the_next_line_of_projects_new_is_one_line_at_80_columns(tmp_path: Path)
 def test_deps_install_and_gc_say_sizes_once_and_in_si_units(
     tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import yaml
-
-    from tests.wheelfactory import IndexServer, build_wheel
+    from tests.wheelfactory import IndexServer
 
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "projects" / "demo"
-    folder.mkdir(parents=True)
-    (folder / "project.yaml").write_text(yaml.safe_dump({"name": "demo", "python_version": PY}))
-    root = tmp_path / "volume"
-    root.mkdir()
-    build_wheel(tmp_path / "wheels", "alpha", "1.0")
-    build_wheel(tmp_path / "wheels", "alpha", "2.0")
-    common = ["--root", str(root), "--projects-dir", str(tmp_path / "projects")]
+    folder, root, common = _alpha_demo(tmp_path)
     outputs: list[str] = []
     with IndexServer(tmp_path / "wheels") as index:
         for version in ("1.0", "2.0"):
-            deps = {"groups": {"m": {"packages": [f"alpha=={version}"]}}}
-            (folder / "dependencies.yaml").write_text(yaml.safe_dump(deps))
+            _want_alpha(folder, version)
             installed = cli("deps", "install", "-p", "demo", *common, "--index-url", index.url)
             assert installed.exit_code == 0, installed.stderr
             lines = (installed.stdout + installed.stderr).splitlines()
