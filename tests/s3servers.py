@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,18 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def client(self) -> Any:
+        """A plain boto3 client of this server, for a test to look at or set up buckets directly."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
 
 
 def _free_port() -> int:
@@ -78,15 +91,7 @@ def _start_moto(tmp: Path) -> S3Server:
         )
     _wait_listening(port, process, log)
     server = S3Server("moto", f"http://127.0.0.1:{port}", BUCKET, process=process)
-    import boto3
-
-    boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    ).create_bucket(Bucket=BUCKET)
+    server.client().create_bucket(Bucket=BUCKET)
     return server
 
 

@@ -299,15 +299,7 @@ def test_rclone_bucket_is_a_folder_on_disk(config_home: Path, s3_server: S3Serve
     """Later steps look at the "mounted volume" directly: an object a/b is the file BUCKET/a/b."""
     if s3_server.folder is None:
         pytest.skip("moto keeps objects in memory")
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        region_name="us-east-1",
-    )
+    client = s3_server.client()
     client.put_object(Bucket=s3_server.bucket, Key="fixture-check/a/b.txt", Body=b"hello")
     try:
         assert (s3_server.folder / "fixture-check" / "a" / "b.txt").read_bytes() == b"hello"

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
 import pytest
 
 from tests.fakehub.server import FakeHub
@@ -112,13 +111,7 @@ class Target:
         return self.server.env()
 
     def client(self) -> object:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.server.endpoint,
-            aws_access_key_id=self.server.access_key,
-            aws_secret_access_key=self.server.secret_key,
-            region_name="us-east-1",
-        )
+        return self.server.client()
 
     def mounted(self, tmp_path: Path) -> Path:
         """The volume as a pod sees it: rclone's bucket folder, or moto's bucket copied into a folder."""
@@ -148,13 +141,7 @@ def targets(s3_server: S3Server) -> list[Target]:
     found = []
     for _ in range(2):
         bucket = f"vol{os.getpid()}x{next(_BUCKETS)}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=s3_server.endpoint,
-            aws_access_key_id=s3_server.access_key,
-            aws_secret_access_key=s3_server.secret_key,
-            region_name="us-east-1",
-        )
+        client = s3_server.client()
         client.create_bucket(Bucket=bucket)
         found.append(Target(Remote(name=f"r{len(found)}", endpoint=s3_server.endpoint, bucket=bucket), s3_server))
     return found
