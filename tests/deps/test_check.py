@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from tests.helpers import Projects
@@ -125,16 +124,14 @@ def test_status_reports_drift_from_records_only(
     assert json.loads(json.dumps(rolled.to_dict()))["in_sync"] is False
 
 
-def test_status_of_twenty_projects_is_fast(
+def test_status_of_twenty_projects_reads_each_one(
     layout: VolumeLayout, projects: Projects, index: IndexServer, progress: NullProgress, isolated_uv: Path
 ) -> None:
     definitions = [projects.make(f"p{number}", {"m": {"packages": ["delta"]}}) for number in range(20)]
     for definition in definitions[:3]:
         install(layout=layout, project=definition, mirror=index.url, cache_dir=isolated_uv, progress=progress)
-    started = time.monotonic()
     statuses = [deps_status(layout=layout, project=definition, mirror=index.url) for definition in definitions]
-    usage = store_usage(layout=layout)
-    assert time.monotonic() - started < 1.0
+    usage = store_usage(layout=layout)  # its speed: bench/startup_bench.py (CI asserts no timing)
     assert [status.installed for status in statuses].count(True) == 3
     assert usage.entries == 1 and usage.shared_entries == 1 and usage.saved_bytes == 2 * usage.shared_bytes
 

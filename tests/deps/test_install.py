@@ -290,7 +290,7 @@ def test_dry_run_returns_the_plan_and_changes_nothing(
     assert tree_snapshot(layout.root) == before
 
 
-def test_noop_needs_no_network_and_is_fast(
+def test_noop_needs_no_network(
     layout: VolumeLayout, projects: Projects, wheels: Path, progress: NullProgress, isolated_uv: Path
 ) -> None:
     server = IndexServer(wheels).start()
@@ -299,9 +299,8 @@ def test_noop_needs_no_network_and_is_fast(
     server.stop()
     requests = len(server.requests)
 
-    started = time.monotonic()
+    # Its speed is measured by bench/netvol_bench.py and held by an operation budget in test_netvol_budgets.py.
     result = install(layout=layout, project=project, mirror=server.url, cache_dir=isolated_uv, progress=NullProgress())
-    assert time.monotonic() - started < 0.5
     assert result.noop and result.generation == first.generation and len(server.requests) == requests
 
     # the same through a fresh process, start-up included
