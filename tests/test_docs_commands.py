@@ -30,9 +30,6 @@ from tests.fakehub.server import FakeHub
 from tests.helpers import REPO_ROOT, volume_cli_command
 from tests.wheelfactory import IndexServer, build_wheel
 
-# The commands run in document order on one shared volume: under `pytest -n`, one process runs them all.
-pytestmark = pytest.mark.xdist_group("docs-walk")
-
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 PROJECT = "docs-demo"
 MODEL_REPO = "org/docs-tiny"

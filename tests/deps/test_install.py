@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -311,11 +310,8 @@ def test_noop_needs_no_network(
         f"r = install(layout=VolumeLayout(Path({str(layout.root)!r})), project=load_project_folder(Path({str(project.folder)!r})), "
         f"mirror={server.url!r}, progress=NullProgress()); sys.exit(0 if r.noop else 3)"
     )
-    started = time.monotonic()
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - started
     assert completed.returncode == 0, completed.stderr
-    assert elapsed < 1.5, f"no-op took {elapsed:.2f}s including process start"
 
 
 def test_a_broken_generation_is_not_taken_for_a_noop(
