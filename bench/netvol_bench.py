@@ -51,6 +51,7 @@ from benchtable import (  # noqa: E402
     PIP,
     UV,
     VOLUME_CLI,
+    Goal,
     Results,
     load_into,
     render_goals,
@@ -58,6 +59,7 @@ from benchtable import (  # noqa: E402
     render_table,
     save,
 )
+from benchtable import GOALS as BENCH_GOALS  # noqa: E402
 from wheelsets import FULL, SMALL, WheelSet, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
@@ -65,6 +67,17 @@ from tests.wheelfactory import IndexServer  # noqa: E402
 
 TOOLS = (VOLUME_CLI, UV, PIP, LOCAL)
 PROJECT = "bench"
+THREADS_ENV = "VOLUME_CLI_PUBLISH_THREADS"  # volume_cli/parallel.py: calls in flight on the volume
+SERIAL = "volume-cli, 1 thread"
+THREAD_SETTINGS = [(SERIAL, {THREADS_ENV: "1"}), (VOLUME_CLI, {THREADS_ENV: ""})]  # "": the default
+GC_MOST = "gc, most of the store"
+BIG = {"numpy", "scipy", "pandas", "scikit-learn", "transformers"}
+GOALS = (
+    *(goal for goal in BENCH_GOALS if goal.ours[1] not in ("deps check", "gc")),
+    Goal("deps check ≤ 0.2× serial (the same code, 1 thread)", (VOLUME_CLI, "deps check"), (SERIAL, "deps check"), 0.2),
+    Goal("gc after the upgrades ≤ 0.2× serial", (VOLUME_CLI, "gc"), (SERIAL, "gc"), 0.2),
+    Goal("gc of most of the store ≤ 0.2× serial", (VOLUME_CLI, GC_MOST), (SERIAL, GC_MOST), 0.2),
+)
 
 
 class Counter(Protocol):
@@ -208,11 +221,48 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
     results.add(tool, "cold import", *bench.cold_import(tool, target))
     if tool == VOLUME_CLI:  # the first start made the local copy; a later process on this machine uses it
         results.add(tool, "cold import, copy present", *bench.cold_import(tool, target))
-        common = ["--root", str(target)]
-        check = bench.volume_cli("deps", "check", "-p", PROJECT, *common, "--projects-dir", str(bench.projects))
-        results.add(tool, "deps check", *bench.measured([*check, "--no-imports", "-q"]))
-        gc = bench.volume_cli("deps", "gc", *common, "--grace-hours", "0", "--drop-previous", "-y", "-q")
-        results.add(tool, "gc", *bench.measured(gc))
+        serial_and_concurrent(bench, results, target, run)
+
+
+def serial_and_concurrent(bench: Bench, results: Results, target: Path, run: int) -> None:
+    """``deps check`` and two gc cases, each with one thread (the serial reference) and the default, interleaved.
+
+    The reference is the same code with ``VOLUME_CLI_PUBLISH_THREADS=1`` (every concurrent
+    reading, hashing, renaming and removal then runs one call at a time), measured now on the
+    same volume. gc removes, so each of its runs gets its own copy of the volume (hard links,
+    made in the backing folder: the mount has never seen it, so its caches are cold).
+    """
+    order = THREAD_SETTINGS if run % 2 == 0 else THREAD_SETTINGS[::-1]
+    check = bench.volume_cli(
+        "deps", "check", "-p", PROJECT, "--root", str(target), "--projects-dir", str(bench.projects)
+    )
+    for label, env in order:
+        time.sleep(bench.cache_seconds + 0.5)  # the kernel's caches expire: each run reads the volume
+        results.add(label, "deps check", *bench.measured([*check, "--no-imports", "-q"], bench.env | env))
+    gc_copies(bench, results, target, "gc", order)
+    # The project's requirements then drop its big packages: most of the store is no longer used.
+    command = bench.install_command(VOLUME_CLI, target, "one package removed")
+    assert command is not None
+    make_project(bench.projects / PROJECT, big_packages_dropped(bench.wheels))
+    checked(command, bench.env)
+    gc_copies(bench, results, target, GC_MOST, order)
+
+
+def gc_copies(bench: Bench, results: Results, target: Path, step: str, order: list[tuple[str, dict[str, str]]]) -> None:
+    for label, env in order:
+        name = f"{target.name}-{step}-{label}".replace(" ", "-").replace(",", "")
+        copy = ["cp", "-al", str(bench.counter.backing / target.name), str(bench.counter.backing / name)]
+        subprocess.run(copy, check=True)
+        gc = bench.volume_cli("gc", "--root", str(bench.counter.path / name), "--grace-hours", "0")
+        time.sleep(bench.cache_seconds + 0.5)
+        results.add(label, step, *bench.measured([*gc, "--drop-previous", "-y", "-q"], bench.env | env))
+        shutil.rmtree(bench.counter.backing / name)
+
+
+def big_packages_dropped(wheels: WheelSet) -> list[str]:
+    """The last step's requirements without the big packages (all but the leaf where the set has none)."""
+    kept = [name for name in wheels.requirements("one package removed") if name.split("=")[0] not in BIG]
+    return kept if len(kept) < len(wheels.requirements("one package removed")) else [wheels.leaf_new]
 
 
 def warm_caches(bench: Bench) -> None:
@@ -271,7 +321,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     if not tools:  # only loaded files: where each came from is below the table
         print(f"Medians of interleaved runs ({runs}), min–max of time in brackets.")
         print(render_sources(results, columns))
-        print(render_goals(results))
+        print(render_goals(results, GOALS))
         return
     print(f"Measured {datetime.date.today()} at commit {commit()}: medians of interleaved runs ({runs}) ", end="")
     print(
@@ -281,7 +331,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
     )
     print(render_sources(results, columns))
-    print(render_goals(results))
+    print(render_goals(results, GOALS))
 
 
 def parse_arguments() -> argparse.Namespace:
