@@ -15,11 +15,15 @@ targets, tools interleaved (the order rotates every run); cells are medians over
 Steps: full install, no-op, one leaf upgraded, one package removed (pip cannot uninstall
 from --target: n/a), a worker's cold import (volume-cli: with only what ``volume-cli env``
 prints; uv and pip: their plain folder on PYTHONPATH; "local disk": a uv --target folder on
-local disk), and for volume-cli ``deps check --no-imports`` and ``deps gc``.
+local disk), and for volume-cli ``deps check --no-imports`` and ``gc``, each with one thread
+(``VOLUME_CLI_PUBLISH_THREADS=1``: the serial reference, the same code measured in the same run)
+and with the default, interleaved. gc runs twice, each time on a fresh copy of the volume per
+thread setting: after the steps above (the old generations, the old leaf and the removed
+package's entries go) and after the requirements then drop the big packages (most of the
+store goes); besides the process's time, the time spent in its ``gc()`` call is shown.
 
 ``--save F`` writes every sample as JSON; ``--load F`` adds the tools saved in F to this
-run's table (a tool measured in both is shown as "<tool> (baseline)"; the goals compare
-``deps check`` and ``gc`` with that baseline's, the serial code). So raw uv and pip, measured
+run's table (a tool measured in both is shown as "<tool> (baseline)"). So raw uv and pip, measured
 once, combine with a later volume-cli run::
 
     .venv/bin/python bench/netvol_bench.py --set full --runs 2 --tools volume-cli --load bench/results/netvol-full-2026-12-01.json
@@ -71,12 +75,36 @@ THREADS_ENV = "VOLUME_CLI_PUBLISH_THREADS"  # volume_cli/parallel.py: calls in f
 SERIAL = "volume-cli, 1 thread"
 THREAD_SETTINGS = [(SERIAL, {THREADS_ENV: "1"}), (VOLUME_CLI, {THREADS_ENV: ""})]  # "": the default
 GC_MOST = "gc, most of the store"
+CALL = "(the gc() call)"  # the same run without the process's start: Python, imports, option parsing
+# `volume-cli gc ...` with the time spent in volume_cli.deps.gc() written to $BENCH_GC_CALL_FILE.
+GC_DRIVER = """\
+import os, sys, time
+import volume_cli.deps
+from volume_cli.cli.main import run
+collect = volume_cli.deps.gc
+def timed(**options):
+    started = time.monotonic()
+    try:
+        return collect(**options)
+    finally:
+        with open(os.environ["BENCH_GC_CALL_FILE"], "a") as out:
+            out.write(f"{time.monotonic() - started}\\n")
+volume_cli.deps.gc = timed
+run(sys.argv[1:])
+"""
 BIG = {"numpy", "scipy", "pandas", "scikit-learn", "transformers"}
 GOALS = (
     *(goal for goal in BENCH_GOALS if goal.ours[1] not in ("deps check", "gc")),
     Goal("deps check ≤ 0.2× serial (the same code, 1 thread)", (VOLUME_CLI, "deps check"), (SERIAL, "deps check"), 0.2),
     Goal("gc after the upgrades ≤ 0.2× serial", (VOLUME_CLI, "gc"), (SERIAL, "gc"), 0.2),
     Goal("gc of most of the store ≤ 0.2× serial", (VOLUME_CLI, GC_MOST), (SERIAL, GC_MOST), 0.2),
+    Goal("gc() call after the upgrades ≤ 0.2× serial", (VOLUME_CLI, f"gc {CALL}"), (SERIAL, f"gc {CALL}"), 0.2),
+    Goal(
+        "gc() call, most of the store ≤ 0.2× serial",
+        (VOLUME_CLI, f"{GC_MOST} {CALL}"),
+        (SERIAL, f"{GC_MOST} {CALL}"),
+        0.2,
+    ),
 )
 
 
@@ -249,14 +277,19 @@ def serial_and_concurrent(bench: Bench, results: Results, target: Path, run: int
 
 
 def gc_copies(bench: Bench, results: Results, target: Path, step: str, order: list[tuple[str, dict[str, str]]]) -> None:
+    """``volume-cli gc`` on a fresh copy per run: the process's time and operations, and its ``gc()`` call's time."""
     for label, env in order:
         name = f"{target.name}-{step}-{label}".replace(" ", "-").replace(",", "")
         copy = ["cp", "-al", str(bench.counter.backing / target.name), str(bench.counter.backing / name)]
         subprocess.run(copy, check=True)
-        gc = bench.volume_cli("gc", "--root", str(bench.counter.path / name), "--grace-hours", "0")
+        call_file = bench.work / f"{name}.call"
+        gc = [sys.executable, "-c", GC_DRIVER, "gc", "--root", str(bench.counter.path / name), "--grace-hours", "0"]
         time.sleep(bench.cache_seconds + 0.5)
-        results.add(label, step, *bench.measured([*gc, "--drop-previous", "-y", "-q"], bench.env | env))
+        run_env = bench.env | env | {"BENCH_GC_CALL_FILE": str(call_file)}
+        results.add(label, step, *bench.measured([*gc, "--drop-previous", "-y", "-q"], run_env))
+        results.add(label, f"{step} {CALL}", sum(map(float, call_file.read_text().split())), None)
         shutil.rmtree(bench.counter.backing / name)
+        call_file.unlink()
 
 
 def big_packages_dropped(wheels: WheelSet) -> list[str]:
