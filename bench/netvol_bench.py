@@ -298,10 +298,13 @@ def big_packages_dropped(wheels: WheelSet) -> list[str]:
     return kept if len(kept) < len(wheels.requirements("one package removed")) else [wheels.leaf_new]
 
 
-def warm_caches(bench: Bench) -> None:
-    """uv's and pip's caches on local disk hold every wheel: each run measures installing, not downloading."""
+def warm_caches(bench: Bench, tools: list[str]) -> None:
+    """uv's and pip's caches on local disk hold every wheel: each run measures installing, not downloading.
+
+    volume-cli and the local-disk import use uv's cache; pip's is warmed only when pip runs.
+    """
     for step in ("full install", "one leaf upgraded"):
-        for tool in (UV, PIP):
+        for tool in (UV, *([PIP] if PIP in tools else [])):
             command = bench.install_command(tool, bench.work / "warm", step)
             assert command is not None
             subprocess.run(command, env=bench.env, check=True, capture_output=True)
@@ -312,7 +315,7 @@ def run_benchmark(
     bench: Bench, results: Results, tools: list[str], runs: int, after_each: Callable[[], None] = lambda: None
 ) -> None:
     """``runs`` rounds of every tool, the order rotating; ``after_each`` tool (to save what is measured so far)."""
-    warm_caches(bench)
+    warm_caches(bench, tools)
     for run in range(runs):
         shift = run % len(tools)
         for tool in tools[shift:] + tools[:shift]:
