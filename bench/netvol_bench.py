@@ -111,8 +111,13 @@ GOALS = (
 class Counter(Protocol):
     """Where the targets go and how a command is measured: its time and the operations on that folder."""
 
-    path: Path  # where each tool's target is made
-    backing: Path  # where its files really are (the same folder, except behind a FUSE mount)
+    @property
+    def path(self) -> Path:
+        """Where each tool's target is made."""
+
+    @property
+    def backing(self) -> Path:
+        """Where its files really are (the same folder, except behind a FUSE mount)."""
 
     def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]: ...
 

@@ -198,4 +198,4 @@ def test_gc_overlaps_its_calls_and_one_thread_makes_it_serial(
 # 999 after the upgrades, 1,601 for most of the store, 419 with nothing to remove.
 BUDGET_AFTER_UPGRADES = 855  # measured 777: 2 generations, 2 entries, 73 files and links
 BUDGET_MOST_OF_THE_STORE = 1265  # measured 1,148: 3 generations, 3 entries, 173 files and links
-BUDGET_NOTHING = 425  # measured 387: the locks, the states, intents and records, the listings
+BUDGET_NOTHING = 410  # measured 387 (+6%: the code before measured 419): the locks, states, intents, records, listings
