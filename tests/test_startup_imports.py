@@ -70,6 +70,13 @@ def test_volume_commands_load_no_hub_or_s3_client(tmp_path: Path, words: list[st
     assert _loaded(modules, CLIENTS) == []
 
 
+def test_json_output_builds_no_table(tmp_path: Path) -> None:
+    """rich's table module is imported by the commands that print a table (cli/render.py ``plain_table``)."""
+    modules = _modules_after(_run(["status", "--json", "--root", str(tmp_path), "--projects-dir", "."]), tmp_path)
+    assert "volume_cli.flows.status" in modules  # the command ran
+    assert "rich.table" not in modules
+
+
 def test_gc_with_yes_reads_the_volume_once(tmp_path: Path) -> None:
     """With --yes nothing is asked, so no plan pass precedes the removal (each pass takes the locks and lists)."""
     root = tmp_path / "volume"
