@@ -22,6 +22,9 @@ STEPS = (
     "cold import, copy present",  # volume-cli: a later worker start on the same machine (issue 8's local copy)
     "deps check",
     "gc",
+    "gc (the gc() call)",  # bench/netvol_bench.py: the same run's time in gc(), without the process's start
+    "gc, most of the store",  # bench/netvol_bench.py: after the requirements drop the big packages
+    "gc, most of the store (the gc() call)",
 )
 ENTRIES = "entries"  # files and folders a tool left on the volume after its full install
 VOLUME_CLI, UV, PIP, LOCAL = "volume-cli", "uv --target", "pip --target", "local disk"

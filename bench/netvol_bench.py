@@ -15,11 +15,15 @@ targets, tools interleaved (the order rotates every run); cells are medians over
 Steps: full install, no-op, one leaf upgraded, one package removed (pip cannot uninstall
 from --target: n/a), a worker's cold import (volume-cli: with only what ``volume-cli env``
 prints; uv and pip: their plain folder on PYTHONPATH; "local disk": a uv --target folder on
-local disk), and for volume-cli ``deps check --no-imports`` and ``deps gc``.
+local disk), and for volume-cli ``deps check --no-imports`` and ``gc``, each with one thread
+(``VOLUME_CLI_PUBLISH_THREADS=1``: the serial reference, the same code measured in the same run)
+and with the default, interleaved. gc runs twice, each time on a fresh copy of the volume per
+thread setting: after the steps above (the old generations, the old leaf and the removed
+package's entries go) and after the requirements then drop the big packages (most of the
+store goes); besides the process's time, the time spent in its ``gc()`` call is shown.
 
 ``--save F`` writes every sample as JSON; ``--load F`` adds the tools saved in F to this
-run's table (a tool measured in both is shown as "<tool> (baseline)"; the goals compare
-``deps check`` and ``gc`` with that baseline's, the serial code). So raw uv and pip, measured
+run's table (a tool measured in both is shown as "<tool> (baseline)"). So raw uv and pip, measured
 once, combine with a later volume-cli run::
 
     .venv/bin/python bench/netvol_bench.py --set full --runs 2 --tools volume-cli --load bench/results/netvol-full-2026-12-01.json
@@ -51,6 +55,7 @@ from benchtable import (  # noqa: E402
     PIP,
     UV,
     VOLUME_CLI,
+    Goal,
     Results,
     load_into,
     render_goals,
@@ -58,6 +63,7 @@ from benchtable import (  # noqa: E402
     render_table,
     save,
 )
+from benchtable import GOALS as BENCH_GOALS  # noqa: E402
 from wheelsets import FULL, SMALL, WheelSet, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
@@ -65,13 +71,53 @@ from tests.wheelfactory import IndexServer  # noqa: E402
 
 TOOLS = (VOLUME_CLI, UV, PIP, LOCAL)
 PROJECT = "bench"
+THREADS_ENV = "VOLUME_CLI_PUBLISH_THREADS"  # volume_cli/parallel.py: calls in flight on the volume
+SERIAL = "volume-cli, 1 thread"
+THREAD_SETTINGS = [(SERIAL, {THREADS_ENV: "1"}), (VOLUME_CLI, {THREADS_ENV: ""})]  # "": the default
+GC_MOST = "gc, most of the store"
+CALL = "(the gc() call)"  # the same run without the process's start: Python, imports, option parsing
+# `volume-cli gc ...` with the time spent in volume_cli.deps.gc() written to $BENCH_GC_CALL_FILE.
+GC_DRIVER = """\
+import os, sys, time
+import volume_cli.deps
+from volume_cli.cli.main import run
+collect = volume_cli.deps.gc
+def timed(**options):
+    started = time.monotonic()
+    try:
+        return collect(**options)
+    finally:
+        with open(os.environ["BENCH_GC_CALL_FILE"], "a") as out:
+            out.write(f"{time.monotonic() - started}\\n")
+volume_cli.deps.gc = timed
+run(sys.argv[1:])
+"""
+BIG = {"numpy", "scipy", "pandas", "scikit-learn", "transformers"}
+GOALS = (
+    *(goal for goal in BENCH_GOALS if goal.ours[1] not in ("deps check", "gc")),
+    Goal("deps check ≤ 0.2× serial (the same code, 1 thread)", (VOLUME_CLI, "deps check"), (SERIAL, "deps check"), 0.2),
+    Goal("gc after the upgrades ≤ 0.2× serial", (VOLUME_CLI, "gc"), (SERIAL, "gc"), 0.2),
+    Goal("gc of most of the store ≤ 0.2× serial", (VOLUME_CLI, GC_MOST), (SERIAL, GC_MOST), 0.2),
+    Goal("gc() call after the upgrades ≤ 0.2× serial", (VOLUME_CLI, f"gc {CALL}"), (SERIAL, f"gc {CALL}"), 0.2),
+    Goal(
+        "gc() call, most of the store ≤ 0.2× serial",
+        (VOLUME_CLI, f"{GC_MOST} {CALL}"),
+        (SERIAL, f"{GC_MOST} {CALL}"),
+        0.2,
+    ),
+)
 
 
 class Counter(Protocol):
     """Where the targets go and how a command is measured: its time and the operations on that folder."""
 
-    path: Path  # where each tool's target is made
-    backing: Path  # where its files really are (the same folder, except behind a FUSE mount)
+    @property
+    def path(self) -> Path:
+        """Where each tool's target is made."""
+
+    @property
+    def backing(self) -> Path:
+        """Where its files really are (the same folder, except behind a FUSE mount)."""
 
     def run(self, command: list[str], env: dict[str, str]) -> tuple[float | None, int | None]: ...
 
@@ -208,17 +254,62 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
     results.add(tool, "cold import", *bench.cold_import(tool, target))
     if tool == VOLUME_CLI:  # the first start made the local copy; a later process on this machine uses it
         results.add(tool, "cold import, copy present", *bench.cold_import(tool, target))
-        common = ["--root", str(target)]
-        check = bench.volume_cli("deps", "check", "-p", PROJECT, *common, "--projects-dir", str(bench.projects))
-        results.add(tool, "deps check", *bench.measured([*check, "--no-imports", "-q"]))
-        gc = bench.volume_cli("deps", "gc", *common, "--grace-hours", "0", "--drop-previous", "-y", "-q")
-        results.add(tool, "gc", *bench.measured(gc))
+        serial_and_concurrent(bench, results, target, run)
 
 
-def warm_caches(bench: Bench) -> None:
-    """uv's and pip's caches on local disk hold every wheel: each run measures installing, not downloading."""
+def serial_and_concurrent(bench: Bench, results: Results, target: Path, run: int) -> None:
+    """``deps check`` and two gc cases, each with one thread (the serial reference) and the default, interleaved.
+
+    The reference is the same code with ``VOLUME_CLI_PUBLISH_THREADS=1`` (every concurrent
+    reading, hashing, renaming and removal then runs one call at a time), measured now on the
+    same volume. gc removes, so each of its runs gets its own copy of the volume (hard links,
+    made in the backing folder: the mount has never seen it, so its caches are cold).
+    """
+    order = THREAD_SETTINGS if run % 2 == 0 else THREAD_SETTINGS[::-1]
+    check = bench.volume_cli(
+        "deps", "check", "-p", PROJECT, "--root", str(target), "--projects-dir", str(bench.projects)
+    )
+    for label, env in order:
+        time.sleep(bench.cache_seconds + 0.5)  # the kernel's caches expire: each run reads the volume
+        results.add(label, "deps check", *bench.measured([*check, "--no-imports", "-q"], bench.env | env))
+    gc_copies(bench, results, target, "gc", order)
+    # The project's requirements then drop its big packages: most of the store is no longer used.
+    command = bench.install_command(VOLUME_CLI, target, "one package removed")
+    assert command is not None
+    make_project(bench.projects / PROJECT, big_packages_dropped(bench.wheels))
+    checked(command, bench.env)
+    gc_copies(bench, results, target, GC_MOST, order)
+
+
+def gc_copies(bench: Bench, results: Results, target: Path, step: str, order: list[tuple[str, dict[str, str]]]) -> None:
+    """``volume-cli gc`` on a fresh copy per run: the process's time and operations, and its ``gc()`` call's time."""
+    for label, env in order:
+        name = f"{target.name}-{step}-{label}".replace(" ", "-").replace(",", "")
+        copy = ["cp", "-al", str(bench.counter.backing / target.name), str(bench.counter.backing / name)]
+        subprocess.run(copy, check=True)
+        call_file = bench.work / f"{name}.call"
+        gc = [sys.executable, "-c", GC_DRIVER, "gc", "--root", str(bench.counter.path / name), "--grace-hours", "0"]
+        time.sleep(bench.cache_seconds + 0.5)
+        run_env = bench.env | env | {"BENCH_GC_CALL_FILE": str(call_file)}
+        results.add(label, step, *bench.measured([*gc, "--drop-previous", "-y", "-q"], run_env))
+        results.add(label, f"{step} {CALL}", sum(map(float, call_file.read_text().split())), None)
+        shutil.rmtree(bench.counter.backing / name)
+        call_file.unlink()
+
+
+def big_packages_dropped(wheels: WheelSet) -> list[str]:
+    """The last step's requirements without the big packages (all but the leaf where the set has none)."""
+    kept = [name for name in wheels.requirements("one package removed") if name.split("=")[0] not in BIG]
+    return kept if len(kept) < len(wheels.requirements("one package removed")) else [wheels.leaf_new]
+
+
+def warm_caches(bench: Bench, tools: list[str]) -> None:
+    """uv's and pip's caches on local disk hold every wheel: each run measures installing, not downloading.
+
+    volume-cli and the local-disk import use uv's cache; pip's is warmed only when pip runs.
+    """
     for step in ("full install", "one leaf upgraded"):
-        for tool in (UV, PIP):
+        for tool in (UV, *([PIP] if PIP in tools else [])):
             command = bench.install_command(tool, bench.work / "warm", step)
             assert command is not None
             subprocess.run(command, env=bench.env, check=True, capture_output=True)
@@ -229,7 +320,7 @@ def run_benchmark(
     bench: Bench, results: Results, tools: list[str], runs: int, after_each: Callable[[], None] = lambda: None
 ) -> None:
     """``runs`` rounds of every tool, the order rotating; ``after_each`` tool (to save what is measured so far)."""
-    warm_caches(bench)
+    warm_caches(bench, tools)
     for run in range(runs):
         shift = run % len(tools)
         for tool in tools[shift:] + tools[:shift]:
@@ -271,7 +362,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     if not tools:  # only loaded files: where each came from is below the table
         print(f"Medians of interleaved runs ({runs}), min–max of time in brackets.")
         print(render_sources(results, columns))
-        print(render_goals(results))
+        print(render_goals(results, GOALS))
         return
     print(f"Measured {datetime.date.today()} at commit {commit()}: medians of interleaved runs ({runs}) ", end="")
     print(
@@ -281,7 +372,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
     )
     print(render_sources(results, columns))
-    print(render_goals(results))
+    print(render_goals(results, GOALS))
 
 
 def parse_arguments() -> argparse.Namespace:

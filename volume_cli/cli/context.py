@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from volume_cli.cli.render import stderr_console
 from volume_cli.layout import VolumeLayout
-from volume_cli.project.definition import ProjectDefinition
-from volume_cli.project.discovery import Discovery, discover
 from volume_cli.root import ResolvedRoot, require_writable, resolve_root
+
+if TYPE_CHECKING:
+    from volume_cli.project.definition import ProjectDefinition
+    from volume_cli.project.discovery import Discovery
 
 
 def projects(projects_dirs: Sequence[Path] | None) -> Discovery:
+    from volume_cli.project.discovery import discover  # here: commands without projects skip its imports
+
     discovery = discover(list(projects_dirs or ()))
     for note in discovery.notes.values():
         stderr_console.print(f"note: {note}", markup=False)
@@ -22,6 +27,8 @@ def projects(projects_dirs: Sequence[Path] | None) -> Discovery:
 
 
 def project(projects_dirs: Sequence[Path] | None, name: str) -> ProjectDefinition:
+    from volume_cli.project.discovery import discover
+
     # Only the asked-for project matters: another project's broken folder must not stop this command.
     discovery = discover(list(projects_dirs or ()))
     definition = discovery.get(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -115,6 +116,7 @@ def build_cli() -> Any:
     """The click command the entry point runs: the app plus global flags and examples on every command."""
     command = typer.main.get_command(app)
     command.epilog = epilog("")
+    global_params = _global_params()  # built once (each build converts a probe app), copied per command
 
     def walk(node: Any, path: list[str]) -> None:
         for name, sub in (getattr(node, "commands", None) or {}).items():
@@ -122,7 +124,7 @@ def build_cli() -> Any:
             if getattr(sub, "commands", None):
                 walk(sub, [*path, name])
             else:
-                sub.params.extend(_global_params())
+                sub.params.extend(copy.copy(param) for param in global_params)
                 _metavar_only(sub)
 
     walk(command, [])

@@ -14,12 +14,15 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from volume_cli.redact import redact_text
 from volume_cli.units import format_bytes
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["emit", "format_bytes", "format_time", "short_path", "to_jsonable"]
 
@@ -112,3 +115,11 @@ def short_path(path: Path | None) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def plain_table() -> Table:
+    """The one table style of human output; rich's table module is imported only by commands that print one."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")

@@ -8,20 +8,23 @@ in-progress install's intent names it. gc decides and renames aside what it
 removes under the volume's store lock, so no install can start using an
 entry between the decision and the removal (``deps/record.py``); the slow
 deletes happen after the lock is released. Everything is read from records
-and one listing per folder; the forest is never walked.
+and one listing per folder; the forest is never walked. On a network volume
+each call is a round trip, so the reads (states, intents, records, entry
+ages and manifests), the renames aside and the removals run many at once
+(``volume_cli/parallel.py``; ``VOLUME_CLI_PUBLISH_THREADS=1`` makes them serial).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timezone
 from pathlib import Path
 from typing import Any
 
-from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, generation_records_dir
+from volume_cli.deps.documents import ENTRY_MANIFEST, EntryManifest, GenerationRecord, generation_records_dir
 from volume_cli.deps.entries import (
     STALE_STAGING_SECONDS,
     base_key,
@@ -37,7 +40,7 @@ from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fileops import set_aside as _set_aside
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
-from volume_cli.parallel import remove_trees
+from volume_cli.parallel import remove_trees, run_spread
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
 from volume_cli.store.state import read_project_state
@@ -59,13 +62,17 @@ class GcReport:
 
 
 def _age(path: Path, now: float) -> float | None:
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
+    info = _lstat(path)
     # An entry's mtime is when its last file went in (just before the rename
     # into the store); installs that reuse an entry bump it with utime.
-    return now - info.st_mtime
+    return None if info is None else now - info.st_mtime
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _listdir(folder: Path) -> list[str]:
@@ -75,19 +82,23 @@ def _listdir(folder: Path) -> list[str]:
         return []
 
 
-def _linked_generations(layout: VolumeLayout) -> dict[tuple[str, str], str]:
+def _linked_generations(layout: VolumeLayout, known: set[Path]) -> dict[tuple[str, str], str]:
     """(python dir, project) → generation for every ``pyX.Y/<project>`` link, whatever the state says."""
-    linked: dict[tuple[str, str], str] = {}
+    names: list[tuple[str, str]] = []
     for python_dir in _listdir(layout.deps_dir):
         if not python_dir.startswith("py"):
             continue
-        check_folder(layout.deps_dir / python_dir / ".generations", layout.root)  # a planted pyX.Y link
-        for name in _listdir(layout.deps_dir / python_dir):
-            try:
-                target = os.readlink(layout.deps_dir / python_dir / name)
-            except OSError:
-                continue
-            linked[(python_dir, name)] = Path(target).name
+        check_folder(layout.deps_dir / python_dir / ".generations", layout.root, known=known)  # a planted pyX.Y link
+        names += [(python_dir, name) for name in _listdir(layout.deps_dir / python_dir)]
+    linked: dict[tuple[str, str], str] = {}
+
+    def read_link(key: tuple[str, str]) -> None:
+        try:
+            linked[key] = Path(os.readlink(layout.deps_dir / key[0] / key[1])).name
+        except OSError:
+            pass
+
+    run_spread(((python_dir, (python_dir, name)) for python_dir, name in names), read_link)
     return linked
 
 
@@ -99,10 +110,23 @@ class _Decision:
     orphans: list[tuple[str, Path]] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
     young: list[str] = field(default_factory=list)
+    trash: list[str] = field(default_factory=list)  # store names of removals an earlier run did not finish
     freed: int = 0
     kept_generations: int = 0
     kept_entries: int = 0
     installing: set[tuple[str, int]] = field(default_factory=set)  # (host, pid) of live installs
+
+
+@dataclass
+class _Project:
+    """What gc reads of one project before deciding (read concurrently with the other projects')."""
+
+    name: str
+    protected: set[str] = field(default_factory=set)  # generations; "*": all of them
+    in_progress: set[str] = field(default_factory=set)  # base keys of entries installs or pushes need
+    installing: tuple[str, int] | None = None
+    warning: str | None = None  # said by the caller's thread: a progress view is not thread-safe
+    records: dict[str, GenerationRecord | None] = field(default_factory=dict)  # by file name
 
 
 def gc(
@@ -118,18 +142,18 @@ def gc(
     started = time.time()
     aside: list[Path] = []
     with gc_lock(layout, wait_seconds=wait_seconds, progress=progress):
-        guard_volume(layout)  # a planted .store or .staging link would make gc empty another tree
+        known = guard_volume(layout)  # a planted .store or .staging link would make gc empty another tree
         # Installs record their intent under this lock (deps/record.py explains the protocol).
         with store_lock(layout, command="gc"):
             progress.step("collecting generations")
-            decision = _decide(layout, grace_seconds, started, progress, drop_previous=drop_previous)
+            decision = _decide(layout, grace_seconds, started, progress, drop_previous=drop_previous, known=known)
             crash_point("gc-listed")
             if not dry_run:
                 aside = _set_aside_all(layout, decision)
         progress.step("removing")
-        remove_trees(aside)  # all at once: on a network volume each unlink is a round trip
         if not dry_run:
-            _cleanup_staging(layout, decision.installing)
+            aside += _stale_staging(layout, decision.installing)
+        remove_trees(aside)  # all at once: on a network volume each unlink is a round trip
     removed_generations = [label for label, _, _ in decision.generations] + [label for label, _ in decision.orphans]
     return GcReport(
         dry_run=dry_run,
@@ -143,59 +167,127 @@ def gc(
 
 
 def _decide(
-    layout: VolumeLayout, grace_seconds: float, now: float, progress: Progress, *, drop_previous: bool
+    layout: VolumeLayout,
+    grace_seconds: float,
+    now: float,
+    progress: Progress,
+    *,
+    drop_previous: bool,
+    known: set[Path],
 ) -> _Decision:
     decision = _Decision()
-    linked = _linked_generations(layout)
+    linked = _linked_generations(layout, known)
     protected_by_project: dict[str, set[str]] = {}
     for (_, name), generation in linked.items():
         protected_by_project.setdefault(name, set()).add(generation)
     referenced: set[str] = set()
     in_progress: set[str] = set()  # base keys of entries installs are creating or linking
-    for project in _listdir(layout.projects_state_dir):
-        protected = protected_by_project.setdefault(project, set())
-        try:
-            state = read_project_state(layout, project)
-        except StateError as exc:
-            progress.warn(f"{project}: {exc}; keeping all its generations")
-            state = None
-            protected.add("*")
-        if state is not None and state.deps is not None:
-            # drop_previous: the user gives up rollback to free what only the previous generation uses.
-            previous = None if drop_previous else state.deps.previous_generation
-            protected.update(filter(None, (state.deps.generation, previous)))
-        intent = live_intent(layout, project)
-        if intent is not None:
-            protected.add(intent.generation)
-            in_progress.update(intent.entries)
-            decision.installing.add((intent.host, intent.pid))
-        from volume_cli.sync.manifest import pending_entries  # here: sync imports the deps engine
-
-        in_progress.update(pending_entries(layout, project))  # a pushed generation not applied yet (sync push)
+    projects = _read_projects(layout, _listdir(layout.projects_state_dir), drop_previous=drop_previous)
+    for project in projects:
+        if project.warning is not None:
+            progress.warn(project.warning)
+        protected = protected_by_project.setdefault(project.name, set())
+        protected |= project.protected
+        in_progress |= project.in_progress
+        if project.installing is not None:
+            decision.installing.add(project.installing)
         _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced, progress)
-    decision.orphans = _orphan_generations(layout, linked, protected_by_project, grace_seconds, now)
+    recorded = {project.name: set(project.records) for project in projects}
+    decision.orphans = _orphan_generations(layout, linked, protected_by_project, recorded, grace_seconds, now, known)
     progress.step("collecting store entries")
-    for entry in _listdir(layout.store_dir):
-        path = layout.store_dir / entry
-        if entry.startswith(TRASH_PREFIX):  # a removal that was interrupted
-            continue
-        if entry in referenced or "*" in in_progress or base_key(entry) in in_progress:
-            decision.kept_entries += 1
-            continue
-        entry_age = _age(path, now)
-        if entry_age is None:
-            continue
-        if entry_age < grace_seconds:
-            decision.young.append(entry)
-            continue
-        manifest = read_entry_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
-        decision.freed += manifest.info.size_bytes if manifest else 0
-        decision.entries.append(entry)
+    _decide_entries(layout, referenced, in_progress, grace_seconds, now, decision)
     return decision
 
 
-def _cleanup_staging(layout: VolumeLayout, installing: set[tuple[str, int]]) -> None:
-    """Remove killed runs' staging folders, but never one of an install whose intent is live.
+def _read_projects(layout: VolumeLayout, names: list[str], *, drop_previous: bool) -> list[_Project]:
+    """Every project's state, intent, pending pushes and generation records, many reads in flight."""
+    from volume_cli.sync.manifest import pending_entries  # here: sync imports the deps engine
+
+    projects = [_Project(name) for name in names]
+
+    def read(project: _Project) -> None:
+        try:
+            state = read_project_state(layout, project.name)
+        except StateError as exc:
+            project.warning = f"{project.name}: {exc}; keeping all its generations"
+            state = None
+            project.protected.add("*")
+        if state is not None and state.deps is not None:
+            # drop_previous: the user gives up rollback to free what only the previous generation uses.
+            previous = None if drop_previous else state.deps.previous_generation
+            project.protected.update(filter(None, (state.deps.generation, previous)))
+        intent = live_intent(layout, project.name)
+        if intent is not None:
+            project.protected.add(intent.generation)
+            project.in_progress.update(intent.entries)
+            project.installing = (intent.host, intent.pid)
+        project.in_progress.update(pending_entries(layout, project.name))  # a pushed generation not applied yet
+        records_dir = check_folder(generation_records_dir(layout, project.name), layout.root)
+        project.records = dict.fromkeys(name for name in _listdir(records_dir) if name.endswith(".json"))
+
+    run_spread(((project.name, project) for project in projects), read)
+
+    def read_record(item: tuple[_Project, str]) -> None:
+        project, file_name = item
+        records_dir = generation_records_dir(layout, project.name)
+        project.records[file_name] = read_document(records_dir / file_name, GenerationRecord)
+
+    run_spread(((project.name, (project, name)) for project in projects for name in project.records), read_record)
+    return projects
+
+
+def _decide_entries(
+    layout: VolumeLayout,
+    referenced: set[str],
+    in_progress: set[str],
+    grace_seconds: float,
+    now: float,
+    decision: _Decision,
+) -> None:
+    """Store entries no kept generation, install or push needs, once older than the grace period."""
+    candidates: list[str] = []
+    for entry in _listdir(layout.store_dir):
+        if entry.startswith(TRASH_PREFIX):  # a removal that was interrupted
+            decision.trash.append(entry)
+        elif entry in referenced or "*" in in_progress or base_key(entry) in in_progress:
+            decision.kept_entries += 1
+        else:
+            candidates.append(entry)
+    facts: dict[str, tuple[float, int] | None] = {}
+
+    def learn(entry: str) -> None:
+        facts[entry] = _entry_facts(layout, entry, now, grace_seconds)
+
+    run_spread((("store", entry) for entry in candidates), learn)
+    for entry in candidates:
+        found = facts[entry]
+        if found is None:
+            continue
+        if found[0] < grace_seconds:
+            decision.young.append(entry)
+            continue
+        decision.freed += found[1]
+        decision.entries.append(entry)
+
+
+def _entry_facts(layout: VolumeLayout, entry: str, now: float, grace_seconds: float) -> tuple[float, int] | None:
+    """An entry's age and size (from its manifest, read only when it is old enough to go); None when gone."""
+    path = layout.store_dir / entry
+    info = _lstat(path)
+    if info is None:
+        return None
+    age = now - info.st_mtime
+    if age < grace_seconds:
+        return age, 0
+    if stat.S_ISLNK(info.st_mode):  # planted: read_entry_manifest refuses it when it leads to an entry
+        manifest = read_entry_manifest(layout, entry) if (path / ENTRY_MANIFEST).exists() else None
+    else:
+        manifest = read_document(path / ENTRY_MANIFEST, EntryManifest)  # absent: None
+    return age, manifest.info.size_bytes if manifest else 0
+
+
+def _stale_staging(layout: VolumeLayout, installing: set[tuple[str, int]]) -> list[Path]:
+    """Killed runs' staging folders, but never one of an install whose intent is live.
 
     The age rule alone (``staging_is_stale``) would remove the staging folder
     of a build running longer than it on another pod.
@@ -203,23 +295,32 @@ def _cleanup_staging(layout: VolumeLayout, installing: set[tuple[str, int]]) -> 
     parent = staging_parent(layout)
     live = {(host.replace("-", "_"), pid) for host, pid in installing}
     now = time.time()
+    names: list[str] = []
     for name in _listdir(parent):
         host, _, rest = name.partition("-")
         pid = rest.split("-", 1)[0]
-        if pid.isdigit() and (host, int(pid)) in live:
-            continue
-        age = _age(parent / name, now)
-        if age is None:
-            continue
-        if name.startswith(TRASH_PREFIX) or staging_is_stale(
-            name, age_seconds=age, max_age_seconds=STALE_STAGING_SECONDS
+        if not (pid.isdigit() and (host, int(pid)) in live):
+            names.append(name)
+    ages: dict[str, float | None] = {}
+
+    def learn(name: str) -> None:
+        ages[name] = _age(parent / name, now)
+
+    run_spread((("staging", name) for name in names), learn)
+    stale: list[Path] = []
+    for name in names:
+        age = ages[name]
+        if age is not None and (
+            name.startswith(TRASH_PREFIX)
+            or staging_is_stale(name, age_seconds=age, max_age_seconds=STALE_STAGING_SECONDS)
         ):
-            shutil.rmtree(parent / name, ignore_errors=True)
+            stale.append(parent / name)
+    return stale
 
 
 def _decide_generations(
     layout: VolumeLayout,
-    project: str,
+    project: _Project,
     protected: set[str],
     grace_seconds: float,
     now: float,
@@ -227,37 +328,39 @@ def _decide_generations(
     referenced: set[str],
     progress: Progress,
 ) -> None:
-    records_dir = check_folder(generation_records_dir(layout, project), layout.root)
-    for file_name in _listdir(records_dir):
-        if not file_name.endswith(".json"):
-            continue
-        record = read_document(records_dir / file_name, GenerationRecord)
+    records_dir = generation_records_dir(layout, project.name)
+    for file_name, record in sorted(project.records.items()):
         if record is None:
             continue
         age = now - record.created_at.replace(tzinfo=record.created_at.tzinfo or timezone.utc).timestamp()
-        own = _own_folder(layout, project, record)
+        own = _own_folder(layout, project.name, record)
         if own is None:
-            progress.warn(f"{project}: {file_name} names {record.path}, not its own folder; keeping it")
+            progress.warn(f"{project.name}: {file_name} names {record.path}, not its own folder; keeping it")
         if own is None or "*" in protected or record.generation in protected or age < grace_seconds:
             decision.kept_generations += 1
             referenced.update(entry.entry for entry in record.entries)
             continue
-        label = f"{project}/{record.generation}"
+        label = f"{project.name}/{record.generation}"
         decision.generations.append((label, own, records_dir / file_name))
 
 
 def _set_aside_all(layout: VolumeLayout, decision: _Decision) -> list[Path]:
+    """Rename aside everything decided, many renames in flight (each generation's in its own folder)."""
+    work: list[tuple[Path, Path | None]] = [(folder, record_file) for _, folder, record_file in decision.generations]
+    work += [(folder, None) for _, folder in decision.orphans]
+    work += [(layout.store_dir / entry, None) for entry in decision.entries]
     aside: list[Path] = []
-    for _, folder, record_file in decision.generations:
-        # Folder first: a record without a folder is harmless, a folder without a record leaks.
+
+    def move(item: tuple[Path, Path | None]) -> None:
+        folder, record_file = item
         aside.append(_set_aside(folder) or folder)
-        record_file.unlink(missing_ok=True)
-    for _, folder in decision.orphans:
-        aside.append(_set_aside(folder) or folder)
-    for entry in decision.entries:
-        aside.append(_set_aside(layout.store_dir / entry) or layout.store_dir / entry)
+        if record_file is not None:
+            # Folder first: a record without a folder is harmless, a folder without a record leaks.
+            record_file.unlink(missing_ok=True)
+
+    run_spread(((str(folder.parent), (folder, record_file)) for folder, record_file in work), move)
     # Interrupted removals of earlier runs.
-    aside += [layout.store_dir / name for name in _listdir(layout.store_dir) if name.startswith(TRASH_PREFIX)]
+    aside += [layout.store_dir / name for name in decision.trash]
     return sorted(set(aside))
 
 
@@ -265,33 +368,38 @@ def _orphan_generations(
     layout: VolumeLayout,
     linked: dict[tuple[str, str], str],
     protected_by_project: dict[str, set[str]],
+    recorded: dict[str, set[str]],
     grace_seconds: float,
     now: float,
+    known: set[Path],
 ) -> list[tuple[str, Path]]:
     """Generation folders with no record (a run killed before recording, or an unfinished temp one)."""
-    removed: list[tuple[str, Path]] = []
+    candidates: list[tuple[str, Path]] = []
     for python_dir in _listdir(layout.deps_dir):
         generations_root = layout.deps_dir / python_dir / ".generations"
         if not python_dir.startswith("py"):
             continue
         for project in _listdir(generations_root):
-            check_folder(generations_root / project, layout.root)  # its old generations go through this folder
-            records = generation_records_dir(layout, project)
+            # Its old generations go through this folder.
+            check_folder(generations_root / project, layout.root, known=known)
+            records = recorded.get(project, set())  # listed under this lock: the same answer as asking again
             protected = protected_by_project.get(project, set())
             for name in _listdir(generations_root / project):
                 generation = name.removeprefix(TEMP_PREFIX)
                 if linked.get((python_dir, project)) == name or (
-                    (records / f"{generation}.json").exists() and name == generation
+                    f"{generation}.json" in records and name == generation
                 ):
                     continue
                 if "*" in protected or generation in protected:  # an install is building it
                     continue
-                path = generations_root / project / name
-                age = _age(path, now)
-                if age is None or age < grace_seconds:
-                    continue
-                removed.append((f"{project}/{name}", path))
-    return removed
+                candidates.append((f"{project}/{name}", generations_root / project / name))
+    ages: dict[Path, float | None] = {}
+
+    def learn(path: Path) -> None:
+        ages[path] = _age(path, now)
+
+    run_spread(((str(path.parent), path) for _, path in candidates), learn)
+    return [(label, path) for label, path in candidates if (age := ages[path]) is not None and age >= grace_seconds]
 
 
 def _own_folder(layout: VolumeLayout, project: str, record: GenerationRecord) -> Path | None:

@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from volume_cli.cli.hints import with_user_options
 from volume_cli.cli.options import (
@@ -22,7 +20,7 @@ from volume_cli.cli.options import (
     RootOption,
     WaitOption,
 )
-from volume_cli.cli.render import emit, format_bytes
+from volume_cli.cli.render import emit, format_bytes, plain_table
 
 if TYPE_CHECKING:
     from volume_cli.deps import DepsCheckReport, InstallPlan, InstallResult
@@ -77,7 +75,7 @@ def list_command(
             for package in entry.packages:
                 console.print(f"  {package}", markup=False)
         if packages:
-            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+            table = plain_table()
             for column in ("package", "group", "locked", "installed", "status"):
                 table.add_column(column)
             for row in packages:

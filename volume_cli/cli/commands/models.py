@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from volume_cli.cli.options import (
     DryRunOption,
@@ -18,7 +16,7 @@ from volume_cli.cli.options import (
     ProjectsDirOption,
     RootOption,
 )
-from volume_cli.cli.render import emit, format_bytes
+from volume_cli.cli.render import emit, format_bytes, plain_table
 
 if TYPE_CHECKING:
     from volume_cli.layout import VolumeLayout
@@ -79,7 +77,7 @@ YesOption = Annotated[
 
 
 def render_download(console: Console, result: DownloadResult) -> None:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table = plain_table()
     for column in ("model", "action", "revision", "size", "fetched", "endpoint"):
         table.add_column(column, justify="right" if column in {"size", "fetched"} else "left", overflow="fold")
     for model in result.models:
@@ -211,7 +209,7 @@ def list_command(
     rows = list_models(layout=layout, projects=definitions)
 
     def human(console: Console) -> None:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        table = plain_table()
         for column in ("model", "state", "wanted by", "revision", "size"):
             table.add_column(column, justify="right" if column == "size" else "left", overflow="fold")
         for row in rows:

@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from volume_cli.cli.options import JsonOption, ProjectsDirOption
-from volume_cli.cli.render import emit, short_path
+from volume_cli.cli.render import emit, plain_table, short_path
 from volume_cli.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -81,7 +79,7 @@ def list_command(projects_dir: ProjectsDirOption = None, as_json: JsonOption = F
     rows = project_rows(discovery)
 
     def human(console: Console) -> None:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        table = plain_table()
         for column in ("name", "python", "groups", "packages", "models", "folder"):
             table.add_column(
                 column, justify="right" if column in {"groups", "packages", "models"} else "left", overflow="fold"

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from volume_cli.cli.options import JsonOption
-from volume_cli.cli.render import emit
+from volume_cli.cli.render import emit, plain_table
 from volume_cli.errors import UsageError
 from volume_cli.redact import redact_url
 
@@ -133,7 +131,7 @@ def list_command(as_json: JsonOption = False) -> None:
         if not rows:
             console.print(f"no remotes in {path}; add one with: volume-cli remote add NAME --endpoint URL --bucket B")
             return
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        table = plain_table()
         for column in ("name", "endpoint", "bucket", "region", "credentials"):
             table.add_column(column, overflow="fold")
         for row in rows:
@@ -179,7 +177,7 @@ def _render_check(console: Console, report: CheckReport) -> None:
         f"remote {report.remote}: {redact_url(report.endpoint)} bucket {report.bucket} ({report.credentials})",
         markup=False,
     )
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table = plain_table()
     for column in ("capability", "result", "detail"):
         table.add_column(column, overflow="fold")
     for item in report.capabilities:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from volume_cli.cli.options import IndexUrlOption, JsonOption, OptionalProjectOption, ProjectsDirOption, RootOption
-from volume_cli.cli.render import emit, format_bytes
+from volume_cli.cli.render import emit, format_bytes, plain_table
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from volume_cli.flows.status import ProjectStatus, StatusReport
     from volume_cli.uv_cache import UvCacheUsage
 
@@ -83,7 +83,7 @@ def _fitting_columns(rows: list[dict[str, tuple[str, str]]], width: int) -> list
 
 
 def _table(rows: list[dict[str, tuple[str, str]]], *, width: int) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table = plain_table()
     for column in _fitting_columns(rows, width):
         # Still too wide (a very long name): fold onto the next line rather than cut to "…".
         table.add_column(column, justify="right" if column in {"size", "pkgs"} else "left", overflow="fold")

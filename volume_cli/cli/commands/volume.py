@@ -172,8 +172,9 @@ def _register_gc(app: typer.Typer) -> None:
                     drop_previous=drop_previous,
                 )
 
-        report = collect(plan_only=True)
-        if not dry_run:
+        # With --yes nothing is asked: a plan first would only repeat the reading the removal does under its lock.
+        report = collect(plan_only=dry_run or not yes)
+        if report.dry_run and not dry_run:
             if report.generations_removed or report.entries_removed:
                 _confirm_gc(report, yes=yes, as_json=as_json)
             report = collect(plan_only=False)
