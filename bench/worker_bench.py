@@ -2,7 +2,9 @@
 
 Run by hand as root, never in CI (it downloads real wheels from PyPI once)::
 
-    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1]
+    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1] [--work DIR] [--with-tar]
+
+``--work DIR`` keeps the installs there and reuses them on the next run.
 
 The same packages are installed once (on local disk, under the mount's backing folder)
 by volume-cli and by ``uv pip install --target --compile-bytecode``; then fresh Python
@@ -12,11 +14,14 @@ processes import them, configured as a worker is:
   the generation's symlink forest into ``.store`` on the volume;
 * ``plain --target``: PYTHONPATH is a plain uv --target folder on the volume;
 * ``local disk``: the same plain folder on local disk;
+* ``file copy, first start (before)``: what ``env`` prints, the local copy made file by file
+  (VOLUME_CLI_LOCAL_COPY_PACKS=0: what the first start did before packs, and still does for
+  entries without one);
 * ``copy, first start`` / ``copy, later start``: what ``env`` prints, with the default
-  local copy (the first start copies the generation onto local disk, later ones find it);
+  local copy (the first start unpacks the entries' packs onto local disk, later ones find it);
 * ``activate(), first`` / ``activate(), later``: the runtime copy's ``activate()``, same;
-* ``packed archive``: one tar of the generation on the volume (written at install time),
-  read as one file and extracted onto local disk, then imported (a candidate, not shipped).
+* ``one tar, tarfile`` (``--with-tar``): one tar of the generation on the volume, read as
+  one file and extracted by ``tarfile`` onto local disk, then imported (measured, not shipped).
 
 Between starts the benchmark sleeps past the kernel cache, so every start is cold for the
 volume; cells are medians over ``--runs`` interleaved runs; operations are what reached
@@ -41,8 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from deps_bench import _VOLUME_CLI_INSTALL, LEAF_OLD, TOP_LEVEL, ensure_wheelhouse, make_project  # noqa: E402
-from netvol_bench import SMALL, small_wheelhouse  # noqa: E402
+from wheelsets import FULL, SMALL, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
 from tests.wheelfactory import IndexServer  # noqa: E402
@@ -57,31 +61,39 @@ def install_all(work: Path, backing: Path, wheelhouse: Path, requirements: list[
     """volume-cli's generation and a plain --target folder under the backing folder, one more on local disk."""
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     env = dict(os.environ, UV_CACHE_DIR=str(work / "uv-cache"), UV_PYTHON_DOWNLOADS="never", PYTHONPATH=str(REPO))
+    env |= {"VOLUME_CLI_UV_CACHE": str(work / "uv-cache"), "VOLUME_CLI_LOCAL_CACHE": str(work / "install-cache")}
     with IndexServer(wheelhouse) as index:
         for target in (backing / "plain", work / "local-plain"):
+            if target.exists():  # --work reused: installed by an earlier run
+                continue
             command = [uv, "pip", "install", "-q", "--target", str(target), "--compile-bytecode"]
             subprocess.run(
                 [*command, "--python", sys.executable, "--index-url", index.url, *requirements], env=env, check=True
             )
-        make_project(work / "project", requirements)
-        command = [sys.executable, "-c", _VOLUME_CLI_INSTALL, str(backing / "volume"), str(work / "project")]
-        subprocess.run([*command, index.url, str(work / "uv-cache")], env=env, check=True)
+        make_project(work / "projects" / "bench", requirements)
+        (backing / "volume").mkdir(parents=True, exist_ok=True)
+        common = ["--root", str(backing / "volume"), "--projects-dir", str(work / "projects"), "-q"]
+        command = [sys.executable, "-m", "volume_cli", "deps", "install", "-p", "bench", *common]
+        subprocess.run([*command, "--index-url", index.url], env=env, check=True)
     code = "from pathlib import Path; from volume_cli.consumer_env import write_runtime_copy; from volume_cli.layout import VolumeLayout; "
     code += f"write_runtime_copy(VolumeLayout(Path({str(backing / 'volume')!r})))"
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     link = backing / "volume" / "python-deps" / f"py{PYTHON}" / "bench"
-    with tarfile.open(backing / "generation.tar", "w", dereference=True) as archive:  # the packed-archive candidate
-        archive.add(os.path.realpath(link), arcname=".", recursive=True, filter=None)
+    if not (backing / "generation.tar").exists():  # the one-tar candidate (--with-tar)
+        with tarfile.open(backing / "generation.tar", "w", dereference=True) as archive:
+            archive.add(os.path.realpath(link), arcname=".", recursive=True, filter=None)
 
 
-def worker_env(volume: NetVol, cache: Path, *, copy: bool) -> dict[str, str]:
+def worker_env(volume: NetVol, cache: Path, *, copy: bool, packs: bool = True) -> dict[str, str]:
     from volume_cli.consumer_env import consumer_env
     from volume_cli.layout import VolumeLayout
 
     layout = VolumeLayout(volume.path / "volume")
     variables = consumer_env(layout=layout, project="bench", python_version=PYTHON, mount=None).variables
-    return {"PATH": os.environ["PATH"], **variables, "VOLUME_CLI_LOCAL_CACHE": str(cache)} | (
-        {} if copy else {"VOLUME_CLI_LOCAL_COPY": "0"}
+    return (
+        {"PATH": os.environ["PATH"], **variables, "VOLUME_CLI_LOCAL_CACHE": str(cache)}
+        | ({} if copy else {"VOLUME_CLI_LOCAL_COPY": "0"})
+        | ({} if packs else {"VOLUME_CLI_LOCAL_COPY_PACKS": "0"})
     )
 
 
@@ -96,7 +108,7 @@ def timed(volume: NetVol, command: list[str], env: dict[str, str], settle: float
     return elapsed, volume.reset().total
 
 
-def cases(volume: NetVol, work: Path, code: str) -> dict[str, Callable[[float], Sample]]:
+def cases(volume: NetVol, work: Path, code: str, *, with_tar: bool) -> dict[str, Callable[[float], Sample]]:
     plain = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     runtime = str(volume.path / "volume" / ".metadata" / "runtime" / "volume_cli_runtime.py")
     activate = ACTIVATE.format(runtime=runtime, root=str(volume.path / "volume")) + code
@@ -112,12 +124,18 @@ def cases(volume: NetVol, work: Path, code: str) -> dict[str, Callable[[float], 
         return timed(volume, [sys.executable, "-c", script], plain, settle)
 
     py = sys.executable
-    return {
-        "forest (today)": lambda s: timed(volume, [py, "-c", code], worker_env(volume, work / "unused", copy=False), s),
+    files = work / "local-cache-files"
+    table: dict[str, Callable[[float], Sample]] = {
+        "forest (no copy)": lambda s: timed(
+            volume, [py, "-c", code], worker_env(volume, work / "unused", copy=False), s
+        ),
         "plain --target": lambda s: timed(
             volume, [py, "-c", code], {**plain, "PYTHONPATH": str(volume.path / "plain")}, s
         ),
         "local disk": lambda s: timed(volume, [py, "-c", code], {**plain, "PYTHONPATH": str(work / "local-plain")}, s),
+        "file copy, first start (before)": lambda s: timed(
+            volume, [py, "-c", code], worker_env(volume, fresh(files), copy=True, packs=False), s
+        ),
         "copy, first start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, fresh(copies), copy=True), s),
         "copy, later start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, copies, copy=True), s),
         "activate(), first": lambda s: timed(
@@ -126,8 +144,10 @@ def cases(volume: NetVol, work: Path, code: str) -> dict[str, Callable[[float], 
         "activate(), later": lambda s: timed(
             volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(activated)}, s
         ),
-        "packed archive": unpack,
     }
+    if with_tar:
+        table["one tar, tarfile"] = unpack
+    return table
 
 
 def print_table(runs: list[dict[str, Sample]], args: argparse.Namespace) -> None:
@@ -155,25 +175,27 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=1.0)
     parser.add_argument("--cache-seconds", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
+    parser.add_argument("--with-tar", action="store_true", help="also the one-tar candidate (tarfile)")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
         raise SystemExit(f"the simulated volume is unavailable: {reason}")
     cache_root = Path.home() / ".cache" / "volume-cli-bench"
     if args.set == "small":
-        wheelhouse, requirements = small_wheelhouse(cache_root / "netvol-small"), SMALL
+        wheelhouse, requirements = small_wheelhouse(cache_root / "netvol-small"), SMALL.requirements("full install")
     else:
-        wheelhouse, requirements = ensure_wheelhouse(cache_root / "wheelhouse"), [*TOP_LEVEL[:-1], LEAF_OLD]
+        wheelhouse, requirements = ensure_wheelhouse(cache_root / "wheelhouse"), FULL.requirements("full install")
     work = args.work or Path(tempfile.mkdtemp(prefix="worker-bench-"))
     install_all(work, work / "backing", wheelhouse, requirements)
     options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
     with mounted(work / "backing", work / "mnt", **options) as volume:
-        table = cases(volume, work, IMPORTS[args.set])
+        table = cases(volume, work, IMPORTS[args.set], with_tar=args.with_tar)
         runs = []
         for run in range(args.runs):
             # A later start right after its first start; the order of the groups alternates.
-            groups = [[name] for name in table if "," not in name]
-            groups += [[name for name in table if name.startswith(prefix)] for prefix in ("copy,", "activate(),")]
+            paired = ("copy,", "activate(),")
+            groups = [[name] for name in table if not name.startswith(paired)]
+            groups += [[name for name in table if name.startswith(prefix)] for prefix in paired]
             samples = {}
             for group in groups if run % 2 == 0 else groups[::-1]:
                 samples |= {name: table[name](args.cache_seconds + 0.5) for name in group}
