@@ -78,6 +78,13 @@ def install_all(work: Path, backing: Path, wheelhouse: Path, requirements: list[
     code = "from pathlib import Path; from volume_cli.consumer_env import write_runtime_copy; from volume_cli.layout import VolumeLayout; "
     code += f"write_runtime_copy(VolumeLayout(Path({str(backing / 'volume')!r})))"
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    # Installed on local disk (fast), the entries were renamed into the store and no packs were written:
+    # write them as publishing onto a network volume does (volume_cli/deps/publish.py).
+    store = backing / "volume" / "python-deps" / ".store"
+    code = "import sys; from pathlib import Path; from volume_cli.deps.publish import write_packs; "
+    code += "store = Path(sys.argv[1]); write_packs({p.name: p for p in store.iterdir()}, store.parent / '.packs')"
+    if not (store.parent / ".packs").exists():
+        subprocess.run([sys.executable, "-c", code, str(store)], env=env, check=True)
     link = backing / "volume" / "python-deps" / f"py{PYTHON}" / "bench"
     if not (backing / "generation.tar").exists():  # the one-tar candidate (--with-tar)
         with tarfile.open(backing / "generation.tar", "w", dereference=True) as archive:

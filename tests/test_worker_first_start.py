@@ -287,3 +287,38 @@ def test_budget_activate_first_start_from_packs(installed: Installed, netvol: Ne
     assert done.returncode == 0 and done.stderr == "" and done.stdout.startswith(str(tmp_path / "cache")), done.stderr
     print(f"activate() first start {counts}")
     assert counts.total <= BUDGET_ACTIVATE_FIRST_START_FROM_PACKS, counts
+
+
+def test_origin_relative_native_libraries_load_from_a_copy_made_of_packs(
+    layout: VolumeLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_worker_local_copy import _wheels_reaching_each_other_by_origin
+    from tests.wheelfactory import gcc_available
+
+    if not gcc_available():
+        pytest.skip("needs gcc and Python headers")
+    _wheels_reaching_each_other_by_origin(tmp_path / "wheels", tmp_path / "build")
+    with IndexServer(tmp_path / "wheels") as index:
+        project = Projects(tmp_path / "projects").make("origin", {"main": {"packages": ["user"]}})
+        install(layout=layout, project=project, mirror=index.url, cache_dir=_uv_cache(), progress=NullProgress())
+    write_packs({path.name: path for path in layout.store_dir.iterdir()}, layout.deps_dir / local_copy.PACKS)
+    monkeypatch.setenv(local_copy.COPY_ENV, "1")
+    monkeypatch.setattr(local_copy.TreeCopy, "run", lambda self: pytest.fail("copied file by file"))
+    name = current_generation(layout, "origin", PY)
+    assert name is not None
+    generation = os.path.realpath(generation_dir(layout, "origin", PY, name))
+    cache = tmp_path / "cache"
+    folder = local_copy.local_generation(generation, project="origin", python_version=PY, cache=str(cache))
+    assert folder.startswith(str(cache))
+    variables = consumer_env(layout=layout, project="origin", python_version=PY, mount=None).variables
+    environment = {**os.environ, **variables, local_copy.COPY_ENV: "1", "VOLUME_CLI_LOCAL_CACHE": str(cache)}
+    code = "import user; print(user.value(), user.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split() == ["21", str(Path(folder) / "user" / "__init__.py")]
+
+
+def test_an_entry_packed_before_keeps_its_pack(packed: VolumeLayout) -> None:
+    before = sorted(os.listdir(_packs(packed)))
+    write_packs({path.name: path for path in packed.store_dir.iterdir()}, _packs(packed), threads=2)
+    assert sorted(os.listdir(_packs(packed))) == before

@@ -177,12 +177,15 @@ def write_packs(sources: dict[str, Path], packs: Path, *, threads: int | None = 
     with contextlib.suppress(FileExistsError):
         os.mkdir(packs)
     handle = os.open(packs, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a planted link
+    # An entry packed before (a rerun after a kill, a racing install) keeps its pack: packs are immutable too.
+    packed = {parsed[0] for parsed in map(parse_pack_name, os.listdir(packs)) if parsed is not None}
     try:
 
         def pack(item: tuple[str, Path]) -> None:
             write_pack(str(item[1]), handle, item[0], skip=frozenset({ENTRY_MANIFEST}))
 
-        run_spread(((name, (name, source)) for name, source in sorted(sources.items())), pack, threads=threads)
+        wanted = sorted((name, source) for name, source in sources.items() if name not in packed)
+        run_spread(((name, (name, source)) for name, source in wanted), pack, threads=threads)
     finally:
         os.close(handle)
 
