@@ -322,3 +322,36 @@ def test_an_entry_packed_before_keeps_its_pack(packed: VolumeLayout) -> None:
     before = sorted(os.listdir(_packs(packed)))
     write_packs({path.name: path for path in packed.store_dir.iterdir()}, _packs(packed), threads=2)
     assert sorted(os.listdir(_packs(packed))) == before
+
+
+@pytest.mark.parametrize(("variable", "why"), [(local_copy.TIMEOUT_ENV, "time limit"), (local_copy.MAX_MB_ENV, "MB")])
+def test_a_time_limit_or_a_ceiling_while_unpacking_means_the_volume_path(
+    packed: VolumeLayout,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    why: str,
+) -> None:
+    monkeypatch.setenv(local_copy.COPY_ENV, "1")
+    monkeypatch.setenv(variable, "0")
+    if variable == local_copy.MAX_MB_ENV:  # past the record's check, as when the record undercounts
+        monkeypatch.setattr(local_copy, "_recorded_entries", lambda generation: None)
+        monkeypatch.setattr(local_copy, "_usable_packs", _packs_of_every_entry(packed))
+    generation = _generation(packed)
+    cache = tmp_path / "cache"
+    assert local_copy.local_generation(generation, project=PROJECT, python_version=PY, cache=str(cache)) == generation
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and why in lines[0] and "importing from the volume" in lines[0], lines
+    copies = Path(local_copy.copies_folder(str(cache), generation, PROJECT, PY))
+    assert [path.name for path in copies.iterdir()] == [f"{os.path.basename(generation)}.lock"]
+
+
+def _packs_of_every_entry(layout: VolumeLayout) -> Any:
+    found = {
+        parsed[0]: (str(_packs(layout) / name), parsed[1], parsed[2])
+        for name in os.listdir(_packs(layout))
+        for parsed in [local_copy.parse_pack_name(name)]
+        if parsed is not None
+    }
+    return lambda generation, entries: found

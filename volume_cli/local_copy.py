@@ -594,6 +594,7 @@ class _Pack:
         self.start = 0
         self.read = 0
         self.fd = -1
+        self.busy = False  # a thread is reading it
         self.folders: list[str] = []
         self.files: list[tuple[str, int, int, int]] = []
         self.links: list[tuple[str, str]] = []
@@ -681,8 +682,10 @@ class PackUnpack:
                         os.symlink(text, path, dir_fd=self.root)
         finally:
             for pack in self.packs:
-                pack.close()
-            os.close(self.root)
+                if not pack.busy:  # a read still hung on the volume keeps its descriptor: never a reused number
+                    pack.close()
+            if not any(pack.busy for pack in self.packs):  # nor the folder's, which a late write goes through
+                os.close(self.root)
         return self.files, self.bytes
 
     def _plan(self) -> list[str]:
@@ -700,7 +703,7 @@ class PackUnpack:
 
         pool = ThreadPoolExecutor(min(THREADS, len(self.packs)))
         # Largest first: one pack is read front to back by one thread, so the biggest sets the pace.
-        futures = [pool.submit(action, pack) for pack in sorted(self.packs, key=lambda pack: -pack.size)]
+        futures = [pool.submit(self._busy, action, pack) for pack in sorted(self.packs, key=lambda pack: -pack.size)]
         try:
             done, pending = wait(
                 futures, timeout=max(self.deadline - time.monotonic(), 0.0), return_when=FIRST_EXCEPTION
@@ -715,11 +718,21 @@ class PackUnpack:
             pool.shutdown(wait=False, cancel_futures=True)
             wait([future for future in futures if not future.cancelled()], timeout=STOP_WAIT_SECONDS)
 
+    @staticmethod
+    def _busy(action: Callable[[_Pack], None], pack: _Pack) -> None:
+        pack.busy = True
+        try:
+            action(pack)
+        finally:
+            pack.busy = False
+
     def _unpack(self, pack: _Pack) -> None:
         for path, mode, size, mtime in pack.files:
             if self.stopped.is_set() or time.monotonic() > self.deadline:
                 raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
             data = pack.take(size)
+            if self.stopped.is_set():
+                return  # abandoned while this read waited on the volume
             if self.owner.get(path) != pack.entry:
                 continue  # another entry's file or a folder is what the forest shows here
             writer = os.open(
