@@ -2,7 +2,7 @@
 
 Run by hand as root, never in CI (it downloads real wheels from PyPI once)::
 
-    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1] [--work DIR] [--with-tar]
+    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1] [--work DIR] [--with-tar] [--skip NAME ...]
 
 ``--work DIR`` keeps the installs there and reuses them on the next run.
 
@@ -39,6 +39,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,23 +116,29 @@ def timed(volume: NetVol, command: list[str], env: dict[str, str], settle: float
     return elapsed, volume.reset().total
 
 
-def cases(volume: NetVol, work: Path, code: str, *, with_tar: bool) -> dict[str, Callable[[float], Sample]]:
+def cases(
+    volume: NetVol, work: Path, code: str, *, with_tar: bool, skip: list[str]
+) -> dict[str, Callable[[float], Sample]]:
     plain = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     runtime = str(volume.path / "volume" / ".metadata" / "runtime" / "volume_cli_runtime.py")
     activate = ACTIVATE.format(runtime=runtime, root=str(volume.path / "volume")) + code
-    copies, activated = work / "local-cache-env", work / "local-cache-activate"
+    made: dict[str, Path] = {}
 
-    def fresh(folder: Path) -> Path:
-        shutil.rmtree(folder, ignore_errors=True)
-        return folder
+    def fresh(name: str) -> Path:
+        """A new folder for a first start: removing the last one right before a timed start would charge
+        that start for the file system's work of deleting ~550 MB (measured: 8 s to 20 s to unpack)."""
+        made[name] = work / "old" / f"{name}-{uuid.uuid4().hex[:8]}"
+        return made[name]
+
+    def last(name: str) -> Path:
+        return made[name]
 
     def unpack(settle: float) -> Sample:
-        target = fresh(work / "unpacked")
+        target = fresh("unpacked")
         script = f"import tarfile, sys; tarfile.open({str(volume.path / 'generation.tar')!r}).extractall({str(target)!r}, filter='tar'); sys.path.insert(0, {str(target)!r}); {code}"
         return timed(volume, [sys.executable, "-c", script], plain, settle)
 
     py = sys.executable
-    files = work / "local-cache-files"
     table: dict[str, Callable[[float], Sample]] = {
         "forest (no copy)": lambda s: timed(
             volume, [py, "-c", code], worker_env(volume, work / "unused", copy=False), s
@@ -141,37 +148,41 @@ def cases(volume: NetVol, work: Path, code: str, *, with_tar: bool) -> dict[str,
         ),
         "local disk": lambda s: timed(volume, [py, "-c", code], {**plain, "PYTHONPATH": str(work / "local-plain")}, s),
         "file copy, first start (before)": lambda s: timed(
-            volume, [py, "-c", code], worker_env(volume, fresh(files), copy=True, packs=False), s
+            volume, [py, "-c", code], worker_env(volume, fresh("files"), copy=True, packs=False), s
         ),
-        "copy, first start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, fresh(copies), copy=True), s),
-        "copy, later start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, copies, copy=True), s),
+        "copy, first start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, fresh("env"), copy=True), s),
+        "copy, later start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, last("env"), copy=True), s),
         "activate(), first": lambda s: timed(
-            volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(fresh(activated))}, s
+            volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(fresh("activate"))}, s
         ),
         "activate(), later": lambda s: timed(
-            volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(activated)}, s
+            volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(last("activate"))}, s
         ),
     }
     if with_tar:
         table["one tar, tarfile"] = unpack
-    return table
+    return {name: run for name, run in table.items() if not skip or not any(part in name for part in skip)}
 
 
 def print_table(runs: list[dict[str, Sample]], args: argparse.Namespace) -> None:
+    """Medians; the ratios are medians of each run's own ratio (the run's starts ran close together)."""
     names = list(runs[0])
 
     def median(name: str, part: int) -> float:
         return statistics.median(run[name][part] for run in runs)
 
-    target, local = median("plain --target", 0), median("local disk", 0)
+    def ratio(name: str, base: str) -> str:
+        return f"{statistics.median(run[name][0] / run[base][0] for run in runs):.2f}×"
+
     print(f"\n{args.set} set (`{IMPORTS[args.set]}`), {args.latency_ms:g} ms per operation, ", end="")
     print(f"{args.cache_seconds:g} s kernel cache, median of {len(runs)} runs\n")
-    print("| worker start | time | operations on the volume | / plain --target | / local disk |")
+    print("| worker start | time (min–max) | operations on the volume | / plain --target | / local disk |")
     print("|---|---|---|---|---|")
     for name in names:
-        seconds = median(name, 0)
+        times = [run[name][0] for run in runs]
+        spread = f"{median(name, 0):.2f} s ({min(times):.1f}–{max(times):.1f})"
         print(
-            f"| {name} | {seconds:.2f} s | {median(name, 1):,.0f} | {seconds / target:.2f}× | {seconds / local:.2f}× |"
+            f"| {name} | {spread} | {median(name, 1):,.0f} | {ratio(name, 'plain --target')} | {ratio(name, 'local disk')} |"
         )
 
 
@@ -183,6 +194,7 @@ def main() -> None:
     parser.add_argument("--cache-seconds", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
     parser.add_argument("--with-tar", action="store_true", help="also the one-tar candidate (tarfile)")
+    parser.add_argument("--skip", nargs="*", default=[], help="leave out the cases whose name contains one of these")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
@@ -196,7 +208,7 @@ def main() -> None:
     install_all(work, work / "backing", wheelhouse, requirements)
     options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
     with mounted(work / "backing", work / "mnt", **options) as volume:
-        table = cases(volume, work, IMPORTS[args.set], with_tar=args.with_tar)
+        table = cases(volume, work, IMPORTS[args.set], with_tar=args.with_tar, skip=args.skip)
         runs = []
         for run in range(args.runs):
             # A later start right after its first start; the order of the groups alternates.
@@ -209,6 +221,8 @@ def main() -> None:
             runs.append({name: samples[name] for name in table})
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
     print_table(runs, args)
+    print(f"\nload average at the end: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+    shutil.rmtree(work / "old", ignore_errors=True)  # the copies of every first start
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 
