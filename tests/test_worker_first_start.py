@@ -355,3 +355,19 @@ def _packs_of_every_entry(layout: VolumeLayout) -> Any:
         if parsed is not None
     }
     return lambda generation, entries: found
+
+
+@pytest.mark.parametrize("how", [None, "truncated", "altered byte", "longer than its index"])
+def test_big_packs_read_in_parallel_segments_are_checked_the_same(
+    packed: VolumeLayout,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    how: str | None,
+) -> None:
+    monkeypatch.setattr(local_copy, "SEGMENT_BYTES", 256)  # every pack here is "big": many segments
+    if how is not None:
+        _damaged(packed, how)
+    _first_start(packed, tmp_path / "cache", monkeypatch, files=how is not None)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == (how is not None), lines

@@ -38,11 +38,12 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 COPY_ENV = "VOLUME_CLI_LOCAL_COPY"  # "0" never copies; "1" copies even onto the volume's own file system
 MAX_MB_ENV = "VOLUME_CLI_LOCAL_COPY_MAX_MB"
@@ -458,6 +459,10 @@ PACK_SUFFIX = ".pack"
 PACK_MAGIC = b"volume-cli-pack 1\n"
 PACKS_ENV = "VOLUME_CLI_LOCAL_COPY_PACKS"  # "0" copies file by file even where packs exist
 PACK_CHUNK = 1 << 20
+# A big pack is read in segments by several threads at once: one reader of one file gets ~190 MB/s from
+# the simulated volume, 8 readers of parts of it ~700 MB/s (numpy's 71 MB pack alone took 0.5-0.9 s).
+SEGMENT_BYTES = 8 << 20
+SEGMENTS_AHEAD = 4  # per pack: bounds the memory a big pack holds while it is unpacked
 MAX_INDEX_BYTES = 64 << 20
 
 
@@ -593,6 +598,9 @@ class _Pack:
         self.buffer = bytearray()
         self.start = 0
         self.read = 0
+        self.offset = 0  # where the next segment starts
+        self.ahead: deque[Future[bytes]] = deque()
+        self.readers: ThreadPoolExecutor | None = None
         self.fd = -1
         self.busy = False  # a thread is reading it
         self.folders: list[str] = []
@@ -626,7 +634,7 @@ class _Pack:
         while len(self.buffer) - self.start < count:
             del self.buffer[: self.start]
             self.start = 0
-            chunk = os.read(self.fd, max(PACK_CHUNK, count - len(self.buffer)))
+            chunk = self._next_chunk(count - len(self.buffer))
             if not chunk:
                 raise PackUnusable(f"{self.path} ends early (torn)")
             self.read += len(chunk)
@@ -636,17 +644,44 @@ class _Pack:
         self.start += count
         return data
 
+    def _next_chunk(self, wanted: int) -> bytes:
+        """The next bytes of the file: read now, or (a big pack, ``readers`` set) segments read ahead in parallel."""
+        if self.readers is None or self.size <= SEGMENT_BYTES:
+            chunk = os.pread(self.fd, max(PACK_CHUNK, wanted), self.offset)
+            self.offset += len(chunk)
+            return chunk
+        while len(self.ahead) < SEGMENTS_AHEAD and self.offset < self.size:
+            self.ahead.append(self.readers.submit(_read_segment, self.fd, self.offset, SEGMENT_BYTES))
+            self.offset += SEGMENT_BYTES
+        return self.ahead.popleft().result() if self.ahead else b""
+
     def finish(self) -> None:
         """Check nothing follows the last file and the bytes are the ones the install recorded."""
-        if self.start != len(self.buffer) or os.read(self.fd, 1) or self.read != self.size:
+        tail = self.ahead or os.pread(self.fd, 1, max(self.offset, self.size))
+        if self.start != len(self.buffer) or tail or self.read != self.size:
             raise PackUnusable(f"{self.path} is longer than its index says")
         if self.hasher.hexdigest() != self.digest:
             raise PackUnusable(f"{self.path} does not match its recorded sha256")
 
     def close(self) -> None:
+        if any(not segment.done() for segment in self.ahead):
+            return  # a read still hung on the volume keeps its descriptor: never a reused number
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _read_segment(fd: int, offset: int, count: int) -> bytes:
+    """``count`` bytes at ``offset`` (fewer at the end of the file), in reads of PACK_CHUNK."""
+    parts: list[bytes] = []
+    while count > 0:
+        chunk = os.pread(fd, min(PACK_CHUNK, count), offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
+    return b"".join(parts)
 
 
 class PackUnpack:
@@ -667,7 +702,12 @@ class PackUnpack:
         self.root = -1
 
     def run(self) -> tuple[int, int]:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.root = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        readers = ThreadPoolExecutor(THREADS)
+        for pack in self.packs:
+            pack.readers = readers
         try:
             self._each(_Pack.open)
             folders = self._plan()
@@ -681,6 +721,7 @@ class PackUnpack:
                     if self.owner.get(path) == pack.entry:
                         os.symlink(text, path, dir_fd=self.root)
         finally:
+            readers.shutdown(wait=False, cancel_futures=True)
             for pack in self.packs:
                 if not pack.busy:  # a read still hung on the volume keeps its descriptor: never a reused number
                     pack.close()
