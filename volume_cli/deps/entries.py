@@ -43,6 +43,7 @@ from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fileops import remove_tree as remove_tree
 from volume_cli.fsguard import check_folder, check_inside, planted_link
 from volume_cli.layout import VolumeLayout
+from volume_cli.local_copy import PACKS
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_tag, tagged_process_gone
 
@@ -369,7 +370,8 @@ def harvest(
             for build in builds.values():
                 os.rename(build.folder, published.root / build.key)
         else:
-            copy_trees({build.key: build.folder for build in builds.values()}, published.root)
+            sources = {build.key: build.folder for build in builds.values()}
+            copy_trees(sources, published.root, packs=check_folder(layout.deps_dir / PACKS, layout.root))
         crash_point("published")
         return _store_published(layout, published, builds, infos, on_entry)
     finally:

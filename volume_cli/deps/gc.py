@@ -34,12 +34,14 @@ from volume_cli.deps.entries import (
 )
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import TEMP_PREFIX
+from volume_cli.deps.publish import remove_packs
 from volume_cli.deps.record import live_intent, store_lock
 from volume_cli.errors import StateError
 from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fileops import set_aside as _set_aside
 from volume_cli.fsguard import check_folder, guard_volume
 from volume_cli.layout import VolumeLayout
+from volume_cli.local_copy import PACKS
 from volume_cli.parallel import remove_trees, run_spread
 from volume_cli.progress import Progress
 from volume_cli.store.documents import read_document
@@ -154,6 +156,8 @@ def gc(
         if not dry_run:
             aside += _stale_staging(layout, decision.installing)
         remove_trees(aside)  # all at once: on a network volume each unlink is a round trip
+        if not dry_run:
+            remove_packs(layout.deps_dir / PACKS, layout.store_dir, removed=decision.entries)
     removed_generations = [label for label, _, _ in decision.generations] + [label for label, _ in decision.orphans]
     return GcReport(
         dry_run=dry_run,

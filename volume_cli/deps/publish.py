@@ -10,16 +10,26 @@ next run removes.
 Files are created with ``O_EXCL | O_NOFOLLOW``: a link planted in the
 staging folder makes the create fail instead of writing through it.
 Symlinks inside an entry are copied as links, never followed.
+
+Each entry also gets a pack (``<python-deps>/.packs/``, format in
+``volume_cli/local_copy.py``): one file holding the whole entry, written
+here from local disk with large writes, so a worker's first start reads a
+few large files instead of every file of its generation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from volume_cli.deps.documents import ENTRY_MANIFEST
+from volume_cli.local_copy import TEMP_PREFIX, parse_pack_name, write_pack
 from volume_cli.parallel import allow_open_files, run_spread
 
 CHUNK_BYTES = 1 << 20
@@ -116,11 +126,14 @@ class _Folders:
             os.close(handle)
 
 
-def copy_trees(sources: dict[str, Path], destination: Path, *, threads: int | None = None) -> Copied:
+def copy_trees(
+    sources: dict[str, Path], destination: Path, *, packs: Path | None = None, threads: int | None = None
+) -> Copied:
     """Copy each ``sources[name]`` folder to ``destination/name`` (absent), concurrently.
 
     Folders are made level by level (a parent before its children), then
-    every file and link at once, interleaved across folders.
+    every file and link at once, interleaved across folders. With ``packs``,
+    each source is also written there as one pack (see ``write_packs``).
     """
     umask = process_umask()
     trees = [_scan(source, name) for name, source in sorted(sources.items())]
@@ -149,4 +162,61 @@ def copy_trees(sources: dict[str, Path], destination: Path, *, threads: int | No
         run_spread(made, make, threads=threads)
     finally:
         folders.close()
+    if packs is not None:
+        write_packs(sources, packs, threads=threads)
     return Copied(files=sum(len(tree.files) for tree in trees), bytes=sum(tree.bytes for tree in trees))
+
+
+def write_packs(sources: dict[str, Path], packs: Path, *, threads: int | None = None) -> None:
+    """One pack per entry in ``packs`` (the folder exists or is made; its parent is checked by the caller).
+
+    A pack may land before its entry is renamed into the store: workers read packs
+    only for the entries of a recorded generation, and gc removes one whose entry
+    never arrived (``remove_packs``).
+    """
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(packs)
+    handle = os.open(packs, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a planted link
+    # An entry packed before (a rerun after a kill, a racing install) keeps its pack: packs are immutable too.
+    packed = {parsed[0] for parsed in map(parse_pack_name, os.listdir(packs)) if parsed is not None}
+    try:
+
+        def pack(item: tuple[str, Path]) -> None:
+            write_pack(str(item[1]), handle, item[0], skip=frozenset({ENTRY_MANIFEST}))
+
+        wanted = sorted((name, source) for name, source in sources.items() if name not in packed)
+        run_spread(((name, (name, source)) for name, source in wanted), pack, threads=threads)
+    finally:
+        os.close(handle)
+
+
+STALE_PACK_SECONDS = 6 * 3600.0  # as deps/entries.STALE_STAGING_SECONDS: no install writes a pack for longer
+
+
+def remove_packs(packs: Path, store: Path, *, removed: Iterable[str]) -> int:
+    """Remove the packs of ``removed`` entries, and old ones whose entry is not in ``store`` (or temp files); how many."""
+    gone = set(removed)
+    try:
+        names = os.listdir(packs)
+        stored = set(os.listdir(store))
+    except OSError:
+        return 0
+    count = 0
+    now = time.time()
+    for name in names:
+        parsed = parse_pack_name(name)
+        entry = parsed[0] if parsed else None
+        if entry is not None and entry in stored and entry not in gone:
+            continue
+        if entry not in gone:
+            try:
+                if now - os.lstat(packs / name).st_mtime < STALE_PACK_SECONDS:
+                    continue  # an install may be writing it, or about to rename its entry into the store
+            except OSError:
+                continue
+            if entry is None and not name.startswith(TEMP_PREFIX):
+                continue  # not ours
+        with contextlib.suppress(OSError):
+            os.unlink(packs / name)
+            count += 1
+    return count
