@@ -64,7 +64,7 @@ from volume_cli.deps.forest import (
     temp_generation_dir,
 )
 from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
-from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
+from volume_cli.deps.plan import InstalledDistribution, InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, scratch_dir
@@ -224,6 +224,25 @@ def plan_install(
     )[0]
 
 
+@dataclass(frozen=True)
+class _Current:
+    """The generation being replaced: its name, its record and what it has installed."""
+
+    generation: str | None
+    record: GenerationRecord | None
+    installed: dict[str, InstalledDistribution]
+
+
+def _read_current(layout: VolumeLayout, project: str, python_version: str) -> _Current:
+    current = current_generation(layout, project, python_version)
+    if current is None:
+        return _Current(None, None, {})
+    record = read_generation_record(layout, project, current)
+    recorded = record.entries if record is not None else []
+    installed = read_installed(layout.deps_path(project, python_version), recorded=recorded, store_dir=layout.store_dir)
+    return _Current(current, record, installed)
+
+
 def _plan(
     *,
     layout: VolumeLayout,
@@ -234,33 +253,41 @@ def _plan(
     cache_dir: Path,
     progress: Progress,
     store: bool,
-) -> tuple[InstallPlan, CurrentLock, TargetPython]:
+) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
+    """The plan, the lock, the target and the current generation's record.
+
+    The current generation is read while uv locks: the one waits on the
+    volume, the other on the resolver.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     python_version = project.python_version
     target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
-    lock = _fresh_lock(
-        layout=layout,
-        project=project,
-        mirror=mirror,
-        config_hash=project.config_hash(mirror=mirror),
-        target=target,
-        upgrade=upgrade,
-        cache_dir=cache_dir,
-        progress=progress,
-        store=store,
-    )
-    current = current_generation(layout, project.name, python_version)
-    installed = read_installed(layout.deps_path(project.name, python_version)) if current else {}
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(_read_current, layout, project.name, python_version)
+        lock = _fresh_lock(
+            layout=layout,
+            project=project,
+            mirror=mirror,
+            config_hash=project.config_hash(mirror=mirror),
+            target=target,
+            upgrade=upgrade,
+            cache_dir=cache_dir,
+            progress=progress,
+            store=store,
+        )
+        current = reading.result()
     plan = compute_plan(
         project=project.name,
         python_version=python_version,
-        current_generation=current,
+        current_generation=current.generation,
         lock_hash=lock.info.pylock_sha256,
         locked=lock.info.packages,
-        installed=installed,
+        installed=current.installed,
         force=force,
         bytecode=target.interpreter is not None,
     )
-    return plan, lock, target
+    return plan, lock, target, current.record
 
 
 @dataclass(frozen=True)
@@ -291,7 +318,7 @@ class _Install:
             **fields,
         )
 
-    def plan(self, *, store: bool) -> tuple[InstallPlan, CurrentLock, TargetPython]:
+    def plan(self, *, store: bool) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
         return _plan(
             layout=self.layout,
             project=self.project,
@@ -332,9 +359,8 @@ def install(
         layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
     ) as lease:
         _prepare(job)
-        plan, lock, target = job.plan(store=True)
+        plan, lock, target, current_record = job.plan(store=True)
         current = plan.current_generation
-        current_record = read_generation_record(layout, project.name, current) if current else None
         if not plan.has_changes and current is not None and current_record is not None:
             return _record_unchanged(job, plan, lock, current, current_record)
         result = _build_and_switch(job, lease, plan, lock, target, current_record)
@@ -363,7 +389,7 @@ def _fast_noop(job: _Install, *, dry_run: bool) -> InstallResult | None:
 
 
 def _dry_run(job: _Install) -> InstallResult:
-    plan, lock, _ = job.plan(store=False)
+    plan, lock, _, _ = job.plan(store=False)
     return job.result(
         plan=plan,
         noop=not plan.has_changes,
