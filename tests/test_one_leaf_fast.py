@@ -9,21 +9,38 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
 
-from tests.deps.helpers import PY, import_values
+import pytest
+
+from tests.deps.helpers import PY, import_values, run_install_subprocess, tree_snapshot
 from tests.netvol.fixture import netvol  # noqa: F401 (fixture)
 from tests.netvol.mount import NetVol
 from tests.test_netvol_install import (  # noqa: F401 (fixtures)
     PROJECT,
     SHAPES,
     Bench,
+    _uv_cache,
     bench,
     netvol_options,
     wheel_index,
 )
-from volume_cli.deps.documents import EntryInfo, read_generation_record
+from volume_cli.deps import check, install
+from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
+from volume_cli.deps.documents import EntryInfo, TopItem, read_generation_record
+from volume_cli.deps.faults import CRASH_ENV
+from volume_cli.deps.forest import build_forest, complete_forest, start_forest
 from volume_cli.deps.plan import read_installed
+from volume_cli.deps.scratch import scratch_dir
+from volume_cli.errors import InstallError, SubprocessError
 from volume_cli.layout import VolumeLayout
+from volume_cli.progress import NullProgress
+
+install_module = sys.modules["volume_cli.deps.install"]
 
 
 def _current_record_entries(layout: VolumeLayout, generation: str | None) -> list[EntryInfo]:
@@ -76,3 +93,131 @@ def test_a_store_entry_lost_from_under_the_generation_is_installed_again(bench: 
         "leaf": "2.0",
     }
     assert (layout.store_dir / lost).is_dir()
+
+
+def test_a_kill_after_the_early_forest_keeps_the_old_generation_and_the_rerun_converges(bench: Bench) -> None:  # noqa: F811
+    first = install(
+        layout=bench.layout,
+        project=bench.project(),
+        mirror=bench.index.url,
+        cache_dir=_uv_cache(),
+        progress=NullProgress(),
+    )
+    new = bench.project(leaf="2.0")
+    killed = run_install_subprocess(
+        bench.layout, new.folder, mirror=bench.index.url, cache=_uv_cache(), env={CRASH_ENV: "early-forest-built"}
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    path = bench.layout.deps_path(PROJECT, PY)
+    assert os.readlink(path).endswith(str(first.generation))
+    generations = bench.layout.generations_dir(PROJECT, PY)
+    assert [name for name in os.listdir(generations) if name.startswith(".")], "the kill came before the early forest"
+    assert import_values(path, {"leaf": "publeaf.VERSION"}) == {"leaf": "1.0"}
+    rerun = install(
+        layout=bench.layout, project=new, mirror=bench.index.url, cache_dir=_uv_cache(), progress=NullProgress()
+    )
+    assert rerun.previous_generation == first.generation
+    assert import_values(path, {"leaf": "publeaf.VERSION", "core": "pubcore.sub0.m1.X"}) == {"leaf": "2.0", "core": 1}
+    assert not [name for name in os.listdir(generations) if name.startswith(".")]
+    assert check(layout=bench.layout, project=new, progress=NullProgress(), imports=False).ok
+
+
+def test_a_failed_uv_install_leaves_no_early_forest_behind(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    first = install(
+        layout=bench.layout,
+        project=bench.project(),
+        mirror=bench.index.url,
+        cache_dir=_uv_cache(),
+        progress=NullProgress(),
+    )
+    monkeypatch.setattr(install_module, "_uv_install", _failing_uv_install)
+    with pytest.raises(InstallError, match="no uv here"):
+        install(
+            layout=bench.layout,
+            project=bench.project(leaf="2.0"),
+            mirror=bench.index.url,
+            cache_dir=_uv_cache(),
+            progress=NullProgress(),
+        )
+    assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
+    assert os.readlink(bench.layout.deps_path(PROJECT, PY)).endswith(str(first.generation))
+
+
+def _failing_uv_install(**_: object) -> None:
+    time.sleep(0.2)  # the early forest is being linked meanwhile
+    raise InstallError("no uv here")
+
+
+def test_the_forest_completed_from_an_early_part_equals_one_built_at_once(tmp_path: Path) -> None:
+    layout = VolumeLayout(tmp_path / "volume")
+    shared = _entry(layout, "one-1", {"ns/a.py": "", "one.py": "", "bin/one": ""})
+    other = _entry(layout, "two-1", {"ns/b.py": "", "two.py": ""})
+    early = layout.generations_dir(PROJECT, PY) / "early"
+    early.mkdir(parents=True)
+    made = start_forest(layout, early, [other])  # ns/ is a link to two-1 here, a real folder when both are in
+    links = complete_forest(layout, early, [shared, other], made=made)
+    whole = early.with_name("whole")
+    whole.mkdir()
+    assert links == build_forest(layout, whole, [shared, other])
+    assert tree_snapshot(early) == tree_snapshot(whole)
+
+
+def _entry(layout: VolumeLayout, key: str, files: dict[str, str]) -> EntryInfo:
+    top: dict[str, bool] = {}
+    for path, text in files.items():
+        target = layout.store_dir / key / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        head, _, rest = path.partition("/")
+        top[head] = top.get(head, False) or bool(rest)
+    items = [TopItem(name=name, is_dir=is_dir) for name, is_dir in sorted(top.items())]
+    return EntryInfo(entry=key, name=key.split("-")[0], version="1", top_level=items)
+
+
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_a_few_sources_of_this_pythons_version_compile_here_unchecked_hash(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "good.py").write_text("X = 1\n")
+    (tmp_path / "pkg" / "py2.py").write_text("print 'old'\n")
+    # No second Python: an interpreter that does not exist is never started.
+    compile_bytecode(tmp_path, interpreter=tmp_path / "no-python", python_version=THIS_PYTHON)
+    (good,) = (tmp_path / "pkg" / "__pycache__").glob("good.cpython-*.pyc")
+    assert good.name == f"good.{sys.implementation.cache_tag}.pyc"  # never an .opt-1.pyc
+    assert int.from_bytes(good.read_bytes()[4:8], "little") == 0b01  # PEP 552: hash-based, unchecked
+    assert not list((tmp_path / "pkg" / "__pycache__").glob("py2.*"))
+
+
+def test_another_version_or_many_sources_compile_in_the_target_interpreter(tmp_path: Path) -> None:
+    (tmp_path / "one.py").write_text("X = 1\n")
+    other = "3.99" if THIS_PYTHON != "3.99" else "3.98"
+    with pytest.raises(SubprocessError):
+        compile_bytecode(tmp_path, interpreter=tmp_path / "no-python", python_version=other)
+    for number in range(IN_PROCESS_MAX_SOURCES):
+        (tmp_path / f"m{number}.py").write_text("")
+    with pytest.raises(SubprocessError):
+        compile_bytecode(tmp_path, interpreter=tmp_path / "no-python", python_version=THIS_PYTHON)
+    compile_bytecode(tmp_path, interpreter=Path(sys.executable), python_version=THIS_PYTHON)
+    assert len(list((tmp_path / "__pycache__").glob("*.pyc"))) == IN_PROCESS_MAX_SOURCES + 1
+
+
+def test_the_scratch_folder_is_removed_off_the_critical_path_and_never_left_behind(
+    bench: Bench,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench.install(bench.project())
+    scratch = scratch_dir(bench.layout, _uv_cache())
+    removed_by: list[str] = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+        if Path(path).parent == scratch:
+            removed_by.append(threading.current_thread().name)
+        time.sleep(0.3)  # slower than everything after it: install() must still wait for it
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    bench.install(bench.project(leaf="2.0"))
+    assert removed_by == ["volume-cli-scratch-removal"]
+    assert os.listdir(scratch) == []

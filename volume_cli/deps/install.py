@@ -19,13 +19,14 @@ reconciles with the link and the next writer records.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volume_cli import __version__
 from volume_cli.config.dependencies import PYPI_SIMPLE_URL
@@ -56,10 +57,13 @@ from volume_cli.deps.entries import (
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import (
     TEMP_PREFIX,
+    Forest,
     build_forest,
+    complete_forest,
     current_generation,
     generation_dir,
     new_generation_name,
+    start_forest,
     switch_current,
     temp_generation_dir,
 )
@@ -67,7 +71,7 @@ from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
 from volume_cli.deps.plan import InstalledDistribution, InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
-from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, scratch_dir
+from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, remove_in_background, scratch_dir
 from volume_cli.deps.scripts import rewrite_console_scripts
 from volume_cli.deps.space import check_install_space
 from volume_cli.deps.uv_progress import UvInstallWatcher
@@ -98,6 +102,9 @@ from volume_cli.store.state import (
     utc_now,
 )
 from volume_cli.store.writer_locks import project_lock
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 @dataclass(frozen=True)
@@ -303,6 +310,7 @@ class _Install:
     progress: Progress
     config_hash: str
     started: float
+    background: list[threading.Thread] = field(default_factory=list)  # joined before install() returns
 
     @property
     def python_version(self) -> str:
@@ -355,17 +363,21 @@ def install(
             return noop
     if dry_run:
         return _dry_run(job)
-    with project_lock(
-        layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
-    ) as lease:
-        _prepare(job)
-        plan, lock, target, current_record = job.plan(store=True)
-        current = plan.current_generation
-        if not plan.has_changes and current is not None and current_record is not None:
-            return _record_unchanged(job, plan, lock, current, current_record)
-        result = _build_and_switch(job, lease, plan, lock, target, current_record)
-    assert result.generation is not None
-    _follow_up(layout, project, result.generation, only_if_due=False)
+    try:
+        with project_lock(
+            layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
+        ) as lease:
+            _prepare(job)
+            plan, lock, target, current_record = job.plan(store=True)
+            current = plan.current_generation
+            if not plan.has_changes and current is not None and current_record is not None:
+                return _record_unchanged(job, plan, lock, current, current_record)
+            result = _build_and_switch(job, lease, plan, lock, target, current_record)
+        assert result.generation is not None
+        _follow_up(layout, project, result.generation, only_if_due=False)
+    finally:
+        for thread in job.background:  # the local scratch removal: off the critical path, never left behind
+            thread.join()
     return result
 
 
@@ -456,18 +468,23 @@ def _build_and_switch(
         generation=generation,
         entries=_intended_entries(plan, lock, target.version),
     )
-    entries, harvested, reused = _materialize(
-        layout=layout,
-        plan=plan,
-        lock=lock,
-        target=target,
-        force=job.force,
-        current_record=current_record,
-        cache_dir=job.cache_dir,
-        mirror=job.mirror,
-        progress=job.progress,
-    )
-    record = _commit_generation(job, generation, entries, lock)
+    building = temp_generation_dir(layout, project.name, job.python_version, generation)
+    with _EarlyForest(layout, building) as early:
+        entries, harvested, reused = _materialize(
+            layout=layout,
+            plan=plan,
+            lock=lock,
+            target=target,
+            force=job.force,
+            current_record=current_record,
+            cache_dir=job.cache_dir,
+            mirror=job.mirror,
+            progress=job.progress,
+            on_picked=early.start,
+            background=job.background,
+        )
+        made = early.result()
+    record = _commit_generation(job, generation, entries, lock, made)
     lease.ensure_held()
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
@@ -490,16 +507,57 @@ def _build_and_switch(
     )
 
 
+class _EarlyForest:
+    """The links of the entries an install keeps, made while uv installs the changed ones.
+
+    The forest is built in the generation's temporary folder, which no one
+    serves: a failure or a kill leaves only that folder, which this run
+    removes (failure) or the next run's cleanup does (kill).
+    """
+
+    def __init__(self, layout: VolumeLayout, building: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.layout = layout
+        self.building = building
+        self._pool = ThreadPoolExecutor(1)
+        self._future: Future[Forest] | None = None
+
+    def start(self, kept: dict[str, EntryInfo]) -> None:
+        self.building.mkdir(parents=True)
+        ordered = [kept[name] for name in sorted(kept)]
+        self._future = self._pool.submit(self._link, ordered)
+
+    def _link(self, ordered: list[EntryInfo]) -> Forest:
+        made = start_forest(self.layout, self.building, ordered)
+        crash_point("early-forest-built")
+        return made
+
+    def result(self) -> Forest | None:
+        return self._future.result() if self._future is not None else None
+
+    def __enter__(self) -> _EarlyForest:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        self._pool.shutdown(wait=True)  # never leave a thread linking behind our back
+        if error is not None and self._future is not None:
+            remove_tree(self.building)
+
+
 def _commit_generation(
-    job: _Install, generation: str, entries: dict[str, EntryInfo], lock: CurrentLock
+    job: _Install, generation: str, entries: dict[str, EntryInfo], lock: CurrentLock, made: Forest | None
 ) -> GenerationRecord:
-    """Link the forest in a temp folder, record it, rename it into place; the switch comes after."""
+    """Link the forest in a temp folder (or complete the one begun early), record it, rename it into place."""
     layout, project, python_version = job.layout, job.project.name, job.python_version
     job.progress.step(f"linking {len(entries)} distributions")
     building = temp_generation_dir(layout, project, python_version, generation)
-    building.mkdir(parents=True)
     ordered = [entries[name] for name in sorted(entries)]
-    links = build_forest(layout, building, ordered)
+    if made is None:
+        building.mkdir(parents=True)
+        links = build_forest(layout, building, ordered)
+    else:
+        links = complete_forest(layout, building, ordered, made=made)
     crash_point("forest-built")
     record = GenerationRecord(
         generation=generation,
@@ -537,8 +595,13 @@ def _materialize(
     cache_dir: Path,
     mirror: str | None,
     progress: Progress,
+    on_picked: Callable[[dict[str, EntryInfo]], None],
+    background: list[threading.Thread],
 ) -> tuple[dict[str, EntryInfo], Harvest, list[str]]:
-    """Entries for every locked package: kept, found in the store, repaired (``force``), or installed now."""
+    """Entries for every locked package: kept, found in the store, repaired (``force``), or installed now.
+
+    ``on_picked`` gets the entries kept as they are before uv runs (only when uv runs).
+    """
     picked = _pick_entries(
         layout=layout,
         plan=plan,
@@ -551,6 +614,8 @@ def _materialize(
     if not picked.needed:
         return picked.entries, Harvest(entries={}, new_bytes=0, created=()), picked.reused
     check_install_space(layout.root, picked.needed)  # before uv: a full volume mid-install helps no one
+    needed = {package.name for package in picked.needed}
+    on_picked({name: info for name, info in picked.entries.items() if name not in needed})
     scratch = scratch_dir(layout, cache_dir)
     cleanup_stale_scratch(scratch)
     staging = new_local_staging(scratch, layout)
@@ -567,11 +632,14 @@ def _materialize(
         rewrite_console_scripts(staging.target, python_version=target.version)  # before any entry is made from it
         if target.interpreter is not None:
             progress.step("compiling bytecode")
-            compile_bytecode(staging.target, interpreter=target.interpreter, log_dir=layout.logs_dir)
+            compile_bytecode(
+                staging.target, interpreter=target.interpreter, python_version=target.version, log_dir=layout.logs_dir
+            )
         crash_point("staged")
         harvested = _repair_and_store(layout=layout, staging=staging, picked=picked, target=target, progress=progress)
     finally:
-        shutil.rmtree(staging.root, ignore_errors=True)  # local disk: nobody else's, nothing to guard
+        # Local disk, nobody else's: removed while the forest is completed and recorded, joined by install().
+        background.append(remove_in_background(staging.root))
     picked.entries.update(harvested.entries)
     return picked.entries, harvested, picked.reused
 
