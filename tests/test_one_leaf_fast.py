@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,12 +32,13 @@ from tests.test_netvol_install import (  # noqa: F401 (fixtures)
 )
 from volume_cli.deps import check, install
 from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
-from volume_cli.deps.documents import EntryInfo, TopItem, read_generation_record
+from volume_cli.deps.documents import EntryInfo, TopItem, install_intent_path, read_generation_record
 from volume_cli.deps.faults import CRASH_ENV
 from volume_cli.deps.forest import build_forest, complete_forest, start_forest
+from volume_cli.deps.install import fast_noop_record
 from volume_cli.deps.plan import read_installed
 from volume_cli.deps.scratch import scratch_dir
-from volume_cli.errors import InstallError, SubprocessError
+from volume_cli.errors import InstallError, ResolutionError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
@@ -221,3 +223,91 @@ def test_the_scratch_folder_is_removed_off_the_critical_path_and_never_left_behi
     bench.install(bench.project(leaf="2.0"))
     assert removed_by == ["volume-cli-scratch-removal"]
     assert os.listdir(scratch) == []
+
+
+def _temporary_generations(layout: VolumeLayout) -> list[str]:
+    return [name for name in os.listdir(layout.generations_dir(PROJECT, PY)) if name.startswith(".")]
+
+
+def test_the_kept_entries_are_linked_while_uv_locks(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    bench.install(bench.project())
+    seen: list[int] = []
+    real_resolve = install_module.resolve
+
+    def resolve(**kwargs: object) -> object:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            links = [
+                name
+                for folder in _temporary_generations(bench.layout)
+                for name in os.listdir(bench.layout.generations_dir(PROJECT, PY) / folder)
+            ]
+            if len(links) >= len(SHAPES):
+                break
+            time.sleep(0.01)
+        seen.append(len(links))
+        return real_resolve(**kwargs)
+
+    monkeypatch.setattr(install_module, "resolve", resolve)
+    intents: list[list[str]] = []
+    real_intent = install_module.record_intent
+
+    def record_intent(layout: VolumeLayout, **kwargs: Any) -> None:
+        intents.append(kwargs["entries"])
+        real_intent(layout, **kwargs)
+
+    monkeypatch.setattr(install_module, "record_intent", record_intent)
+    removed = bench.projects.make(PROJECT, {"main": {"packages": ["pubcore", "pubtiny", "publeaf==1.0"]}})
+    install(
+        layout=bench.layout, project=removed, mirror=bench.index.url, cache_dir=_uv_cache(), progress=NullProgress()
+    )
+    assert seen and seen[0] >= len(SHAPES), "the forest was not linked while uv locked"
+    assert len(intents) == 1, "a removal needs no second intent: it links only entries the first one names"
+    assert import_values(bench.layout.deps_path(PROJECT, PY), {"v": "pubtiny.VERSION"}) == {"v": "1.0"}
+    assert not (bench.layout.deps_path(PROJECT, PY) / "pubio").exists()
+    assert not _temporary_generations(bench.layout)
+    assert check(layout=bench.layout, project=removed, progress=NullProgress(), imports=False).ok
+
+
+def test_a_guess_that_installs_nothing_leaves_no_forest_and_no_intent(bench: Bench) -> None:  # noqa: F811
+    first = install(
+        layout=bench.layout,
+        project=bench.project(),
+        mirror=bench.index.url,
+        cache_dir=_uv_cache(),
+        progress=NullProgress(),
+    )
+    same = bench.projects.make(PROJECT, {"main": {"packages": ["pubcore", "pubio", "pubtiny", "publeaf>=1.0,<2"]}})
+    result = install(
+        layout=bench.layout, project=same, mirror=bench.index.url, cache_dir=_uv_cache(), progress=NullProgress()
+    )
+    assert result.noop and result.generation == first.generation
+    assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
+    assert not install_intent_path(bench.layout, PROJECT).exists()
+    assert fast_noop_record(bench.layout, PROJECT, PY, same.config_hash(mirror=bench.index.url)) is not None
+
+
+def test_a_failed_lock_leaves_no_forest_and_no_intent(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    first = install(
+        layout=bench.layout,
+        project=bench.project(),
+        mirror=bench.index.url,
+        cache_dir=_uv_cache(),
+        progress=NullProgress(),
+    )
+
+    def resolve(**_: object) -> None:
+        time.sleep(0.3)  # the guess is being linked meanwhile
+        raise ResolutionError("no resolver here")
+
+    monkeypatch.setattr(install_module, "resolve", resolve)
+    with pytest.raises(ResolutionError):
+        install(
+            layout=bench.layout,
+            project=bench.project(leaf="2.0"),
+            mirror=bench.index.url,
+            cache_dir=_uv_cache(),
+            progress=NullProgress(),
+        )
+    assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
+    assert not install_intent_path(bench.layout, PROJECT).exists()

@@ -260,18 +260,25 @@ def _plan(
     cache_dir: Path,
     progress: Progress,
     store: bool,
+    on_current: Callable[[_Current], None] = lambda current: None,
 ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
     """The plan, the lock, the target and the current generation's record.
 
-    The current generation is read while uv locks: the one waits on the
-    volume, the other on the resolver.
+    The current generation is read while uv locks (the one waits on the
+    volume, the other on the resolver), then handed to ``on_current`` there.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     python_version = project.python_version
     target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
+
+    def read_current() -> _Current:
+        current = _read_current(layout, project.name, python_version)
+        on_current(current)
+        return current
+
     with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(_read_current, layout, project.name, python_version)
+        reading = pool.submit(read_current)
         lock = _fresh_lock(
             layout=layout,
             project=project,
@@ -326,8 +333,11 @@ class _Install:
             **fields,
         )
 
-    def plan(self, *, store: bool) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
+    def plan(
+        self, *, store: bool, on_current: Callable[[_Current], None] = lambda current: None
+    ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
         return _plan(
+            on_current=on_current,
             layout=self.layout,
             project=self.project,
             mirror=self.mirror,
@@ -368,11 +378,14 @@ def install(
             layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
         ) as lease:
             _prepare(job)
-            plan, lock, target, current_record = job.plan(store=True)
-            current = plan.current_generation
-            if not plan.has_changes and current is not None and current_record is not None:
-                return _record_unchanged(job, plan, lock, current, current_record)
-            result = _build_and_switch(job, lease, plan, lock, target, current_record)
+            generation = new_generation_name()
+            with _EarlyForest(job, generation) as early:
+                plan, lock, target, current_record = job.plan(store=True, on_current=early.speculate)
+                current = plan.current_generation
+                if not plan.has_changes and current is not None and current_record is not None:
+                    early.discard()
+                    return _record_unchanged(job, plan, lock, current, current_record)
+                result = _build_and_switch(job, lease, plan, lock, target, current_record, early)
         assert result.generation is not None
         _follow_up(layout, project, result.generation, only_if_due=False)
     finally:
@@ -457,34 +470,30 @@ def _build_and_switch(
     lock: CurrentLock,
     target: TargetPython,
     current_record: GenerationRecord | None,
+    early: _EarlyForest,
 ) -> InstallResult:
     """Record the intent, materialize the entries, commit a new generation and switch to it."""
     layout, project = job.layout, job.project
-    generation = new_generation_name()
-    record_intent(
-        layout,
-        project=project.name,
-        python_version=job.python_version,
-        generation=generation,
-        entries=_intended_entries(plan, lock, target.version),
-    )
-    building = temp_generation_dir(layout, project.name, job.python_version, generation)
-    with _EarlyForest(layout, building) as early:
-        entries, harvested, reused = _materialize(
-            layout=layout,
-            plan=plan,
-            lock=lock,
-            target=target,
-            force=job.force,
-            current_record=current_record,
-            cache_dir=job.cache_dir,
-            mirror=job.mirror,
-            progress=job.progress,
-            on_picked=early.start,
-            background=job.background,
+    generation = early.generation
+    intended = _intended_entries(plan, lock, target.version)
+    if not early.covers(intended):  # a removal only links entries the early intent names already
+        record_intent(
+            layout, project=project.name, python_version=job.python_version, generation=generation, entries=intended
         )
-        made = early.result()
-    record = _commit_generation(job, generation, entries, lock, made)
+    entries, harvested, reused = _materialize(
+        layout=layout,
+        plan=plan,
+        lock=lock,
+        target=target,
+        force=job.force,
+        current_record=current_record,
+        cache_dir=job.cache_dir,
+        mirror=job.mirror,
+        progress=job.progress,
+        on_picked=early.start,
+        background=job.background,
+    )
+    record = _commit_generation(job, generation, entries, lock, early.result())
     lease.ensure_held()
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
@@ -508,33 +517,69 @@ def _build_and_switch(
 
 
 class _EarlyForest:
-    """The links of the entries an install keeps, made while uv installs the changed ones.
+    """The links of the entries an install keeps, made while uv locks or installs.
 
-    The forest is built in the generation's temporary folder, which no one
-    serves: a failure or a kill leaves only that folder, which this run
-    removes (failure) or the next run's cleanup does (kill).
+    While uv locks, the current generation's entries are linked on the guess
+    that most stay (``speculate``; one intent names the temporary generation
+    and those entries first, so gc leaves both alone); without a current
+    generation, the kept entries are linked while uv installs the changed
+    ones (``start``). ``complete_forest`` then fixes the guess. The forest is
+    built in the generation's temporary folder, which no one serves: a failure
+    removes it, and a kill leaves it to the next run's cleanup.
     """
 
-    def __init__(self, layout: VolumeLayout, building: Path) -> None:
+    def __init__(self, job: _Install, generation: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.layout = layout
-        self.building = building
+        self.job = job
+        self.generation = generation
+        self.building = temp_generation_dir(job.layout, job.project.name, job.python_version, generation)
         self._pool = ThreadPoolExecutor(1)
         self._future: Future[Forest] | None = None
+        self._intent: set[str] | None = None  # the entries the early intent names
+
+    def speculate(self, current: _Current) -> None:
+        if current.record is None or not current.record.entries:
+            return
+        layout, project = self.job.layout, self.job.project.name
+        named = {base_key(info.entry) for info in current.record.entries}
+        record_intent(
+            layout,
+            project=project,
+            python_version=self.job.python_version,
+            generation=self.generation,
+            entries=sorted(named),
+        )
+        self._intent = named
+        self.start({info.name: info for info in current.record.entries})
+
+    def covers(self, intended: list[str]) -> bool:
+        return self._intent is not None and set(intended) <= self._intent
 
     def start(self, kept: dict[str, EntryInfo]) -> None:
+        if self._future is not None:
+            return  # linked on a guess already: complete_forest brings it to the entries picked
         self.building.mkdir(parents=True)
         ordered = [kept[name] for name in sorted(kept)]
         self._future = self._pool.submit(self._link, ordered)
 
     def _link(self, ordered: list[EntryInfo]) -> Forest:
-        made = start_forest(self.layout, self.building, ordered)
+        made = start_forest(self.job.layout, self.building, ordered)
         crash_point("early-forest-built")
         return made
 
     def result(self) -> Forest | None:
         return self._future.result() if self._future is not None else None
+
+    def discard(self) -> None:
+        """Nothing to install after all: remove the guess and its intent."""
+        self._pool.shutdown(wait=True)
+        if self._future is not None:
+            remove_tree(self.building)
+            self._future = None
+        if self._intent is not None:
+            clear_intent(self.job.layout, self.job.project.name)
+            self._intent = None
 
     def __enter__(self) -> _EarlyForest:
         return self
@@ -543,6 +588,8 @@ class _EarlyForest:
         self._pool.shutdown(wait=True)  # never leave a thread linking behind our back
         if error is not None and self._future is not None:
             remove_tree(self.building)
+        if error is not None and self._intent is not None:
+            clear_intent(self.job.layout, self.job.project.name)  # a failed lock left nothing to protect
 
 
 def _commit_generation(
