@@ -7,9 +7,11 @@ the store, and what it reads still agrees with the disk when the store lost an e
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +43,7 @@ from volume_cli.deps.scratch import scratch_dir
 from volume_cli.errors import InstallError, ResolutionError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.store.state import read_project_state
 
 install_module = sys.modules["volume_cli.deps.install"]
 
@@ -311,3 +314,31 @@ def test_a_failed_lock_leaves_no_forest_and_no_intent(bench: Bench, monkeypatch:
         )
     assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
     assert not install_intent_path(bench.layout, PROJECT).exists()
+
+
+_LEAF_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from volume_cli.deps import install
+from volume_cli.layout import VolumeLayout
+from volume_cli.progress import NullProgress
+from volume_cli.project.discovery import load_project_folder
+root, folder, mirror, cache = sys.argv[1:5]
+install(layout=VolumeLayout(Path(root)), project=load_project_folder(Path(folder)), mirror=mirror,
+        cache_dir=Path(cache), progress=NullProgress())
+print(json.dumps(sorted(name for name in sys.modules if name.startswith("volume_cli.models"))))
+"""
+
+
+def test_a_project_without_models_recorded_as_such_never_imports_the_models_engine(bench: Bench) -> None:  # noqa: F811
+    bench.install(bench.project())
+    state = read_project_state(bench.layout, PROJECT)
+    assert state is not None and state.models is not None and state.models.model_keys == []
+    new = bench.project(leaf="2.0")
+    arguments = [str(bench.layout.root), str(new.folder), bench.index.url, str(_uv_cache())]
+    done = subprocess.run(
+        [sys.executable, "-c", _LEAF_IN_A_FRESH_PROCESS, *arguments], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert read_project_state(bench.layout, PROJECT).models == state.models  # type: ignore[union-attr]

@@ -960,15 +960,25 @@ def _follow_up_due(
 def _follow_up(layout: VolumeLayout, project: ProjectDefinition, generation: str, *, only_if_due: bool) -> None:
     """After ``generation`` became current: the workers' boot folder, the models record, the hook."""
     from volume_cli.consumer_env import write_boot
-    from volume_cli.models.download import record_project_models
 
     write_boot(layout, project.name, project.python_version)
-    if not project.models:
+    state = read_project_state(layout, project.name)
+    if not project.models and not _no_models_recorded(state):
         # Nothing to download: recorded so that a worker's start-up check passes after `deps install` alone.
+        from volume_cli.models.download import record_project_models  # the models engine: ~0.1 s of imports
+
         record_project_models(layout, project)
-    if only_if_due and not _hook_due(project, read_project_state(layout, project.name), generation):
+        state = read_project_state(layout, project.name)
+    if only_if_due and not _hook_due(project, state, generation):
         return
     _run_hook(layout, project, generation)
+
+
+def _no_models_recorded(state: ProjectState | None) -> bool:
+    """state.json already says "no models": what ``record_project_models`` writes for a project without any."""
+    return (
+        state is not None and state.models is not None and not state.models.model_keys and not state.models.size_bytes
+    )
 
 
 def _record_hook(layout: VolumeLayout, project: ProjectDefinition, record: HookRecord) -> None:
