@@ -59,7 +59,7 @@ def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -
 def start_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
     """``build_forest`` returning what it made, for ``complete_forest`` to add more entries to later."""
     check_folder(folder, layout.root)
-    forest = plan_forest(layout, folder, entries)
+    forest = _plan_forest(layout, folder, entries)
     _make(folder, forest, made=Forest(folders=[], links=[]))
     return forest
 
@@ -73,7 +73,7 @@ def complete_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]
     a folder made early is not in the full forest, the folder is built again.
     ``folder`` was checked by ``start_forest`` and is ours: the caller holds the project's lock.
     """
-    forest = plan_forest(layout, folder, entries)
+    forest = _plan_forest(layout, folder, entries)
     if not set(made.folders) <= set(forest.folders):
         for child in os.listdir(folder):
             remove_tree(folder / child)
@@ -87,7 +87,7 @@ def complete_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]
     return len(forest.links)
 
 
-def plan_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
+def _plan_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
     """What the forest of ``entries`` in ``folder`` is made of: its real folders (parents first) and links."""
     real_paths = {path for entry in entries for path in entry.real_dirs}
     top: dict[str, _Node] = {}
