@@ -557,8 +557,8 @@ class _EarlyForest:
         return self._intent is not None and set(intended) <= self._intent
 
     def start(self, kept: dict[str, EntryInfo]) -> None:
-        if self._future is not None:
-            return  # linked on a guess already: complete_forest brings it to the entries picked
+        if self._future is not None or not kept:
+            return  # linked on a guess already (complete_forest brings it to the entries picked), or nothing kept
         self.building.mkdir(parents=True)
         ordered = [kept[name] for name in sorted(kept)]
         self._future = self._pool.submit(self._link, ordered)
@@ -967,8 +967,7 @@ def _follow_up(layout: VolumeLayout, project: ProjectDefinition, generation: str
         # Nothing to download: recorded so that a worker's start-up check passes after `deps install` alone.
         from volume_cli.models.download import record_project_models  # the models engine: ~0.1 s of imports
 
-        record_project_models(layout, project)
-        state = read_project_state(layout, project.name)
+        record_project_models(layout, project)  # changes state.models only: the hook's record read above holds
     if only_if_due and not _hook_due(project, state, generation):
         return
     _run_hook(layout, project, generation)
