@@ -342,3 +342,31 @@ def test_a_project_without_models_recorded_as_such_never_imports_the_models_engi
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
     assert read_project_state(bench.layout, PROJECT).models == state.models  # type: ignore[union-attr]
+
+
+def test_an_entry_lost_before_the_switch_still_stops_the_switch(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    first = install(
+        layout=bench.layout,
+        project=bench.project(),
+        mirror=bench.index.url,
+        cache_dir=_uv_cache(),
+        progress=NullProgress(),
+    )
+    lost = next(name for name in os.listdir(bench.layout.store_dir) if name.startswith("pubio-"))
+    real_crash_point = install_module.crash_point
+
+    def crash_point(name: str) -> None:
+        if name == "generation-recorded":  # as a concurrent gc would, after the forest linked it
+            shutil.rmtree(bench.layout.store_dir / lost)
+        real_crash_point(name)
+
+    monkeypatch.setattr(install_module, "crash_point", crash_point)
+    with pytest.raises(InstallError, match=f"disappeared.*{lost}"):
+        install(
+            layout=bench.layout,
+            project=bench.project(leaf="2.0"),
+            mirror=bench.index.url,
+            cache_dir=_uv_cache(),
+            progress=NullProgress(),
+        )
+    assert os.readlink(bench.layout.deps_path(PROJECT, PY)).endswith(str(first.generation))
