@@ -32,6 +32,7 @@ from tests.test_netvol_install import (  # noqa: F401 (fixtures)
     netvol_options,
     wheel_index,
 )
+from tests.wheelfactory import build_wheel
 from volume_cli.deps import check, install
 from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
 from volume_cli.deps.documents import EntryInfo, TopItem, install_intent_path, read_generation_record
@@ -370,3 +371,23 @@ def test_an_entry_lost_before_the_switch_still_stops_the_switch(bench: Bench, mo
             progress=NullProgress(),
         )
     assert os.readlink(bench.layout.deps_path(PROJECT, PY)).endswith(str(first.generation))
+
+
+def test_a_lost_entry_sharing_a_namespace_folder_is_installed_again(bench: Bench) -> None:  # noqa: F811
+    for name in ("nsone", "nstwo"):
+        build_wheel(
+            bench.index.folder, name, "1.0", files={f"pubns/{name}.py": f"NAME = {name!r}\n"}, top_level=["pubns"]
+        )
+    packages = ["pubtiny", "nsone", "nstwo"]
+    bench.install(bench.projects.make(PROJECT, {"main": {"packages": packages}}))
+    path = bench.layout.deps_path(PROJECT, PY)
+    assert (path / "pubns").is_dir() and not (path / "pubns").is_symlink()  # a real folder: both provide it
+    lost = next(name for name in os.listdir(bench.layout.store_dir) if name.startswith("nsone-"))
+    shutil.rmtree(bench.layout.store_dir / lost)
+    bench.install(bench.projects.make(PROJECT, {"main": {"packages": [*packages, "publeaf==2.0"]}}))
+    assert import_values(path, {"one": "pubns.nsone.NAME", "two": "pubns.nstwo.NAME", "leaf": "publeaf.VERSION"}) == {
+        "one": "nsone",
+        "two": "nstwo",
+        "leaf": "2.0",
+    }
+    assert not _temporary_generations(bench.layout)

@@ -551,7 +551,9 @@ class _EarlyForest:
             entries=sorted(named),
         )
         self._intent = named
-        self.start({info.name: info for info in current.record.entries})
+        # Only entries the store still holds (read_installed listed it): a lost one is installed again first.
+        linked = {name: dist.entry for name, dist in current.installed.items()}
+        self.start({info.name: info for info in current.record.entries if linked.get(info.name) == info.entry})
 
     def covers(self, intended: list[str]) -> bool:
         return self._intent is not None and set(intended) <= self._intent
@@ -569,7 +571,15 @@ class _EarlyForest:
         return made
 
     def result(self) -> Forest | None:
-        return self._future.result() if self._future is not None else None
+        """What was linked early; None (and the folder gone) when that failed: the forest is then built whole."""
+        if self._future is None:
+            return None
+        try:
+            return self._future.result()
+        except OSError:
+            remove_tree(self.building)  # a guess is never worth failing the install for
+            self._future = None
+            return None
 
     def discard(self) -> None:
         """Nothing to install after all: remove the guess and its intent."""
