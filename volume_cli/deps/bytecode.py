@@ -13,9 +13,16 @@ published.
 from __future__ import annotations
 
 import os
+import py_compile
+import sys
 from pathlib import Path
 
 from volume_cli.runner import run
+
+# Up to this many sources the running interpreter compiles them itself when it is the target's X.Y
+# (same magic number): starting a second Python and its pool cost more than compiling. Measured on the
+# simulated volume's one-leaf change (tqdm, 34 sources): 0.13 s through a second Python, 0.03 s here.
+IN_PROCESS_MAX_SOURCES = 300
 
 # Quiet and forgiving like uv's --compile-bytecode: a test file in Python 2 syntax must not fail the install.
 # Files go to the workers in a few chunks, where compileall hands them over one by one. Measured on the
@@ -41,8 +48,31 @@ with multiprocessing.get_context("fork").Pool(workers) as pool:
 """
 
 
-def compile_bytecode(target: Path, *, interpreter: Path, log_dir: Path | None = None) -> None:
-    """Compile every ``.py`` under ``target`` to unchecked-hash pycs with ``interpreter``."""
+def compile_bytecode(
+    target: Path, *, interpreter: Path, python_version: str | None = None, log_dir: Path | None = None
+) -> None:
+    """Compile every ``.py`` under ``target`` to unchecked-hash pycs with ``interpreter``.
+
+    A few sources of the running interpreter's own X.Y (``python_version``) are compiled here instead.
+    """
+    if python_version == f"{sys.version_info.major}.{sys.version_info.minor}" and sys.implementation.name == "cpython":
+        sources = [
+            os.path.join(folder, name) for folder, _, names in os.walk(target) for name in names if name.endswith(".py")
+        ]
+        if len(sources) <= IN_PROCESS_MAX_SOURCES:
+            for source in sources:
+                _compile_here(source)
+            return
     workers = max(2, os.cpu_count() or 1)
     # -I: the user's PYTHON* variables and site-packages play no part in compiling.
     run([str(interpreter), "-I", "-c", _COMPILE, str(target), str(workers)], label="compile-bytecode", log_dir=log_dir)
+
+
+def _compile_here(source: str) -> None:
+    try:
+        # optimize=0: a volume-cli run with -O must still write the plain pyc every worker loads.
+        py_compile.compile(
+            source, doraise=True, quiet=2, optimize=0, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+        )
+    except Exception:  # like the workers: a test file in Python 2 syntax must not fail the install
+        pass

@@ -19,6 +19,7 @@ CRASH_ENV = "VOLUME_CLI_TEST_CRASH_AT"
 PAUSE_ENV = "VOLUME_CLI_TEST_PAUSE_AT"
 
 POINTS = (
+    "early-forest-built",  # the kept entries linked in the temp generation while uv installs the changed ones
     "staged",  # uv finished installing into the staging folder
     "entries-distributed",  # files moved into temp entries, none in the store yet
     "published",  # entries copied into the run's staging folder on the volume, none renamed into the store yet

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from volume_cli.deps.documents import EntryInfo, GenerationRecord, generation_record_path
 from volume_cli.errors import InstallError
-from volume_cli.fileops import temp_path_for
+from volume_cli.fileops import remove_tree, temp_path_for
 from volume_cli.fsguard import check_chain, check_folder, planted_link
 from volume_cli.layout import VolumeLayout
 from volume_cli.parallel import run_spread
@@ -39,8 +39,8 @@ class _Node:
     real: bool = False
 
 
-@dataclass
-class _Forest:
+@dataclass(frozen=True)
+class Forest:
     """What a forest is made of, decided before anything is made: folders (parents first) and links."""
 
     folders: list[Path]
@@ -53,7 +53,42 @@ def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -
     The few real folders are made first, then every link at once, spread
     across folders (``volume_cli/parallel.py``).
     """
+    return len(start_forest(layout, folder, entries).links)
+
+
+def start_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
+    """``build_forest`` returning what it made, for ``complete_forest`` to add more entries to later."""
     check_folder(folder, layout.root)
+    forest = _plan_forest(layout, folder, entries)
+    _make(folder, forest, made=Forest(folders=[], links=[]))
+    return forest
+
+
+def complete_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo], *, made: Forest) -> int:
+    """Bring ``folder``, where ``build_forest`` already made ``made`` (part of ``entries``), to all of ``entries``.
+
+    Only the difference is made: an install links the unchanged entries while
+    uv installs the changed ones, then adds theirs. A link the new entries turn
+    into a real folder (a namespace both provide) is replaced; in the rare case
+    a folder made early is not in the full forest, the folder is built again.
+    ``folder`` was checked by ``start_forest`` and is ours: the caller holds the project's lock.
+    """
+    forest = _plan_forest(layout, folder, entries)
+    if not set(made.folders) <= set(forest.folders):
+        for child in os.listdir(folder):
+            remove_tree(folder / child)
+        _make(folder, forest, made=Forest(folders=[], links=[]))
+        return len(forest.links)
+    wanted = set(forest.links)
+    stale = [link for link in made.links if link not in wanted]
+    for link, _ in stale:
+        os.unlink(link)
+    _make(folder, forest, made=Forest(folders=made.folders, links=[link for link in made.links if link in wanted]))
+    return len(forest.links)
+
+
+def _plan_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
+    """What the forest of ``entries`` in ``folder`` is made of: its real folders (parents first) and links."""
     real_paths = {path for entry in entries for path in entry.real_dirs}
     top: dict[str, _Node] = {}
     # Sorted so a clash of plain files (two wheels shipping one README) resolves the same way every time.
@@ -61,28 +96,36 @@ def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -
         for item in entry.top_level:
             node = top.setdefault(item.name, _Node(providers=[]))
             node.providers.append((entry.entry, item.is_dir))
-    forest = _Forest(folders=[], links=[])
+    forest = Forest(folders=[], links=[])
     _plan(layout, folder, "", top, real_paths, forest)
+    return forest
+
+
+def _make(folder: Path, forest: Forest, *, made: Forest) -> None:
+    """Make what ``forest`` has and ``made`` has not: folders first, then the links, spread across folders."""
+    existing = set(made.folders)
+    done = set(made.links)
     # One handle per folder: a link made through it looks up one name, not the whole path.
     handles = {folder: os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
     try:
-        for made in forest.folders:
-            parent = handles[made.parent]
-            os.mkdir(made.name, dir_fd=parent)
-            handles[made] = os.open(made.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        for path in forest.folders:
+            parent = handles[path.parent]
+            if path not in existing:
+                os.mkdir(path.name, dir_fd=parent)
+            handles[path] = os.open(path.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
 
         def make_link(item: tuple[Path, str]) -> None:
             os.symlink(item[1], item[0].name, dir_fd=handles[item[0].parent])
 
-        run_spread(((str(link.parent), (link, target)) for link, target in forest.links), make_link)
+        todo = [link for link in forest.links if link not in done]
+        run_spread(((str(link.parent), (link, target)) for link, target in todo), make_link)
     finally:
         for handle in handles.values():
             os.close(handle)
-    return len(forest.links)
 
 
 def _plan(
-    layout: VolumeLayout, folder: Path, prefix: str, nodes: dict[str, _Node], real_paths: set[str], forest: _Forest
+    layout: VolumeLayout, folder: Path, prefix: str, nodes: dict[str, _Node], real_paths: set[str], forest: Forest
 ) -> None:
     for name, node in sorted(nodes.items()):
         path = f"{prefix}{name}"

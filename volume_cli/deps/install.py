@@ -19,13 +19,14 @@ reconciles with the link and the next writer records.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volume_cli import __version__
 from volume_cli.config.dependencies import PYPI_SIMPLE_URL
@@ -56,18 +57,21 @@ from volume_cli.deps.entries import (
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import (
     TEMP_PREFIX,
+    Forest,
     build_forest,
+    complete_forest,
     current_generation,
     generation_dir,
     new_generation_name,
+    start_forest,
     switch_current,
     temp_generation_dir,
 )
 from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
-from volume_cli.deps.plan import InstallPlan, compute_plan, read_installed
+from volume_cli.deps.plan import InstalledDistribution, InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
-from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, scratch_dir
+from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, remove_in_background, scratch_dir
 from volume_cli.deps.scripts import rewrite_console_scripts
 from volume_cli.deps.space import check_install_space
 from volume_cli.deps.uv_progress import UvInstallWatcher
@@ -98,6 +102,9 @@ from volume_cli.store.state import (
     utc_now,
 )
 from volume_cli.store.writer_locks import project_lock
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,25 @@ def plan_install(
     )[0]
 
 
+@dataclass(frozen=True)
+class _Current:
+    """The generation being replaced: its name, its record and what it has installed."""
+
+    generation: str | None
+    record: GenerationRecord | None
+    installed: dict[str, InstalledDistribution]
+
+
+def _read_current(layout: VolumeLayout, project: str, python_version: str) -> _Current:
+    current = current_generation(layout, project, python_version)
+    if current is None:
+        return _Current(None, None, {})
+    record = read_generation_record(layout, project, current)
+    recorded = record.entries if record is not None else []
+    installed = read_installed(layout.deps_path(project, python_version), recorded=recorded, store_dir=layout.store_dir)
+    return _Current(current, record, installed)
+
+
 def _plan(
     *,
     layout: VolumeLayout,
@@ -234,33 +260,48 @@ def _plan(
     cache_dir: Path,
     progress: Progress,
     store: bool,
-) -> tuple[InstallPlan, CurrentLock, TargetPython]:
+    on_current: Callable[[_Current], None] = lambda current: None,
+) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
+    """The plan, the lock, the target and the current generation's record.
+
+    The current generation is read while uv locks (the one waits on the
+    volume, the other on the resolver), then handed to ``on_current`` there.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     python_version = project.python_version
     target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
-    lock = _fresh_lock(
-        layout=layout,
-        project=project,
-        mirror=mirror,
-        config_hash=project.config_hash(mirror=mirror),
-        target=target,
-        upgrade=upgrade,
-        cache_dir=cache_dir,
-        progress=progress,
-        store=store,
-    )
-    current = current_generation(layout, project.name, python_version)
-    installed = read_installed(layout.deps_path(project.name, python_version)) if current else {}
+
+    def read_current() -> _Current:
+        current = _read_current(layout, project.name, python_version)
+        on_current(current)
+        return current
+
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read_current)
+        lock = _fresh_lock(
+            layout=layout,
+            project=project,
+            mirror=mirror,
+            config_hash=project.config_hash(mirror=mirror),
+            target=target,
+            upgrade=upgrade,
+            cache_dir=cache_dir,
+            progress=progress,
+            store=store,
+        )
+        current = reading.result()
     plan = compute_plan(
         project=project.name,
         python_version=python_version,
-        current_generation=current,
+        current_generation=current.generation,
         lock_hash=lock.info.pylock_sha256,
         locked=lock.info.packages,
-        installed=installed,
+        installed=current.installed,
         force=force,
         bytecode=target.interpreter is not None,
     )
-    return plan, lock, target
+    return plan, lock, target, current.record
 
 
 @dataclass(frozen=True)
@@ -276,6 +317,7 @@ class _Install:
     progress: Progress
     config_hash: str
     started: float
+    background: list[threading.Thread] = field(default_factory=list)  # joined before install() returns
 
     @property
     def python_version(self) -> str:
@@ -291,8 +333,11 @@ class _Install:
             **fields,
         )
 
-    def plan(self, *, store: bool) -> tuple[InstallPlan, CurrentLock, TargetPython]:
+    def plan(
+        self, *, store: bool, on_current: Callable[[_Current], None] = lambda current: None
+    ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
         return _plan(
+            on_current=on_current,
             layout=self.layout,
             project=self.project,
             mirror=self.mirror,
@@ -328,18 +373,24 @@ def install(
             return noop
     if dry_run:
         return _dry_run(job)
-    with project_lock(
-        layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
-    ) as lease:
-        _prepare(job)
-        plan, lock, target = job.plan(store=True)
-        current = plan.current_generation
-        current_record = read_generation_record(layout, project.name, current) if current else None
-        if not plan.has_changes and current is not None and current_record is not None:
-            return _record_unchanged(job, plan, lock, current, current_record)
-        result = _build_and_switch(job, lease, plan, lock, target, current_record)
-    assert result.generation is not None
-    _follow_up(layout, project, result.generation, only_if_due=False)
+    try:
+        with project_lock(
+            layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
+        ) as lease:
+            _prepare(job)
+            generation = new_generation_name()
+            with _EarlyForest(job, generation) as early:
+                plan, lock, target, current_record = job.plan(store=True, on_current=early.speculate)
+                current = plan.current_generation
+                if not plan.has_changes and current is not None and current_record is not None:
+                    early.discard()
+                    return _record_unchanged(job, plan, lock, current, current_record)
+                result = _build_and_switch(job, lease, plan, lock, target, current_record, early)
+        assert result.generation is not None
+        _follow_up(layout, project, result.generation, only_if_due=False)
+    finally:
+        for thread in job.background:  # the local scratch removal: off the critical path, never left behind
+            thread.join()
     return result
 
 
@@ -363,7 +414,7 @@ def _fast_noop(job: _Install, *, dry_run: bool) -> InstallResult | None:
 
 
 def _dry_run(job: _Install) -> InstallResult:
-    plan, lock, _ = job.plan(store=False)
+    plan, lock, _, _ = job.plan(store=False)
     return job.result(
         plan=plan,
         noop=not plan.has_changes,
@@ -419,17 +470,16 @@ def _build_and_switch(
     lock: CurrentLock,
     target: TargetPython,
     current_record: GenerationRecord | None,
+    early: _EarlyForest,
 ) -> InstallResult:
     """Record the intent, materialize the entries, commit a new generation and switch to it."""
     layout, project = job.layout, job.project
-    generation = new_generation_name()
-    record_intent(
-        layout,
-        project=project.name,
-        python_version=job.python_version,
-        generation=generation,
-        entries=_intended_entries(plan, lock, target.version),
-    )
+    generation = early.generation
+    intended = _intended_entries(plan, lock, target.version)
+    if not early.covers(intended):  # a removal only links entries the early intent names already
+        record_intent(
+            layout, project=project.name, python_version=job.python_version, generation=generation, entries=intended
+        )
     entries, harvested, reused = _materialize(
         layout=layout,
         plan=plan,
@@ -440,8 +490,10 @@ def _build_and_switch(
         cache_dir=job.cache_dir,
         mirror=job.mirror,
         progress=job.progress,
+        on_picked=early.start,
+        background=job.background,
     )
-    record = _commit_generation(job, generation, entries, lock)
+    record = _commit_generation(job, generation, entries, lock, early.result())
     lease.ensure_held()
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
@@ -464,16 +516,105 @@ def _build_and_switch(
     )
 
 
+class _EarlyForest:
+    """The links of the entries an install keeps, made while uv locks or installs.
+
+    While uv locks, the current generation's entries are linked on the guess
+    that most stay (``speculate``; one intent names the temporary generation
+    and those entries first, so gc leaves both alone); without a current
+    generation, the kept entries are linked while uv installs the changed
+    ones (``start``). ``complete_forest`` then fixes the guess. The forest is
+    built in the generation's temporary folder, which no one serves: a failure
+    removes it, and a kill leaves it to the next run's cleanup.
+    """
+
+    def __init__(self, job: _Install, generation: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.job = job
+        self.generation = generation
+        self.building = temp_generation_dir(job.layout, job.project.name, job.python_version, generation)
+        self._pool = ThreadPoolExecutor(1)
+        self._future: Future[Forest] | None = None
+        self._intent: set[str] | None = None  # the entries the early intent names
+
+    def speculate(self, current: _Current) -> None:
+        if current.record is None or not current.record.entries:
+            return
+        layout, project = self.job.layout, self.job.project.name
+        named = {base_key(info.entry) for info in current.record.entries}
+        record_intent(
+            layout,
+            project=project,
+            python_version=self.job.python_version,
+            generation=self.generation,
+            entries=sorted(named),
+        )
+        self._intent = named
+        # Only entries the store still holds (read_installed listed it): a lost one is installed again first.
+        linked = {name: dist.entry for name, dist in current.installed.items()}
+        self.start({info.name: info for info in current.record.entries if linked.get(info.name) == info.entry})
+
+    def covers(self, intended: list[str]) -> bool:
+        return self._intent is not None and set(intended) <= self._intent
+
+    def start(self, kept: dict[str, EntryInfo]) -> None:
+        if self._future is not None or not kept:
+            return  # linked on a guess already (complete_forest brings it to the entries picked), or nothing kept
+        self.building.mkdir(parents=True)
+        ordered = [kept[name] for name in sorted(kept)]
+        self._future = self._pool.submit(self._link, ordered)
+
+    def _link(self, ordered: list[EntryInfo]) -> Forest:
+        made = start_forest(self.job.layout, self.building, ordered)
+        crash_point("early-forest-built")
+        return made
+
+    def result(self) -> Forest | None:
+        """What was linked early; None (and the folder gone) when that failed: the forest is then built whole."""
+        if self._future is None:
+            return None
+        try:
+            return self._future.result()
+        except OSError:
+            remove_tree(self.building)  # a guess is never worth failing the install for
+            self._future = None
+            return None
+
+    def discard(self) -> None:
+        """Nothing to install after all: remove the guess and its intent."""
+        self._pool.shutdown(wait=True)
+        if self._future is not None:
+            remove_tree(self.building)
+            self._future = None
+        if self._intent is not None:
+            clear_intent(self.job.layout, self.job.project.name)
+            self._intent = None
+
+    def __enter__(self) -> _EarlyForest:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        self._pool.shutdown(wait=True)  # never leave a thread linking behind our back
+        if error is not None and self._future is not None:
+            remove_tree(self.building)
+        if error is not None and self._intent is not None:
+            clear_intent(self.job.layout, self.job.project.name)  # a failed lock left nothing to protect
+
+
 def _commit_generation(
-    job: _Install, generation: str, entries: dict[str, EntryInfo], lock: CurrentLock
+    job: _Install, generation: str, entries: dict[str, EntryInfo], lock: CurrentLock, made: Forest | None
 ) -> GenerationRecord:
-    """Link the forest in a temp folder, record it, rename it into place; the switch comes after."""
+    """Link the forest in a temp folder (or complete the one begun early), record it, rename it into place."""
     layout, project, python_version = job.layout, job.project.name, job.python_version
     job.progress.step(f"linking {len(entries)} distributions")
     building = temp_generation_dir(layout, project, python_version, generation)
-    building.mkdir(parents=True)
     ordered = [entries[name] for name in sorted(entries)]
-    links = build_forest(layout, building, ordered)
+    if made is None:
+        building.mkdir(parents=True)
+        links = build_forest(layout, building, ordered)
+    else:
+        links = complete_forest(layout, building, ordered, made=made)
     crash_point("forest-built")
     record = GenerationRecord(
         generation=generation,
@@ -491,7 +632,12 @@ def _commit_generation(
     os.rename(building, generation_dir(layout, project, python_version, generation))
     crash_point("before-switch")
     # Every entry, not only the reused ones: one stat each, and a generation with holes never goes live.
-    missing = [entry.entry for entry in ordered if not (layout.store_dir / entry.entry).is_dir()]
+    # Lookups in one folder overlap (creates would not): 16 in flight instead of one after another.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        present = list(pool.map(lambda entry: (layout.store_dir / entry.entry).is_dir(), ordered))
+    missing = [entry.entry for entry, there in zip(ordered, present, strict=True) if not there]
     if missing:
         raise InstallError(
             f"store entries disappeared while installing (a concurrent gc?): {', '.join(missing)}",
@@ -511,8 +657,13 @@ def _materialize(
     cache_dir: Path,
     mirror: str | None,
     progress: Progress,
+    on_picked: Callable[[dict[str, EntryInfo]], None],
+    background: list[threading.Thread],
 ) -> tuple[dict[str, EntryInfo], Harvest, list[str]]:
-    """Entries for every locked package: kept, found in the store, repaired (``force``), or installed now."""
+    """Entries for every locked package: kept, found in the store, repaired (``force``), or installed now.
+
+    ``on_picked`` gets the entries kept as they are before uv runs (only when uv runs).
+    """
     picked = _pick_entries(
         layout=layout,
         plan=plan,
@@ -525,6 +676,8 @@ def _materialize(
     if not picked.needed:
         return picked.entries, Harvest(entries={}, new_bytes=0, created=()), picked.reused
     check_install_space(layout.root, picked.needed)  # before uv: a full volume mid-install helps no one
+    needed = {package.name for package in picked.needed}
+    on_picked({name: info for name, info in picked.entries.items() if name not in needed})
     scratch = scratch_dir(layout, cache_dir)
     cleanup_stale_scratch(scratch)
     staging = new_local_staging(scratch, layout)
@@ -541,11 +694,14 @@ def _materialize(
         rewrite_console_scripts(staging.target, python_version=target.version)  # before any entry is made from it
         if target.interpreter is not None:
             progress.step("compiling bytecode")
-            compile_bytecode(staging.target, interpreter=target.interpreter, log_dir=layout.logs_dir)
+            compile_bytecode(
+                staging.target, interpreter=target.interpreter, python_version=target.version, log_dir=layout.logs_dir
+            )
         crash_point("staged")
         harvested = _repair_and_store(layout=layout, staging=staging, picked=picked, target=target, progress=progress)
     finally:
-        shutil.rmtree(staging.root, ignore_errors=True)  # local disk: nobody else's, nothing to guard
+        # Local disk, nobody else's: removed while the forest is completed and recorded, joined by install().
+        background.append(remove_in_background(staging.root))
     picked.entries.update(harvested.entries)
     return picked.entries, harvested, picked.reused
 
@@ -819,15 +975,24 @@ def _follow_up_due(
 def _follow_up(layout: VolumeLayout, project: ProjectDefinition, generation: str, *, only_if_due: bool) -> None:
     """After ``generation`` became current: the workers' boot folder, the models record, the hook."""
     from volume_cli.consumer_env import write_boot
-    from volume_cli.models.download import record_project_models
 
     write_boot(layout, project.name, project.python_version)
-    if not project.models:
+    state = read_project_state(layout, project.name)
+    if not project.models and not _no_models_recorded(state):
         # Nothing to download: recorded so that a worker's start-up check passes after `deps install` alone.
-        record_project_models(layout, project)
-    if only_if_due and not _hook_due(project, read_project_state(layout, project.name), generation):
+        from volume_cli.models.download import record_project_models  # the models engine: ~0.1 s of imports
+
+        record_project_models(layout, project)  # changes state.models only: the hook's record read above holds
+    if only_if_due and not _hook_due(project, state, generation):
         return
     _run_hook(layout, project, generation)
+
+
+def _no_models_recorded(state: ProjectState | None) -> bool:
+    """state.json already says "no models": what ``record_project_models`` writes for a project without any."""
+    return (
+        state is not None and state.models is not None and not state.models.model_keys and not state.models.size_bytes
+    )
 
 
 def _record_hook(layout: VolumeLayout, project: ProjectDefinition, record: HookRecord) -> None:

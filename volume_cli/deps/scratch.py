@@ -12,8 +12,10 @@ and removed by the next one.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from volume_cli.deps.entries import STALE_STAGING_SECONDS, Staging, remove_stale_stagings, staging_name
@@ -91,3 +93,17 @@ def new_local_staging(scratch: Path, layout: VolumeLayout) -> Staging:
 def cleanup_stale_scratch(scratch: Path, *, max_age_seconds: float = STALE_STAGING_SECONDS) -> int:
     """Remove the staging folders of killed runs on this machine; returns how many."""
     return remove_stale_stagings(scratch, max_age_seconds=max_age_seconds)
+
+
+def remove_in_background(staging: Path) -> threading.Thread:
+    """Start removing this run's ``staging`` folder while the install goes on; the caller joins it before returning.
+
+    Not a daemon: even a caller that never joins leaves no scratch behind
+    (the interpreter waits for it at exit), and a killed run's folder is
+    removed by ``cleanup_stale_scratch`` of the next one.
+    """
+    thread = threading.Thread(
+        target=shutil.rmtree, args=(staging,), kwargs={"ignore_errors": True}, name="volume-cli-scratch-removal"
+    )
+    thread.start()
+    return thread
