@@ -92,3 +92,21 @@ def test_no_other_module_defines_a_removal_or_a_trash_name() -> None:
         for match in defined.finditer(path.read_text(encoding="utf-8"))
     ]
     assert found == []
+
+
+def test_a_folder_removed_by_another_run_meanwhile_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree's unguarded fstat answers ESTALE on a network file system when another run removes the folder."""
+    folder = tmp_path / "python-deps" / ".staging" / f"{TRASH_PREFIX}x"
+    (folder / "pkg").mkdir(parents=True)
+    real_fstat = os.fstat
+
+    def stale(fd: int) -> os.stat_result:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(folder):
+            raise OSError(116, "Stale file handle")
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", stale)
+    fileops.discard_tree(folder)  # raised OSError(ESTALE) through shutil.rmtree(ignore_errors=True) before
+    fileops.discard_tree(tmp_path / "never-there")

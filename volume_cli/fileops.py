@@ -158,7 +158,20 @@ def remove_tree(path: Path, *, root: Path | None = None, within: Path | None = N
     except OSError:
         aside = path  # cannot rename here (a busy mount point): delete in place
     if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)  # rmtree itself never follows links inside the tree
+        discard_tree(aside)  # rmtree itself never follows links inside the tree
+
+
+def discard_tree(path: str | Path) -> None:
+    """``shutil.rmtree(path, ignore_errors=True)``, including the one error CPython lets escape.
+
+    Before 3.12, rmtree's ``fstat`` of the folder it just opened is not covered by ``ignore_errors``; on a
+    network file system, a folder another run is removing at the same moment answers it with ESTALE
+    (seen with two installs at once on the simulated volume), which would fail an install over a leftover.
+    """
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def swap_into_place(staged: Path, final: Path, *, keep_old: Path | None = None) -> None:

@@ -22,7 +22,6 @@ import csv
 import errno
 import os
 import posixpath
-import shutil
 import socket
 import stat
 import time
@@ -39,7 +38,7 @@ from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.publish import copy_file, copy_trees, process_umask
 from volume_cli.errors import InstallError, StateError
-from volume_cli.fileops import TRASH_PREFIX
+from volume_cli.fileops import TRASH_PREFIX, discard_tree
 from volume_cli.fileops import remove_tree as remove_tree
 from volume_cli.fsguard import check_folder, check_inside, planted_link
 from volume_cli.layout import VolumeLayout
@@ -141,7 +140,7 @@ def remove_stale_stagings(parent: Path, *, max_age_seconds: float, with_trash: b
             if child.is_symlink():
                 os.unlink(child.path)  # removed as a link, never followed
             else:
-                shutil.rmtree(child.path, ignore_errors=True)
+                discard_tree(child.path)
             removed += 1
     return removed
 
