@@ -129,6 +129,25 @@ class Projects:
 # -- wheels --------------------------------------------------------------------------------------------
 
 
+def build_shaped_wheels(folder: Path, shapes: dict[str, tuple[int, int]], *, upgraded: str) -> None:
+    """Wheels of a known size: name -> (subpackages, modules per subpackage), 1 + s * (1 + m) sources each.
+
+    All at 1.0, plus ``upgraded`` at 2.0 (the one leaf a test changes).
+    """
+
+    def files(name: str, version: str) -> dict[str, str]:
+        subpackages, modules = shapes[name]
+        found = {f"{name}/__init__.py": f"VERSION = {version!r}\n"}
+        for sub in range(subpackages):
+            found[f"{name}/sub{sub}/__init__.py"] = ""
+            found |= {f"{name}/sub{sub}/m{number}.py": f"X = {number}\n" for number in range(modules)}
+        return found
+
+    for name in shapes:
+        build_wheel(folder, name, "1.0", files=files(name, "1.0"), top_level=[name])
+    build_wheel(folder, upgraded, "2.0", files=files(upgraded, "2.0"), top_level=[upgraded])
+
+
 def build_graph_wheels(folder: Path) -> Path:
     """A small dependency graph: alpha → beta, gamma → delta, epsilon alone; two versions of some."""
     build_wheel(folder, "alpha", "1.0", requires=["beta>=1"])

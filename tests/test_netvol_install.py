@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from tests.deps.helpers import PY, import_values, start_install_subprocess
-from tests.helpers import Projects
+from tests.helpers import Projects, build_shaped_wheels
 from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
 from tests.netvol.mount import Counts, NetVol, mounted, unavailable_reason
-from tests.wheelfactory import IndexServer, build_wheel
+from tests.wheelfactory import IndexServer
 from volume_cli.deps import check, install
 from volume_cli.deps.documents import ENTRY_MANIFEST
 from volume_cli.layout import VolumeLayout
@@ -38,21 +38,10 @@ def netvol_options() -> dict[str, Any]:  # noqa: F811 (this module's settings)
     return {"latency_ms": 0.0, "cache_seconds": 0.0}
 
 
-def _files(name: str, version: str) -> dict[str, str]:
-    subpackages, modules = SHAPES[name]
-    files = {f"{name}/__init__.py": f"VERSION = {version!r}\n"}
-    for sub in range(subpackages):
-        files[f"{name}/sub{sub}/__init__.py"] = ""
-        files |= {f"{name}/sub{sub}/m{number}.py": f"X = {number}\n" for number in range(modules)}
-    return files
-
-
 @pytest.fixture
 def wheel_index(tmp_path: Path) -> Iterator[IndexServer]:
     folder = tmp_path / "wheels"
-    for name in SHAPES:
-        build_wheel(folder, name, "1.0", files=_files(name, "1.0"), top_level=[name])
-    build_wheel(folder, "publeaf", "2.0", files=_files("publeaf", "2.0"), top_level=["publeaf"])
+    build_shaped_wheels(folder, SHAPES, upgraded="publeaf")
     with IndexServer(folder) as server:
         yield server
 

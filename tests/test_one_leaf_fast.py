@@ -38,15 +38,22 @@ from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
 from volume_cli.deps.documents import EntryInfo, TopItem, install_intent_path, read_generation_record
 from volume_cli.deps.faults import CRASH_ENV
 from volume_cli.deps.forest import build_forest, complete_forest, start_forest
-from volume_cli.deps.install import fast_noop_record
+from volume_cli.deps.install import InstallResult, fast_noop_record
 from volume_cli.deps.plan import read_installed
 from volume_cli.deps.scratch import scratch_dir
 from volume_cli.errors import InstallError, ResolutionError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.project.definition import ProjectDefinition
 from volume_cli.store.state import read_project_state
 
 install_module = sys.modules["volume_cli.deps.install"]
+
+
+def _install(on: Bench, project: ProjectDefinition) -> InstallResult:
+    return install(
+        layout=on.layout, project=project, mirror=on.index.url, cache_dir=_uv_cache(), progress=NullProgress()
+    )
 
 
 def _current_record_entries(layout: VolumeLayout, generation: str | None) -> list[EntryInfo]:
@@ -102,13 +109,7 @@ def test_a_store_entry_lost_from_under_the_generation_is_installed_again(bench: 
 
 
 def test_a_kill_after_the_early_forest_keeps_the_old_generation_and_the_rerun_converges(bench: Bench) -> None:  # noqa: F811
-    first = install(
-        layout=bench.layout,
-        project=bench.project(),
-        mirror=bench.index.url,
-        cache_dir=_uv_cache(),
-        progress=NullProgress(),
-    )
+    first = _install(bench, bench.project())
     new = bench.project(leaf="2.0")
     killed = run_install_subprocess(
         bench.layout, new.folder, mirror=bench.index.url, cache=_uv_cache(), env={CRASH_ENV: "early-forest-built"}
@@ -119,9 +120,7 @@ def test_a_kill_after_the_early_forest_keeps_the_old_generation_and_the_rerun_co
     generations = bench.layout.generations_dir(PROJECT, PY)
     assert [name for name in os.listdir(generations) if name.startswith(".")], "the kill came before the early forest"
     assert import_values(path, {"leaf": "publeaf.VERSION"}) == {"leaf": "1.0"}
-    rerun = install(
-        layout=bench.layout, project=new, mirror=bench.index.url, cache_dir=_uv_cache(), progress=NullProgress()
-    )
+    rerun = _install(bench, new)
     assert rerun.previous_generation == first.generation
     assert import_values(path, {"leaf": "publeaf.VERSION", "core": "pubcore.sub0.m1.X"}) == {"leaf": "2.0", "core": 1}
     assert not [name for name in os.listdir(generations) if name.startswith(".")]
@@ -129,22 +128,10 @@ def test_a_kill_after_the_early_forest_keeps_the_old_generation_and_the_rerun_co
 
 
 def test_a_failed_uv_install_leaves_no_early_forest_behind(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    first = install(
-        layout=bench.layout,
-        project=bench.project(),
-        mirror=bench.index.url,
-        cache_dir=_uv_cache(),
-        progress=NullProgress(),
-    )
+    first = _install(bench, bench.project())
     monkeypatch.setattr(install_module, "_uv_install", _failing_uv_install)
     with pytest.raises(InstallError, match="no uv here"):
-        install(
-            layout=bench.layout,
-            project=bench.project(leaf="2.0"),
-            mirror=bench.index.url,
-            cache_dir=_uv_cache(),
-            progress=NullProgress(),
-        )
+        _install(bench, bench.project(leaf="2.0"))
     assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
     assert os.readlink(bench.layout.deps_path(PROJECT, PY)).endswith(str(first.generation))
 
@@ -262,9 +249,7 @@ def test_the_kept_entries_are_linked_while_uv_locks(bench: Bench, monkeypatch: p
 
     monkeypatch.setattr(install_module, "record_intent", record_intent)
     removed = bench.projects.make(PROJECT, {"main": {"packages": ["pubcore", "pubtiny", "publeaf==1.0"]}})
-    install(
-        layout=bench.layout, project=removed, mirror=bench.index.url, cache_dir=_uv_cache(), progress=NullProgress()
-    )
+    _install(bench, removed)
     assert seen and seen[0] >= len(SHAPES), "the forest was not linked while uv locked"
     assert len(intents) == 1, "a removal needs no second intent: it links only entries the first one names"
     assert import_values(bench.layout.deps_path(PROJECT, PY), {"v": "pubtiny.VERSION"}) == {"v": "1.0"}
@@ -274,17 +259,9 @@ def test_the_kept_entries_are_linked_while_uv_locks(bench: Bench, monkeypatch: p
 
 
 def test_a_guess_that_installs_nothing_leaves_no_forest_and_no_intent(bench: Bench) -> None:  # noqa: F811
-    first = install(
-        layout=bench.layout,
-        project=bench.project(),
-        mirror=bench.index.url,
-        cache_dir=_uv_cache(),
-        progress=NullProgress(),
-    )
+    first = _install(bench, bench.project())
     same = bench.projects.make(PROJECT, {"main": {"packages": ["pubcore", "pubio", "pubtiny", "publeaf>=1.0,<2"]}})
-    result = install(
-        layout=bench.layout, project=same, mirror=bench.index.url, cache_dir=_uv_cache(), progress=NullProgress()
-    )
+    result = _install(bench, same)
     assert result.noop and result.generation == first.generation
     assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
     assert not install_intent_path(bench.layout, PROJECT).exists()
@@ -292,13 +269,7 @@ def test_a_guess_that_installs_nothing_leaves_no_forest_and_no_intent(bench: Ben
 
 
 def test_a_failed_lock_leaves_no_forest_and_no_intent(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    first = install(
-        layout=bench.layout,
-        project=bench.project(),
-        mirror=bench.index.url,
-        cache_dir=_uv_cache(),
-        progress=NullProgress(),
-    )
+    first = _install(bench, bench.project())
 
     def resolve(**_: object) -> None:
         time.sleep(0.3)  # the guess is being linked meanwhile
@@ -306,13 +277,7 @@ def test_a_failed_lock_leaves_no_forest_and_no_intent(bench: Bench, monkeypatch:
 
     monkeypatch.setattr(install_module, "resolve", resolve)
     with pytest.raises(ResolutionError):
-        install(
-            layout=bench.layout,
-            project=bench.project(leaf="2.0"),
-            mirror=bench.index.url,
-            cache_dir=_uv_cache(),
-            progress=NullProgress(),
-        )
+        _install(bench, bench.project(leaf="2.0"))
     assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
     assert not install_intent_path(bench.layout, PROJECT).exists()
 
@@ -323,6 +288,7 @@ from pathlib import Path
 from volume_cli.deps import install
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import load_project_folder
 root, folder, mirror, cache = sys.argv[1:5]
 install(layout=VolumeLayout(Path(root)), project=load_project_folder(Path(folder)), mirror=mirror,
@@ -346,13 +312,7 @@ def test_a_project_without_models_recorded_as_such_never_imports_the_models_engi
 
 
 def test_an_entry_lost_before_the_switch_still_stops_the_switch(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    first = install(
-        layout=bench.layout,
-        project=bench.project(),
-        mirror=bench.index.url,
-        cache_dir=_uv_cache(),
-        progress=NullProgress(),
-    )
+    first = _install(bench, bench.project())
     lost = next(name for name in os.listdir(bench.layout.store_dir) if name.startswith("pubio-"))
     real_crash_point = install_module.crash_point
 
@@ -363,13 +323,7 @@ def test_an_entry_lost_before_the_switch_still_stops_the_switch(bench: Bench, mo
 
     monkeypatch.setattr(install_module, "crash_point", crash_point)
     with pytest.raises(InstallError, match=f"disappeared.*{lost}"):
-        install(
-            layout=bench.layout,
-            project=bench.project(leaf="2.0"),
-            mirror=bench.index.url,
-            cache_dir=_uv_cache(),
-            progress=NullProgress(),
-        )
+        _install(bench, bench.project(leaf="2.0"))
     assert os.readlink(bench.layout.deps_path(PROJECT, PY)).endswith(str(first.generation))
 
 
