@@ -17,10 +17,7 @@ is refused instead of half-applied.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import posixpath
 import stat
 from datetime import datetime
 from pathlib import Path
@@ -45,18 +42,9 @@ from volume_cli.fsguard import check_folder
 from volume_cli.layout import VolumeLayout
 from volume_cli.models.checksums import hash_file
 from volume_cli.models.manifest import manifest_path, read_model_manifest
+from volume_cli.pushed_apply import manifest_checksum, pending_dir, safe_relative, staged_key
 from volume_cli.store.documents import StoreDocument, parse_document
 from volume_cli.store.state import project_state_path, read_project_state, utc_now
-
-PUSHED_DIR = "pushed"
-
-
-def _safe_relative(value: str) -> str:
-    """A POSIX path inside the volume: apply joins it to the root, so '..' or '/x' would write elsewhere."""
-    parts = value.split("/")
-    if not value or value.startswith("/") or any(part in {"", ".", ".."} for part in parts) or "\x00" in value:
-        raise ValueError(f"{value!r} is not a plain path relative to the volume root")
-    return value
 
 
 class _Model(BaseModel):
@@ -76,7 +64,7 @@ class SyncedFile(_Model):
     @field_validator("path")
     @classmethod
     def _plain(cls, value: str) -> str:
-        return _safe_relative(value)
+        return safe_relative(value)
 
 
 class SyncedLink(_Model):
@@ -86,7 +74,7 @@ class SyncedLink(_Model):
     @field_validator("path")
     @classmethod
     def _plain(cls, value: str) -> str:
-        return _safe_relative(value)
+        return safe_relative(value)
 
     @field_validator("target")
     @classmethod
@@ -117,9 +105,7 @@ class GenerationManifest(StoreDocument):
     content_sha256: str = Field(default="", description="sha256 of every other field (canonical JSON)")
 
     def computed_checksum(self) -> str:
-        body = self.model_dump(mode="json", exclude={"content_sha256"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return manifest_checksum(self.model_dump(mode="json"))
 
     def sealed(self) -> GenerationManifest:
         return self.model_copy(update={"content_sha256": self.computed_checksum()})
@@ -134,20 +120,13 @@ class GenerationManifest(StoreDocument):
         return {self.generation_record, self.state, *self.lock_files, *self.model_manifests}
 
 
-def pending_dir(project: str) -> str:
-    """Folder of pending manifests, relative to the root (an S3 prefix and a folder on the volume)."""
-    return f".metadata/projects/{project}/{PUSHED_DIR}"
-
-
 def manifest_key(project: str, generation: str) -> str:
     return f"{pending_dir(project)}/{generation}.json"
 
 
 def object_key(manifest: GenerationManifest, item: SyncedFile) -> str:
     """Where ``item`` is uploaded: its own path, or under the pending folder when apply moves it."""
-    if item.staged:
-        return f"{pending_dir(manifest.project)}/{manifest.generation}/{item.path}"
-    return item.path
+    return staged_key({"project": manifest.project, "generation": manifest.generation}, item.model_dump())
 
 
 def encode_manifest(manifest: GenerationManifest) -> bytes:
@@ -256,7 +235,7 @@ def _model_parts(
             continue
         manifests.append(manifest_path(layout, key))
         for relative in dict.fromkeys([model.target, *model.links]):
-            path = layout.absolute(_safe_relative(relative))
+            path = layout.absolute(safe_relative(relative))
             if path.is_symlink() or path.exists():
                 _walk(layout, path, files, links)
     # Only a hub's blobs are named by their content; any other model file (a ref, a URL or local model's file)
@@ -274,12 +253,6 @@ def entry_of(path: str) -> str | None:
     """The store entry a path belongs to (``python-deps/.store/<entry>/...``), else None."""
     parts = path.split("/")
     return parts[2] if len(parts) > 3 and parts[:2] == ["python-deps", ".store"] else None
-
-
-def link_stays_inside(link: SyncedLink) -> bool:
-    """Whether the link's target, resolved against its own folder, stays under the volume root."""
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link.path), link.target))
-    return not (resolved == ".." or resolved.startswith("../") or resolved.startswith("/"))
 
 
 def pending_manifest_paths(layout: VolumeLayout, project: str) -> list[Path]:
