@@ -55,6 +55,14 @@ def _apply_pushed(root: Path, project: str) -> None:
     if (str(root), project) in _APPLIED:
         return
     _APPLIED.add((str(root), project))
+    if os.environ.get("VOLUME_CLI_APPLY_ON_START", "").strip() == "0":
+        return
+    try:  # one listing when nothing is pending: the apply code (and what it imports) is loaded only when needed
+        with os.scandir(root / ".metadata" / "projects" / project / "pushed") as listing:
+            if not any(entry.name.endswith(".json") for entry in listing):
+                return
+    except OSError:
+        return
     try:
         from volume_cli import pushed_apply
     except ImportError:
