@@ -96,18 +96,35 @@ def test_the_worker_reads_model_manifests_where_layout_puts_them(key: str, tmp_p
 
 
 # -- volume_cli/pushed_apply.py: copied onto the volume, standard library only (issue 12) ------------------
-def test_the_worker_apply_runs_on_the_standard_library_alone() -> None:
+def _oldest_python() -> str | None:
+    """The pyenv CPython 3.10 (the oldest a worker image may run), when installed here."""
+    import subprocess
+
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return None
+    found = sorted(Path(root or "/nonexistent").glob("versions/3.10.*/bin/python3.10"))
+    return str(found[-1]) if found else None
+
+
+@pytest.mark.parametrize("which", ["this", "3.10"])
+def test_the_worker_apply_runs_on_the_standard_library_alone(which: str) -> None:
     import subprocess
 
     from volume_cli import pushed_apply
 
+    python = sys.executable if which == "this" else _oldest_python()
+    if python is None:
+        pytest.skip("no CPython 3.10 from pyenv here")
     code = (
         f"import runpy, sys; module = runpy.run_path({pushed_apply.__file__!r});"
         "assert 'pydantic' not in sys.modules and 'volume_cli' not in sys.modules;"
-        "print(module['Refused'].__name__)"
+        "when = module['_parse_time']('2026-12-01T15:45:02.4Z');"
+        "print(module['Refused'].__name__, when.tzinfo is not None)"
     )
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout.strip()) == (0, "ApplyError"), done.stderr
+    done = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "ApplyError True"), done.stderr
 
 
 def test_the_worker_apply_names_what_the_cli_names() -> None:

@@ -148,8 +148,13 @@ def _utc_text(moment: datetime | None = None) -> str:
 
 
 def _parse_time(text: str) -> datetime:
-    # Python 3.10's fromisoformat does not take the "Z" the document models write.
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # Python 3.10's fromisoformat takes neither the "Z" the document models write nor a fraction of 1-5 digits.
+    text = text.replace("Z", "+00:00")
+    head, dot, tail = text.partition(".")
+    if dot:
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits):]}"
+    return datetime.fromisoformat(text)
 
 
 def _crash_point(name: str) -> None:
