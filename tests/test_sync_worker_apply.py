@@ -17,10 +17,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import PY, volume_cli_command
+from tests.netvol.fixture import netvol  # noqa: F401 (fixture)
+from tests.netvol.mount import NetVol
 from tests.test_sync_push_apply import (  # noqa: F401 (fixtures)
     Source,
     Target,
@@ -105,9 +108,11 @@ def volume(pushed: Pushed, tmp_path: Path) -> Path:
     return root
 
 
-def _env(pushed: Pushed, root: Path) -> dict[str, str]:
+def _env(pushed: Pushed, root: Path, local_cache: Path | None = None) -> dict[str, str]:
+    """What ``env`` prints, plus a local cache of the test's own (never the machine's /tmp/volume-cli-cache)."""
     lines = pushed.source.volume.run("env", "--project", "story", "--root", str(root), "--format", "json").stdout
-    return {"PATH": os.environ["PATH"], **json.loads(lines)}
+    cache = local_cache or root.parent / "local-cache"
+    return {"PATH": os.environ["PATH"], **json.loads(lines), "VOLUME_CLI_LOCAL_CACHE": str(cache)}
 
 
 def _worker(environment: dict[str, str], code: str = WORKER_CODE) -> subprocess.Popen[str]:
@@ -166,7 +171,7 @@ def test_a_bare_worker_calling_activate_applies_the_pushed_generation(pushed: Pu
         f"import runpy; runpy.run_path({str(runtime)!r})['activate']('story', {str(volume)!r});"
         "import alpha; print(alpha.VERSION)"
     )
-    done = _run_worker({"PATH": os.environ["PATH"]}, code)
+    done = _run_worker({"PATH": os.environ["PATH"], "VOLUME_CLI_LOCAL_CACHE": str(volume.parent / "local-cache")}, code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == pushed.new_alpha and "applied the pushed generation" in done.stderr
     _assert_applied(pushed, volume)
@@ -267,3 +272,33 @@ def test_a_cli_apply_converges_after_a_killed_worker(pushed: Pushed, volume: Pat
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=pushed.source.volume.env)
     assert done.returncode == 0, done.stderr
     _assert_applied(pushed, volume)
+
+
+@pytest.fixture
+def netvol_options() -> dict[str, Any]:
+    return {"latency_ms": 0.0, "cache_seconds": 0.0}  # no kernel cache: exact counts
+
+
+# Measured (see the print): the apply checks sizes (one lstat per file, each path walked per component with
+# no kernel cache), makes the forest's links, writes the records; budgets are the counts with ~10% slack.
+BUDGET_WORKER_APPLY = 4200  # measured 3,840; the same first start with nothing pending: 1,294
+
+
+def test_budget_a_worker_applying_on_the_simulated_volume(
+    pushed: Pushed,
+    netvol: NetVol,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    root = netvol.path / "volume"
+    shutil.copytree(pushed.folder, netvol.backing / "volume", symlinks=True)
+    environment = _env(pushed, root, tmp_path / "local-cache")
+    netvol.reset()
+    done = _run_worker(environment)
+    applying = netvol.reset()
+    assert done.returncode == 0 and done.stdout.strip() == pushed.new_alpha, done.stderr
+    # the same first start (a local copy of the new generation made) without the apply: what the apply adds
+    plain = _run_worker({**environment, "VOLUME_CLI_LOCAL_CACHE": str(tmp_path / "other-cache")})
+    first_start = netvol.reset()
+    assert plain.stderr == ""
+    print(f"worker applying: {applying}\nfirst start, nothing pending: {first_start}")
+    assert applying.total <= BUDGET_WORKER_APPLY, f"{applying} is over the budget of {BUDGET_WORKER_APPLY}"

@@ -86,7 +86,7 @@ def link_stays_inside(path: str, target: str) -> bool:
     return not (resolved == ".." or resolved.startswith("../") or resolved.startswith("/"))
 
 
-def _check_chain(path: str, root: str) -> str:
+def _check_chain(path: str, root: str, *, known: set[str] | None = None) -> str:
     """volume_cli.fsguard.check_chain: ``path`` is below ``root`` and no folder between them is a link."""
     relative = os.path.relpath(os.path.dirname(path), root)
     if os.path.basename(path) in ("", ".", "..") or relative.split(os.sep)[0] == "..":
@@ -94,6 +94,8 @@ def _check_chain(path: str, root: str) -> str:
     current = root
     for part in relative.split(os.sep) if relative != "." else ():
         current = os.path.join(current, part)
+        if known is not None and current in known:
+            continue
         try:
             mode = os.lstat(current).st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -103,11 +105,24 @@ def _check_chain(path: str, root: str) -> str:
                 f"refused to touch {path}: {current} above it is a symbolic link (volume-cli never writes through one)",
                 hint=f"remove the link {current} (rm {current}), then run the command again",
             )
+        if known is not None:
+            known.add(current)
     return path
 
 
 def _under(root: str, relative: str) -> str:
     return _check_chain(os.path.join(root, *safe_relative(relative).split("/")), root)
+
+
+class _Volume:
+    """The root an apply writes under, with the folders already checked (one lstat each per apply, not per file)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.known: set[str] = set()
+
+    def under(self, relative: str) -> str:
+        return _check_chain(os.path.join(self.root, *safe_relative(relative).split("/")), self.root, known=self.known)
 
 
 def _base_key(entry: str) -> str:
@@ -153,7 +168,7 @@ def _parse_time(text: str) -> datetime:
     head, dot, tail = text.partition(".")
     if dot:
         digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits):]}"
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits) :]}"
     return datetime.fromisoformat(text)
 
 
@@ -263,6 +278,7 @@ def apply_newest(
 ) -> Outcome:
     """Apply the newest of ``pending`` (oldest first; read under the project's lock) and drop them all."""
     manifest = pending[-1]
+    volume = _Volume(root)
     for relative in ("python-deps", ".metadata"):
         _refuse_link(os.path.join(root, relative))
     records.clear_intent()  # the lock is ours: an intent left here is a killed run's
@@ -270,9 +286,9 @@ def apply_newest(
     current = _current_generation(root, manifest["project"], manifest["python_version"])
     outcome = Outcome(manifest, current)
     if current != manifest["generation"]:
-        _switch_to(root, manifest, records, outcome, deep=deep, step=step)
-    records.adopt_models(_staged_document(root, manifest, manifest["state"]).get("models"))
-    _finish(root, pending)
+        _switch_to(volume, manifest, records, outcome, deep=deep, step=step)
+    records.adopt_models(_staged_document(volume, manifest, manifest["state"]).get("models"))
+    _finish(volume, pending)
     return outcome
 
 
@@ -291,12 +307,18 @@ def _current_generation(root: str, project: str, python_version: str) -> str | N
 
 
 def _switch_to(
-    root: str, manifest: dict[str, Any], records: Records, outcome: Outcome, *, deep: bool, step: Callable[[str], None]
+    volume: _Volume,
+    manifest: dict[str, Any],
+    records: Records,
+    outcome: Outcome,
+    *,
+    deep: bool,
+    step: Callable[[str], None],
 ) -> None:
     project, python_version, generation = manifest["project"], manifest["python_version"], manifest["generation"]
     step(f"checking {len(manifest['files'])} files of {generation}" + (" (sha256)" if deep else ""))
-    _check_files(root, manifest, deep=deep)
-    record = _staged_document(root, manifest, manifest["generation_record"])
+    _check_files(volume, manifest, deep=deep)
+    record = _staged_document(volume, manifest, manifest["generation_record"])
     if (record.get("generation"), record.get("project"), record.get("python_version")) != (
         generation,
         project,
@@ -304,17 +326,17 @@ def _switch_to(
     ):
         raise Refused(f"the pushed generation record of {project} does not match its manifest")
     records.record_intent(generation=generation, entries=[_base_key(entry) for entry in manifest["entries"]])
-    _place_model_files(root, manifest)
-    outcome.modes_restored = _restore_files(root, manifest)
-    outcome.links_made = sum(_make_link(root, link) for link in manifest["links"])
+    _place_model_files(volume, manifest)
+    outcome.modes_restored = _restore_files(volume, manifest)
+    outcome.links_made = sum(_make_link(volume, link) for link in manifest["links"])
     step(f"linking {len(manifest['entries'])} distributions")
-    outcome.forest_links = _build_generation(root, manifest)
+    outcome.forest_links = _build_generation(volume, manifest)
     _crash_point("sync-forest-built")
     # Last before the switch: a refused forest leaves the volume's lock and model records as they were.
     for relative in [*manifest["lock_files"], *manifest["model_manifests"]]:
-        _atomic_write(_under(root, relative), _staged_bytes(root, manifest, relative))
+        _atomic_write(volume.under(relative), _staged_bytes(volume, manifest, relative))
     records.ensure_held()
-    _switch_link(root, manifest)
+    _switch_link(volume, manifest)
     _crash_point("sync-switched")
     records.record_switch(record, previous=outcome.previous)
     records.clear_intent()
@@ -322,15 +344,15 @@ def _switch_to(
     outcome.files_checked = len(manifest["files"])
 
 
-def _staged_bytes(root: str, manifest: dict[str, Any], relative: str) -> bytes:
+def _staged_bytes(volume: _Volume, manifest: dict[str, Any], relative: str) -> bytes:
     item = next(item for item in manifest["files"] if item["path"] == relative)
-    with open(_under(root, staged_key(manifest, item)), "rb") as handle:
+    with open(volume.under(staged_key(manifest, item)), "rb") as handle:
         return handle.read()
 
 
-def _staged_document(root: str, manifest: dict[str, Any], relative: str) -> dict[str, Any]:
+def _staged_document(volume: _Volume, manifest: dict[str, Any], relative: str) -> dict[str, Any]:
     try:
-        document = json.loads(_staged_bytes(root, manifest, relative))
+        document = json.loads(_staged_bytes(volume, manifest, relative))
     except (OSError, ValueError) as exc:
         raise Refused(f"pushed document {relative} of {manifest['generation']} is unreadable: {exc}") from None
     if not isinstance(document, dict):
@@ -356,14 +378,14 @@ def _hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def _check_files(root: str, manifest: dict[str, Any], *, deep: bool) -> None:
+def _check_files(volume: _Volume, manifest: dict[str, Any], *, deep: bool) -> None:
     """Every listed file is a regular file of its size (and hash); else nothing changes and the push must finish."""
     bad: list[str] = []
     documents = _documents(manifest)
     for item in manifest["files"]:
-        path = _under(root, staged_key(manifest, item))
+        path = volume.under(staged_key(manifest, item))
         if item.get("staged") and item["path"] not in documents and not os.path.lexists(path):
-            path = _under(root, item["path"])  # moved into place by a killed apply
+            path = volume.under(item["path"])  # moved into place by a killed apply
         try:
             info = os.lstat(path)
         except FileNotFoundError:
@@ -383,14 +405,14 @@ def _check_files(root: str, manifest: dict[str, Any], *, deep: bool) -> None:
         )
 
 
-def _restore_files(root: str, manifest: dict[str, Any]) -> int:
+def _restore_files(volume: _Volume, manifest: dict[str, Any]) -> int:
     """Modes and mtimes S3 dropped (an executable bit, the mtime a timestamp .pyc checks); returns files changed."""
     changed = 0
     documents = _documents(manifest)
     for item in manifest["files"]:
         if item["path"] in documents:
             continue
-        path = _under(root, item["path"])
+        path = volume.under(item["path"])
         info = os.lstat(path)  # a regular file: check_files said so
         if stat.S_IMODE(info.st_mode) != item["mode"]:
             os.chmod(path, item["mode"])
@@ -400,25 +422,25 @@ def _restore_files(root: str, manifest: dict[str, Any]) -> int:
     return changed
 
 
-def _place_model_files(root: str, manifest: dict[str, Any]) -> None:
+def _place_model_files(volume: _Volume, manifest: dict[str, Any]) -> None:
     """Staged model files (refs, URL and local models' files) renamed into place: one rename each, same volume."""
     documents = _documents(manifest)
     for item in manifest["files"]:
         if not item.get("staged") or item["path"] in documents:
             continue
-        staged = _under(root, staged_key(manifest, item))
+        staged = volume.under(staged_key(manifest, item))
         if not os.path.lexists(staged):
             continue  # moved by a killed apply (check_files found it in place)
-        target = _under(root, item["path"])
+        target = volume.under(item["path"])
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(staged, target)
 
 
-def _make_link(root: str, link: dict[str, Any]) -> int:
+def _make_link(volume: _Volume, link: dict[str, Any]) -> int:
     """One link of a store entry, model or forest (1 when made); never one that would point out of the volume."""
     if not link_stays_inside(link["path"], link["target"]):
         raise Refused(f"the manifest's link {link['path']} -> {link['target']} leaves the volume; refused")
-    path = _under(root, link["path"])
+    path = volume.under(link["path"])
     if os.path.islink(path) and os.readlink(path) == link["target"]:
         return 0
     if os.path.isdir(path) and not os.path.islink(path):
@@ -430,14 +452,14 @@ def _make_link(root: str, link: dict[str, Any]) -> int:
     return 1
 
 
-def _generations_dir(root: str, manifest: dict[str, Any]) -> str:
+def _generations_dir(volume: _Volume, manifest: dict[str, Any]) -> str:
     relative = f"python-deps/py{manifest['python_version']}/.generations/{manifest['project']}"
-    return _under(root, relative)
+    return volume.under(relative)
 
 
-def _build_generation(root: str, manifest: dict[str, Any]) -> int:
+def _build_generation(volume: _Volume, manifest: dict[str, Any]) -> int:
     """The forest, from the manifest's links, under a temporary name; its record; the rename into place."""
-    folder = _generations_dir(root, manifest)
+    folder = _generations_dir(volume, manifest)
     final = os.path.join(folder, manifest["generation"])
     if os.path.isdir(final) and not os.path.islink(final):
         return len(manifest["forest_links"])  # renamed into place by a killed apply: complete
@@ -445,7 +467,7 @@ def _build_generation(root: str, manifest: dict[str, Any]) -> int:
     if os.path.lexists(building):
         _remove_tree(building)
     os.makedirs(building)
-    prefix = os.path.relpath(final, root).replace(os.sep, "/") + "/"
+    prefix = os.path.relpath(final, volume.root).replace(os.sep, "/") + "/"
     for link in manifest["forest_links"]:
         if not link["path"].startswith(prefix) or not link_stays_inside(link["path"], link["target"]):
             raise Refused(f"the manifest's forest link {link['path']} is outside its generation or the volume; refused")
@@ -455,15 +477,15 @@ def _build_generation(root: str, manifest: dict[str, Any]) -> int:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.symlink(link["target"], path)
     record_file = f".metadata/projects/{manifest['project']}/generations/{manifest['generation']}.json"
-    _atomic_write(_under(root, record_file), _staged_bytes(root, manifest, manifest["generation_record"]))
+    _atomic_write(volume.under(record_file), _staged_bytes(volume, manifest, manifest["generation_record"]))
     os.rename(building, final)
     return len(manifest["forest_links"])
 
 
-def _switch_link(root: str, manifest: dict[str, Any]) -> None:
+def _switch_link(volume: _Volume, manifest: dict[str, Any]) -> None:
     """Point ``pyX.Y/<project>`` at the generation with one atomic rename (a plain folder there is refused)."""
-    link = _under(root, f"python-deps/py{manifest['python_version']}/{manifest['project']}")
-    target = os.path.join(_generations_dir(root, manifest), manifest["generation"])
+    link = volume.under(f"python-deps/py{manifest['python_version']}/{manifest['project']}")
+    target = os.path.join(_generations_dir(volume, manifest), manifest["generation"])
     if os.path.islink(target) or not os.path.isdir(target):
         raise Unsafe(f"refused to switch {link} to {target}: not a generation folder")
     if os.path.isdir(link) and not os.path.islink(link):
@@ -485,14 +507,14 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path)
 
 
-def _finish(root: str, pending: list[dict[str, Any]]) -> None:
+def _finish(volume: _Volume, pending: list[dict[str, Any]]) -> None:
     """Drop the applied manifest and the older ones read with it, then their staged documents.
 
     A manifest pushed while we applied is not in ``pending`` and stays for the next apply.
     """
-    folder = _under(root, pending_dir(pending[-1]["project"]))
+    folder = volume.under(pending_dir(pending[-1]["project"]))
     for manifest in pending:
-        _unlink(_check_chain(os.path.join(folder, f"{manifest['generation']}.json"), root))
+        _unlink(_check_chain(os.path.join(folder, f"{manifest['generation']}.json"), volume.root))
     for manifest in pending:
         staged = os.path.join(folder, manifest["generation"])
         if os.path.isdir(staged) and not os.path.islink(staged):
