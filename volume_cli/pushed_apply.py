@@ -86,7 +86,7 @@ def link_stays_inside(path: str, target: str) -> bool:
     return not (resolved == ".." or resolved.startswith("../") or resolved.startswith("/"))
 
 
-def _check_chain(path: str, root: str, *, known: set[str] | None = None) -> str:
+def _check_chain(path: str, root: str) -> str:
     """volume_cli.fsguard.check_chain: ``path`` is below ``root`` and no folder between them is a link."""
     relative = os.path.relpath(os.path.dirname(path), root)
     if os.path.basename(path) in ("", ".", "..") or relative.split(os.sep)[0] == "..":
@@ -94,8 +94,6 @@ def _check_chain(path: str, root: str, *, known: set[str] | None = None) -> str:
     current = root
     for part in relative.split(os.sep) if relative != "." else ():
         current = os.path.join(current, part)
-        if known is not None and current in known:
-            continue
         try:
             mode = os.lstat(current).st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -105,8 +103,6 @@ def _check_chain(path: str, root: str, *, known: set[str] | None = None) -> str:
                 f"refused to touch {path}: {current} above it is a symbolic link (volume-cli never writes through one)",
                 hint=f"remove the link {current} (rm {current}), then run the command again",
             )
-        if known is not None:
-            known.add(current)
     return path
 
 
@@ -115,14 +111,86 @@ def _under(root: str, relative: str) -> str:
 
 
 class _Volume:
-    """The root an apply writes under, with the folders already checked (one lstat each per apply, not per file)."""
+    """The root an apply writes under, walked through one O_PATH handle per folder.
+
+    ``under`` opens each folder above a path relative to its parent's handle, without following a link
+    (``volume_cli.fsguard.check_chain``'s rule), once per apply. On a network volume whose client caches
+    nothing, a lookup by full path costs one round trip per component: through the handles a file costs one.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.known: set[str] = set()
+        self._handles: dict[str, int] = {}
 
     def under(self, relative: str) -> str:
-        return _check_chain(os.path.join(self.root, *safe_relative(relative).split("/")), self.root, known=self.known)
+        """``root/relative``, refused when a folder between them is a link; a missing folder ends the walk."""
+        path = os.path.join(self.root, *safe_relative(relative).split("/"))
+        folder = self.root
+        for part in relative.split("/")[:-1]:
+            folder = os.path.join(folder, part)
+            try:
+                self.handle(folder)
+            except FileNotFoundError:
+                break
+            except OSError:  # ENOTDIR or ELOOP: a link (or a file) where a folder should be
+                raise Unsafe(
+                    f"refused to touch {path}: {folder} above it is a symbolic link (volume-cli never writes through one)",
+                    hint=f"remove the link {folder} (rm {folder}), then run the command again",
+                ) from None
+        return path
+
+    def handle(self, folder: str) -> int:
+        """An O_PATH handle of ``folder`` (checked: no link from the root down), opened once per apply."""
+        handle = self._handles.get(folder)
+        if handle is None:
+            flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            if folder == self.root:  # the root itself may be a link (/workspace to a mount)
+                handle = os.open(folder, flags)
+            else:
+                parent = self.handle(os.path.dirname(folder))
+                handle = os.open(os.path.basename(folder), flags | os.O_NOFOLLOW, dir_fd=parent)
+            self._handles[folder] = handle
+        return handle
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        """``os.lstat(path)`` through its folder's handle; None when the file (or its folder) is missing."""
+        try:
+            return os.stat(os.path.basename(path), dir_fd=self.handle(os.path.dirname(path)), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def restore(self, path: str, *, mode: int | None, mtime: int | None) -> None:
+        """chmod and utime a regular file (checked) through its folder's handle."""
+        folder, name = self.handle(os.path.dirname(path)), os.path.basename(path)
+        if mode is not None:
+            os.chmod(name, mode, dir_fd=folder)
+        if mtime is not None:
+            os.utime(name, (mtime, mtime), dir_fd=folder, follow_symlinks=False)
+
+    def write(self, relative: str, data: bytes) -> None:
+        """``_atomic_write`` through the folder's handle: a temp file beside the target, fsync, one rename."""
+        path = self.under(relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder, name = self.handle(os.path.dirname(path)), os.path.basename(path)
+        temp = f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            try:
+                os.unlink(temp, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            os.close(handle)
+        self._handles = {}
 
 
 def _base_key(entry: str) -> str:
@@ -285,10 +353,13 @@ def apply_newest(
     records.repair_state()
     current = _current_generation(root, manifest["project"], manifest["python_version"])
     outcome = Outcome(manifest, current)
-    if current != manifest["generation"]:
-        _switch_to(volume, manifest, records, outcome, deep=deep, step=step)
-    records.adopt_models(_staged_document(volume, manifest, manifest["state"]).get("models"))
-    _finish(volume, pending)
+    try:
+        if current != manifest["generation"]:
+            _switch_to(volume, manifest, records, outcome, deep=deep, step=step)
+        records.adopt_models(_staged_document(volume, manifest, manifest["state"]).get("models"))
+        _finish(volume, pending)
+    finally:
+        volume.close()
     return outcome
 
 
@@ -317,7 +388,7 @@ def _switch_to(
 ) -> None:
     project, python_version, generation = manifest["project"], manifest["python_version"], manifest["generation"]
     step(f"checking {len(manifest['files'])} files of {generation}" + (" (sha256)" if deep else ""))
-    _check_files(volume, manifest, deep=deep)
+    found = _check_files(volume, manifest, deep=deep)
     record = _staged_document(volume, manifest, manifest["generation_record"])
     if (record.get("generation"), record.get("project"), record.get("python_version")) != (
         generation,
@@ -327,14 +398,14 @@ def _switch_to(
         raise Refused(f"the pushed generation record of {project} does not match its manifest")
     records.record_intent(generation=generation, entries=[_base_key(entry) for entry in manifest["entries"]])
     _place_model_files(volume, manifest)
-    outcome.modes_restored = _restore_files(volume, manifest)
+    outcome.modes_restored = _restore_files(volume, manifest, found)
     outcome.links_made = sum(_make_link(volume, link) for link in manifest["links"])
     step(f"linking {len(manifest['entries'])} distributions")
     outcome.forest_links = _build_generation(volume, manifest)
     _crash_point("sync-forest-built")
     # Last before the switch: a refused forest leaves the volume's lock and model records as they were.
     for relative in [*manifest["lock_files"], *manifest["model_manifests"]]:
-        _atomic_write(volume.under(relative), _staged_bytes(volume, manifest, relative))
+        volume.write(relative, _staged_bytes(volume, manifest, relative))
     records.ensure_held()
     _switch_link(volume, manifest)
     _crash_point("sync-switched")
@@ -378,23 +449,28 @@ def _hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def _check_files(volume: _Volume, manifest: dict[str, Any], *, deep: bool) -> None:
-    """Every listed file is a regular file of its size (and hash); else nothing changes and the push must finish."""
+def _check_files(volume: _Volume, manifest: dict[str, Any], *, deep: bool) -> dict[str, os.stat_result]:
+    """Every listed file is a regular file of its size (and hash); else nothing changes and the push must finish.
+
+    Returns what was found per path, for ``_restore_files`` (a moved file keeps its inode).
+    """
     bad: list[str] = []
+    found: dict[str, os.stat_result] = {}
     documents = _documents(manifest)
     for item in manifest["files"]:
         path = volume.under(staged_key(manifest, item))
-        if item.get("staged") and item["path"] not in documents and not os.path.lexists(path):
+        info = volume.lstat(path)
+        if info is None and item.get("staged") and item["path"] not in documents:
             path = volume.under(item["path"])  # moved into place by a killed apply
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
+            info = volume.lstat(path)
+        if info is None:
             bad.append(f"{item['path']} (missing)")
             continue
         if not stat.S_ISREG(info.st_mode) or info.st_size != item["size"]:
             bad.append(f"{item['path']} ({info.st_size} bytes, expected {item['size']})")
         elif deep and _hash(path) != item["sha256"]:
             bad.append(f"{item['path']} (sha256 differs)")
+        found[item["path"]] = info
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         project = manifest["project"]
@@ -403,22 +479,22 @@ def _check_files(volume: _Volume, manifest: dict[str, Any], *, deep: bool) -> No
             f"{', '.join(bad[:3])}{more}; the current generation was kept",
             hint=f"run the push again (it uploads only what is missing): volume-cli sync push --project {project}",
         )
+    return found
 
 
-def _restore_files(volume: _Volume, manifest: dict[str, Any]) -> int:
+def _restore_files(volume: _Volume, manifest: dict[str, Any], found: dict[str, os.stat_result]) -> int:
     """Modes and mtimes S3 dropped (an executable bit, the mtime a timestamp .pyc checks); returns files changed."""
     changed = 0
     documents = _documents(manifest)
     for item in manifest["files"]:
         if item["path"] in documents:
             continue
-        path = volume.under(item["path"])
-        info = os.lstat(path)  # a regular file: check_files said so
-        if stat.S_IMODE(info.st_mode) != item["mode"]:
-            os.chmod(path, item["mode"])
-            changed += 1
-        if int(info.st_mtime) != item["mtime"]:
-            os.utime(path, (item["mtime"], item["mtime"]))
+        info = found[item["path"]]  # a regular file, now at its own path (_place_model_files moved it)
+        mode = item["mode"] if stat.S_IMODE(info.st_mode) != item["mode"] else None
+        mtime = item["mtime"] if int(info.st_mtime) != item["mtime"] else None
+        if mode is not None or mtime is not None:
+            volume.restore(volume.under(item["path"]), mode=mode, mtime=mtime)
+        changed += mode is not None
     return changed
 
 
@@ -458,27 +534,40 @@ def _generations_dir(volume: _Volume, manifest: dict[str, Any]) -> str:
 
 
 def _build_generation(volume: _Volume, manifest: dict[str, Any]) -> int:
-    """The forest, from the manifest's links, under a temporary name; its record; the rename into place."""
+    """The forest, from the manifest's links, under a temporary name; its record; the rename into place.
+
+    Every folder and link is made relative to its folder's handle: one round trip each on a network volume.
+    """
     folder = _generations_dir(volume, manifest)
-    final = os.path.join(folder, manifest["generation"])
-    if os.path.isdir(final) and not os.path.islink(final):
-        return len(manifest["forest_links"])  # renamed into place by a killed apply: complete
-    building = os.path.join(folder, TEMP_PREFIX + manifest["generation"])
+    os.makedirs(folder, exist_ok=True)  # a first apply on this volume
+    generations, name = volume.handle(folder), manifest["generation"]
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=generations, follow_symlinks=False).st_mode):
+            return len(manifest["forest_links"])  # renamed into place by a killed apply: complete
+    except FileNotFoundError:
+        pass
+    building = os.path.join(folder, TEMP_PREFIX + name)
     if os.path.lexists(building):
         _remove_tree(building)
-    os.makedirs(building)
-    prefix = os.path.relpath(final, volume.root).replace(os.sep, "/") + "/"
+    os.mkdir(TEMP_PREFIX + name, dir_fd=generations)
+    prefix = os.path.relpath(os.path.join(folder, name), volume.root).replace(os.sep, "/") + "/"
+    made = {building}
     for link in manifest["forest_links"]:
         if not link["path"].startswith(prefix) or not link_stays_inside(link["path"], link["target"]):
             raise Refused(f"the manifest's forest link {link['path']} is outside its generation or the volume; refused")
         # Same depth under the temporary name: the relative target stays right after the rename.
-        inside = link["path"][len(prefix) :]
-        path = os.path.join(building, *inside.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.symlink(link["target"], path)
-    record_file = f".metadata/projects/{manifest['project']}/generations/{manifest['generation']}.json"
-    _atomic_write(volume.under(record_file), _staged_bytes(volume, manifest, manifest["generation_record"]))
-    os.rename(building, final)
+        parts = link["path"][len(prefix) :].split("/")
+        parent = building
+        for part in parts[:-1]:  # the forest's real folders (several entries share them)
+            child = os.path.join(parent, part)
+            if child not in made:
+                os.mkdir(part, dir_fd=volume.handle(parent))
+                made.add(child)
+            parent = child
+        os.symlink(link["target"], parts[-1], dir_fd=volume.handle(parent))
+    record_file = f".metadata/projects/{manifest['project']}/generations/{name}.json"
+    volume.write(record_file, _staged_bytes(volume, manifest, manifest["generation_record"]))
+    os.rename(TEMP_PREFIX + name, name, src_dir_fd=generations, dst_dir_fd=generations)
     return len(manifest["forest_links"])
 
 

@@ -50,11 +50,12 @@ def _pin(boot_folder: str) -> int:
     """Replace the boot folder on sys.path by the resolved generation; its index."""
     project = os.path.basename(boot_folder)
     link = os.path.join(os.path.dirname(os.path.dirname(boot_folder)), project)
-    _apply_pushed(boot_folder, project)
-    generation = os.path.realpath(link)
     positions = [index for index, item in enumerate(sys.path) if os.path.abspath(item or ".") == boot_folder]
     position = positions[0] if positions else 0
     sys.path[:] = [item for index, item in enumerate(sys.path) if index not in positions]
+    # After the boot folder left sys.path: the apply's imports then never look it up on the volume.
+    _apply_pushed(boot_folder, project)
+    generation = os.path.realpath(link)
     if os.path.isdir(generation):
         sys.path.insert(position, _local_copy(boot_folder, generation, project))
     else:
