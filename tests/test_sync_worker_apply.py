@@ -302,3 +302,16 @@ def test_budget_a_worker_applying_on_the_simulated_volume(
     assert plain.stderr == ""
     print(f"worker applying: {applying}\nfirst start, nothing pending: {first_start}")
     assert applying.total <= BUDGET_WORKER_APPLY, f"{applying} is over the budget of {BUDGET_WORKER_APPLY}"
+
+
+def test_a_second_manifest_build_reads_no_file(source: Source, tmp_path: Path) -> None:  # noqa: F811
+    from volume_cli.sync.digests import DigestCache
+    from volume_cli.sync.manifest import build_manifest
+
+    first = DigestCache(tmp_path, source.layout.root, "story")
+    manifest = build_manifest(source.layout, "story", PY, digest=first.sha256)
+    first.save()
+    again = DigestCache(tmp_path, source.layout.root, "story")
+    assert build_manifest(source.layout, "story", PY, digest=again.sha256) == manifest
+    assert (first.hashed, again.hashed) == (len(manifest.files), 0)
+    assert build_manifest(source.layout, "story", PY) == manifest  # the default hashes every file: the same

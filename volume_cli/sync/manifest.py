@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
@@ -45,6 +46,9 @@ from volume_cli.models.manifest import manifest_path, read_model_manifest
 from volume_cli.pushed_apply import manifest_checksum, pending_dir, safe_relative, staged_key
 from volume_cli.store.documents import StoreDocument, parse_document
 from volume_cli.store.state import project_state_path, read_project_state, utc_now
+
+# (path, path relative to the root, its lstat) -> sha256
+Digest = Callable[[Path, str, os.stat_result], str]
 
 
 class _Model(BaseModel):
@@ -150,7 +154,9 @@ def decode_manifest(raw: bytes, *, source: str) -> GenerationManifest:
     return manifest
 
 
-def _walk(layout: VolumeLayout, top: Path, files: dict[str, SyncedFile], links: dict[str, SyncedLink]) -> None:
+def _walk(
+    layout: VolumeLayout, top: Path, files: dict[str, SyncedFile], links: dict[str, SyncedLink], digest: Digest
+) -> None:
     """Regular files and links under ``top``, never following a link (one lstat each)."""
     if top.is_symlink():
         links[layout.relative(top)] = SyncedLink(path=layout.relative(top), target=os.readlink(top))
@@ -163,26 +169,33 @@ def _walk(layout: VolumeLayout, top: Path, files: dict[str, SyncedFile], links: 
             if stat.S_ISLNK(info.st_mode):
                 links[relative] = SyncedLink(path=relative, target=os.readlink(path))
             elif stat.S_ISREG(info.st_mode):
-                files[relative] = _synced(path, relative, info)
+                files[relative] = _synced(path, relative, info, digest)
 
 
-def _synced(path: Path, relative: str, info: os.stat_result, *, staged: bool = False) -> SyncedFile:
+def _synced(path: Path, relative: str, info: os.stat_result, digest: Digest, *, staged: bool = False) -> SyncedFile:
     return SyncedFile(
         path=relative,
         size=info.st_size,
-        sha256=hash_file(path, "sha256", size=info.st_size),
+        sha256=digest(path, relative, info),
         mode=stat.S_IMODE(info.st_mode),
         mtime=int(info.st_mtime),
         staged=staged,
     )
 
 
-def _staged(layout: VolumeLayout, path: Path) -> SyncedFile:
-    return _synced(path, layout.relative(path), path.stat(), staged=True)
+def _staged(layout: VolumeLayout, path: Path, digest: Digest) -> SyncedFile:
+    return _synced(path, layout.relative(path), path.stat(), digest, staged=True)
 
 
-def build_manifest(layout: VolumeLayout, project: str, python_version: str) -> GenerationManifest:
-    """The manifest of ``project``'s current generation on the volume at ``layout`` (hashes every file once)."""
+def hash_now(path: Path, relative: str, info: os.stat_result) -> str:
+    """The sha256 of a file, read now (``DigestCache.sha256`` reads only files that changed)."""
+    return hash_file(path, "sha256", size=info.st_size)
+
+
+def build_manifest(
+    layout: VolumeLayout, project: str, python_version: str, *, digest: Digest = hash_now
+) -> GenerationManifest:
+    """The manifest of ``project``'s current generation on the volume at ``layout`` (``digest`` gives each sha256)."""
     generation = current_generation(layout, project, python_version)
     record = read_generation_record(layout, project, generation) if generation else None
     state = read_project_state(layout, project)
@@ -194,10 +207,12 @@ def build_manifest(layout: VolumeLayout, project: str, python_version: str) -> G
     files: dict[str, SyncedFile] = {}
     entry_links: dict[str, SyncedLink] = {}
     for entry in record.entries:
-        _walk(layout, layout.store_dir / entry.entry, files, entry_links)
+        _walk(layout, layout.store_dir / entry.entry, files, entry_links, digest)
     forest: dict[str, SyncedLink] = {}
-    _walk(layout, generation_dir(layout, project, python_version, generation), {}, forest)
-    model_files, model_links, model_manifests = _model_parts(layout, state.models.model_keys if state.models else [])
+    _walk(layout, generation_dir(layout, project, python_version, generation), {}, forest, digest)
+    model_files, model_links, model_manifests = _model_parts(
+        layout, state.models.model_keys if state.models else [], digest
+    )
     files.update(model_files)
     staged = [generation_record_path(layout, project, generation), project_state_path(layout, project)]
     locks = [lock_info_path(layout, project), pylock_path(layout, project), uv_lock_path(layout, project)]
@@ -205,7 +220,7 @@ def build_manifest(layout: VolumeLayout, project: str, python_version: str) -> G
     # The lock files name the last resolve; after a rollback they may not be the current generation's own.
     locks = [path for path in locks if path.is_file()] if lock and lock.pylock_sha256 == record.lock_hash else []
     for path in [*staged, *locks, *model_manifests]:
-        item = _staged(layout, path)
+        item = _staged(layout, path, digest)
         files[item.path] = item
     return GenerationManifest(
         project=project,
@@ -224,7 +239,7 @@ def build_manifest(layout: VolumeLayout, project: str, python_version: str) -> G
 
 
 def _model_parts(
-    layout: VolumeLayout, keys: list[str]
+    layout: VolumeLayout, keys: list[str], digest: Digest
 ) -> tuple[dict[str, SyncedFile], dict[str, SyncedLink], list[Path]]:
     files: dict[str, SyncedFile] = {}
     links: dict[str, SyncedLink] = {}
@@ -237,7 +252,7 @@ def _model_parts(
         for relative in dict.fromkeys([model.target, *model.links]):
             path = layout.absolute(safe_relative(relative))
             if path.is_symlink() or path.exists():
-                _walk(layout, path, files, links)
+                _walk(layout, path, files, links, digest)
     # Only a hub's blobs are named by their content; any other model file (a ref, a URL or local model's file)
     # may be one old workers read, so it waits under pushed/ and apply moves it into place.
     staged = {path: item.model_copy(update={"staged": "/blobs/" not in path}) for path, item in files.items()}
