@@ -73,6 +73,7 @@ class Pushed:
     old_alpha: str
     new_alpha: str
     source: Source
+    fresh: Path  # a volume no pod ever touched: generation B pushed, nothing applied, no boot written there
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,10 @@ def pushed(source: Source, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
         assert applied.switched
         new = _change_one_requirement(source)
-        _push(source, [target], tmp)
-        yield Pushed(folder, old, new, old_alpha, source.alpha, source)
+        server.client().create_bucket(Bucket="fresh")
+        fresh = Target(Remote(name="r1", endpoint=server.endpoint, bucket="fresh"), server)
+        _push(source, [target, fresh], tmp)
+        yield Pushed(folder, old, new, old_alpha, source.alpha, source, fresh.mounted(tmp))
     finally:
         _stop(server)
 
@@ -175,6 +178,26 @@ def test_a_bare_worker_calling_activate_applies_the_pushed_generation(pushed: Pu
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == pushed.new_alpha and "applied the pushed generation" in done.stderr
     _assert_applied(pushed, volume)
+
+
+def test_the_first_worker_on_a_volume_no_pod_touched_applies_the_push(pushed: Pushed, tmp_path: Path) -> None:
+    root = tmp_path / "fresh"
+    shutil.copytree(pushed.fresh, root, symlinks=True)
+    assert current_generation(VolumeLayout(root), "story", PY) is None
+    # `env` run where the project was built, for the volume as workers mount it: nothing written there
+    lines = pushed.source.volume.run("env", "--project", "story", "--mount", str(root), "--format", "json").stdout
+    environment = {"PATH": os.environ["PATH"], **json.loads(lines), "VOLUME_CLI_LOCAL_CACHE": str(tmp_path / "cache")}
+    done = _run_worker(environment)
+    assert (done.returncode, done.stdout.strip()) == (0, pushed.new_alpha), done.stderr
+    assert current_generation(VolumeLayout(root), "story", PY) == pushed.new
+    state = read_project_state(VolumeLayout(root), "story")
+    assert state is not None and state.deps is not None and state.models is not None
+    assert (state.deps.generation, state.deps.previous_generation) == (pushed.new, None)
+    doctor = pushed.source.volume.run("doctor", "--project", "story", "--root", str(root), check=False)
+    assert doctor.returncode == 0 and "pending" not in doctor.stdout, doctor.stdout + doctor.stderr
+    runtime = root / ".metadata" / "runtime" / "volume_cli_runtime.py"  # activate() has its copy there too
+    code = f"import runpy; runpy.run_path({str(runtime)!r})['activate']('story', {str(root)!r}); import alpha"
+    assert _run_worker(environment, code).returncode == 0
 
 
 def test_apply_on_start_turned_off_keeps_the_old_generation(pushed: Pushed, volume: Path) -> None:

@@ -42,6 +42,7 @@ from volume_cli.sync.manifest import (
     manifest_key,
     object_key,
 )
+from volume_cli.sync.worker_files import seed_worker_files
 
 MiB = 1 << 20
 
@@ -279,6 +280,7 @@ def _upload_all(
         with ThreadPoolExecutor(max_workers=settings.workers) as pool:
             for phase in phases:
                 list(pool.map(one, phase))  # a phase ends before the next starts: markers follow their files
+        seed_worker_files(bucket, layout, manifest.project, manifest.python_version)
         crash_point("sync-before-manifest")
         # Last: the commit point. Its presence says every file above is there.
         bucket.put(manifest_key(manifest.project, manifest.generation), encode_manifest(manifest), {})
