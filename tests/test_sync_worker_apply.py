@@ -338,3 +338,18 @@ def test_a_second_manifest_build_reads_no_file(source: Source, tmp_path: Path) -
     assert build_manifest(source.layout, "story", PY, digest=again.sha256) == manifest
     assert (first.hashed, again.hashed) == (len(manifest.files), 0)
     assert build_manifest(source.layout, "story", PY) == manifest  # the default hashes every file: the same
+
+
+def test_an_invalid_pushed_record_is_refused_before_anything_changes(pushed: Pushed, volume: Path) -> None:
+    staged = volume / ".metadata" / "projects" / "story" / "pushed" / pushed.new / ".metadata" / "projects" / "story"
+    record = staged / "generations" / f"{pushed.new}.json"
+    record.write_bytes(record.read_bytes().replace(b'"config_hash"', b'"config_hasX"'))  # same size
+    done = _run_worker(_env(pushed, volume))
+    assert (done.returncode, done.stdout.strip()) == (0, pushed.old_alpha)
+    assert done.stderr.count("\n") == 1 and "invalid" in done.stderr, done.stderr
+    argv = [*volume_cli_command(), "sync", "apply", "--project", "story", "--root", str(volume)]
+    cli = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=pushed.source.volume.env)
+    assert cli.returncode != 0 and "Traceback" not in cli.stderr and "invalid" in cli.stderr, cli.stderr
+    assert current_generation(VolumeLayout(volume), "story", PY) == pushed.old
+    generations = volume / "python-deps" / f"py{PY}" / ".generations" / "story"
+    assert [path.name for path in generations.iterdir()] == [pushed.old]

@@ -317,6 +317,9 @@ class Records(Protocol):
 
     def ensure_held(self) -> None: ...
 
+    def check(self, record: dict[str, Any], models: dict[str, Any] | None) -> None:
+        """Refuse a pushed generation record or models record these records could not be written from."""
+
     def clear_intent(self) -> None: ...
 
     def record_intent(self, *, generation: str, entries: list[str]) -> None: ...
@@ -396,6 +399,7 @@ def _switch_to(
         python_version,
     ):
         raise Refused(f"the pushed generation record of {project} does not match its manifest")
+    records.check(record, _staged_document(volume, manifest, manifest["state"]).get("models"))  # before any change
     records.record_intent(generation=generation, entries=[_base_key(entry) for entry in manifest["entries"]])
     _place_model_files(volume, manifest)
     outcome.modes_restored = _restore_files(volume, manifest, found)
@@ -852,6 +856,17 @@ class WorkerRecords:
 
     def ensure_held(self) -> None:
         self.lease.ensure_held()
+
+    def check(self, record: dict[str, Any], models: dict[str, Any] | None) -> None:
+        """The fields this writes from (the CLI validates the whole records with its models)."""
+        fine = (
+            all(isinstance(record.get(key), str) for key in ("generation", "path", "config_hash"))
+            and isinstance(record.get("entries"), list)
+            and all(isinstance(entry, dict) for entry in record["entries"])
+            and (models is None or (isinstance(models, dict) and isinstance(models.get("model_keys"), list)))
+        )
+        if not fine:
+            raise Refused(f"the pushed records of {self.project} are invalid; the current generation was kept")
 
     def _short_lock(self, name: str, *, lease_seconds: float) -> VolumeLease:
         lock = VolumeLease(

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from volume_cli import pushed_apply
 from volume_cli.deps.documents import GenerationRecord
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
+from volume_cli.errors import SyncManifestError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -101,6 +104,11 @@ class CliRecords:
     def ensure_held(self) -> None:
         self.lease.ensure_held()
 
+    def check(self, record: dict[str, Any], models: dict[str, Any] | None) -> None:
+        _validated(GenerationRecord, record, "generation record")
+        if models is not None:
+            _validated(ModelsRecord, models, "models record")
+
     def clear_intent(self) -> None:
         clear_intent(self.layout, self.project)
 
@@ -117,17 +125,33 @@ class CliRecords:
         repair_state(self.layout, self.project, self.python_version)
 
     def record_switch(self, record: dict[str, Any], *, previous: str | None) -> None:
-        parsed = GenerationRecord.model_validate(record)
+        parsed = _validated(GenerationRecord, record, "generation record")
         record_switch(self.layout, self.project, self.python_version, parsed, previous=previous, new_bytes=0)
 
     def adopt_models(self, models: dict[str, Any] | None) -> None:
         """The source's models record: every model the manifest carried is present and checked."""
         if models is None:
             return
-        source = ModelsRecord.model_validate(models)
+        source = _validated(ModelsRecord, models, "models record")
         update_project_state(
             self.layout,
             self.project,
             self.python_version,
             lambda state: state if state.models == source else state.model_copy(update={"models": source}),
         )
+
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+def _validated(cls: type[RecordT], data: dict[str, Any], what: str) -> RecordT:
+    """A pushed record as its model; one clear error (not a traceback) when it does not fit."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise SyncManifestError(
+            f"the pushed {what} is invalid ({where}: {first['msg']}); the current generation was kept",
+            hint="push again from a volume where `volume-cli deps check` passes",
+        ) from None
