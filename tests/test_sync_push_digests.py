@@ -11,7 +11,7 @@ from volume_cli.sync.manifest import hash_now
 
 def _sha(cache: DigestCache, root: Path, name: str) -> str:
     path = root / name
-    return cache.sha256(path, name, path.lstat())
+    return cache.sha256(str(path), name, path.lstat())
 
 
 def test_an_unchanged_file_is_not_read_again_and_a_rewritten_one_is(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_an_unchanged_file_is_not_read_again_and_a_rewritten_one_is(tmp_path: Pa
         (root / name).write_bytes(name.encode() * 1000)
     first = DigestCache(state, root, "demo")
     digests = {name: _sha(first, root, name) for name in ("a", "b", "c")}
-    assert first.hashed == 3 and digests["a"] == hash_now(root / "a", "a", (root / "a").lstat())
+    assert first.hashed == 3 and digests["a"] == hash_now(str(root / "a"), "a", (root / "a").lstat())
     first.save()
     again = DigestCache(state, root, "demo")
     assert {name: _sha(again, root, name) for name in ("a", "b", "c")} == digests and again.hashed == 0

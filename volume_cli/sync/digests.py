@@ -50,13 +50,13 @@ class DigestCache:
         self._used: dict[str, tuple[list[int], str]] = {}
         self.hashed = 0  # files read this time
 
-    def sha256(self, path: Path, relative: str, info: os.stat_result) -> str:
+    def sha256(self, path: str, relative: str, info: os.stat_result) -> str:
         identity = file_identity(info)
         known = self._known.get(relative)
         if known is not None and known[0] == identity:
             digest = known[1]
         else:
-            digest = hash_file(path, "sha256", size=info.st_size)
+            digest = hash_file(Path(path), "sha256", size=info.st_size)
             self.hashed += 1
         self._used[relative] = (identity, digest)
         return digest
