@@ -6,7 +6,8 @@ Run by hand from a source checkout (CI never runs it)::
 
 It installs the full wheel set of bench/wheelsets.py into a build folder (``deps install --root``,
 from a local index of the wheelhouse), pushes it to an empty bucket, changes one leaf (tqdm),
-installs and pushes again, then pushes once more with nothing to do. The request counts are what
+installs and pushes again, then pushes once more with nothing to do (then twice more with the local digest
+cache and twice without it, alternating). The request counts are what
 ``sync push --json`` reports; a real endpoint adds a network round trip to each of them.
 """
 
@@ -93,6 +94,15 @@ def main() -> None:
             rows.append(("one leaf changed (tqdm)", seconds, summary(result)))
             seconds, result = push(env, build)
             rows.append(("again, nothing to do", seconds, summary(result)))
+            # Interleaved: nothing to do with the digests of the last push, and without them (every file
+            # hashed again, as before the digest cache).
+            for turn in (1, 2):
+                for digests in ("kept", "dropped"):
+                    if digests == "dropped":
+                        for cache in (work / "state" / "volume-cli" / "sync").glob("digests-*.json"):
+                            cache.unlink()
+                    seconds, result = push(env, build)
+                    rows.append((f"nothing to do, digests {digests} ({turn})", seconds, summary(result)))
     finally:
         _stop(server)
     print(f"\n| push of the 44-wheel set to {options.server} on loopback | time | what the push reports |")

@@ -93,3 +93,89 @@ def test_the_worker_reads_model_manifests_where_layout_puts_them(key: str, tmp_p
     assert runtime.missing_models(layout.root, [key]) == []
     (files_root / "w.bin").unlink()
     assert runtime.missing_models(layout.root, [key]) != []
+
+
+# -- volume_cli/pushed_apply.py: copied onto the volume, standard library only (issue 12) ------------------
+def _oldest_python() -> str | None:
+    """The pyenv CPython 3.10 (the oldest a worker image may run), when installed here."""
+    import subprocess
+
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return None
+    found = sorted(Path(root or "/nonexistent").glob("versions/3.10.*/bin/python3.10"))
+    return str(found[-1]) if found else None
+
+
+@pytest.mark.parametrize("which", ["this", "3.10"])
+def test_the_worker_apply_runs_on_the_standard_library_alone(which: str) -> None:
+    import subprocess
+
+    from volume_cli import pushed_apply
+
+    python = sys.executable if which == "this" else _oldest_python()
+    if python is None:
+        pytest.skip("no CPython 3.10 from pyenv here")
+    code = (
+        f"import runpy, sys; module = runpy.run_path({pushed_apply.__file__!r});"
+        "assert 'pydantic' not in sys.modules and 'volume_cli' not in sys.modules;"
+        "when = module['_parse_time']('2026-12-01T15:45:02.4Z');"
+        "print(module['Refused'].__name__, when.tzinfo is not None)"
+    )
+    done = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "ApplyError True"), done.stderr
+
+
+def test_the_worker_apply_names_what_the_cli_names() -> None:
+    from volume_cli import pushed_apply, worker_boot
+    from volume_cli.deps import faults, forest, record
+    from volume_cli.deps.documents import InstallIntent
+    from volume_cli.deps.entries import FORCED_MARKER, base_key
+    from volume_cli.store.lock import DEFAULT_LEASE_SECONDS
+    from volume_cli.store.state import ProjectState
+    from volume_cli.sync.manifest import GenerationManifest
+
+    assert pushed_apply.CRASH_ENV == faults.CRASH_ENV
+    assert pushed_apply.TEMP_PREFIX == forest.TEMP_PREFIX
+    assert pushed_apply.STORE_LOCK_NAME == record.STORE_LOCK_NAME
+    assert pushed_apply.LEASE_SECONDS == DEFAULT_LEASE_SECONDS
+    assert pushed_apply.FORCED_MARKER == FORCED_MARKER
+    assert pushed_apply.STATE_SCHEMA_VERSION == ProjectState.SCHEMA_VERSION
+    assert InstallIntent.SCHEMA_VERSION == GenerationManifest.SCHEMA_VERSION == 1  # what the worker writes and reads
+    assert worker_boot.PUSHED_APPLY_FILE == runtime.PUSHED_APPLY_FILE
+    for source in (Path(worker_boot.__file__), Path(runtime.__file__)):
+        assert f'"{pushed_apply.APPLY_ENV}"' in source.read_text()  # the off switch, spelled out in both
+        assert f'"{pushed_apply.PUSHED_DIR}"' in source.read_text()
+    for entry in ["alpha-1.0-py3-none-any-0123abcd", "alpha-1.0-py3-none-any-0123abcd-f0123abcd", "x-f0123abcd"]:
+        assert pushed_apply._base_key(entry) == base_key(entry)
+
+
+def test_the_worker_apply_refuses_what_fsguard_refuses(tmp_path: Path) -> None:
+    from volume_cli import pushed_apply
+    from volume_cli.errors import UnsafePathError
+    from volume_cli.fsguard import check_chain
+
+    root = tmp_path / "volume"
+    (root / ".metadata" / "projects").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / ".metadata" / "projects" / "story").symlink_to(elsewhere)
+    paths = [
+        root / ".metadata" / "projects" / "story" / "state.json",  # through a planted link
+        root / ".metadata" / "projects" / "fresh" / "state.json",  # not there yet: fine
+        root / ".." / "x",
+        root / ".metadata" / "projects" / "..",
+    ]
+    for path in paths:
+        try:
+            check_chain(path, root)
+            cli = "ok"
+        except UnsafePathError:
+            cli = "refused"
+        try:
+            pushed_apply._check_chain(str(path), str(root))
+            worker = "ok"
+        except UnsafePathError:
+            worker = "refused"
+        assert worker == cli, path

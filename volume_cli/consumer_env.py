@@ -114,11 +114,12 @@ BOOT_BYTECODE_BLOCKER = "__pycache__"
 
 def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
     """The project's boot folder (never switched); one read when it is already current."""
-    from volume_cli import local_copy, worker_boot
+    from volume_cli import local_copy, pushed_apply, worker_boot
 
     folder = boot_path(layout.root, project, python_version)
     try:
         _write_if_changed(folder / worker_boot.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes())
+        _write_if_changed(folder / worker_boot.PUSHED_APPLY_FILE, Path(pushed_apply.__file__).read_bytes())
         # The boot last: a boot that names its sibling never runs without it.
         _write_if_changed(folder / "sitecustomize.py", Path(worker_boot.__file__).read_bytes())
         _block_bytecode(folder)
@@ -157,11 +158,12 @@ def write_hub_version(layout: VolumeLayout) -> None:
 
 def write_runtime_copy(layout: VolumeLayout) -> Path:
     """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
-    from volume_cli import local_copy, runtime
+    from volume_cli import local_copy, pushed_apply, runtime
 
     write_hub_version(layout)
     target = layout.absolute(RUNTIME_FILE)
     _write_if_changed(target.parent / runtime.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes())
+    _write_if_changed(target.parent / runtime.PUSHED_APPLY_FILE, Path(pushed_apply.__file__).read_bytes())
     _write_if_changed(target, Path(runtime.__file__).read_bytes())
     _block_bytecode(target.parent)
     return target

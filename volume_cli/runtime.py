@@ -45,6 +45,43 @@ except ImportError:  # the standalone copy on the volume
 LOCAL_COPY_FILE = "volume_cli_local_copy.py"
 
 
+# volume_cli/pushed_apply.py; beside the runtime copy on the volume, under this name.
+PUSHED_APPLY_FILE = "volume_cli_pushed_apply.py"
+_APPLIED: set[tuple[str, str]] = set()  # (root, project) a pending push was looked for in this process
+
+
+def _apply_pushed(root: Path, project: str) -> None:
+    """Apply a generation ``sync push`` left pending, once per process, before the current one is read."""
+    if (str(root), project) in _APPLIED:
+        return
+    _APPLIED.add((str(root), project))
+    if os.environ.get("VOLUME_CLI_APPLY_ON_START", "").strip() == "0":
+        return
+    try:  # one listing when nothing is pending: the apply code (and what it imports) is loaded only when needed
+        with os.scandir(root / ".metadata" / "projects" / project / "pushed") as listing:
+            if not any(entry.name.endswith(".json") for entry in listing):
+                return
+    except OSError:
+        return
+    try:
+        from volume_cli import pushed_apply
+    except ImportError:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), PUSHED_APPLY_FILE)
+        spec = importlib.util.spec_from_file_location("volume_cli_pushed_apply", path)
+        if spec is None or spec.loader is None or not os.path.isfile(path):
+            return  # a copy written by an older volume-cli: sync apply on a pod applies it
+        pushed_apply = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(pushed_apply)
+        except Exception as exc:  # never a failed activation for want of an update
+            sys.stderr.write(f"volume-cli: the pushed generation of {project} was not applied: {exc!r}\n")
+            return
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pushed_apply.log_apply_on_start(str(root), project, running)
+
+
 _LOADED: list[Any] = []  # the local-copy module, loaded once per process (activate() may run per request)
 
 
@@ -404,6 +441,7 @@ def activate(
     holds what libraries write at run time; a variable of ``LOCAL_CACHES``
     the worker already set to a path off the volume is kept.
     """
+    _apply_pushed(find_root(root), project)
     found = inspect(project, root, require_models=require_models)
     if found.problems:
         message, hint = found.problems[0]

@@ -42,16 +42,20 @@ LOCAL_CACHES = {
 TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
 # volume_cli/local_copy.py, copied beside this file.
 LOCAL_COPY_FILE = "volume_cli_local_copy.py"
+# volume_cli/pushed_apply.py, copied beside this file: applies a generation `sync push` left pending.
+PUSHED_APPLY_FILE = "volume_cli_pushed_apply.py"
 
 
 def _pin(boot_folder: str) -> int:
     """Replace the boot folder on sys.path by the resolved generation; its index."""
     project = os.path.basename(boot_folder)
     link = os.path.join(os.path.dirname(os.path.dirname(boot_folder)), project)
-    generation = os.path.realpath(link)
     positions = [index for index, item in enumerate(sys.path) if os.path.abspath(item or ".") == boot_folder]
     position = positions[0] if positions else 0
     sys.path[:] = [item for index, item in enumerate(sys.path) if index not in positions]
+    # After the boot folder left sys.path: the apply's imports then never look it up on the volume.
+    _apply_pushed(boot_folder, project)
+    generation = os.path.realpath(link)
     if os.path.isdir(generation):
         sys.path.insert(position, _local_copy(boot_folder, generation, project))
     else:
@@ -60,6 +64,36 @@ def _pin(boot_folder: str) -> int:
             f"(next: on a pod with the volume: volume-cli deps install --project {project})\n"
         )
     return position
+
+
+def _apply_pushed(boot_folder: str, project: str) -> None:
+    """Before the link is resolved: apply a pushed generation that is pending (once, under the project's lock).
+
+    One listing when nothing is pending; the apply code is only read from the
+    volume when something is. $VOLUME_CLI_APPLY_ON_START=0 turns it off.
+    """
+    if os.environ.get("VOLUME_CLI_APPLY_ON_START", "").strip() == "0":
+        return
+    python_dir = os.path.dirname(os.path.dirname(boot_folder))
+    root = os.path.dirname(os.path.dirname(python_dir))
+    try:
+        with os.scandir(os.path.join(root, ".metadata", "projects", project, "pushed")) as listing:
+            if not any(entry.name.endswith(".json") for entry in listing):
+                return
+    except OSError:
+        return
+    import importlib.util
+
+    path = os.path.join(boot_folder, PUSHED_APPLY_FILE)
+    spec = importlib.util.spec_from_file_location("volume_cli_pushed_apply", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        return  # a boot written by an older volume-cli: sync apply on a pod applies it
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        module.log_apply_on_start(root, project, os.path.basename(python_dir)[len("py") :])
+    except Exception as exc:  # never a worker without its packages for want of an update
+        sys.stderr.write(f"volume-cli: the pushed generation of {project} was not applied: {exc!r}\n")
 
 
 def _local_copy(boot_folder: str, generation: str, project: str) -> str:

@@ -31,6 +31,7 @@ from volume_cli.remote.objects import RemoteBucket
 from volume_cli.remote.s3 import make_client
 from volume_cli.store.documents import parse_document
 from volume_cli.store.state import ProjectState
+from volume_cli.sync.digests import DigestCache
 from volume_cli.sync.journal import MultipartRecord, PushJournal, journal_path
 from volume_cli.sync.manifest import (
     GenerationManifest,
@@ -41,6 +42,7 @@ from volume_cli.sync.manifest import (
     manifest_key,
     object_key,
 )
+from volume_cli.sync.worker_files import seed_worker_files
 
 MiB = 1 << 20
 
@@ -120,7 +122,9 @@ def push(
     """Plan, then (unless ``dry_run``) upload to each remote in turn; the manifest goes last on each."""
     settings = settings or TransferSettings()
     progress.step(f"hashing the files of {project}'s current generation")
-    manifest = build_manifest(layout, project, python_version)
+    digests = DigestCache(journal_dir, layout.root, project)
+    manifest = build_manifest(layout, project, python_version, digest=digests.sha256)
+    digests.save()
     results = []
     for remote in remotes:
         started = time.monotonic()
@@ -276,6 +280,7 @@ def _upload_all(
         with ThreadPoolExecutor(max_workers=settings.workers) as pool:
             for phase in phases:
                 list(pool.map(one, phase))  # a phase ends before the next starts: markers follow their files
+        seed_worker_files(bucket, layout, manifest.project, manifest.python_version)
         crash_point("sync-before-manifest")
         # Last: the commit point. Its presence says every file above is there.
         bucket.put(manifest_key(manifest.project, manifest.generation), encode_manifest(manifest), {})

@@ -16,11 +16,11 @@ from volume_cli.deps.documents import GenerationRecord, read_generation_record
 from volume_cli.deps.forest import current_generation
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
+from volume_cli.pushed_apply import pending_dir
 from volume_cli.remote.config import Remote
 from volume_cli.remote.objects import RemoteBucket
 from volume_cli.remote.s3 import make_client
 from volume_cli.store.documents import parse_document
-from volume_cli.sync.manifest import pending_dir
 from volume_cli.sync.push import remote_state
 
 
