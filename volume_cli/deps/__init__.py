@@ -32,14 +32,79 @@ On the volume::
 never the volume.
 """
 
-from volume_cli.deps.check import DepsCheckReport, FileProblem, ImportFailure, VersionMismatch, check
-from volume_cli.deps.gc import GcReport, gc
-from volume_cli.deps.install import InstallResult, install, plan_install
-from volume_cli.deps.lock import LockResult, lock_project
-from volume_cli.deps.plan import InstallPlan, PackageChange
-from volume_cli.deps.rollback import RollbackResult, rollback
-from volume_cli.deps.status import DepsStatus, PackageRow, StoreUsage, deps_status, list_packages, store_usage
-from volume_cli.deps.uvtool import default_cache_dir
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from volume_cli.deps.check import DepsCheckReport, FileProblem, ImportFailure, VersionMismatch, check
+    from volume_cli.deps.gc import GcReport, gc
+    from volume_cli.deps.install import InstallResult, install, plan_install
+    from volume_cli.deps.lock import LockResult, lock_project
+    from volume_cli.deps.plan import InstallPlan, PackageChange
+    from volume_cli.deps.rollback import RollbackResult, rollback
+    from volume_cli.deps.status import DepsStatus, PackageRow, StoreUsage, deps_status, list_packages, store_usage
+    from volume_cli.deps.uvtool import default_cache_dir
+
+# Imported on first use: `deps install` must not pay for check's, gc's and status's imports at every start.
+_HOME = {
+    "DepsCheckReport": "check",
+    "FileProblem": "check",
+    "ImportFailure": "check",
+    "VersionMismatch": "check",
+    "check": "check",
+    "GcReport": "gc",
+    "gc": "gc",
+    "InstallResult": "install",
+    "install": "install",
+    "plan_install": "install",
+    "LockResult": "lock",
+    "lock_project": "lock",
+    "InstallPlan": "plan",
+    "PackageChange": "plan",
+    "RollbackResult": "rollback",
+    "rollback": "rollback",
+    "DepsStatus": "status",
+    "PackageRow": "status",
+    "StoreUsage": "status",
+    "deps_status": "status",
+    "list_packages": "status",
+    "store_usage": "status",
+    "default_cache_dir": "uvtool",
+}
+
+
+class _EnginePackage(types.ModuleType):
+    """``volume_cli.deps.gc`` (and check, install, rollback) stays the function, as when they were imported eagerly.
+
+    Importing a submodule sets the package's attribute of the same name to the
+    module; the function of that name is what every caller means.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _HOME.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:  # a submodule (``volume_cli.deps.status``), as the eager imports made available
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+sys.modules[__name__].__class__ = _EnginePackage
 
 __all__ = [
     "DepsCheckReport",
