@@ -94,3 +94,23 @@ def test_gc_with_yes_reads_the_volume_once(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "CALLS [False]" in done.stdout, done.stdout + done.stderr
+
+
+def test_deps_install_imports_none_of_the_other_engines() -> None:
+    """``volume_cli.deps`` imports its engines on first use: an install pays for check, gc, status only when run."""
+    code = (
+        "import sys\n"
+        "from volume_cli.deps import install\n"
+        "import volume_cli.deps.gc as gc_module\n"  # importing the submodule keeps the function as the attribute
+        "from volume_cli.deps import gc, check\n"
+        "import volume_cli.deps\n"
+        "assert callable(install) and callable(gc) and callable(check), (install, gc, check)\n"
+        "assert volume_cli.deps.gc is gc is gc_module and volume_cli.deps.install is install\n"
+        "print(sorted(name for name in sys.modules if name.startswith('volume_cli.deps.')))\n"
+    )
+    unused = "import sys\nfrom volume_cli.deps import install\nprint(sorted(sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", unused], capture_output=True, text=True, timeout=60, check=True)
+    for engine in ("check", "gc", "rollback", "status"):
+        assert f"'volume_cli.deps.{engine}'" not in done.stdout, engine
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
