@@ -3,9 +3,12 @@
 uv 0.8-0.13 writes nothing while it downloads: only ``Downloading NAME (SIZE)`` when a large transfer
 starts, `` Downloaded NAME`` when it ends, and the ``Prepared``/``Installed``/`` + `` lines at the end.
 So bytes are measured where uv puts them: it streams each wheel straight into its cache (unzipped under
-``archive-v0``, via temporary folders in the cache root), so the cache's growth since the start tracks the
-download; a package is prepared when its folder appears in ``archive-v0``. Unzipped wheels can be larger
-than the lock's file sizes, so the byte count is capped at the lock's total while uv runs.
+``archive-v0``, via temporary folders in the cache root), so what appeared there since the start tracks
+the download; a package is prepared when its folder appears in ``archive-v0``. Unzipped wheels can be
+larger than the lock's file sizes, so the byte count is capped at the lock's total while uv runs.
+
+Only what is new is walked: the start takes two listings, not a walk of the whole cache (the 44-wheel
+set's warm cache holds 19k files: two walks of it cost a one-leaf install ~0.2 s of CPU).
 """
 
 from __future__ import annotations
@@ -41,9 +44,36 @@ def tree_size(root: Path) -> int:
     return total
 
 
-def _archive_count(cache_dir: Path) -> int:
+def _names(folder: Path) -> set[str]:
     try:
-        return sum(1 for _ in os.scandir(cache_dir / "archive-v0"))
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+class _CacheGrowth:
+    """What appeared in uv's cache since it was made: new top-level folders (uv's temp ones) and new archives."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.archives = cache_dir / "archive-v0"
+        self.cache_dir = cache_dir
+        self.top = _names(cache_dir)
+        self.unpacked = _names(self.archives)
+
+    def new_archives(self) -> set[str]:
+        return _names(self.archives) - self.unpacked
+
+    def new_bytes(self) -> int:
+        # A cache that had no archive-v0 gets it as a new top-level folder: walked there, not twice.
+        fresh = [self.cache_dir / name for name in _names(self.cache_dir) - self.top]
+        if "archive-v0" in self.top:
+            fresh += [self.archives / name for name in self.new_archives()]
+        return sum(tree_size(path) if path.is_dir() else _file_size(path) for path in fresh)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
     except OSError:
         return 0
 
@@ -52,12 +82,10 @@ class UvInstallWatcher:
     """Polls the uv cache from a thread and drives a bytes task and a packages task."""
 
     def __init__(self, progress: Progress, *, cache_dir: Path, packages: int, total_bytes: int | None) -> None:
-        self._cache_dir = cache_dir
         self._packages = packages
         self._total_bytes = total_bytes
         self._stop = threading.Event()
-        self._start_size = tree_size(cache_dir)
-        self._start_archives = _archive_count(cache_dir)
+        self._growth = _CacheGrowth(cache_dir)
         self.grown = 0
         self.downloaded: Task = progress.task(
             "downloading", total=float(total_bytes) if total_bytes else None, unit="bytes"
@@ -66,12 +94,12 @@ class UvInstallWatcher:
         self._thread = threading.Thread(target=self._loop, name="volume-cli-uv-progress", daemon=True)
 
     def _poll(self) -> None:
-        grown = max(0, tree_size(self._cache_dir) - self._start_size)
+        grown = self._growth.new_bytes()
         if self._total_bytes:
             grown = min(grown, self._total_bytes)
         self.grown = grown
         self.downloaded.update(completed=float(grown))
-        done = min(self._packages, max(0, _archive_count(self._cache_dir) - self._start_archives))
+        done = min(self._packages, len(self._growth.new_archives()))
         self.prepared.update(completed=float(done))
 
     def _loop(self) -> None:
