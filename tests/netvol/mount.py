@@ -43,11 +43,14 @@ def _fuse3_flags() -> list[str] | None:
     return done.stdout.split() if done.returncode == 0 else None
 
 
-def server_binary() -> Path:
-    """The compiled server, built on first use into a cache folder keyed by the source's sha256."""
-    source = SOURCE.read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    binary = cache / "volume-cli-tests" / "netvol" / hashlib.sha256(source).hexdigest() / "netvolfs"
+# Read once at import: tests/conftest.py points XDG_CACHE_HOME at a fresh folder for every test,
+# which would rebuild the server for every test that mounts it.
+BUILD_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "volume-cli-tests" / "netvol"
+
+
+def server_binary(cache: Path = BUILD_CACHE) -> Path:
+    """The compiled server, built on first use into ``cache/<sha256 of the source>/netvolfs``."""
+    binary = cache / hashlib.sha256(SOURCE.read_bytes()).hexdigest() / "netvolfs"
     if binary.exists():
         return binary
     flags = _fuse3_flags()
@@ -100,7 +103,12 @@ class NetVol:
             with client.makefile("rw") as stream:
                 stream.write(json.dumps({"op": op}) + "\n")
                 stream.flush()
-                return dict(Counter(json.loads(stream.readline())))
+                answer = dict(Counter(json.loads(stream.readline())))
+        if os.environ.get("NETVOL_COUNTS_LOG"):  # TEMPORARY: the count comparison with the old server
+            with open(os.environ["NETVOL_COUNTS_LOG"], "a") as log:
+                test = os.environ.get("PYTEST_CURRENT_TEST", "")
+                log.write(json.dumps({"test": test, "op": op, "counts": answer}) + "\n")
+        return answer
 
     def counts(self) -> Counts:
         """Operations since the last reset, once the file system is quiet (close's RELEASE arrives late)."""
@@ -157,6 +165,7 @@ def mounted(
     command = [str(server_binary()), str(backing), str(mountpoint), "--control", str(control)]
     if os.environ.get("NETVOL_SERVER") == "python":  # TEMPORARY: the count comparison with the old server
         command = [sys.executable, "-m", "tests.netvol.fs", *command[1:]]
+    cache_seconds = float(os.environ.get("NETVOL_FORCE_CACHE", cache_seconds))  # TEMPORARY
     command += ["--latency-ms", str(latency_ms), "--cache-seconds", str(cache_seconds)]
     command += ["--max-threads", str(max_threads)]
     process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL)
