@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -103,12 +102,7 @@ class NetVol:
             with client.makefile("rw") as stream:
                 stream.write(json.dumps({"op": op}) + "\n")
                 stream.flush()
-                answer = dict(Counter(json.loads(stream.readline())))
-        if os.environ.get("NETVOL_COUNTS_LOG"):  # TEMPORARY: the count comparison with the old server
-            with open(os.environ["NETVOL_COUNTS_LOG"], "a") as log:
-                test = os.environ.get("PYTEST_CURRENT_TEST", "")
-                log.write(json.dumps({"test": test, "op": op, "counts": answer}) + "\n")
-        return answer
+                return dict(Counter(json.loads(stream.readline())))
 
     def counts(self) -> Counts:
         """Operations since the last reset, once the file system is quiet (close's RELEASE arrives late)."""
@@ -163,9 +157,6 @@ def mounted(
     # A unix socket path is limited to 108 bytes, which a pytest tmp_path can exceed.
     control = Path(f"/tmp/netvol-{os.getpid()}-{time.monotonic_ns()}.sock")
     command = [str(server_binary()), str(backing), str(mountpoint), "--control", str(control)]
-    if os.environ.get("NETVOL_SERVER") == "python":  # TEMPORARY: the count comparison with the old server
-        command = [sys.executable, "-m", "tests.netvol.fs", *command[1:]]
-    cache_seconds = float(os.environ.get("NETVOL_FORCE_CACHE", cache_seconds))  # TEMPORARY
     command += ["--latency-ms", str(latency_ms), "--cache-seconds", str(cache_seconds)]
     command += ["--max-threads", str(max_threads)]
     process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL)

@@ -15,7 +15,7 @@
  * not overlap as they do on a real network file system, whose server runs elsewhere.
  *
  * The callbacks, their semantics and the libfuse options are those of the former Python
- * server (tests/netvol/fs.py on mfusepy) so that operation budgets measured on it still hold:
+ * server (mfusepy, removed) so that operation budgets measured on it still hold:
  * callbacks it left unset (opendir, releasedir, getxattr, mknod, lock, ...) stay unset here,
  * so libfuse answers them itself, uncounted and without latency.
  *
