@@ -6,6 +6,8 @@ counts are exact; they are the counts the former Python server (mfusepy) gave fo
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import socket
@@ -19,6 +21,7 @@ import pytest
 
 from tests.netvol import mount
 from tests.netvol.mount import NetVol, mounted, server_binary, unavailable_reason
+from volume_cli.fileops import exchange_paths
 
 LATENCY_MS = 50.0
 
@@ -127,6 +130,22 @@ def test_the_passthrough_keeps_the_semantics(volume: NetVol) -> None:
     with open(folder / "seed", "r+b") as stream:
         stream.truncate(1)  # through the open file handle
         assert os.fstat(stream.fileno()).st_size == 1
+
+
+def test_rename_keeps_its_flags(volume: NetVol) -> None:
+    folder = _seeded(volume, "exchange")
+    (folder / "other").mkdir()
+    (folder / "other" / "b").write_bytes(b"")
+    volume.reset()
+    assert exchange_paths(folder / "dir", folder / "other")  # renameat2(RENAME_EXCHANGE): both full folders swap
+    assert volume.counts()["rename"] == 1
+    assert sorted(os.listdir(volume.backing / "exchange" / "dir")) == ["b"]
+    assert sorted(os.listdir(volume.backing / "exchange" / "other")) == ["a"]
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    no_replace = 1  # RENAME_NOREPLACE
+    assert renameat2(-100, os.fsencode(folder / "seed"), -100, os.fsencode(folder / "alink"), no_replace) == -1
+    assert ctypes.get_errno() == errno.EEXIST
+    assert os.readlink(volume.backing / "exchange" / "alink") == "seed"  # not replaced
 
 
 def test_reset_returns_the_counts_and_zeroes_them_and_the_peak(volume: NetVol) -> None:

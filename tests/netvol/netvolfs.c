@@ -173,12 +173,14 @@ static int nv_link(const char *from, const char *to)
 	return end(status(linkat(backing_fd, rel(from), backing_fd, rel(to), 0)));
 }
 
-/* flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are ignored, as the Python server did. */
+/*
+ * flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are honoured: the Python server dropped them, so an
+ * exchange became a plain rename that failed on a full folder or destroyed the other side.
+ */
 static int nv_rename(const char *from, const char *to, unsigned int flags)
 {
-	(void)flags;
 	begin(K_RENAME);
-	return end(status(renameat(backing_fd, rel(from), backing_fd, rel(to))));
+	return end(status(renameat2(backing_fd, rel(from), backing_fd, rel(to), flags)));
 }
 
 static int nv_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
