@@ -4,7 +4,8 @@ Run by hand as root, never in CI (it downloads real wheels from PyPI once)::
 
     .venv/bin/python bench/netvol_bench.py [--set small|full] [--runs 3] [--tools ...] [--save F] [--load F]
 
-The volume is tests/netvol: a passthrough FUSE file system that sleeps ``--latency-ms`` in
+The volume is tests/netvol: a passthrough FUSE file system (tests/netvol/netvolfs.c, a C server
+built on first use, so the simulator's own CPU stays small) that sleeps ``--latency-ms`` in
 every operation, with the kernel's attribute/entry cache at ``--cache-seconds`` (mfsmount's
 default is 1 s). Operations are what the file system served (lookups count as getattr), so
 they are only the calls that reached the volume, never pipe traffic or local files.

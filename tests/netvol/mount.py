@@ -1,14 +1,14 @@
-"""Mount the simulated network volume in a subprocess, read its counters, always unmount."""
+"""Build and mount the simulated network volume (tests/netvol/netvolfs.c) in a subprocess, read its counters, always unmount."""
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,19 +17,57 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+SOURCE = Path(__file__).with_name("netvolfs.c")
 
 
 def unavailable_reason() -> str | None:
-    """Why the simulated volume cannot be mounted here, or None when it can."""
+    """Why the simulated volume cannot be built and mounted here, or None when it can."""
     if not Path("/dev/fuse").exists():
         return "/dev/fuse is missing (no FUSE in this kernel or container)"
     if os.geteuid() != 0:
         return "mounting the simulated volume needs root"
     if shutil.which("fusermount3") is None:
         return "fusermount3 is missing: apt-get install fuse3"
-    if importlib.util.find_spec("mfusepy") is None:
-        return "the mfusepy module is missing: pip install -e '.[test]'"
+    if shutil.which("cc") is None:
+        return "no C compiler (cc) to build tests/netvol/netvolfs.c: apt-get install gcc"
+    if shutil.which("pkg-config") is None:
+        return "pkg-config is missing (it finds libfuse3's headers): apt-get install pkg-config"
+    if _fuse3_flags() is None:
+        return "libfuse3's headers are missing (pkg-config knows no fuse3): apt-get install libfuse3-dev"
     return None
+
+
+def _fuse3_flags() -> list[str] | None:
+    done = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True, check=False)
+    return done.stdout.split() if done.returncode == 0 else None
+
+
+# Read once at import: tests/conftest.py points XDG_CACHE_HOME at a fresh folder for every test,
+# which would rebuild the server for every test that mounts it.
+BUILD_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "volume-cli-tests" / "netvol"
+
+
+def server_binary(cache: Path = BUILD_CACHE) -> Path:
+    """The compiled server, built on first use into ``cache/<sha256 of the source>/netvolfs``."""
+    binary = cache / hashlib.sha256(SOURCE.read_bytes()).hexdigest() / "netvolfs"
+    if binary.exists():
+        return binary
+    flags = _fuse3_flags()
+    if flags is None:
+        raise RuntimeError(unavailable_reason() or "pkg-config --cflags --libs fuse3 failed")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent builds (pytest-xdist workers) each write their own temp file; os.replace makes one win whole.
+    fd, temp = tempfile.mkstemp(prefix=".netvolfs-", dir=binary.parent)
+    os.close(fd)
+    try:
+        command = ["cc", "-O2", "-Wall", "-Wextra", "-o", temp, str(SOURCE), *flags]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"building {SOURCE.name} failed:\n{done.stderr}")
+        os.replace(temp, binary)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return binary
 
 
 @dataclass(frozen=True)
@@ -118,11 +156,10 @@ def mounted(
     mountpoint.mkdir(parents=True, exist_ok=True)
     # A unix socket path is limited to 108 bytes, which a pytest tmp_path can exceed.
     control = Path(f"/tmp/netvol-{os.getpid()}-{time.monotonic_ns()}.sock")
-    command = [sys.executable, "-m", "tests.netvol.fs", str(backing), str(mountpoint), "--control", str(control)]
+    command = [str(server_binary()), str(backing), str(mountpoint), "--control", str(control)]
     command += ["--latency-ms", str(latency_ms), "--cache-seconds", str(cache_seconds)]
     command += ["--max-threads", str(max_threads)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL)
     try:
         _wait_mounted(mountpoint, process, control)
         yield NetVol(mountpoint, backing, control)
