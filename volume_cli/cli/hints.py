@@ -44,12 +44,10 @@ def remember(argv: Sequence[str]) -> None:
 
 def _accepted(path: list[str]) -> tuple[int, set[str]]:
     """How many words of ``path`` name a command, and the options that command takes."""
-    from typer.main import get_command
-
-    from volume_cli.cli.main import app
+    from volume_cli.cli.main import build_cli
 
     # Duck-typed: typer may ship its own click, whose groups are not ``click.Group``.
-    command: Any = get_command(app)
+    command: Any = build_cli()
     used = 0
     for word in path:
         subcommands = getattr(command, "commands", None)
