@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tests.test_netvol_install import (  # noqa: F401 (fixtures)
 )
 from tests.wheelfactory import build_wheel
 from volume_cli.deps import check, install
+from volume_cli.deps import scratch as scratch_module
 from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
 from volume_cli.deps.documents import EntryInfo, TopItem, install_intent_path, read_generation_record
 from volume_cli.deps.faults import CRASH_ENV
@@ -45,6 +45,7 @@ from volume_cli.errors import InstallError, ResolutionError, SubprocessError
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.project.definition import ProjectDefinition
+from volume_cli.runner import start_detached
 from volume_cli.store.state import read_project_state
 
 install_module = sys.modules["volume_cli.deps.install"]
@@ -197,23 +198,44 @@ def test_another_version_or_many_sources_compile_in_the_target_interpreter(tmp_p
 
 def test_the_scratch_folder_is_removed_off_the_critical_path_and_never_left_behind(
     bench: Bench,  # noqa: F811
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bench.install(bench.project())
     scratch = scratch_dir(bench.layout, _uv_cache())
-    removed_by: list[str] = []
-    real_rmtree = shutil.rmtree
-
-    def rmtree(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
-        if Path(path).parent == scratch:
-            removed_by.append(threading.current_thread().name)
-        time.sleep(0.3)  # slower than everything after it: install() must still wait for it
-        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    # A slow `rm` first on PATH: the install must return before it is done, and the folder must go anyway.
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "rm").write_text(f'#!/bin/sh\nsleep 1.5\nexec {shutil.which("rm")} "$@"\n')
+    (slow / "rm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{slow}{os.pathsep}{os.environ['PATH']}")
     bench.install(bench.project(leaf="2.0"))
-    assert removed_by == ["volume-cli-scratch-removal"]
+    assert os.listdir(scratch) != []  # still being removed: nobody waited for it
+    deadline = time.monotonic() + 30
+    while os.listdir(scratch) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert os.listdir(scratch) == []
+
+
+def test_the_scratch_folder_is_removed_where_rm_cannot_start(
+    bench: Bench,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench.install(bench.project())
+    scratch = scratch_dir(bench.layout, _uv_cache())
+    monkeypatch.setattr(scratch_module, "start_detached", lambda command, label: False)
+    bench.install(bench.project(leaf="2.0"))
+    assert os.listdir(scratch) == []
+
+
+def test_a_detached_command_that_cannot_start_says_so(tmp_path: Path) -> None:
+    assert start_detached([str(tmp_path / "no-such-program")], label="test") is False
+    marker = tmp_path / "made"
+    assert start_detached(["touch", str(marker)], label="test") is True
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
 
 
 def _temporary_generations(layout: VolumeLayout) -> list[str]:
@@ -288,6 +310,7 @@ from pathlib import Path
 from volume_cli.deps import install
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
+from volume_cli.runner import start_detached
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.project.discovery import load_project_folder
 root, folder, mirror, cache = sys.argv[1:5]

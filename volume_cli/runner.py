@@ -166,3 +166,22 @@ def write_log(log_dir: Path, label: str, result: RunResult) -> Path | None:
         log.warning("could not write %s: %s", path, exc)
         return None
     return path
+
+
+def start_detached(command: Sequence[str], *, label: str) -> bool:
+    """Start ``command`` in its own session, outliving this process, output discarded; False if it cannot start.
+
+    For clean-up nobody waits for (removing a local scratch folder); never for work whose result matters.
+    """
+    log.debug("%s (detached): %s", label, format_command(command))
+    try:
+        subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C or SIGTERM sent to the command's process group spares it
+        )
+    except OSError:
+        return False
+    return True
