@@ -432,6 +432,8 @@ class _Pipeline:
         def compiled(index: int | None) -> None:
             if index is not None:
                 publish(manifest(order[index][0]))
+                if index == 0:  # the entry with the most sources; others may compile, some are being published
+                    crash_point("first-entry-compiled")  # not in faults.POINTS: only installs that compile reach it
             elif publisher is not None:
                 publisher.raise_failure()  # a failed publish stops the compile at its next line
 

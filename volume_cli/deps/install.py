@@ -821,8 +821,7 @@ def _repair_and_store(
     }
     harvested = Harvest(entries={}, new_bytes=0, created=())
     if rebuild:
-        compiling = "compiling and " if interpreter is not None else ""
-        progress.step(f"{compiling}storing {len(rebuild)} distributions")
+        progress.step(f"storing {len(rebuild)} distributions")  # their bytecode compiled meanwhile
         harvested = harvest(
             layout=layout,
             staging=staging,
