@@ -428,6 +428,8 @@ class _Pipeline:
             for name, _ in order:
                 publish(manifest(name))
             return
+        if publisher is not None:  # all but the bytecode goes onto the volume while it is compiled
+            publisher.start({folder.name: folder for _, folder in order})
 
         def compiled(index: int | None) -> None:
             if index is not None:

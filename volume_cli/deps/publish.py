@@ -59,8 +59,15 @@ class _Tree:
     bytes: int
 
 
-def _scan(source: Path, prefix: str) -> _Tree:
-    tree = _Tree(folders=[(prefix, stat.S_IMODE(os.lstat(source).st_mode))], files=[], links=[], bytes=0)
+BYTECODE_FOLDER = "__pycache__"
+
+
+def _scan(source: Path, prefix: str, *, done: frozenset[str] = frozenset(), bytecode: bool = True) -> _Tree:
+    """What is under ``source`` (as ``prefix/...``) but the paths in ``done``; without ``bytecode``,
+    no ``__pycache__`` folder (its pycs may be being written: a temp file must never be copied)."""
+    tree = _Tree(folders=[], files=[], links=[], bytes=0)
+    if prefix not in done:
+        tree.folders.append((prefix, stat.S_IMODE(os.lstat(source).st_mode)))
     pending = [(source, prefix)]
     size = 0
     while pending:
@@ -68,11 +75,15 @@ def _scan(source: Path, prefix: str) -> _Tree:
         for child in os.scandir(folder):
             path = posixpath.join(relative, child.name)
             info = child.stat(follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
+            if stat.S_ISDIR(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+                if bytecode or child.name != BYTECODE_FOLDER:
+                    if path not in done:
+                        tree.folders.append((path, stat.S_IMODE(info.st_mode)))
+                    pending.append((Path(child.path), path))
+            elif path in done:
+                continue
+            elif stat.S_ISLNK(info.st_mode):
                 tree.links.append((path, os.readlink(child.path)))
-            elif stat.S_ISDIR(info.st_mode):
-                tree.folders.append((path, stat.S_IMODE(info.st_mode)))
-                pending.append((Path(child.path), path))
             elif stat.S_ISREG(info.st_mode):
                 tree.files.append((path, stat.S_IMODE(info.st_mode)))
                 size += info.st_size
@@ -188,7 +199,10 @@ class Publisher:
 
     Entries are copied in batches (all those added while the previous batch
     was copied), each like ``copy_trees``; their packs are written by a second
-    thread beside the copies. ``add`` and ``finish`` raise the first failure;
+    thread beside the copies. An entry ``start``ed before it is added is
+    copied in two parts: everything but its bytecode at once (while it is
+    being compiled), the rest once it is added: the volume is kept busy from
+    the start, and the last entry compiled leaves only its pycs to copy. ``add`` and ``finish`` raise the first failure;
     after a failure neither thread starts another batch; ``cancel`` also
     stops the batches in flight.
     """
@@ -200,16 +214,26 @@ class Publisher:
         self.failure: BaseException | None = None
         self.cancelled = False
         self.copied = Copied(files=0, bytes=0)
+        self.complete: set[str] = set()  # added: whole, bytecode and all
+        self.done: dict[str, set[str]] = {}  # entry -> the paths already made on the volume
         self.folders = _Folders(destination)
         self.packs = _Packs(packs) if packs is not None else None
         self.stages = [_Stage("volume-cli-publish", self._copy, self)]
         if self.packs is not None:
             self.stages.append(_Stage("volume-cli-packs", self._pack, self))
 
+    def start(self, sources: dict[str, Path]) -> None:
+        """Copy all but the bytecode of ``sources`` (being compiled) now; ``add`` them when whole."""
+        with self.condition:
+            self.raise_failure()
+            self.stages[0].pending.update(sources)
+            self.condition.notify_all()
+
     def add(self, sources: dict[str, Path]) -> None:
         """Publish ``sources[name]`` as ``destination/name`` (absent) soon; raises an earlier failure."""
         with self.condition:
             self.raise_failure()
+            self.complete.update(sources)
             for stage in self.stages:
                 stage.pending.update(sources)
             self.condition.notify_all()
@@ -261,8 +285,17 @@ class Publisher:
             raise _Cancelled()
 
     def _copy(self, batch: dict[str, Path]) -> None:
-        trees = [_scan(source, name) for name, source in sorted(batch.items())]
+        with self.condition:  # an entry added after this point is copied whole by the next batch
+            whole = {name for name in batch if name in self.complete}
+        trees = []
+        for name, source in sorted(batch.items()):
+            done = self.done.setdefault(name, set())
+            trees.append(_scan(source, name, done=frozenset(done), bytecode=name in whole))
+            done.update(path for path, _ in trees[-1].folders + trees[-1].files + trees[-1].links)
         _copy_scanned(trees, batch, self.folders, umask=self.umask, threads=self.threads, check=self._check)
+        self.folders.forget(whole)
+        for name in whole:
+            del self.done[name]
         files = sum(len(tree.files) for tree in trees)
         self.copied = Copied(self.copied.files + files, self.copied.bytes + sum(tree.bytes for tree in trees))
 
@@ -291,27 +324,24 @@ def _copy_scanned(
         check()
         folders.make(item[0], item[1], umask)
 
-    try:
-        for depth in sorted(levels):
-            run_spread(levels[depth], make_folder, threads=threads)
+    for depth in sorted(levels):
+        run_spread(levels[depth], make_folder, threads=threads)
 
-        def make(item: tuple[str, int | str]) -> None:
-            check()
-            path, how = item
-            parent, name = folders.handles[posixpath.dirname(path)], posixpath.basename(path)
-            if isinstance(how, str):
-                os.symlink(how, name, dir_fd=parent)
-            else:
-                head, _, rest = path.partition("/")
-                copy_file(sources[head] / rest, name, how, umask=umask, dir_fd=parent)
+    def make(item: tuple[str, int | str]) -> None:
+        check()
+        path, how = item
+        parent, name = folders.handles[posixpath.dirname(path)], posixpath.basename(path)
+        if isinstance(how, str):
+            os.symlink(how, name, dir_fd=parent)
+        else:
+            head, _, rest = path.partition("/")
+            copy_file(sources[head] / rest, name, how, umask=umask, dir_fd=parent)
 
-        made: list[tuple[str, tuple[str, int | str]]] = []
-        for tree in trees:
-            made += [(posixpath.dirname(path), (path, mode)) for path, mode in tree.files]
-            made += [(posixpath.dirname(path), (path, text)) for path, text in tree.links]
-        run_spread(made, make, threads=threads)
-    finally:
-        folders.forget(tree.folders[0][0] for tree in trees)
+    made: list[tuple[str, tuple[str, int | str]]] = []
+    for tree in trees:
+        made += [(posixpath.dirname(path), (path, mode)) for path, mode in tree.files]
+        made += [(posixpath.dirname(path), (path, text)) for path, text in tree.links]
+    run_spread(made, make, threads=threads)
 
 
 def write_packs(sources: dict[str, Path], packs: Path, *, threads: int | None = None) -> None:
