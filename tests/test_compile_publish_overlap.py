@@ -158,14 +158,21 @@ def _packs(layout: VolumeLayout) -> dict[str, tuple[object, bytes]]:
 
 
 def _record_events(
-    monkeypatch: pytest.MonkeyPatch, events: list[str], *, hold_last: bool = False, gate: threading.Event | None = None
+    monkeypatch: pytest.MonkeyPatch,
+    events: list[str],
+    *,
+    hold_last: bool = False,
+    hold_until_started: bool = False,
+    gate: threading.Event | None = None,
 ) -> None:
     """Record "compiled <entry>" and "published <entry>". With ``hold_last`` the last entry's compile is
     reported only once an entry is published (a pipeline goes on; compile-then-publish would not);
-    with ``gate`` every entry after the first is reported only once ``gate`` is set."""
+    with ``hold_until_started`` no entry is reported before the entries' sources were copied; with
+    ``gate`` every entry after the first is reported only once ``gate`` is set."""
     real_compile = entries.compile_entries
     real_copy = publish.Publisher._copy
     published = threading.Event()
+    started = threading.Event()
 
     def compile_entries(folders: list[Path], *, on_line: Callable[[int | None], None], **kwargs: Any) -> None:
         def line(index: int | None) -> None:
@@ -173,6 +180,8 @@ def _record_events(
                 done = [event for event in events if event.startswith("compiled")]
                 if hold_last and len(done) == len(folders) - 1:
                     assert published.wait(timeout=20), "no entry was published while the last one compiled"
+                if hold_until_started:
+                    assert started.wait(timeout=20), "no entry's sources were copied while they compiled"
                 if gate is not None and done:
                     assert gate.wait(timeout=20)
                 events.append(f"compiled {folders[index].name.split('-')[0]}")
@@ -188,6 +197,8 @@ def _record_events(
         )
         if any(name not in self.done for name in batch):
             published.set()
+        if any(name in self.done for name in batch):
+            started.set()
 
     monkeypatch.setattr(entries, "compile_entries", compile_entries)
     monkeypatch.setattr(publish.Publisher, "_copy", copy)
@@ -202,7 +213,7 @@ def test_the_first_entry_is_published_before_the_last_one_is_compiled(
 ) -> None:
     monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 0)
     events: list[str] = []
-    _record_events(monkeypatch, events, hold_last=True)
+    _record_events(monkeypatch, events, hold_last=True, hold_until_started=True)
     _install(VolumeLayout(tmp_path / "volume"), Projects(tmp_path / "projects"), wheel_index, uv_cache)
 
     compiled = [event for event in events if event.startswith("compiled")]
