@@ -147,8 +147,9 @@ with multiprocessing.get_context("fork").Pool(workers, initializer=die_with_pare
 def compile_workers() -> int:
     """The compile pool's size: every core but one, which the publisher's threads need meanwhile.
 
-    Measured on the simulated volume (44-wheel set, 2 cores, its server on them too, load ~12):
-    compiling and storing took 33.9 s with one worker, 38.0 s with two (41.3 s one after the other).
+    Measured on the simulated volume (44-wheel set, 2 cores shared with its server and another
+    engineer's runs, load 6-16): compiling and storing took 33.2-33.9 s with one worker (41.6-42.1 s
+    at the highest load), 38.0 s with two, 39.3 s with two at nice 10; one after the other 39.8-54.6 s.
     """
     return max(1, (os.cpu_count() or 1) - 1)
 

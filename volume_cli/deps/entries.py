@@ -385,10 +385,12 @@ def harvest(
 
 
 def _compile_order(wanted: dict[str, _Staged]) -> list[str]:
-    """Entries with the most sources first: the publisher copies the rest while the large ones compile."""
+    """Entries with the most sources first, so the last ones to compile leave few pycs to copy at the end.
+
+    Everything but the bytecode is copied while they compile (``Publisher.start``). Measured on the
+    44-wheel set before that: smallest first took 61 s, the publisher idle while the large ones compiled.
+    """
     sources = {name: sum(path.endswith(".py") for path in dist.files) for name, dist in wanted.items()}
-    if os.environ.get("VOLUME_CLI_COMPILE_ORDER") == "small":
-        return sorted(wanted, key=lambda name: (sources[name], name))
     return sorted(wanted, key=lambda name: (-sources[name], name))
 
 
