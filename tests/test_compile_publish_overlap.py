@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,26 @@ def test_a_kill_while_compiling_and_publishing_leaves_no_compiler_and_the_rerun_
     assert sorted(parsed[0] for parsed in packed if parsed is not None) == sorted(stored)
     assert not list(uv_cache.rglob("*.pyc"))
     assert import_values(layout.deps_path("demo", PY), {"two": "twomod.TWO"}) == {"two": 2}
+
+
+def test_what_is_written_while_an_entry_compiles_is_copied_only_once_it_is_added(tmp_path: Path) -> None:
+    """Its pycs and its manifest are written through temp files: copied early, a temp file would land
+    in the entry (or vanish under the copy); they go with the rest of the entry once it is added."""
+    entry = tmp_path / "src" / "e1-1.0"
+    (entry / "pkg" / "__pycache__").mkdir(parents=True)
+    (entry / "pkg" / "mod.py").write_text("X = 1\n")
+    (entry / "pkg" / "__pycache__" / "mod.cpython-311.pyc.1234").write_bytes(b"half a pyc")
+    (entry / f".{ENTRY_MANIFEST}.tmp-1-abcdef12").write_text('{"whole": true}')
+    (tmp_path / "dest").mkdir()
+    with publish.Publisher(tmp_path / "dest", threads=2) as publisher:
+        publisher.start({entry.name: entry})
+        for _ in range(1000):
+            if (tmp_path / "dest" / entry.name / "pkg" / "mod.py").exists():
+                break
+            time.sleep(0.01)
+        (entry / "pkg" / "__pycache__" / "mod.cpython-311.pyc.1234").rename(entry / "pkg" / "__pycache__" / "mod.pyc")
+        (entry / f".{ENTRY_MANIFEST}.tmp-1-abcdef12").rename(entry / ENTRY_MANIFEST)
+        publisher.add({entry.name: entry})
+        copied = publisher.finish()
+    assert copied.files == 3
+    assert _tree(tmp_path / "dest" / entry.name) == _tree(entry)

@@ -64,7 +64,8 @@ BYTECODE_FOLDER = "__pycache__"
 
 def _scan(source: Path, prefix: str, *, done: frozenset[str] = frozenset(), bytecode: bool = True) -> _Tree:
     """What is under ``source`` (as ``prefix/...``) but the paths in ``done``; without ``bytecode``,
-    no ``__pycache__`` folder (its pycs may be being written: a temp file must never be copied)."""
+    no ``__pycache__`` folder and no manifest: both may be being written (a temp file must never be
+    copied), and come with the rest once the entry is added."""
     tree = _Tree(folders=[], files=[], links=[], bytes=0)
     if prefix not in done:
         tree.folders.append((prefix, stat.S_IMODE(os.lstat(source).st_mode)))
@@ -74,6 +75,8 @@ def _scan(source: Path, prefix: str, *, done: frozenset[str] = frozenset(), byte
         folder, relative = pending.pop()
         for child in os.scandir(folder):
             path = posixpath.join(relative, child.name)
+            if not bytecode and relative == prefix and child.name.lstrip(".").startswith(ENTRY_MANIFEST.lstrip(".")):
+                continue
             info = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode) and not stat.S_ISLNK(info.st_mode):
                 if bytecode or child.name != BYTECODE_FOLDER:
