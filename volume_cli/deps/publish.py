@@ -185,9 +185,11 @@ class _Stage:
         condition = self.publisher.condition
         while True:
             with condition:
-                while not self.pending and not self.closed and self.publisher.failure is None:
+                # Another stage's failure does not stop this one: the caller hears of it (add, finish)
+                # and cancels; copy_trees ends its copies before raising a failed pack.
+                while not self.pending and not self.closed and not self.publisher.cancelled:
                     condition.wait()
-                if self.publisher.failure is not None or not self.pending:
+                if self.publisher.cancelled or not self.pending:
                     return
                 batch, self.pending = self.pending, {}
             try:
@@ -206,8 +208,8 @@ class Publisher:
     copied in two parts: everything but its bytecode at once (while it is
     being compiled), the rest once it is added: the volume is kept busy from
     the start, and the last entry compiled leaves only its pycs to copy. ``add`` and ``finish`` raise the first failure;
-    after a failure neither thread starts another batch; ``cancel`` also
-    stops the batches in flight.
+    a failure stops its own thread; ``cancel`` stops both, the batches in
+    flight included.
     """
 
     def __init__(self, destination: Path, *, packs: Path | None = None, threads: int | None = None) -> None:
