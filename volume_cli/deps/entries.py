@@ -32,11 +32,12 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from volume_cli.deps.bytecode import compile_entries
 from volume_cli.deps.dist_info import read_metadata_fields, read_record, record_digest, record_problems
 from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
 from volume_cli.deps.elf import is_shared_library, search_paths
 from volume_cli.deps.faults import crash_point
-from volume_cli.deps.publish import copy_file, copy_trees, process_umask
+from volume_cli.deps.publish import Publisher, copy_file, process_umask
 from volume_cli.errors import InstallError, StateError
 from volume_cli.fileops import TRASH_PREFIX, discard_tree
 from volume_cli.fileops import remove_tree as remove_tree
@@ -342,9 +343,14 @@ def harvest(
     packages: list[LockedPackage],
     keys: dict[str, str],
     python_version: str,
+    interpreter: Path | None = None,
     on_entry: Callable[[str], None] | None = None,
 ) -> Harvest:
-    """Move each staged distribution into its store entry; returns the entries by name."""
+    """Move each staged distribution into its store entry; returns the entries by name.
+
+    With ``interpreter`` each entry's bytecode is compiled after it is sorted
+    out, and it is published while the next ones compile (``_compile_and_publish``).
+    """
     staged = _staged_distributions(staging.target)
     for package in packages:
         found = staged.get(package.name)
@@ -361,20 +367,88 @@ def harvest(
     _distribute(staging.target, _Ownership(staged.values(), staging.target), builds)
     crash_point("entries-distributed")
     by_name = {package.name: package for package in packages}
-    infos = {name: _write_manifest(builds[name], dist, by_name[name], python_version) for name, dist in wanted.items()}
     check_folder(layout.store_dir, layout.root).mkdir(parents=True, exist_ok=True)
     published = new_staging(layout)
     try:
-        if staging.same_disk_as_volume:
-            for build in builds.values():
-                os.rename(build.folder, published.root / build.key)
-        else:
-            sources = {build.key: build.folder for build in builds.values()}
-            copy_trees(sources, published.root, packs=check_folder(layout.deps_dir / PACKS, layout.root))
+        infos: dict[str, EntryInfo] = {}
+
+        def manifest(name: str) -> _EntryBuild:
+            infos[name] = _write_manifest(builds[name], wanted[name], by_name[name], python_version)
+            return builds[name]
+
+        pipeline = _Pipeline(layout, staging, published, interpreter=interpreter, python_version=python_version)
+        pipeline.run([(name, builds[name].folder) for name in _compile_order(wanted)], manifest)
         crash_point("published")
         return _store_published(layout, published, builds, infos, on_entry)
     finally:
         _remove_published(published)
+
+
+def _compile_order(wanted: dict[str, _Staged]) -> list[str]:
+    """Entries with the most sources first, so the last ones to compile leave few pycs to copy at the end.
+
+    Everything but the bytecode is copied while they compile (``Publisher.start``). Measured on the
+    44-wheel set before that: smallest first took 61 s, the publisher idle while the large ones compiled.
+    """
+    sources = {name: sum(path.endswith(".py") for path in dist.files) for name, dist in wanted.items()}
+    return sorted(wanted, key=lambda name: (-sources[name], name))
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """Compile entries one by one and publish each as soon as its bytecode is written.
+
+    Compiling is CPU-bound on the pod, publishing waits on the volume: together
+    they take about as long as the longer of the two. A failure on either side
+    stops the other (``Publisher.cancel``; the compile's line callback raises).
+    """
+
+    layout: VolumeLayout
+    staging: Staging
+    published: Staging
+    interpreter: Path | None
+    python_version: str
+
+    def run(self, order: list[tuple[str, Path]], manifest: Callable[[str], _EntryBuild]) -> None:
+        """``manifest(name)`` for each of ``order`` (name, entry folder) once its bytecode is written, then publish it."""
+        if self.staging.same_disk_as_volume:  # renames cost nothing: each entry moves once compiled
+            self._compile(order, manifest, lambda build: os.rename(build.folder, self.published.root / build.key))
+            return
+        packs = check_folder(self.layout.deps_dir / PACKS, self.layout.root)
+        with Publisher(self.published.root, packs=packs) as publisher:
+            self._compile(order, manifest, lambda build: publisher.add({build.key: build.folder}), publisher)
+            publisher.finish()
+
+    def _compile(
+        self,
+        order: list[tuple[str, Path]],
+        manifest: Callable[[str], _EntryBuild],
+        publish: Callable[[_EntryBuild], None],
+        publisher: Publisher | None = None,
+    ) -> None:
+        if self.interpreter is None:
+            for name, _ in order:
+                publish(manifest(name))
+            return
+        if publisher is not None:  # all but the bytecode goes onto the volume while it is compiled
+            publisher.start({folder.name: folder for _, folder in order})
+
+        def compiled(index: int | None) -> None:
+            if index is not None:
+                publish(manifest(order[index][0]))
+                if index == 0:  # the entry with the most sources; others may compile, some are being published
+                    crash_point("first-entry-compiled")  # not in faults.POINTS: only installs that compile reach it
+            elif publisher is not None:
+                publisher.raise_failure()  # a failed publish stops the compile at its next line
+
+        compile_entries(
+            [folder for _, folder in order],
+            origin=self.staging.target,
+            interpreter=self.interpreter,
+            python_version=self.python_version,
+            log_dir=self.layout.logs_dir,
+            on_line=compiled,
+        )
 
 
 def _write_manifest(build: _EntryBuild, dist: _Staged, package: LockedPackage, python_version: str) -> EntryInfo:
@@ -383,6 +457,8 @@ def _write_manifest(build: _EntryBuild, dist: _Staged, package: LockedPackage, p
     for path, is_dir in build.moved:
         head, _, rest = path.partition("/")
         top[head] = top.get(head, False) or is_dir or bool(rest)
+    if (build.folder / "__pycache__").is_dir():  # bytecode of top-level modules, compiled after distributing
+        top["__pycache__"] = True
     info = EntryInfo(
         entry=build.key,
         name=dist.name,

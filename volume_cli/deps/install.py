@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from volume_cli import __version__
 from volume_cli.config.dependencies import PYPI_SIMPLE_URL
-from volume_cli.deps.bytecode import compile_bytecode
+from volume_cli.deps.bytecode import compile_bytecode, compile_first
 from volume_cli.deps.documents import (
     EntryInfo,
     EntryManifest,
@@ -692,13 +692,17 @@ def _materialize(
             progress=progress,
         )
         rewrite_console_scripts(staging.target, python_version=target.version)  # before any entry is made from it
-        if target.interpreter is not None:
+        interpreter = target.interpreter
+        if interpreter is not None and compile_first():  # the order before the pipeline, kept to compare against
             progress.step("compiling bytecode")
             compile_bytecode(
-                staging.target, interpreter=target.interpreter, python_version=target.version, log_dir=layout.logs_dir
+                staging.target, interpreter=interpreter, python_version=target.version, log_dir=layout.logs_dir
             )
+            interpreter = None
         crash_point("staged")
-        harvested = _repair_and_store(layout=layout, staging=staging, picked=picked, target=target, progress=progress)
+        harvested = _repair_and_store(
+            layout=layout, staging=staging, picked=picked, target=target, interpreter=interpreter, progress=progress
+        )
     finally:
         # Local disk, nobody else's: removed while the forest is completed and recorded, joined by install().
         background.append(remove_in_background(staging.root))
@@ -788,9 +792,18 @@ def _usable_manifest(layout: VolumeLayout, entry: str) -> EntryManifest | None:
 
 
 def _repair_and_store(
-    *, layout: VolumeLayout, staging: Staging, picked: _Picked, target: TargetPython, progress: Progress
+    *,
+    layout: VolumeLayout,
+    staging: Staging,
+    picked: _Picked,
+    target: TargetPython,
+    interpreter: Path | None,
+    progress: Progress,
 ) -> Harvest:
-    """Repair damaged entries in place from the staged copies, then store the rest as new entries."""
+    """Repair damaged entries in place from the staged copies, then store the rest as new entries.
+
+    With ``interpreter`` the new entries' bytecode is compiled while they are stored.
+    """
     repaired = tuple(
         name for name, (entry, health) in sorted(picked.repairs.items()) if repair_entry(layout, staging, entry, health)
     )
@@ -808,8 +821,15 @@ def _repair_and_store(
     }
     harvested = Harvest(entries={}, new_bytes=0, created=())
     if rebuild:
-        progress.step(f"storing {len(rebuild)} distributions")
-        harvested = harvest(layout=layout, staging=staging, packages=rebuild, keys=keys, python_version=target.version)
+        progress.step(f"storing {len(rebuild)} distributions")  # their bytecode compiled meanwhile
+        harvested = harvest(
+            layout=layout,
+            staging=staging,
+            packages=rebuild,
+            keys=keys,
+            python_version=target.version,
+            interpreter=interpreter,
+        )
     return replace(harvested, repaired=repaired)
 
 
