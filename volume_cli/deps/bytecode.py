@@ -117,6 +117,9 @@ def die_with_parent():
         pass
 
 def start_worker():
+    # The pool's terminate() ends idle workers with SIGTERM: the parent's handler (inherited by fork) would
+    # turn it into SystemExit, which a worker blocked on the task queue's lock never reaches (seen: a hung pool).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     try:
         os.nice(NICE)
@@ -146,10 +149,14 @@ for index, folder in enumerate(folders):
         left[index] += 1
     if not paths:
         print("compiled", index, flush=True)
-with multiprocessing.get_context("fork").Pool(workers, initializer=start_worker) as pool:
-    for index in pool.imap_unordered(compile_chunk, tasks, chunksize=1):
-        left[index] -= 1
-        print("compiled %d" % index if left[index] == 0 else ".", flush=True)
+pool = multiprocessing.get_context("fork").Pool(workers, initializer=start_worker)
+for index in pool.imap_unordered(compile_chunk, tasks, chunksize=1):
+    left[index] -= 1
+    print("compiled %d" % index if left[index] == 0 else ".", flush=True)
+# close + join: the workers leave on their sentinels. Pool's __exit__ (terminate) can take the task
+# queue's lock while a worker waits for it, and that worker then waits forever (seen on the full set).
+pool.close()
+pool.join()
 """
 
 
