@@ -258,6 +258,36 @@ def test_a_failed_compile_stops_publishing_and_leaves_nothing(
     _assert_nothing_left(layout)
 
 
+def test_a_stuck_compile_is_stopped_within_its_bound_and_leaves_nothing(
+    tmp_path: Path,
+    wheel_index: IndexServer,
+    uv_cache: Path,
+    copied_not_renamed: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 0)
+    # A pool that never finishes (as one did when its terminate() deadlocked): one entry, then nothing.
+    stuck = "import time\nprint('compiled 1', flush=True)\ntime.sleep(600)\n"
+    monkeypatch.setattr(bytecode, "_COMPILE_ENTRIES", stuck)
+    monkeypatch.setattr(bytecode, "COMPILE_FLOOR_SECONDS", 3.0)
+    monkeypatch.setattr(bytecode, "COMPILE_SECONDS_PER_SOURCE", 0.0)
+    layout = VolumeLayout(tmp_path / "volume")
+    started = time.monotonic()
+    with pytest.raises(SubprocessError, match="compile-bytecode"):
+        _install(layout, Projects(tmp_path / "projects"), wheel_index, uv_cache)
+    assert time.monotonic() - started < 60
+    _assert_nothing_left(layout)
+
+
+def test_the_compile_bound_grows_with_the_sources(tmp_path: Path) -> None:
+    for number in range(40):
+        (tmp_path / f"m{number}.py").write_text("")
+    (tmp_path / "data.txt").write_text("")
+    assert (
+        bytecode.compile_bound([tmp_path]) == bytecode.COMPILE_FLOOR_SECONDS + 40 * bytecode.COMPILE_SECONDS_PER_SOURCE
+    )
+
+
 def test_a_failed_publish_stops_the_compile_and_leaves_nothing(
     tmp_path: Path,
     wheel_index: IndexServer,
