@@ -240,6 +240,19 @@ def _no_process_mentions(text: str) -> bool:
     return True
 
 
+def _install_with_compiler(
+    script: str, tmp_path: Path, wheel_index: IndexServer, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> SubprocessError:
+    """Install with ``script`` as the compile subprocess; it must fail the install and leave nothing."""
+    monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 0)
+    monkeypatch.setattr(bytecode, "_COMPILE_ENTRIES", script)
+    layout = VolumeLayout(tmp_path / "volume")
+    with pytest.raises(SubprocessError, match="compile-bytecode") as raised:
+        _install(layout, Projects(tmp_path / "projects"), wheel_index, uv_cache)
+    _assert_nothing_left(layout)
+    return raised.value
+
+
 def test_a_failed_compile_stops_publishing_and_leaves_nothing(
     tmp_path: Path,
     wheel_index: IndexServer,
@@ -247,15 +260,11 @@ def test_a_failed_compile_stops_publishing_and_leaves_nothing(
     copied_not_renamed: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 0)
     # One entry reported done (so publishing has begun), then the compiler dies as a broken interpreter would.
     failing = "import sys\nprint('compiled 1', flush=True)\nsys.exit('compile-bytecode exploded')\n"
-    monkeypatch.setattr(bytecode, "_COMPILE_ENTRIES", failing)
-    layout = VolumeLayout(tmp_path / "volume")
-    with pytest.raises(SubprocessError, match="compile-bytecode failed") as raised:
-        _install(layout, Projects(tmp_path / "projects"), wheel_index, uv_cache)
-    assert raised.value.log_path is not None and "exploded" in Path(raised.value.log_path).read_text()
-    _assert_nothing_left(layout)
+    error = _install_with_compiler(failing, tmp_path, wheel_index, uv_cache, monkeypatch)
+    assert "compile-bytecode failed" in str(error)
+    assert error.log_path is not None and "exploded" in Path(error.log_path).read_text()
 
 
 def test_a_stuck_compile_is_stopped_within_its_bound_and_leaves_nothing(
@@ -265,27 +274,21 @@ def test_a_stuck_compile_is_stopped_within_its_bound_and_leaves_nothing(
     copied_not_renamed: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 0)
     # A pool that never finishes (as one did when its terminate() deadlocked): one entry, then nothing.
     stuck = "import time\nprint('compiled 1', flush=True)\ntime.sleep(600)\n"
-    monkeypatch.setattr(bytecode, "_COMPILE_ENTRIES", stuck)
     monkeypatch.setattr(bytecode, "COMPILE_FLOOR_SECONDS", 3.0)
     monkeypatch.setattr(bytecode, "COMPILE_SECONDS_PER_SOURCE", 0.0)
-    layout = VolumeLayout(tmp_path / "volume")
     started = time.monotonic()
-    with pytest.raises(SubprocessError, match="compile-bytecode"):
-        _install(layout, Projects(tmp_path / "projects"), wheel_index, uv_cache)
+    _install_with_compiler(stuck, tmp_path, wheel_index, uv_cache, monkeypatch)
     assert time.monotonic() - started < 60
-    _assert_nothing_left(layout)
 
 
 def test_the_compile_bound_grows_with_the_sources(tmp_path: Path) -> None:
     for number in range(40):
         (tmp_path / f"m{number}.py").write_text("")
     (tmp_path / "data.txt").write_text("")
-    assert (
-        bytecode.compile_bound([tmp_path]) == bytecode.COMPILE_FLOOR_SECONDS + 40 * bytecode.COMPILE_SECONDS_PER_SOURCE
-    )
+    sources = len(bytecode._sources(tmp_path))  # what compile_entries counts: the .py files only
+    assert bytecode.compile_bound(sources) == bytecode.COMPILE_FLOOR_SECONDS + 40 * bytecode.COMPILE_SECONDS_PER_SOURCE
 
 
 def test_a_failed_publish_stops_the_compile_and_leaves_nothing(

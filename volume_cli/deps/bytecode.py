@@ -192,9 +192,10 @@ def compile_entries(
     as ``origin/a/b.py`` (the name tracebacks show). A few sources of the
     running interpreter's own X.Y (``python_version``) are compiled here.
     """
+    sources = [_sources(folder) for folder in folders]  # one walk: the in-process choice and the bound
+    count = sum(len(found) for found in sources)
     if python_version == f"{sys.version_info.major}.{sys.version_info.minor}" and sys.implementation.name == "cpython":
-        sources = [_sources(folder) for folder in folders]
-        if sum(len(found) for found in sources) <= IN_PROCESS_MAX_SOURCES:
+        if count <= IN_PROCESS_MAX_SOURCES:
             for index, (folder, found) in enumerate(zip(folders, sources, strict=True)):
                 for source in found:
                     _compile_here(source, os.path.join(origin, os.path.relpath(source, folder)))
@@ -207,7 +208,7 @@ def compile_entries(
 
     script = _COMPILE_ENTRIES.replace("CHUNK", str(CHUNK_SOURCES)).replace("NICE", str(COMPILE_NICE))
     command = [str(interpreter), "-I", "-c", script, str(origin), str(compile_workers()), *map(str, folders)]
-    run(command, label="compile-bytecode", log_dir=log_dir, on_line=read, timeout=compile_bound(folders))
+    run(command, label="compile-bytecode", log_dir=log_dir, on_line=read, timeout=compile_bound(count))
 
 
 # A bound for a compile that is stuck (a hung pool), never for a slow one: a busy core compiles a source
@@ -216,9 +217,9 @@ COMPILE_FLOOR_SECONDS = 600.0
 COMPILE_SECONDS_PER_SOURCE = 0.25
 
 
-def compile_bound(folders: Sequence[Path]) -> float:
-    """Seconds the compile of ``folders`` may take before it is stopped as stuck."""
-    return COMPILE_FLOOR_SECONDS + COMPILE_SECONDS_PER_SOURCE * sum(len(_sources(folder)) for folder in folders)
+def compile_bound(sources: int) -> float:
+    """Seconds a compile of ``sources`` files may take before it is stopped as stuck."""
+    return COMPILE_FLOOR_SECONDS + COMPILE_SECONDS_PER_SOURCE * sources
 
 
 def _sources(folder: Path) -> list[str]:
