@@ -54,8 +54,10 @@ def test_bytes_and_packages_count_only_what_appeared(tmp_path: Path) -> None:
     _write(cache / ".tmpA1b2" / "partial.whl", 700)  # a download in flight
     _write(cache / "archive-v0" / "new1" / "pkg" / "a.py", 1500)
     _write(cache / "archive-v0" / "old3" / "pkg" / "grown.py", 99)  # never counted: an archive is immutable
+    (cache / ".tmpLink").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # never walked
+    _write(tmp_path / "elsewhere" / "big.bin", 10_000)
     watcher._poll()
-    assert watcher.grown == 2200
+    assert watcher.grown == 2200 + (cache / ".tmpLink").lstat().st_size
     assert progress.tasks["prepared"].completed == 1
 
 

@@ -68,7 +68,12 @@ class _CacheGrowth:
         fresh = [self.cache_dir / name for name in _names(self.cache_dir) - self.top]
         if "archive-v0" in self.top:
             fresh += [self.archives / name for name in self.new_archives()]
-        return sum(tree_size(path) if path.is_dir() else _file_size(path) for path in fresh)
+        # A link is counted as itself (lstat), never walked: the walk stays inside uv's cache.
+        return sum(tree_size(path) if _real_folder(path) else _file_size(path) for path in fresh)
+
+
+def _real_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _file_size(path: Path) -> int:
