@@ -227,6 +227,29 @@ def test_the_first_entry_is_published_before_the_last_one_is_compiled(
     assert events.index("started big") < events.index("compiled big")  # its sources went first
 
 
+def test_compiled_in_process_each_entry_is_published_whole_once_compiled(
+    tmp_path: Path,
+    wheel_index: IndexServer,
+    uv_cache: Path,
+    copied_not_renamed: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A few sources are compiled here: their sources are not copied ahead (creates in one folder queue on its
+    lock, so sources first and then their pycs take longer than both folders filled at once)."""
+    monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 10_000)
+    events: list[str] = []
+    _record_events(monkeypatch, events, hold_last=True)
+    _install(VolumeLayout(tmp_path / "volume"), Projects(tmp_path / "projects"), wheel_index, uv_cache)
+
+    assert not [event for event in events if event.startswith("started")], events
+    compiled = [event for event in events if event.startswith("compiled")]
+    assert len(compiled) == len(PACKAGES) and len([e for e in events if e.startswith("published")]) == len(PACKAGES)
+    first_published = next(number for number, event in enumerate(events) if event.startswith("published"))
+    assert first_published < events.index(compiled[-1])  # still a pipeline: published while the next compile
+    for name in PACKAGES:
+        assert events.index(f"compiled {name}") < events.index(f"published {name}")
+
+
 def _no_process_mentions(text: str) -> bool:
     """No process but the detached ``rm -rf`` removing the scratch folder (deps/scratch.py) names ``text``."""
     for pid in filter(str.isdigit, os.listdir("/proc")):

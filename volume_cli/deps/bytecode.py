@@ -183,6 +183,7 @@ def compile_entries(
     python_version: str | None = None,
     log_dir: Path | None = None,
     on_line: Callable[[int | None], None],
+    before_pool: Callable[[], None] = lambda: None,
 ) -> None:
     """Compile every ``.py`` under each of ``folders``, in that order, as if it were under ``origin``.
 
@@ -190,7 +191,8 @@ def compile_entries(
     sources are compiled, and ``on_line(None)`` between entries' chunks; what
     it raises stops the compile. A file under ``folders[i]/a/b.py`` is compiled
     as ``origin/a/b.py`` (the name tracebacks show). A few sources of the
-    running interpreter's own X.Y (``python_version``) are compiled here.
+    running interpreter's own X.Y (``python_version``) are compiled here;
+    otherwise ``before_pool()`` is called just before the pool starts.
     """
     sources = [_sources(folder) for folder in folders]  # one walk: the in-process choice and the bound
     count = sum(len(found) for found in sources)
@@ -206,6 +208,7 @@ def compile_entries(
         head, _, tail = line.partition(" ")
         on_line(int(tail) if head == "compiled" and tail.isdigit() else None)
 
+    before_pool()
     script = _COMPILE_ENTRIES.replace("CHUNK", str(CHUNK_SOURCES)).replace("NICE", str(COMPILE_NICE))
     command = [str(interpreter), "-I", "-c", script, str(origin), str(compile_workers()), *map(str, folders)]
     run(command, label="compile-bytecode", log_dir=log_dir, on_line=read, timeout=compile_bound(count))

@@ -430,8 +430,13 @@ class _Pipeline:
             for name, _ in order:
                 publish(manifest(name))
             return
-        if publisher is not None:  # all but the bytecode goes onto the volume while it is compiled
-            publisher.start({folder.name: folder for _, folder in order})
+
+        def start_publishing() -> None:
+            # All but the bytecode goes onto the volume while a pool compiles it. Compiled here instead (a few
+            # sources), each entry goes whole once compiled: its pycs' folder then fills beside its sources'
+            # instead of after them (creates in one folder queue on its lock; one leaf: 0.17 s against 0.25 s).
+            if publisher is not None:
+                publisher.start({folder.name: folder for _, folder in order})
 
         def compiled(index: int | None) -> None:
             if index is not None:
@@ -448,6 +453,7 @@ class _Pipeline:
             python_version=self.python_version,
             log_dir=self.layout.logs_dir,
             on_line=compiled,
+            before_pool=start_publishing,
         )
 
 
