@@ -118,11 +118,15 @@ def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
 
     folder = boot_path(layout.root, project, python_version)
     try:
-        _write_if_changed(folder / worker_boot.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes())
-        _write_if_changed(folder / worker_boot.PUSHED_APPLY_FILE, Path(pushed_apply.__file__).read_bytes())
-        # The boot last: a boot that names its sibling never runs without it.
-        _write_if_changed(folder / "sitecustomize.py", Path(worker_boot.__file__).read_bytes())
-        _block_bytecode(folder)
+        _write_changed(
+            [
+                (folder / worker_boot.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes()),
+                (folder / worker_boot.PUSHED_APPLY_FILE, Path(pushed_apply.__file__).read_bytes()),
+                # The boot last: a boot that names its sibling never runs without it.
+                (folder / "sitecustomize.py", Path(worker_boot.__file__).read_bytes()),
+            ],
+            blocker=folder / BOOT_BYTECODE_BLOCKER,
+        )
     except OSError as exc:
         if (folder / "sitecustomize.py").is_file():
             return folder  # an older boot on a read-only mount still pins; the next install updates it
@@ -133,13 +137,28 @@ def write_boot(layout: VolumeLayout, project: str, python_version: str) -> Path:
     return folder
 
 
-def _write_if_changed(target: Path, data: bytes) -> None:
-    try:
-        if target.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    atomic_write_bytes(target, data)
+def _write_changed(files: list[tuple[Path, bytes]], *, blocker: Path) -> None:
+    """Write each of ``files`` whose bytes differ, in order, and the bytecode ``blocker`` if absent.
+
+    Usually all are current: the reads are made at once, one round trip on a
+    network volume instead of one per file (every install and no-op pays them).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def current(item: tuple[Path, bytes]) -> bool:
+        try:
+            return item[0].read_bytes() == item[1]
+        except OSError:
+            return False
+
+    with ThreadPoolExecutor(len(files) + 1) as pool:
+        there = pool.submit(blocker.exists)
+        same = list(pool.map(current, files))
+    for (target, data), unchanged in zip(files, same, strict=True):
+        if not unchanged:
+            atomic_write_bytes(target, data)
+    if not there.result():
+        _block_bytecode(blocker)
 
 
 HUB_VERSION = b"1"
@@ -158,22 +177,28 @@ def write_hub_version(layout: VolumeLayout) -> None:
 
 def write_runtime_copy(layout: VolumeLayout) -> Path:
     """Copy ``volume_cli/runtime.py`` onto the volume; one read when it is already current."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from volume_cli import local_copy, pushed_apply, runtime
 
-    write_hub_version(layout)
     target = layout.absolute(RUNTIME_FILE)
-    _write_if_changed(target.parent / runtime.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes())
-    _write_if_changed(target.parent / runtime.PUSHED_APPLY_FILE, Path(pushed_apply.__file__).read_bytes())
-    _write_if_changed(target, Path(runtime.__file__).read_bytes())
-    _block_bytecode(target.parent)
+    with ThreadPoolExecutor(1) as pool:
+        hub = pool.submit(write_hub_version, layout)  # another folder: checked while these are
+        _write_changed(
+            [
+                (target.parent / runtime.LOCAL_COPY_FILE, Path(local_copy.__file__).read_bytes()),
+                (target.parent / runtime.PUSHED_APPLY_FILE, Path(pushed_apply.__file__).read_bytes()),
+                (target, Path(runtime.__file__).read_bytes()),
+            ],
+            blocker=target.parent / BOOT_BYTECODE_BLOCKER,
+        )
+        hub.result()
     return target
 
 
-def _block_bytecode(folder: Path) -> None:
+def _block_bytecode(blocker: Path) -> None:
     """A plain file where Python would put bytecode: a worker without PYTHONDONTWRITEBYTECODE writes none here.
 
     ``activate()`` turns bytecode off, but only after its own module was imported (and cached).
     """
-    blocker = folder / BOOT_BYTECODE_BLOCKER
-    if not blocker.exists():
-        atomic_write_bytes(blocker, b"")
+    atomic_write_bytes(blocker, b"")
