@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -281,8 +282,11 @@ def resolve(
     if not store:
         return CurrentLock(info=info, text=pylock_text)
     # lock.json last: it names the pylock's hash, so a crash in between leaves a lock that is not trusted.
-    atomic_write_text(pylock_path(layout, project), pylock_text)
-    atomic_write_text(uv_lock_path(layout, project), uv_lock_text)
+    # The two it names are written at once (each write is several round trips on a network volume).
+    with ThreadPoolExecutor(1) as pool:
+        uv_lock = pool.submit(atomic_write_text, uv_lock_path(layout, project), uv_lock_text)
+        atomic_write_text(pylock_path(layout, project), pylock_text)
+        uv_lock.result()
     write_document(lock_info_path(layout, project), info)
     progress.info(f"locked {len(packages)} packages")
     return CurrentLock(info=info, text=pylock_text)
