@@ -67,7 +67,7 @@ from volume_cli.deps.forest import (
     switch_current,
     temp_generation_dir,
 )
-from volume_cli.deps.lock import CurrentLock, read_current_lock, resolve
+from volume_cli.deps.lock import CurrentLock, read_current_lock, report_locked, resolve, store_lock
 from volume_cli.deps.plan import InstalledDistribution, InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
@@ -172,8 +172,8 @@ def _fresh_lock(
     upgrade: bool,
     cache_dir: Path,
     progress: Progress,
-    store: bool,
 ) -> CurrentLock:
+    """The stored lock when it still fits, else a fresh one, not stored yet (``store_lock``)."""
     current = read_current_lock(layout, project.name)
     if (
         not upgrade
@@ -190,7 +190,7 @@ def _fresh_lock(
         upgrade=upgrade,
         cache_dir=cache_dir,
         progress=progress,
-        store=store,
+        store=False,
     )
 
 
@@ -227,7 +227,6 @@ def plan_install(
         upgrade=upgrade,
         cache_dir=cache_dir or default_cache_dir(),
         progress=progress,
-        store=False,
     )[0]
 
 
@@ -259,7 +258,6 @@ def _plan(
     upgrade: bool,
     cache_dir: Path,
     progress: Progress,
-    store: bool,
     on_current: Callable[[_Current], None] = lambda current: None,
 ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
     """The plan, the lock, the target and the current generation's record.
@@ -288,7 +286,6 @@ def _plan(
             upgrade=upgrade,
             cache_dir=cache_dir,
             progress=progress,
-            store=store,
         )
         current = reading.result()
     plan = compute_plan(
@@ -334,7 +331,7 @@ class _Install:
         )
 
     def plan(
-        self, *, store: bool, on_current: Callable[[_Current], None] = lambda current: None
+        self, *, on_current: Callable[[_Current], None] = lambda current: None
     ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
         return _plan(
             on_current=on_current,
@@ -345,7 +342,6 @@ class _Install:
             upgrade=self.upgrade,
             cache_dir=self.cache_dir,
             progress=self.progress,
-            store=store,
         )
 
 
@@ -379,13 +375,15 @@ def install(
         ) as lease:
             _prepare(job)
             generation = new_generation_name()
-            with _EarlyForest(job, generation) as early:
-                plan, lock, target, current_record = job.plan(store=True, on_current=early.speculate)
+            with _EarlyForest(job, generation) as early, _LockStore(job) as storing:
+                plan, lock, target, current_record = job.plan(on_current=early.speculate)
+                storing.start(lock)
                 current = plan.current_generation
                 if not plan.has_changes and current is not None and current_record is not None:
                     early.discard()
+                    storing.wait()
                     return _record_unchanged(job, plan, lock, current, current_record)
-                result = _build_and_switch(job, lease, plan, lock, target, current_record, early)
+                result = _build_and_switch(job, lease, plan, lock, target, current_record, early, storing)
         assert result.generation is not None
         _follow_up(layout, project, result.generation, only_if_due=False)
     finally:
@@ -414,7 +412,7 @@ def _fast_noop(job: _Install, *, dry_run: bool) -> InstallResult | None:
 
 
 def _dry_run(job: _Install) -> InstallResult:
-    plan, lock, _, _ = job.plan(store=False)
+    plan, lock, _, _ = job.plan()
     return job.result(
         plan=plan,
         noop=not plan.has_changes,
@@ -471,6 +469,7 @@ def _build_and_switch(
     target: TargetPython,
     current_record: GenerationRecord | None,
     early: _EarlyForest,
+    storing: _LockStore,
 ) -> InstallResult:
     """Record the intent, materialize the entries, commit a new generation and switch to it."""
     layout, project = job.layout, job.project
@@ -493,6 +492,7 @@ def _build_and_switch(
         on_picked=early.start,
         background=job.background,
     )
+    storing.wait()  # the generation's record names the lock: it is stored first
     record = _commit_generation(job, generation, entries, lock, early.result())
     lease.ensure_held()
     legacy = switch_current(layout, project.name, job.python_version, generation)
@@ -514,6 +514,38 @@ def _build_and_switch(
         bytes_added=harvested.new_bytes,
         link_count=record.link_count,
     )
+
+
+class _LockStore:
+    """A fresh lock written while the install goes on: it waits on the volume, uv and the compile on the pod.
+
+    It is stored before the generation that names it is recorded (``wait``).
+    A run killed before that leaves a lock that no generation uses, as when
+    it was stored first; lock.json still comes last (``store_lock``).
+    """
+
+    def __init__(self, job: _Install) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.job = job
+        self._pool = ThreadPoolExecutor(1)
+        self._future: Future[CurrentLock] | None = None
+
+    def start(self, lock: CurrentLock) -> None:
+        if lock.uv_lock is None:
+            return  # the stored one
+        self._future = self._pool.submit(store_lock, self.job.layout, lock)
+        report_locked(self.job.progress, lock)
+
+    def wait(self) -> None:
+        if self._future is not None:
+            self._future.result()
+
+    def __enter__(self) -> _LockStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        self._pool.shutdown(wait=True)  # never a write behind our back once the project's lock is released
 
 
 class _EarlyForest:

@@ -149,6 +149,7 @@ def select_packages(
 class CurrentLock:
     info: LockInfo
     text: str
+    uv_lock: str | None = None  # uv.lock's text, when resolved and not stored yet (``store_lock``)
 
 
 def _toml(value: object) -> str:
@@ -279,17 +280,30 @@ def resolve(
         tool_version=__version__,
         packages=packages,
     )
+    resolved = CurrentLock(info=info, text=pylock_text, uv_lock=uv_lock_text)
     if not store:
-        return CurrentLock(info=info, text=pylock_text)
+        return resolved
+    stored = store_lock(layout, resolved)
+    report_locked(progress, stored)
+    return stored
+
+
+def report_locked(progress: Progress, lock: CurrentLock) -> None:
+    progress.info(f"locked {len(lock.info.packages)} packages")
+
+
+def store_lock(layout: VolumeLayout, lock: CurrentLock) -> CurrentLock:
+    """Keep a lock ``resolve`` returned unstored (pylock.toml, uv.lock, lock.json); the caller holds the project lock."""
+    project = lock.info.project
+    assert lock.uv_lock is not None, "stored already"
     # lock.json last: it names the pylock's hash, so a crash in between leaves a lock that is not trusted.
     # The two it names are written at once (each write is several round trips on a network volume).
     with ThreadPoolExecutor(1) as pool:
-        uv_lock = pool.submit(atomic_write_text, uv_lock_path(layout, project), uv_lock_text)
-        atomic_write_text(pylock_path(layout, project), pylock_text)
+        uv_lock = pool.submit(atomic_write_text, uv_lock_path(layout, project), lock.uv_lock)
+        atomic_write_text(pylock_path(layout, project), lock.text)
         uv_lock.result()
-    write_document(lock_info_path(layout, project), info)
-    progress.info(f"locked {len(packages)} packages")
-    return CurrentLock(info=info, text=pylock_text)
+    write_document(lock_info_path(layout, project), lock.info)
+    return CurrentLock(info=lock.info, text=lock.text)
 
 
 def _uv_lock_and_export(
