@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from volume_cli.deps.documents import EntryInfo, GenerationRecord, generation_record_path
@@ -45,6 +46,9 @@ class Forest:
 
     folders: list[Path]
     links: list[tuple[Path, str]]  # (link, relative target)
+    # What planning it listed in the store: (entry, path) -> children (name, is a folder). Entries are
+    # immutable, so completing the forest lists only the folders of the entries it adds.
+    listed: dict[tuple[str, str], list[tuple[str, bool]]] = field(default_factory=dict)
 
 
 def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> int:
@@ -59,12 +63,14 @@ def build_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -
 def start_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
     """``build_forest`` returning what it made, for ``complete_forest`` to add more entries to later."""
     check_folder(folder, layout.root)
-    forest = _plan_forest(layout, folder, entries)
+    forest = _plan_forest(layout, folder, entries, listed={})
     _make(folder, forest, made=Forest(folders=[], links=[]))
     return forest
 
 
-def complete_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo], *, made: Forest) -> int:
+def complete_forest(
+    layout: VolumeLayout, folder: Path, entries: list[EntryInfo], *, made: Forest, repaired: Collection[str] = ()
+) -> int:
     """Bring ``folder``, where ``build_forest`` already made ``made`` (part of ``entries``), to all of ``entries``.
 
     Only the difference is made: an install links the unchanged entries while
@@ -72,8 +78,10 @@ def complete_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]
     into a real folder (a namespace both provide) is replaced; in the rare case
     a folder made early is not in the full forest, the folder is built again.
     ``folder`` was checked by ``start_forest`` and is ours: the caller holds the project's lock.
+    Entries ``repaired`` in place since (``--force``) have their folders listed again.
     """
-    forest = _plan_forest(layout, folder, entries)
+    listed = {key: children for key, children in made.listed.items() if key[0] not in repaired}
+    forest = _plan_forest(layout, folder, entries, listed=listed)
     if not set(made.folders) <= set(forest.folders):
         for child in os.listdir(folder):
             remove_tree(folder / child)
@@ -87,8 +95,17 @@ def complete_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]
     return len(forest.links)
 
 
-def _plan_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest:
-    """What the forest of ``entries`` in ``folder`` is made of: its real folders (parents first) and links."""
+def _plan_forest(
+    layout: VolumeLayout,
+    folder: Path,
+    entries: list[EntryInfo],
+    *,
+    listed: dict[tuple[str, str], list[tuple[str, bool]]],
+) -> Forest:
+    """What the forest of ``entries`` in ``folder`` is made of: its real folders (parents first) and links.
+
+    ``listed`` holds store folders listed before (``Forest.listed``); it gains those listed now.
+    """
     real_paths = {path for entry in entries for path in entry.real_dirs}
     top: dict[str, _Node] = {}
     # Sorted so a clash of plain files (two wheels shipping one README) resolves the same way every time.
@@ -96,7 +113,7 @@ def _plan_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -
         for item in entry.top_level:
             node = top.setdefault(item.name, _Node(providers=[]))
             node.providers.append((entry.entry, item.is_dir))
-    forest = Forest(folders=[], links=[])
+    forest = Forest(folders=[], links=[], listed=listed)
     _plan(layout, folder, "", top, real_paths, forest)
     return forest
 
@@ -105,10 +122,17 @@ def _make(folder: Path, forest: Forest, *, made: Forest) -> None:
     """Make what ``forest`` has and ``made`` has not: folders first, then the links, spread across folders."""
     existing = set(made.folders)
     done = set(made.links)
-    # One handle per folder: a link made through it looks up one name, not the whole path.
+    todo = [link for link in forest.links if link not in done]
+    # A handle per folder that gets something (and its parents): a link made through it looks up one
+    # name, not the whole path. Opening the others would cost a round trip each, one after another.
+    wanted = {link.parent for link, _ in todo} | {path for path in forest.folders if path not in existing}
+    for path in list(wanted):
+        wanted.update(path.parents)
     handles = {folder: os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
     try:
         for path in forest.folders:
+            if path not in wanted:
+                continue
             parent = handles[path.parent]
             if path not in existing:
                 os.mkdir(path.name, dir_fd=parent)
@@ -117,7 +141,6 @@ def _make(folder: Path, forest: Forest, *, made: Forest) -> None:
         def make_link(item: tuple[Path, str]) -> None:
             os.symlink(item[1], item[0].name, dir_fd=handles[item[0].parent])
 
-        todo = [link for link in forest.links if link not in done]
         run_spread(((str(link.parent), (link, target)) for link, target in todo), make_link)
     finally:
         for handle in handles.values():
@@ -134,10 +157,11 @@ def _plan(
             forest.folders.append(folder / name)
             children: dict[str, _Node] = {}
             for entry in dirs:
-                for child in os.scandir(layout.store_dir / entry / path):
-                    children.setdefault(child.name, _Node(providers=[])).providers.append(
-                        (entry, child.is_dir(follow_symlinks=False))
-                    )
+                if (entry, path) not in forest.listed:
+                    found = os.scandir(layout.store_dir / entry / path)
+                    forest.listed[entry, path] = [(child.name, child.is_dir(follow_symlinks=False)) for child in found]
+                for child_name, is_dir in forest.listed[entry, path]:
+                    children.setdefault(child_name, _Node(providers=[])).providers.append((entry, is_dir))
             _plan(layout, folder / name, f"{path}/", children, real_paths, forest)
             continue
         entry = dirs[0] if dirs else node.providers[0][0]

@@ -493,7 +493,8 @@ def _build_and_switch(
         background=job.background,
     )
     storing.wait()  # the generation's record names the lock: it is stored first
-    record = _commit_generation(job, generation, entries, lock, early.result())
+    repaired = {entries[name].entry for name in harvested.repaired}
+    record = _commit_generation(job, generation, entries, lock, early.result(), repaired=repaired)
     lease.ensure_held()
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
@@ -635,7 +636,13 @@ class _EarlyForest:
 
 
 def _commit_generation(
-    job: _Install, generation: str, entries: dict[str, EntryInfo], lock: CurrentLock, made: Forest | None
+    job: _Install,
+    generation: str,
+    entries: dict[str, EntryInfo],
+    lock: CurrentLock,
+    made: Forest | None,
+    *,
+    repaired: set[str],
 ) -> GenerationRecord:
     """Link the forest in a temp folder (or complete the one begun early), record it, rename it into place."""
     layout, project, python_version = job.layout, job.project.name, job.python_version
@@ -646,7 +653,7 @@ def _commit_generation(
         building.mkdir(parents=True)
         links = build_forest(layout, building, ordered)
     else:
-        links = complete_forest(layout, building, ordered, made=made)
+        links = complete_forest(layout, building, ordered, made=made, repaired=repaired)
     crash_point("forest-built")
     record = GenerationRecord(
         generation=generation,
