@@ -499,8 +499,7 @@ def _build_and_switch(
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
     current = plan.current_generation or legacy  # a plain folder of an older tool is kept as the previous generation
-    record_switch(layout, project.name, project.python_version, record, previous=current, new_bytes=harvested.new_bytes)
-    clear_intent(layout, project.name)
+    _record_and_clear(job, record, previous=current, new_bytes=harvested.new_bytes)
     return job.result(
         plan=plan,
         noop=False,
@@ -515,6 +514,21 @@ def _build_and_switch(
         bytes_added=harvested.new_bytes,
         link_count=record.link_count,
     )
+
+
+def _record_and_clear(job: _Install, record: GenerationRecord, *, previous: str | None, new_bytes: int) -> None:
+    """state.json names the generation the link now does, and the intent goes: at once, each a few round trips.
+
+    Either order is safe: gc and the no-op check follow the link, not state.json
+    (``deps/record.py``), and a run killed between the two is repaired by the next.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    layout, project = job.layout, job.project
+    with ThreadPoolExecutor(1) as pool:
+        clearing = pool.submit(clear_intent, layout, project.name)
+        record_switch(layout, project.name, project.python_version, record, previous=previous, new_bytes=new_bytes)
+        clearing.result()
 
 
 class _LockStore:

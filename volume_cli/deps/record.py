@@ -14,7 +14,8 @@ creates entries, reuses old ones and builds a generation that no record or
 link names yet. Choice: an *intent record* plus a short volume-wide *store
 lock*. The install writes its intent (generation name, every entry it may
 create or link) under the store lock before it creates or reuses anything,
-and removes it under the store lock after state.json names the generation.
+and removes it under the store lock once the link names the generation (while
+state.json is written: gc protects every linked generation, whatever state.json says).
 gc decides and sets aside what it removes under the same lock. So either gc's
 decision comes first (the install then finds a removed entry missing and
 installs it again) or the intent does (gc keeps it): no timing loses an entry.
@@ -78,7 +79,7 @@ def record_intent(
 
 
 def clear_intent(layout: VolumeLayout, project: str) -> None:
-    """Drop the intent once state.json names the generation (or the install gave up)."""
+    """Drop the intent once the link names the generation (or the install gave up)."""
     path = install_intent_path(layout, project)
     if not path.exists():
         return
