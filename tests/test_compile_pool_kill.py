@@ -1,0 +1,240 @@
+"""The bytecode compile pool never outlives what started it, by its die-with-parent mechanism alone.
+
+``volume_cli/deps/bytecode.py`` runs ``_COMPILE_ENTRIES`` in a second interpreter: a fork pool whose
+workers die with the compile script, which dies with volume-cli (PR_SET_PDEATHSIG). Each test here kills
+one process of that chain with SIGKILL (no crash point, no handler, no cooperative exit) while the
+workers compile sources generated to take long enough, and waits (bounded) until no process of the
+compile is left. The kills are placed by progress the test sees (a line of output, worker processes,
+a worker's CPU time), never by a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from volume_cli.deps import bytecode
+from volume_cli.errors import SubprocessError
+
+REPO = Path(__file__).resolve().parents[1]
+GONE_WITHIN = 10.0  # seconds: a dead parent's children get SIGKILL at once; this only bounds a failure
+SEEN_WITHIN = 60.0  # seconds for a started compile to show progress, on a loaded machine
+
+
+# -- processes, read from /proc --------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            text = stream.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie: a zombie runs nothing, and who reaps it (the pid 1 here) is not ours to test."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        fields = _stat(int(name))
+        if fields is not None and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            found.append(int(name))
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
+def _naming(text: str) -> list[int]:
+    """Running processes whose command line names ``text`` (the compile script and its forked workers do)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as stream:
+                arguments = stream.read().split(b"\0")
+        except OSError:
+            continue
+        if any(text.encode() in argument for argument in arguments) and _running(int(name)):
+            found.append(int(name))
+    return found
+
+
+def _left_after(pids: list[int], text: str, bound: float = GONE_WITHIN) -> list[int]:
+    """Of ``pids`` and of the processes naming ``text``, those still running after at most ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while True:
+        left = sorted({pid for pid in pids if _running(pid)} | set(_naming(text)))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def _wait_for(what: str, found: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + SEEN_WITHIN
+    while not found():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.01)
+
+
+# -- the compile -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder named once for this test: every process of its compile names it; none outlives the test."""
+    unique = tmp_path / f"pool-kill-{os.getpid()}-{time.monotonic_ns()}"
+    unique.mkdir()
+    yield unique
+    for pid in _naming(str(unique)):  # a failed test's leftovers: ours by their command line, one by one
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _write_sources(folder: Path, count: int, functions: int = 1000) -> None:
+    """``count`` sources of ``functions`` small functions each: ~50 ms of compiling apiece on one core."""
+    body = "".join(
+        f"def f{number}(a, b):\n    x = [a * {number}, b + {number}, {{'k': a}}]\n    return sum(x[:2]) if a else b\n"
+        for number in range(functions)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(count):
+        (folder / f"m{number:04d}.py").write_text(f"# {number}\n{body}")
+
+
+def _compile_command(monkeypatch: pytest.MonkeyPatch, folders: list[Path], origin: Path) -> list[str]:
+    """The command ``compile_entries`` runs for ``folders``, built by it and not run."""
+    seen: list[list[str]] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(bytecode, "run", lambda command, **_: seen.append(list(command)))
+        bytecode.compile_entries(folders, origin=origin, interpreter=Path(sys.executable), on_line=lambda _: None)
+    (command,) = seen
+    return command
+
+
+def _start(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def _first_line(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the pool's first finished chunk, or end of file
+    assert line, f"the compile ended without a line (exit {process.wait()})"
+    return line
+
+
+# -- the tests -------------------------------------------------------------------------------------------
+
+
+def test_killing_the_compile_script_stops_its_busy_workers(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_sources(folder / "entry", 300)  # ~15 CPU-seconds in chunks of 4: the kill lands after the first
+    monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 4)
+    script = _start(_compile_command(monkeypatch, [folder / "entry"], folder / "origin"))
+    try:
+        assert _first_line(script).strip() == "."
+        workers = _children(script.pid)
+        assert len(workers) == bytecode.compile_workers(), workers
+        os.kill(script.pid, signal.SIGKILL)  # only the pool's parent: the workers are not signalled by us
+    finally:
+        script.kill()
+        script.communicate(timeout=60)
+    assert _left_after(workers, str(folder)) == [], "a compile worker outlived its killed parent"
+    assert len(list(folder.rglob("*.pyc"))) < 300  # killed mid-compile, not after it
+
+
+_VOLUME_CLI = """
+import sys
+from pathlib import Path
+from volume_cli.deps import bytecode
+bytecode.CHUNK_SOURCES = 4
+folder = Path(sys.argv[1])
+bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.executable),
+                         on_line=lambda index: print("line", index, flush=True))
+"""
+
+
+def test_killing_volume_cli_stops_the_compile_script_and_its_workers(folder: Path) -> None:
+    _write_sources(folder / "entry", 300)
+    volume_cli = subprocess.Popen(
+        [sys.executable, "-c", _VOLUME_CLI, str(folder)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        _first_line(volume_cli)  # the pool has finished a chunk: the script and its workers compile on
+        (script,) = _children(volume_cli.pid)
+        workers = _children(script)
+        assert len(workers) == bytecode.compile_workers(), workers
+        os.kill(volume_cli.pid, signal.SIGKILL)  # only volume-cli, as the OOM killer would
+    finally:
+        volume_cli.kill()
+        volume_cli.communicate(timeout=60)
+    assert _left_after([script, *workers], str(folder)) == [], "the compile outlived the killed volume-cli"
+    assert len(list(folder.rglob("*.pyc"))) < 300
+
+
+def test_a_worker_inside_one_long_compile_dies_with_its_parent(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One source of ~1.5M constants: a few CPU-seconds inside a single py_compile call, where nothing cooperative
+    # (a flag checked between files, a Python signal handler) could stop it. The other worker waits on the queue.
+    (folder / "entry").mkdir()
+    (folder / "entry" / "huge.py").write_text("DATA = [" + ",".join(map(str, range(1_500_000))) + "]\n")
+    script = _start(_compile_command(monkeypatch, [folder / "entry"], folder / "origin"))
+    try:
+        _wait_for("the pool's workers", lambda: len(_children(script.pid)) == bytecode.compile_workers())
+        workers = _children(script.pid)
+        _wait_for("a worker compiling", lambda: max(map(_cpu_seconds, workers)) > 0.3)
+        os.kill(script.pid, signal.SIGKILL)
+    finally:
+        script.kill()
+        script.communicate(timeout=60)
+    assert _left_after(workers, str(folder)) == [], "a worker inside a long compile outlived its parent"
+    assert not list(folder.rglob("*.pyc")), "the long compile finished: the kill did not land inside it"
+
+
+def test_a_stuck_compile_stopped_at_its_bound_leaves_no_worker(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The runner's timeout: SIGTERM to the script (its handler exits, the pool's finalizer runs), SIGKILL after
+    # a grace period. A real pool, busy, stands for a stuck one; the bound is made tiny.
+    _write_sources(folder / "entry", 300)
+    monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 4)
+    monkeypatch.setattr(bytecode, "COMPILE_FLOOR_SECONDS", 1.0)
+    monkeypatch.setattr(bytecode, "COMPILE_SECONDS_PER_SOURCE", 0.0)
+    lines: list[int | None] = []
+    with pytest.raises(SubprocessError, match="compile-bytecode timed out"):
+        bytecode.compile_entries(
+            [folder / "entry"], origin=folder / "origin", interpreter=Path(sys.executable), on_line=lines.append
+        )
+    assert _left_after([], str(folder)) == [], "a stopped compile left a process behind"
+    assert len(list(folder.rglob("*.pyc"))) < 300
+
+
+_SPAWN_AND_DIE = """
+import os, subprocess, sys
+subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+os._exit(0)  # before the script's interpreter has started: its prctl comes after its parent is gone
+"""
+
+
+def test_a_compile_whose_parent_died_while_it_started_exits(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # PR_SET_PDEATHSIG fires only for a parent that dies after the prctl; volume-cli killed while the compile's
+    # interpreter starts (tens of ms of imports) would leave it compiling everything for nobody.
+    _write_sources(folder / "entry", 300)
+    monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 4)
+    command = _compile_command(monkeypatch, [folder / "entry"], folder / "origin")
+    subprocess.run([sys.executable, "-c", _SPAWN_AND_DIE, *command], check=True, timeout=60)
+    assert _left_after([], str(folder)) == [], "a compile started by a dead volume-cli compiles on"
+    assert len(list(folder.rglob("*.pyc"))) < 300
