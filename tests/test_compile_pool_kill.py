@@ -133,37 +133,49 @@ def _start(command: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
-def _first_line(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    line = process.stdout.readline()  # the pool's first finished chunk, or end of file
-    assert line, f"the compile ended without a line (exit {process.wait()})"
-    return line
-
-
 # -- the tests -------------------------------------------------------------------------------------------
 
 
-def test_killing_the_compile_script_stops_its_busy_workers(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_sources(folder / "entry", 300)  # ~15 CPU-seconds in chunks of 4: the kill lands after the first
-    monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 4)
+def _write_long_compiles(folder: Path, count: int) -> None:
+    """``count`` sources of ~1.5M constants: a few CPU-seconds each inside a single py_compile call, where
+    nothing cooperative (a flag checked between files, a Python signal handler) could stop a worker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "DATA = [" + ",".join(map(str, range(1_500_000))) + "]\n"
+    for number in range(count):
+        (folder / f"huge{number}.py").write_text(f"# {number}\n{text}")
+
+
+def _workers_compiling(parent: int, busy: int) -> list[int]:
+    """The pool's workers under ``parent`` once ``busy`` of them are well inside a compile."""
+    _wait_for("the pool's workers", lambda: len(_children(parent)) == bytecode.compile_workers())
+    workers = _children(parent)
+    _wait_for(f"{busy} workers compiling", lambda: sum(_cpu_seconds(pid) > 0.3 for pid in workers) >= busy)
+    return workers
+
+
+def test_killing_the_compile_script_stops_its_workers_inside_their_compiles(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the die-with-parent signal a worker would finish its file (a pyc appears) and only then
+    # fail to send its result: the workers must be gone with no pyc written.
+    _write_long_compiles(folder / "entry", bytecode.compile_workers())
+    monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 1)  # one long file per worker
     script = _start(_compile_command(monkeypatch, [folder / "entry"], folder / "origin"))
     try:
-        assert _first_line(script).strip() == "."
-        workers = _children(script.pid)
-        assert len(workers) == bytecode.compile_workers(), workers
+        workers = _workers_compiling(script.pid, busy=bytecode.compile_workers())
         os.kill(script.pid, signal.SIGKILL)  # only the pool's parent: the workers are not signalled by us
     finally:
         script.kill()
         script.communicate(timeout=60)
     assert _left_after(workers, str(folder)) == [], "a compile worker outlived its killed parent"
-    assert len(list(folder.rglob("*.pyc"))) < 300  # killed mid-compile, not after it
+    assert not list(folder.rglob("*.pyc")), "a worker finished its compile after its parent was killed"
 
 
 _VOLUME_CLI = """
 import sys
 from pathlib import Path
 from volume_cli.deps import bytecode
-bytecode.CHUNK_SOURCES = 4
+bytecode.CHUNK_SOURCES = 1
 folder = Path(sys.argv[1])
 bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.executable),
                          on_line=lambda index: print("line", index, flush=True))
@@ -171,38 +183,35 @@ bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpret
 
 
 def test_killing_volume_cli_stops_the_compile_script_and_its_workers(folder: Path) -> None:
-    _write_sources(folder / "entry", 300)
+    _write_long_compiles(folder / "entry", bytecode.compile_workers())
     volume_cli = subprocess.Popen(
         [sys.executable, "-c", _VOLUME_CLI, str(folder)], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     try:
-        _first_line(volume_cli)  # the pool has finished a chunk: the script and its workers compile on
+        _wait_for("the compile script", lambda: len(_children(volume_cli.pid)) == 1)
         (script,) = _children(volume_cli.pid)
-        workers = _children(script)
-        assert len(workers) == bytecode.compile_workers(), workers
+        workers = _workers_compiling(script, busy=bytecode.compile_workers())
         os.kill(volume_cli.pid, signal.SIGKILL)  # only volume-cli, as the OOM killer would
     finally:
         volume_cli.kill()
         volume_cli.communicate(timeout=60)
     assert _left_after([script, *workers], str(folder)) == [], "the compile outlived the killed volume-cli"
-    assert len(list(folder.rglob("*.pyc"))) < 300
+    assert not list(folder.rglob("*.pyc")), "a worker finished its compile after volume-cli was killed"
 
 
-def test_a_worker_inside_one_long_compile_dies_with_its_parent(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One source of ~1.5M constants: a few CPU-seconds inside a single py_compile call, where nothing cooperative
-    # (a flag checked between files, a Python signal handler) could stop it. The other worker waits on the queue.
-    (folder / "entry").mkdir()
-    (folder / "entry" / "huge.py").write_text("DATA = [" + ",".join(map(str, range(1_500_000))) + "]\n")
+def test_an_idle_worker_and_one_inside_a_long_compile_die_with_their_parent(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One long file: one worker compiles it, the other waits on the task queue.
+    _write_long_compiles(folder / "entry", 1)
     script = _start(_compile_command(monkeypatch, [folder / "entry"], folder / "origin"))
     try:
-        _wait_for("the pool's workers", lambda: len(_children(script.pid)) == bytecode.compile_workers())
-        workers = _children(script.pid)
-        _wait_for("a worker compiling", lambda: max(map(_cpu_seconds, workers)) > 0.3)
+        workers = _workers_compiling(script.pid, busy=1)
         os.kill(script.pid, signal.SIGKILL)
     finally:
         script.kill()
         script.communicate(timeout=60)
-    assert _left_after(workers, str(folder)) == [], "a worker inside a long compile outlived its parent"
+    assert _left_after(workers, str(folder)) == [], "a worker outlived its parent"
     assert not list(folder.rglob("*.pyc")), "the long compile finished: the kill did not land inside it"
 
 
@@ -222,19 +231,39 @@ def test_a_stuck_compile_stopped_at_its_bound_leaves_no_worker(folder: Path, mon
     assert len(list(folder.rglob("*.pyc"))) < 300
 
 
-_SPAWN_AND_DIE = """
+_STARTS_THE_COMPILE_AND_DIES = """
 import os, subprocess, sys
-subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-os._exit(0)  # before the script's interpreter has started: its prctl comes after its parent is gone
+from pathlib import Path
+from volume_cli.deps import bytecode
+
+def start_and_die(command, **_):
+    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os._exit(0)  # before the compile's interpreter has started: its prctl comes after its parent is gone
+
+bytecode.run = start_and_die
+bytecode.CHUNK_SOURCES = 4
+folder = Path(sys.argv[1])
+bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.executable),
+                         on_line=print)
 """
 
 
-def test_a_compile_whose_parent_died_while_it_started_exits(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_compile_whose_volume_cli_died_while_it_started_exits(folder: Path) -> None:
     # PR_SET_PDEATHSIG fires only for a parent that dies after the prctl; volume-cli killed while the compile's
     # interpreter starts (tens of ms of imports) would leave it compiling everything for nobody.
     _write_sources(folder / "entry", 300)
-    monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 4)
-    command = _compile_command(monkeypatch, [folder / "entry"], folder / "origin")
-    subprocess.run([sys.executable, "-c", _SPAWN_AND_DIE, *command], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", _STARTS_THE_COMPILE_AND_DIES, str(folder)], check=True, timeout=60, cwd=REPO)
     assert _left_after([], str(folder)) == [], "a compile started by a dead volume-cli compiles on"
-    assert len(list(folder.rglob("*.pyc"))) < 300
+    assert not list(folder.rglob("*.pyc")), "a compile started by a dead volume-cli compiled"
+
+
+def test_an_interpreter_started_through_a_wrapper_still_compiles(folder: Path) -> None:
+    # The exit above must not take a live volume-cli for a dead one: through a wrapper that does not exec,
+    # the compile's parent is the wrapper, and volume-cli still runs.
+    _write_sources(folder / "entry", 3, functions=2)
+    wrapper = folder / "python-wrapper"
+    wrapper.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    lines: list[int | None] = []
+    bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=wrapper, on_line=lines.append)
+    assert lines == [0] and len(list(folder.rglob("*.pyc"))) == 3
