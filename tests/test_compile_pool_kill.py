@@ -237,7 +237,8 @@ from pathlib import Path
 from volume_cli.deps import bytecode
 
 def start_and_die(command, **_):
-    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its output into a pipe, as the runner's: once this process is gone the compile's first line breaks it.
+    subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     os._exit(0)  # before the compile's interpreter has started: its prctl comes after its parent is gone
 
 bytecode.run = start_and_die
@@ -249,8 +250,9 @@ bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpret
 
 
 def test_a_compile_whose_volume_cli_died_while_it_started_exits(folder: Path) -> None:
-    # PR_SET_PDEATHSIG fires only for a parent that dies after the prctl; volume-cli killed while the compile's
-    # interpreter starts (tens of ms of imports) would leave it compiling everything for nobody.
+    # PR_SET_PDEATHSIG fires only for a parent that dies after the prctl: volume-cli killed while the compile's
+    # interpreter starts (tens of ms of imports) left it compiling for nobody until its first line found the
+    # pipe broken, a chunk later (a long file's compile later).
     _write_sources(folder / "entry", 300)
     subprocess.run([sys.executable, "-c", _STARTS_THE_COMPILE_AND_DIES, str(folder)], check=True, timeout=60, cwd=REPO)
     assert _left_after([], str(folder)) == [], "a compile started by a dead volume-cli compiles on"
