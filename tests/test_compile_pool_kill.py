@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.wheelfactory import pyenv_python
 from volume_cli.deps import bytecode
 from volume_cli.errors import SubprocessError
 
@@ -108,6 +109,17 @@ def folder(tmp_path: Path) -> Iterator[Path]:
             pass
 
 
+@pytest.fixture(params=["this", "3.10"])
+def interpreter(request: pytest.FixtureRequest) -> Path:
+    """The compile's interpreter: this one, or the oldest a worker image runs (pyenv's, when installed here)."""
+    if request.param == "this":
+        return Path(sys.executable)
+    found = pyenv_python(request.param)
+    if found is None:
+        pytest.skip(f"no CPython {request.param} from pyenv here")
+    return found
+
+
 def _write_sources(folder: Path, count: int, functions: int = 1000) -> None:
     """``count`` sources of ``functions`` small functions each: ~50 ms of compiling apiece on one core."""
     body = "".join(
@@ -119,12 +131,14 @@ def _write_sources(folder: Path, count: int, functions: int = 1000) -> None:
         (folder / f"m{number:04d}.py").write_text(f"# {number}\n{body}")
 
 
-def _compile_command(monkeypatch: pytest.MonkeyPatch, folders: list[Path], origin: Path) -> list[str]:
+def _compile_command(
+    monkeypatch: pytest.MonkeyPatch, folders: list[Path], origin: Path, interpreter: Path = Path(sys.executable)
+) -> list[str]:
     """The command ``compile_entries`` runs for ``folders``, built by it and not run."""
     seen: list[list[str]] = []
     with monkeypatch.context() as patch:
         patch.setattr(bytecode, "run", lambda command, **_: seen.append(list(command)))
-        bytecode.compile_entries(folders, origin=origin, interpreter=Path(sys.executable), on_line=lambda _: None)
+        bytecode.compile_entries(folders, origin=origin, interpreter=interpreter, on_line=lambda _: None)
     (command,) = seen
     return command
 
@@ -154,13 +168,13 @@ def _workers_compiling(parent: int, busy: int) -> list[int]:
 
 
 def test_killing_the_compile_script_stops_its_workers_inside_their_compiles(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path, interpreter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Without the die-with-parent signal a worker would finish its file (a pyc appears) and only then
     # fail to send its result: the workers must be gone with no pyc written.
     _write_long_compiles(folder / "entry", bytecode.compile_workers())
     monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 1)  # one long file per worker
-    script = _start(_compile_command(monkeypatch, [folder / "entry"], folder / "origin"))
+    script = _start(_compile_command(monkeypatch, [folder / "entry"], folder / "origin", interpreter))
     try:
         workers = _workers_compiling(script.pid, busy=bytecode.compile_workers())
         os.kill(script.pid, signal.SIGKILL)  # only the pool's parent: the workers are not signalled by us
@@ -177,15 +191,15 @@ from pathlib import Path
 from volume_cli.deps import bytecode
 bytecode.CHUNK_SOURCES = 1
 folder = Path(sys.argv[1])
-bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.executable),
+bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.argv[2]),
                          on_line=lambda index: print("line", index, flush=True))
 """
 
 
-def test_killing_volume_cli_stops_the_compile_script_and_its_workers(folder: Path) -> None:
+def test_killing_volume_cli_stops_the_compile_script_and_its_workers(folder: Path, interpreter: Path) -> None:
     _write_long_compiles(folder / "entry", bytecode.compile_workers())
     volume_cli = subprocess.Popen(
-        [sys.executable, "-c", _VOLUME_CLI, str(folder)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        [sys.executable, "-c", _VOLUME_CLI, str(folder), str(interpreter)], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     try:
         _wait_for("the compile script", lambda: len(_children(volume_cli.pid)) == 1)
@@ -244,17 +258,18 @@ def start_and_die(command, **_):
 bytecode.run = start_and_die
 bytecode.CHUNK_SOURCES = 4
 folder = Path(sys.argv[1])
-bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.executable),
+bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=Path(sys.argv[2]),
                          on_line=print)
 """
 
 
-def test_a_compile_whose_volume_cli_died_while_it_started_exits(folder: Path) -> None:
+def test_a_compile_whose_volume_cli_died_while_it_started_exits(folder: Path, interpreter: Path) -> None:
     # PR_SET_PDEATHSIG fires only for a parent that dies after the prctl: volume-cli killed while the compile's
     # interpreter starts (tens of ms of imports) left it compiling for nobody until its first line found the
     # pipe broken, a chunk later (a long file's compile later).
     _write_sources(folder / "entry", 300)
-    subprocess.run([sys.executable, "-c", _STARTS_THE_COMPILE_AND_DIES, str(folder)], check=True, timeout=60, cwd=REPO)
+    starter = [sys.executable, "-c", _STARTS_THE_COMPILE_AND_DIES, str(folder), str(interpreter)]
+    subprocess.run(starter, check=True, timeout=60, cwd=REPO)
     assert _left_after([], str(folder)) == [], "a compile started by a dead volume-cli compiles on"
     assert not list(folder.rglob("*.pyc")), "a compile started by a dead volume-cli compiled"
 
