@@ -291,3 +291,33 @@ def test_an_interpreter_started_through_a_wrapper_still_compiles(folder: Path) -
     lines: list[int | None] = []
     bytecode.compile_entries([folder / "entry"], origin=folder / "origin", interpreter=wrapper, on_line=lines.append)
     assert lines == [0] and len(list(folder.rglob("*.pyc"))) == 3
+
+
+_ORPHANED_BEFORE_ITS_PRCTL = """
+import ast, ctypes, os, signal, sys
+from pathlib import Path
+from volume_cli.deps import bytecode
+
+# The compile script's own die_with_parent, as a worker of the pool runs it (the script's text, not a copy).
+wanted = ("die_with_parent", "parent_gone")
+tree = ast.parse(bytecode._COMPILE_ENTRIES)
+definitions = ast.Module([node for node in tree.body if getattr(node, "name", None) in wanted], [])
+namespace = {"ctypes": ctypes, "os": os, "signal": signal}
+exec(compile(definitions, "<compile script>", "exec"), namespace)
+parent = os.getpid()
+read, write = os.pipe()
+if os.fork() == 0:  # the worker
+    os.close(write)
+    os.read(read, 1)  # end of file: the parent has exited, before our prctl (a script killed while forking)
+    namespace["die_with_parent"](parent)
+    Path(sys.argv[1]).touch()  # still here: it would compile for nobody, then wait on a dead queue
+    os._exit(0)
+os._exit(0)
+"""
+
+
+def test_a_worker_whose_script_died_before_its_prctl_exits(folder: Path) -> None:
+    survived = folder / "survived"
+    subprocess.run([sys.executable, "-c", _ORPHANED_BEFORE_ITS_PRCTL, str(survived)], check=True, timeout=60, cwd=REPO)
+    assert _left_after([], str(folder)) == [], "the orphaned worker runs on"
+    assert not survived.exists(), "a worker forked by a script that died before its prctl carried on"
