@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -98,6 +99,14 @@ def _compilers(scratch_folder: Path) -> list[int]:
     return found
 
 
+def _compilers_after(scratch_folder: Path, bound: float = GONE_WITHIN) -> list[int]:
+    """The compile processes still running after at most ``bound`` seconds (a killed parent's go at once)."""
+    deadline = time.monotonic() + bound
+    while _compilers(scratch_folder) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _compilers(scratch_folder)
+
+
 class PoolChain(Chain):
     """One volume through installs of ``bulk`` 1, 2, 3...: each killed one compiles a version never stored."""
 
@@ -145,10 +154,7 @@ class PoolChain(Chain):
         """SIGKILL volume-cli alone; its compile must follow it; then the rest of its group (uv) goes too."""
         if process.returncode is None:
             process.kill()  # the process itself, not its group
-        deadline = time.monotonic() + GONE_WITHIN
-        while _compilers(self.scratch) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        left = _compilers(self.scratch)
+        left = _compilers_after(self.scratch)
         self.expect(not left, f"{how}: compile processes {left} outlived the killed volume-cli")
         for pid in left:  # ours, named by this test's scratch folder: gone before the next trial
             os.kill(pid, signal.SIGKILL)
@@ -227,6 +233,37 @@ def test_killed_pool_compiles_leave_a_consistent_volume_and_no_compiler(
     chain.at_point(COMPILE_POINT)
     _report(chain)
     assert chain.tried == 2 and chain.outcomes
+
+
+def test_sigterm_while_the_pool_compiles_stops_it_exits_143_and_the_rerun_converges(
+    tmp_path: Path, projects: Projects, pool_index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pod's graceful stop: the CLI unwinds (its SIGTERM handler), the runner stops the compile with
+    # SIGTERM, then SIGKILL after a grace period; nothing of the compile may be left, the rerun converges.
+    monkeypatch.setenv(scratch.SCRATCH_ENV, str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    chain = _chain(VolumeLayout(tmp_path / "volume"), projects, pool_index, isolated_uv)
+    before = chain.view()
+    chain.project(chain.version + 1)
+    command = [sys.executable, "-m", "volume_cli", "deps", "install", "--project", "demo"]
+    command += ["--root", str(chain.layout.root), "--projects-dir", str(projects.base), "--index-url", pool_index.url]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _compilers(chain.scratch) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert process.poll() is None, "the install ended before its compile was seen"
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("interrupted (SIGTERM)"), err
+    assert _compilers_after(chain.scratch) == [], "the compile outlived the stopped install"
+    chain.trial("SIGTERM while compiling", before)
+    _report(chain)
 
 
 @pytest.mark.slow
