@@ -3,15 +3,17 @@
 ``test_crash_random.py`` kills installs whose few sources compile inside volume-cli; here every killed
 install compiles a fresh version of a package with more sources than ``IN_PROCESS_MAX_SOURCES``, so the
 compile runs in the target interpreter's fork pool (``deps/bytecode.py``). Only volume-cli is killed, as
-the OOM killer would: the compile script and its workers must then go by the die-with-parent signal
-alone (the rest of the process group, uv, is killed after that check). Then: the stable path imports
-the old or the new set whole, records agree with the disk, and the rerun converges (the checks of
-``test_crash_random.Chain``).
+the OOM killer would: the compile script and its workers must then be gone within a bound (the rest of
+the process group, uv, which does not die with volume-cli, is killed after that check; that the
+die-with-parent signal alone stops the pool is proven in ``tests/test_compile_pool_kill.py``). Then:
+the stable path imports the old or the new set whole, records agree with the disk, and the rerun
+converges (the checks of ``test_crash_random.Chain``).
 
 By default a deterministic sample: a kill while the pool compiles (placed by seeing the pool's
 processes) and the crash point inside the compile, on a volume on the scratch folder's disk (entries
-renamed) and on another one (entries copied while the next compile). ``VOLUME_CLI_SLOW_TESTS=1`` adds
-every named crash point and 50 kills at random delays (seeded, as in ``test_crash_random.py``).
+renamed) and on another one (entries copied while the next ones compile), and a SIGTERM to the CLI
+while the pool compiles. ``VOLUME_CLI_SLOW_TESTS=1`` adds every named crash point and 50 kills at
+random delays (seeded, as in ``test_crash_random.py``).
 """
 
 from __future__ import annotations

@@ -221,17 +221,9 @@ def compile_entries(
         on_line(int(tail) if head == "compiled" and tail.isdigit() else None)
 
     script = _COMPILE_ENTRIES.replace("CHUNK", str(CHUNK_SOURCES)).replace("NICE", str(COMPILE_NICE))
-    volume_cli = str(os.getpid())  # the compile's parent: it dies with it, or exits if it is already gone
-    command = [
-        str(interpreter),
-        "-I",
-        "-c",
-        script,
-        str(origin),
-        str(compile_workers()),
-        volume_cli,
-        *map(str, folders),
-    ]
+    parent = str(os.getpid())  # the compile dies with this process, or exits at once if it is already gone
+    arguments = [str(origin), str(compile_workers()), parent, *map(str, folders)]
+    command = [str(interpreter), "-I", "-c", script, *arguments]
     run(command, label="compile-bytecode", log_dir=log_dir, on_line=read, timeout=compile_bound(count))
 
 
