@@ -110,17 +110,30 @@ CHUNK_SOURCES = 64
 _COMPILE_ENTRIES = """
 import ctypes, multiprocessing, os, py_compile, signal, sys
 
-def die_with_parent():
+def die_with_parent(parent):
     try:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     except Exception:
         pass
+    # The signal comes only for a death after the prctl: a parent killed while this interpreter started (or
+    # while the pool forked) has already left us to another one, and we would compile on for nobody.
+    if parent_gone(parent):
+        os._exit(1)
+
+def parent_gone(parent):
+    if os.getppid() == parent:
+        return False
+    try:  # not our parent: an interpreter started through a wrapper still runs while volume-cli does
+        with open("/proc/%d/stat" % parent) as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 def start_worker():
     # The pool's terminate() ends idle workers with SIGTERM: the parent's handler (inherited by fork) would
     # turn it into SystemExit, which a worker blocked on the task queue's lock never reaches (seen: a hung pool).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    die_with_parent()
+    die_with_parent(SCRIPT)
     try:
         os.nice(NICE)
     except OSError:
@@ -137,8 +150,9 @@ def compile_chunk(task):
     return index
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-die_with_parent()
-ORIGIN, workers, folders = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+ORIGIN, workers, folders = sys.argv[1], int(sys.argv[2]), sys.argv[4:]
+die_with_parent(int(sys.argv[3]))
+SCRIPT = os.getpid()
 tasks, left = [], []
 for index, folder in enumerate(folders):
     paths = sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder)
@@ -210,7 +224,9 @@ def compile_entries(
 
     before_pool()
     script = _COMPILE_ENTRIES.replace("CHUNK", str(CHUNK_SOURCES)).replace("NICE", str(COMPILE_NICE))
-    command = [str(interpreter), "-I", "-c", script, str(origin), str(compile_workers()), *map(str, folders)]
+    parent = str(os.getpid())  # the compile dies with this process, or exits at once if it is already gone
+    arguments = [str(origin), str(compile_workers()), parent, *map(str, folders)]
+    command = [str(interpreter), "-I", "-c", script, *arguments]
     run(command, label="compile-bytecode", log_dir=log_dir, on_line=read, timeout=compile_bound(count))
 
 
