@@ -348,7 +348,9 @@ def _assert_nothing_left(layout: VolumeLayout) -> None:
     assert not layout.store_dir.exists() or not os.listdir(layout.store_dir)
     ours = ("volume-cli-publish", "volume-cli-packs", "volume-cli-spread")
     assert not [thread.name for thread in threading.enumerate() if thread.name.startswith(ours)]
-    assert _no_process_mentions("fixed-staging-name"), "a compile process outlived the install"
+    # This test's scratch folder, not the fixed staging name: another test's compile may run meanwhile.
+    ours = scratch.scratch_dir(layout, Path(os.environ["UV_CACHE_DIR"]))
+    assert _no_process_mentions(str(ours)), "a compile process outlived the install"
 
 
 def test_a_kill_while_compiling_and_publishing_leaves_no_compiler_and_the_rerun_converges(
