@@ -197,6 +197,43 @@ def test_an_unpacked_entry_s_links_are_followed_only_inside_python_deps(tmp_path
     assert not (again / "out.txt").exists()
 
 
+def test_a_pack_written_with_readers_ahead_is_the_same_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sync apply`` reads an entry's files on the volume several at a time: the pack is byte for byte the same."""
+    source = tmp_path / "entry"
+    for number in range(40):
+        folder = source / f"p{number % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"m{number}.py").write_bytes(os.urandom(number * 97))
+    names = []
+    for readers in (1, 8):
+        packs = tmp_path / f"packs-{readers}"
+        packs.mkdir()
+        handle = os.open(packs, os.O_PATH | os.O_DIRECTORY)
+        try:
+            names.append(local_copy.write_pack(str(source), handle, "entry-1", readers=readers))
+        finally:
+            os.close(handle)
+        assert os.listdir(packs) == [names[-1]]
+    assert names[0] == names[1]  # size and sha256 in the name: the same bytes
+    scan = local_copy._pack_members
+
+    def vanishing(folder: str, skip: frozenset[str]) -> Any:
+        found = scan(folder, skip)
+        (source / "p1" / "m25.py").unlink()  # removed while its entry is packed
+        return found
+
+    monkeypatch.setattr(local_copy, "_pack_members", vanishing)
+    packs = tmp_path / "packs-failed"
+    packs.mkdir()
+    handle = os.open(packs, os.O_PATH | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileNotFoundError):
+            local_copy.write_pack(str(source), handle, "entry-1", readers=8)
+    finally:
+        os.close(handle)
+    assert os.listdir(packs) == []  # no temp file left
+
+
 # -- on the simulated network volume ------------------------------------------------------------
 # Kernel cache off: the counts are exact. Budgets are the measured counts with ~10% slack.
 BUDGET_FIRST_START_HALF_PACKED = 570  # measured 519 (4 entries, 2 packed): 239 with every pack

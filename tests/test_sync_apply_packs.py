@@ -121,19 +121,19 @@ def test_an_apply_that_fails_to_pack_is_still_applied_and_the_next_one_converges
 ) -> None:
     _push(source, targets[:1], tmp_path)
     root = targets[0].mounted(tmp_path)
-    original = sync_apply.write_packs
+    original = sync_apply._pack_entries
 
-    def killed(sources: dict[str, Path], packs: Path, *, threads: int | None = None) -> None:
+    def killed(sources: dict[str, Path], packs: Path) -> None:
         packs.mkdir(exist_ok=True)
         (packs / f"{local_copy.TEMP_PREFIX}{min(sources)}-dead").write_bytes(b"torn")  # a killed writer's temp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(sync_apply, "write_packs", killed)
+    monkeypatch.setattr(sync_apply, "_pack_entries", killed)
     applied = _apply(root)
     assert isinstance(applied, ApplyResult) and applied.switched and applied.packs_written == 0
     assert applied.packs_error is not None and "No space left" in applied.packs_error
     assert _whole_packs(root) == []
-    monkeypatch.setattr(sync_apply, "write_packs", original)
+    monkeypatch.setattr(sync_apply, "_pack_entries", original)
     again = _apply(root)
     assert isinstance(again, ApplyResult) and again.packs_written == len(_entries(root))
     assert _whole_packs(root) == _entries(root)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -42,7 +43,7 @@ from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from concurrent.futures import Future, ThreadPoolExecutor
 
 COPY_ENV = "VOLUME_CLI_LOCAL_COPY"  # "0" never copies; "1" copies even onto the volume's own file system
@@ -522,11 +523,15 @@ def parse_pack_name(name: str) -> tuple[str, int, str] | None:
     return parts[0], int(parts[1]), parts[2]
 
 
-def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = frozenset()) -> str:
+def write_pack(
+    source: str, packs: int, entry: str, *, skip: frozenset[str] = frozenset(), readers: int = 1
+) -> str:
     """Pack the folder ``source`` (but its top-level names in ``skip``) as ``entry``'s pack; its name.
 
     ``packs`` is a handle of the packs folder: each call there looks up one name, not the
     whole path. Written under a temp name and renamed: a pack under its final name is whole.
+    ``readers``: files read ahead by that many threads (a source on a network volume, where
+    each file costs round trips: ``sync apply``); one reads them in turn (local disk).
     """
     import hashlib
 
@@ -542,14 +547,10 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
                 stream.write(part)
                 digest.update(part)
                 size += len(part)
-            for path, _, length, _ in files:
-                with open(os.path.join(source, path), "rb", buffering=0) as member:
-                    data = member.read(length + 1)
-                if len(data) != length:
-                    raise OSError(f"{path} changed size while its entry was packed")
+            for data in _member_bytes(source, files, readers):
                 stream.write(data)
                 digest.update(data)
-                size += length
+                size += len(data)
         final = pack_name(entry, size, digest.hexdigest())
         os.rename(temp, final, src_dir_fd=packs, dst_dir_fd=packs)
     except BaseException:
@@ -557,6 +558,34 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
             os.unlink(temp, dir_fd=packs)
         raise
     return final
+
+
+def _member_bytes(source: str, files: list[tuple[str, int, int, int]], readers: int) -> Iterator[bytes]:
+    """Each file's bytes in index order; with ``readers`` > 1, up to twice that many files read ahead."""
+
+    def read(item: tuple[str, int, int, int]) -> bytes:
+        path, _, length, _ = item
+        with open(os.path.join(source, path), "rb", buffering=0) as member:
+            data = member.read(length + 1)
+        if len(data) != length:
+            raise OSError(f"{path} changed size while its entry was packed")
+        return data
+
+    if readers <= 1:
+        yield from map(read, files)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(readers)
+    pending = iter(files)
+    try:
+        ahead = deque(pool.submit(read, item) for item in itertools.islice(pending, 2 * readers))
+        while ahead:
+            data = ahead.popleft().result()
+            ahead.extend(pool.submit(read, item) for item in itertools.islice(pending, 1))
+            yield data
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a read still running ends before the caller goes on
 
 
 def _pack_members(

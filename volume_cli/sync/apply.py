@@ -25,22 +25,25 @@ start would wait on it); a later ``sync apply``, with nothing pending, writes wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from volume_cli import pushed_apply
-from volume_cli.deps.documents import GenerationRecord, read_generation_record
+from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, read_generation_record
 from volume_cli.deps.forest import current_generation
-from volume_cli.deps.publish import write_packs
+from volume_cli.deps.publish import PACK_THREADS
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.errors import SyncManifestError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
-from volume_cli.local_copy import PACKS, parse_pack_name
+from volume_cli.local_copy import PACKS, parse_pack_name, write_pack
+from volume_cli.parallel import run_spread
 from volume_cli.progress import Progress
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import ModelsRecord, read_project_state, update_project_state
@@ -138,7 +141,7 @@ def pack_current_generation(layout: VolumeLayout, project: str, progress: Progre
         return 0, None
     progress.step(f"packing {len(missing)} store entries for workers' first start")
     try:
-        write_packs(missing, folder)
+        _pack_entries(missing, folder)
     except OSError as exc:
         return 0, f"{exc.strerror or exc} (workers copy those entries file by file; run sync apply again)"
     return len(missing), None
@@ -191,6 +194,27 @@ class CliRecords:
             self.python_version,
             lambda state: state if state.models == source else state.model_copy(update={"models": source}),
         )
+
+
+# Files of one entry read at once from the volume while it is packed: its round trips overlap
+# (the small benchmark set's 8 entries, 1,879 files: see docs/regions.md).
+PACK_READERS = 8
+
+
+def _pack_entries(entries: dict[str, Path], folder: Path) -> None:
+    """``write_packs`` for entries on the volume: each entry's files read ahead by ``PACK_READERS`` threads."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder)
+    handle = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a planted link
+    skip = frozenset({ENTRY_MANIFEST})
+    try:
+        run_spread(
+            ((name, (name, source)) for name, source in sorted(entries.items())),
+            lambda item: write_pack(str(item[1]), handle, item[0], skip=skip, readers=PACK_READERS),
+            threads=PACK_THREADS,
+        )
+    finally:
+        os.close(handle)
 
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
