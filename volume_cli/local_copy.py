@@ -11,10 +11,11 @@ worker's own disk, then importing from there, pays the round trips
 concurrently, once per generation and machine instead of serially at every
 start. Reading it file by file still costs ~7 round trips per file (18.7k
 files: 131k operations), so each store entry also has a pack written at
-install time (one file: index and contents, see ``write_pack``); when every
-entry of the generation has one, the copy reads ~45 large files instead
-(4.4k operations), and falls back to the file-by-file copy otherwise. See
-docs/concepts.md ("Workers import from a local copy").
+install time (one file: index and contents, see ``write_pack``); the copy
+unpacks the entries that have a usable one (~45 large files instead of
+18.7k: 4.4k operations) and copies only the others file by file, from the
+store, into the same copy. See docs/concepts.md ("Workers import from a
+local copy").
 
 Rules: a copy is built in a private temp folder and published by one rename;
 it is used only when its marker (written last, naming the generation, its
