@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,20 @@ def test_an_apply_that_fails_to_pack_is_still_applied_and_the_next_one_converges
     again = _apply(root)
     assert isinstance(again, ApplyResult) and again.packs_written == len(_entries(root))
     assert _whole_packs(root) == _entries(root)
+
+
+def test_two_applies_packing_at_once_leave_one_whole_pack_per_entry(
+    source: Source,  # noqa: F811
+    targets: list[Target],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _push(source, targets[:1], tmp_path)
+    root = targets[0].mounted(tmp_path)
+    assert pushed_apply.apply_on_start(str(root), "story", PY, environ={}) is not None  # no packs yet
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: _apply(root), range(2)))
+    assert all(isinstance(result, ApplyResult) and result.packs_error is None for result in results)
+    assert _whole_packs(root) == _entries(root)  # one per entry: the second rename replaced an equal file
+    assert sorted(os.listdir(root / "python-deps" / local_copy.PACKS)) == sorted(
+        name for name in os.listdir(root / "python-deps" / local_copy.PACKS) if not name.startswith(".")
+    )  # no temp file left

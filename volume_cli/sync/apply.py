@@ -16,8 +16,8 @@ nothing pending, so two at once build one generation. Killed anywhere, the
 next apply converges: the pending manifest is removed only after the switch
 is recorded.
 
-Then each entry of the current generation without a pack gets one (``write_packs``: one file per
-entry, temp name then rename), read from the volume: a worker's first start then reads a few large
+Then, the lock released, each entry of the current generation without a pack gets one
+(``write_pack``: one file per entry, temp name then rename), read from the volume: a worker's first start then reads a few large
 files instead of every file (``volume_cli/local_copy.py``). The push carries no packs (they would
 double the bytes sent across regions: docs/regions.md) and a worker applying at start writes none (its
 start would wait on it); a later ``sync apply``, with nothing pending, writes what is missing.
@@ -48,7 +48,7 @@ from volume_cli.progress import Progress
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import ModelsRecord, read_project_state, update_project_state
 from volume_cli.store.writer_locks import project_lock
-from volume_cli.sync.manifest import read_pending
+from volume_cli.sync.manifest import GenerationManifest, read_pending
 
 
 @dataclass(frozen=True)
@@ -78,24 +78,13 @@ def apply_pending(
     started = time.monotonic()
     with project_lock(layout, project, command="sync apply", wait_seconds=wait_seconds, progress=progress) as lease:
         pending = read_pending(layout, project)  # under the lock: a concurrent apply may have just finished
-        if not pending:
-            # A generation a worker applied at start (or an apply killed while packing) gets its packs now.
-            written, error = pack_current_generation(layout, project, progress)
-            seconds = time.monotonic() - started
-            return ApplyResult(project, None, None, False, 0, deep, 0, 0, 0, (), seconds, written, error)
-        python_version = pending[-1].python_version
-        guard_volume(layout, project=project, python_version=python_version)
-        outcome = pushed_apply.apply_newest(
-            str(layout.root),
-            [manifest.model_dump(mode="json") for manifest in pending],
-            CliRecords(layout, lease, project, python_version),
-            deep=deep,
-            step=progress.step,
-        )
-        written, error = pack_current_generation(layout, project, progress)
-        from volume_cli.consumer_env import write_boot
-
-        write_boot(layout, project, python_version)
+        outcome = _apply_locked(layout, project, pending, lease, deep=deep, progress=progress) if pending else None
+    # After the lock: packs are immutable files written under temp names, so nothing waits on them. A
+    # generation a worker applied at start (or an apply killed while packing) gets its packs here too.
+    written, error = pack_current_generation(layout, project, progress)
+    if outcome is None:
+        seconds = time.monotonic() - started
+        return ApplyResult(project, None, None, False, 0, deep, 0, 0, 0, (), seconds, written, error)
     return ApplyResult(
         project=project,
         generation=outcome.generation,
@@ -113,11 +102,38 @@ def apply_pending(
     )
 
 
+def _apply_locked(
+    layout: VolumeLayout,
+    project: str,
+    pending: list[GenerationManifest],
+    lease: LeaseLock,
+    *,
+    deep: bool,
+    progress: Progress,
+) -> pushed_apply.Outcome:
+    """The apply of the newest of ``pending`` and the boot refresh, the project's lock held."""
+    python_version = pending[-1].python_version
+    guard_volume(layout, project=project, python_version=python_version)
+    outcome = pushed_apply.apply_newest(
+        str(layout.root),
+        [manifest.model_dump(mode="json") for manifest in pending],
+        CliRecords(layout, lease, project, python_version),
+        deep=deep,
+        step=progress.step,
+    )
+    from volume_cli.consumer_env import write_boot
+
+    write_boot(layout, project, python_version)
+    return outcome
+
+
 def pack_current_generation(layout: VolumeLayout, project: str, progress: Progress) -> tuple[int, str | None]:
     """Write a pack for each entry of ``project``'s current generation that has none: (how many, why not all).
 
-    Run under the project's lock, after the switch: the generation serves meanwhile (its workers copy
-    the unpacked entries file by file). A failure leaves the apply done: packs only speed up a first start.
+    Run after the switch, the project's lock released: the generation serves meanwhile (its workers copy
+    the unpacked entries file by file); packs are written under temp names and renamed, so two runs at
+    once only write one twice, and an entry gc removes meanwhile fails its pack (reported) or leaves an
+    orphan gc removes later. A failure leaves the apply done: packs only speed up a first start.
     """
     state = read_project_state(layout, project)
     generation = current_generation(layout, project, state.python_version) if state else None
