@@ -524,9 +524,7 @@ def parse_pack_name(name: str) -> tuple[str, int, str] | None:
     return parts[0], int(parts[1]), parts[2]
 
 
-def write_pack(
-    source: str, packs: int, entry: str, *, skip: frozenset[str] = frozenset(), readers: int = 1
-) -> str:
+def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = frozenset(), readers: int = 1) -> str:
     """Pack the folder ``source`` (but its top-level names in ``skip``) as ``entry``'s pack; its name.
 
     ``packs`` is a handle of the packs folder: each call there looks up one name, not the
@@ -562,31 +560,76 @@ def write_pack(
 
 
 def _member_bytes(source: str, files: list[tuple[str, int, int, int]], readers: int) -> Iterator[bytes]:
-    """Each file's bytes in index order; with ``readers`` > 1, up to twice that many files read ahead."""
-
-    def read(item: tuple[str, int, int, int]) -> bytes:
-        path, _, length, _ = item
-        with open(os.path.join(source, path), "rb", buffering=0) as member:
-            data = member.read(length + 1)
-        if len(data) != length:
-            raise OSError(f"{path} changed size while its entry was packed")
-        return data
-
+    """Each file's bytes in index order; with ``readers`` > 1, up to twice that many files read ahead,
+    each opened through its folder's handle (one lookup on a volume, not one per part of its path)."""
     if readers <= 1:
-        yield from map(read, files)
+        yield from (_read_member(source, None, item) for item in files)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(readers)
+    handles = _FolderHandles(source)
     pending = iter(files)
     try:
-        ahead = deque(pool.submit(read, item) for item in itertools.islice(pending, 2 * readers))
+        ahead = deque(
+            (item, pool.submit(_read_member, source, handles, item)) for item in itertools.islice(pending, 2 * readers)
+        )
         while ahead:
-            data = ahead.popleft().result()
-            ahead.extend(pool.submit(read, item) for item in itertools.islice(pending, 1))
+            item, reading = ahead.popleft()
+            data = reading.result()
+            ahead.extend(
+                (later, pool.submit(_read_member, source, handles, later)) for later in itertools.islice(pending, 1)
+            )
+            folder = os.path.dirname(item[0])
+            if not ahead or os.path.dirname(ahead[0][0][0]) != folder:
+                handles.done(folder)  # files come folder by folder: every read of this one has ended
             yield data
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a read still running ends before the caller goes on
+        handles.close()
+
+
+def _read_member(source: str, handles: _FolderHandles | None, item: tuple[str, int, int, int]) -> bytes:
+    path, _, length, _ = item
+    if handles is None:
+        opened = os.open(os.path.join(source, path), os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        opened = os.open(os.path.basename(path), flags, dir_fd=handles.of(os.path.dirname(path)))
+    with open(opened, "rb", buffering=0) as stream:
+        data = stream.read(length + 1)
+    if len(data) != length:
+        raise OSError(f"{path} changed size while its entry was packed")
+    return data
+
+
+class _FolderHandles:
+    """A handle on each folder whose files are being read, opened once, closed after its last file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.handles: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def of(self, folder: str) -> int:
+        with self.lock:
+            handle = self.handles.get(folder)
+            if handle is None:
+                path = os.path.join(self.source, folder) if folder else self.source
+                handle = self.handles[folder] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return handle
+
+    def done(self, folder: str) -> None:
+        with self.lock:
+            handle = self.handles.pop(folder, None)
+        if handle is not None:
+            os.close(handle)
+
+    def close(self) -> None:
+        with self.lock:
+            for handle in self.handles.values():
+                os.close(handle)
+            self.handles.clear()
 
 
 def _pack_members(
@@ -598,20 +641,27 @@ def _pack_members(
     pending = [""]
     while pending:
         relative = pending.pop()
-        with os.scandir(os.path.join(source, relative) if relative else source) as entries:
-            children = sorted(entries, key=lambda child: child.name)
-        for child in children:
-            if not relative and child.name in skip:
-                continue
-            path = f"{relative}/{child.name}" if relative else child.name
-            info = child.stat(follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
-                links.append((path, os.readlink(child.path)))
-            elif stat.S_ISDIR(info.st_mode):
-                folders.append(path)
-                pending.append(path)
-            elif stat.S_ISREG(info.st_mode):
-                files.append((path, stat.S_IMODE(info.st_mode), info.st_size, info.st_mtime_ns))
+        # Listed through a handle: each child's stat looks up one name (on a volume, not its whole path).
+        folder = os.open(
+            os.path.join(source, relative) if relative else source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        )
+        try:
+            with os.scandir(folder) as entries:
+                children = sorted(entries, key=lambda child: child.name)
+            for child in children:
+                if not relative and child.name in skip:
+                    continue
+                path = f"{relative}/{child.name}" if relative else child.name
+                info = child.stat(follow_symlinks=False)
+                if stat.S_ISLNK(info.st_mode):
+                    links.append((path, os.readlink(child.name, dir_fd=folder)))
+                elif stat.S_ISDIR(info.st_mode):
+                    folders.append(path)
+                    pending.append(path)
+                elif stat.S_ISREG(info.st_mode):
+                    files.append((path, stat.S_IMODE(info.st_mode), info.st_size, info.st_mtime_ns))
+        finally:
+            os.close(folder)
     folders.sort(key=lambda path: (path.count("/"), path))  # parents first
     return folders, files, links
 
