@@ -20,6 +20,10 @@ processes import them, configured as a worker is:
 * ``copy, first start`` / ``copy, later start``: what ``env`` prints, with the default
   local copy (the first start unpacks the entries' packs onto local disk, later ones find it);
 * ``activate(), first`` / ``activate(), later``: the runtime copy's ``activate()``, same;
+* ``first start, half the packs`` / ``first start, no pack``: ``copy, first start`` with every
+  other entry's pack (or every pack) moved aside first (behind the mount's back: not counted),
+  as for entries pushed by ``sync push`` and applied by a worker: those entries are copied file
+  by file, the others unpacked;
 * ``one tar, tarfile`` (``--with-tar``): one tar of the generation on the volume, read as
   one file and extracted by ``tarfile`` onto local disk, then imported (measured, not shipped).
 
@@ -138,6 +142,20 @@ def cases(
         script = f"import tarfile, sys; tarfile.open({str(volume.path / 'generation.tar')!r}).extractall({str(target)!r}, filter='tar'); sys.path.insert(0, {str(target)!r}); {code}"
         return timed(volume, [sys.executable, "-c", script], plain, settle)
 
+    def without_packs(every: int, settle: float) -> Sample:
+        packs = volume.backing / "volume" / "python-deps" / ".packs"
+        aside = work / "packs-aside"
+        aside.mkdir(exist_ok=True)
+        moved = sorted(os.listdir(packs))[::every]
+        for name in moved:
+            os.rename(packs / name, aside / name)
+        try:
+            env = worker_env(volume, fresh(f"packs-{every}"), copy=True)
+            return timed(volume, [sys.executable, "-c", code], env, settle)
+        finally:
+            for name in moved:
+                os.rename(aside / name, packs / name)
+
     py = sys.executable
     table: dict[str, Callable[[float], Sample]] = {
         "forest (no copy)": lambda s: timed(
@@ -152,6 +170,8 @@ def cases(
         ),
         "copy, first start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, fresh("env"), copy=True), s),
         "copy, later start": lambda s: timed(volume, [py, "-c", code], worker_env(volume, last("env"), copy=True), s),
+        "first start, half the packs": lambda s: without_packs(2, s),
+        "first start, no pack": lambda s: without_packs(1, s),
         "activate(), first": lambda s: timed(
             volume, [py, "-c", activate], {**plain, "VOLUME_CLI_LOCAL_CACHE": str(fresh("activate"))}, s
         ),

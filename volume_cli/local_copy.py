@@ -11,10 +11,11 @@ worker's own disk, then importing from there, pays the round trips
 concurrently, once per generation and machine instead of serially at every
 start. Reading it file by file still costs ~7 round trips per file (18.7k
 files: 131k operations), so each store entry also has a pack written at
-install time (one file: index and contents, see ``write_pack``); when every
-entry of the generation has one, the copy reads ~45 large files instead
-(4.4k operations), and falls back to the file-by-file copy otherwise. See
-docs/concepts.md ("Workers import from a local copy").
+install time (one file: index and contents, see ``write_pack``); the copy
+unpacks the entries that have a usable one (~45 large files instead of
+18.7k: 4.4k operations) and copies only the others file by file, from the
+store, into the same copy. See docs/concepts.md ("Workers import from a
+local copy").
 
 Rules: a copy is built in a private temp folder and published by one rename;
 it is used only when its marker (written last, naming the generation, its
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -39,10 +41,10 @@ import time
 import uuid
 import zlib
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from concurrent.futures import Future, ThreadPoolExecutor
 
 COPY_ENV = "VOLUME_CLI_LOCAL_COPY"  # "0" never copies; "1" copies even onto the volume's own file system
@@ -267,32 +269,46 @@ def _build(folder: str, generation: str, deadline: float) -> None:
 def _fill(
     generation: str, temp: str, budget: int, deadline: float, entries: list[dict[str, object]] | None
 ) -> tuple[int, int]:
-    """Fill the empty ``temp`` with the generation: from its entries' packs when each has one, else file by file."""
+    """Fill the empty ``temp`` with the generation: each entry from its pack when it has a usable one, else file by file.
+
+    A pack found bad while unpacking (torn, altered, unreadable) is left out and the copy made again,
+    that entry's files copied one by one: the others still come from their packs.
+    """
     packs = _usable_packs(generation, entries)
-    if packs is not None:
+    if packs is None:
+        return TreeCopy(generation, temp, budget, deadline).run()
+    store = _store_of(generation)
+    names = [str(entry["entry"]) for entry in entries or []]
+    while True:
+        folders = {name: os.path.join(store, name) for name in names if name not in packs}
         try:
-            return PackUnpack(packs, temp, budget, deadline).run()
-        except (PackUnusable, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise  # no room on this disk: a copy file by file would not fit either
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return PackUnpack(packs, temp, budget, deadline, folders=folders).run()
+        except PackFailed as failed:
             sys.stderr.write(
-                f"volume-cli: copying {os.path.basename(generation)} file by file, not from packs: {why}\n"
+                f"volume-cli: copying {failed.entry} of {os.path.basename(generation)} file by file, "
+                f"not from packs: {failed.why}\n"
             )
+            packs = {entry: found for entry, found in packs.items() if entry != failed.entry}
             shutil.rmtree(temp)
             os.mkdir(temp)
-    return TreeCopy(generation, temp, budget, deadline).run()
 
 
 def _usable_packs(generation: str, entries: list[dict[str, object]] | None) -> dict[str, tuple[str, int, str]] | None:
-    """Every entry's pack, when the record's entries are exactly what the generation shows; else None."""
+    """The packs of the entries that have one, when the record's entries are exactly what the generation shows.
+
+    None (the generation is copied as it is, file by file) when packs are turned off or the record
+    does not describe the generation; the entries without a pack are copied file by file from the store.
+    """
     if os.environ.get(PACKS_ENV, "").strip() == "0" or not entries:
         return None
     try:
         names = {str(item["name"]) for entry in entries for item in entry["top_level"]}  # type: ignore[attr-defined]
         if names != set(os.listdir(generation)):
             return None  # a generation its record does not describe (made by hand, or an older tool)
-        return generation_packs(generation, [str(entry["entry"]) for entry in entries])
+        stored = [str(entry["entry"]) for entry in entries]
+        if any(not name or name in (".", "..") or "/" in name or "\0" in name for name in stored):
+            return None  # an entry name that is not one folder of the store
+        return generation_packs(generation, stored)
     except (OSError, KeyError, TypeError):
         return None
 
@@ -333,11 +349,54 @@ def _discard(path: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-class TreeCopy:
-    """Copy a generation (following its links into the store) with many concurrent round trips."""
+TaskT = TypeVar("TaskT")
 
-    def __init__(self, source: str, target: str, budget: int, deadline: float) -> None:
+
+def _drain(
+    do: Callable[[TaskT], list[TaskT]],
+    first: list[TaskT],
+    deadline: float,
+    stopped: threading.Event,
+    check: Callable[[], None],
+) -> None:
+    """``do`` each of ``first`` and every task it returns, THREADS at a time, ``check`` after each; bounded by ``deadline``."""
+    # Imported here: a start that finds its copy made pays nothing for threads.
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(THREADS)
+    pending: set[Future[list[TaskT]]] = set()
+    try:
+        pending = {pool.submit(do, task) for task in first}
+        while pending:
+            left = max(deadline - time.monotonic(), 0.0)
+            done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+            if not done:
+                raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
+            for future in done:
+                pending.update(pool.submit(do, task) for task in future.result())
+            check()
+    finally:
+        # Tasks still running stop at their next file and get a moment to, so the caller's removal
+        # of the temp folder is not raced by late writes; never longer: a copy abandoned on a hung
+        # volume must not hold up the import (a leftover is removed by the next builder).
+        stopped.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        # (a future cancelled by the shutdown never counts as done for wait(): only running ones)
+        wait([future for future in pending if not future.cancelled()], timeout=STOP_WAIT_SECONDS)
+
+
+class TreeCopy:
+    """Copy a generation (following its links into the store) with many concurrent round trips.
+
+    With ``first``, only those tasks (and what they lead to) are done: the files of the entries
+    that have no pack, in folders made already (``PackUnpack``).
+    """
+
+    def __init__(
+        self, source: str, target: str, budget: int, deadline: float, *, first: list[Task] | None = None
+    ) -> None:
         self.source, self.target, self.budget, self.deadline = source, target, budget, deadline
+        self.first: list[Task] = [(source, target, None)] if first is None else first
         # Links may lead anywhere under python-deps/ (the store), never out of it.
         self.allowed = os.path.realpath(os.path.join(source, "..", "..", "..", "..")) + os.sep
         self.files = 0
@@ -346,31 +405,12 @@ class TreeCopy:
         self.stopped = threading.Event()
 
     def run(self) -> tuple[int, int]:
-        # Imported here: a start that finds its copy made pays nothing for threads.
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-        pool = ThreadPoolExecutor(THREADS)
-        pending: set[Future[list[Task]]] = set()
-        try:
-            pending = {pool.submit(self._do, (self.source, self.target, None))}
-            while pending:
-                left = max(self.deadline - time.monotonic(), 0.0)
-                done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
-                if not done:
-                    raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
-                for future in done:
-                    pending.update(pool.submit(self._do, task) for task in future.result())
-                if self.bytes > self.budget:
-                    raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
-        finally:
-            # Tasks still running stop at their next file and get a moment to, so the caller's removal
-            # of the temp folder is not raced by late writes; never longer: a copy abandoned on a hung
-            # volume must not hold up the import (a leftover is removed by the next builder).
-            self.stopped.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            # (a future cancelled by the shutdown never counts as done for wait(): only running ones)
-            wait([future for future in pending if not future.cancelled()], timeout=STOP_WAIT_SECONDS)
+        _drain(self._do, self.first, self.deadline, self.stopped, self._check_budget)
         return self.files, self.bytes
+
+    def _check_budget(self) -> None:
+        if self.bytes > self.budget:
+            raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
 
     def _do(self, task: Task) -> list[Task]:
         if self.stopped.is_set():
@@ -425,7 +465,7 @@ class TreeCopy:
 
     def _copy_file(self, folder: int, name: str, target: str) -> int:
         # O_NONBLOCK: a FIFO planted in the volume must not hang the start.
-        reader = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+        reader = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
         try:
             status = os.fstat(reader)
             if not stat.S_ISREG(status.st_mode):
@@ -484,11 +524,13 @@ def parse_pack_name(name: str) -> tuple[str, int, str] | None:
     return parts[0], int(parts[1]), parts[2]
 
 
-def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = frozenset()) -> str:
+def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = frozenset(), readers: int = 1) -> str:
     """Pack the folder ``source`` (but its top-level names in ``skip``) as ``entry``'s pack; its name.
 
     ``packs`` is a handle of the packs folder: each call there looks up one name, not the
     whole path. Written under a temp name and renamed: a pack under its final name is whole.
+    ``readers``: files read ahead by that many threads (a source on a network volume, where
+    each file costs round trips: ``sync apply``); one reads them in turn (local disk).
     """
     import hashlib
 
@@ -504,14 +546,10 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
                 stream.write(part)
                 digest.update(part)
                 size += len(part)
-            for path, _, length, _ in files:
-                with open(os.path.join(source, path), "rb", buffering=0) as member:
-                    data = member.read(length + 1)
-                if len(data) != length:
-                    raise OSError(f"{path} changed size while its entry was packed")
+            for data in _member_bytes(source, files, readers):
                 stream.write(data)
                 digest.update(data)
-                size += length
+                size += len(data)
         final = pack_name(entry, size, digest.hexdigest())
         os.rename(temp, final, src_dir_fd=packs, dst_dir_fd=packs)
     except BaseException:
@@ -519,6 +557,79 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
             os.unlink(temp, dir_fd=packs)
         raise
     return final
+
+
+def _member_bytes(source: str, files: list[tuple[str, int, int, int]], readers: int) -> Iterator[bytes]:
+    """Each file's bytes in index order; with ``readers`` > 1, up to twice that many files read ahead,
+    each opened through its folder's handle (one lookup on a volume, not one per part of its path)."""
+    if readers <= 1:
+        yield from (_read_member(source, None, item) for item in files)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(readers)
+    handles = _FolderHandles(source)
+    pending = iter(files)
+    try:
+        ahead = deque(
+            (item, pool.submit(_read_member, source, handles, item)) for item in itertools.islice(pending, 2 * readers)
+        )
+        while ahead:
+            item, reading = ahead.popleft()
+            data = reading.result()
+            ahead.extend(
+                (later, pool.submit(_read_member, source, handles, later)) for later in itertools.islice(pending, 1)
+            )
+            folder = os.path.dirname(item[0])
+            if not ahead or os.path.dirname(ahead[0][0][0]) != folder:
+                handles.done(folder)  # files come folder by folder: every read of this one has ended
+            yield data
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a read still running ends before the caller goes on
+        handles.close()
+
+
+def _read_member(source: str, handles: _FolderHandles | None, item: tuple[str, int, int, int]) -> bytes:
+    path, _, length, _ = item
+    if handles is None:
+        opened = os.open(os.path.join(source, path), os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        opened = os.open(os.path.basename(path), flags, dir_fd=handles.of(os.path.dirname(path)))
+    with open(opened, "rb", buffering=0) as stream:
+        data = stream.read(length + 1)
+    if len(data) != length:
+        raise OSError(f"{path} changed size while its entry was packed")
+    return data
+
+
+class _FolderHandles:
+    """A handle on each folder whose files are being read, opened once, closed after its last file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.handles: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def of(self, folder: str) -> int:
+        with self.lock:
+            handle = self.handles.get(folder)
+            if handle is None:
+                path = os.path.join(self.source, folder) if folder else self.source
+                handle = self.handles[folder] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return handle
+
+    def done(self, folder: str) -> None:
+        with self.lock:
+            handle = self.handles.pop(folder, None)
+        if handle is not None:
+            os.close(handle)
+
+    def close(self) -> None:
+        with self.lock:
+            for handle in self.handles.values():
+                os.close(handle)
+            self.handles.clear()
 
 
 def _pack_members(
@@ -530,39 +641,45 @@ def _pack_members(
     pending = [""]
     while pending:
         relative = pending.pop()
-        with os.scandir(os.path.join(source, relative) if relative else source) as entries:
-            children = sorted(entries, key=lambda child: child.name)
-        for child in children:
-            if not relative and child.name in skip:
-                continue
-            path = f"{relative}/{child.name}" if relative else child.name
-            info = child.stat(follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
-                links.append((path, os.readlink(child.path)))
-            elif stat.S_ISDIR(info.st_mode):
-                folders.append(path)
-                pending.append(path)
-            elif stat.S_ISREG(info.st_mode):
-                files.append((path, stat.S_IMODE(info.st_mode), info.st_size, info.st_mtime_ns))
+        # Listed through a handle: each child's stat looks up one name (on a volume, not its whole path).
+        folder = os.open(
+            os.path.join(source, relative) if relative else source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        )
+        try:
+            with os.scandir(folder) as entries:
+                children = sorted(entries, key=lambda child: child.name)
+            for child in children:
+                if not relative and child.name in skip:
+                    continue
+                path = f"{relative}/{child.name}" if relative else child.name
+                info = child.stat(follow_symlinks=False)
+                if stat.S_ISLNK(info.st_mode):
+                    links.append((path, os.readlink(child.name, dir_fd=folder)))
+                elif stat.S_ISDIR(info.st_mode):
+                    folders.append(path)
+                    pending.append(path)
+                elif stat.S_ISREG(info.st_mode):
+                    files.append((path, stat.S_IMODE(info.st_mode), info.st_size, info.st_mtime_ns))
+        finally:
+            os.close(folder)
     folders.sort(key=lambda path: (path.count("/"), path))  # parents first
     return folders, files, links
 
 
-def generation_packs(generation: str, entries: list[str]) -> dict[str, tuple[str, int, str]] | None:
-    """Each entry's pack (path, size, sha256), or None when any entry has none (files are copied then)."""
+def generation_packs(generation: str, entries: list[str]) -> dict[str, tuple[str, int, str]]:
+    """The pack (path, size, sha256) of each of ``entries`` that has one (none when the folder is unreadable)."""
     folder = os.path.join(os.path.dirname(_store_of(generation)), PACKS)
     found: dict[str, tuple[str, int, str]] = {}
     try:
         names = sorted(os.listdir(folder))
     except OSError:
-        return None
+        return {}
+    wanted = set(entries)
     for name in names:
         parsed = parse_pack_name(name)
-        if parsed is not None and parsed[0] not in found:
+        if parsed is not None and parsed[0] in wanted and parsed[0] not in found:
             found[parsed[0]] = (os.path.join(folder, name), parsed[1], parsed[2])
-    if not entries or any(entry not in found for entry in entries):
-        return None
-    return {entry: found[entry] for entry in entries}
+    return found
 
 
 def _store_of(generation: str) -> str:
@@ -684,15 +801,91 @@ def _read_segment(fd: int, offset: int, count: int) -> bytes:
     return b"".join(parts)
 
 
+class PackFailed(Exception):
+    """One entry's pack turned out unusable while the copy was made: the copy is made again without it."""
+
+    def __init__(self, entry: str, why: str) -> None:
+        super().__init__(f"{entry}: {why}")
+        self.entry, self.why = entry, why
+
+
+# An entry's own record in its store folder (volume_cli.deps.documents.ENTRY_MANIFEST): not part of the forest.
+ENTRY_MANIFEST = ".volume-cli-entry.json"
+
+
+class _Folder:
+    """An entry without a usable pack: its folder in the store, listed on the volume, its files copied one by one.
+
+    Listed as a pack's index is read, so both kinds merge as the forest merges them. A link
+    that stays inside its folder is kept as a link (as in a pack); any other is followed, as the
+    generation's own copy follows the forest's links: only to somewhere under python-deps/.
+    """
+
+    def __init__(self, entry: str, path: str, allowed: str) -> None:
+        self.entry, self.path, self.allowed = entry, path, allowed
+        self.folders: list[str] = []
+        self.files: list[tuple[str, str]] = []  # (path in the copy, file on the volume)
+        self.links: list[tuple[str, str]] = []
+
+    def scan(self, relative: str, source: str) -> list[tuple[_Folder, str, str]]:
+        """List the folder ``source`` (``relative`` in the copy); its subfolders are the next tasks."""
+        tasks: list[tuple[_Folder, str, str]] = []
+        handle = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            with os.scandir(handle) as items:
+                for item in items:
+                    if not relative and item.name in (ENTRY_MANIFEST, MARKER):
+                        continue
+                    path, found = f"{relative}/{item.name}" if relative else item.name, os.path.join(source, item.name)
+                    if item.is_symlink():
+                        tasks += self._link(path, found)
+                    elif item.is_dir(follow_symlinks=False):
+                        self.folders.append(path)
+                        tasks.append((self, path, found))
+                    else:
+                        self.files.append((path, found))
+        finally:
+            os.close(handle)
+        return tasks
+
+    def _link(self, path: str, link: str) -> list[tuple[_Folder, str, str]]:
+        text = os.readlink(link)
+        with contextlib.suppress(PackUnusable):
+            self.links.append((path, _link_text(path, text)))
+            return []
+        real = os.path.realpath(link)
+        if not real.startswith(self.allowed):
+            raise CopySkipped(f"{link} leads out of the volume's python-deps folder")
+        if os.path.isdir(real):
+            self.folders.append(path)
+            return [(self, path, real)]
+        self.files.append((path, real))
+        return []
+
+
 class PackUnpack:
     """Make a generation's copy from its entries' packs: a few large reads per entry, all entries at once.
 
-    The copy shows what the generation's forest shows (deps/forest.py): entries merged, a folder
-    beating a file of the same path, and between two files the entry first in name order.
+    The entries in ``folders`` (no usable pack) are listed in the store and their files copied one
+    by one (``TreeCopy``) while the packs are unpacked. The copy shows what the generation's forest
+    shows (deps/forest.py): entries merged, a folder beating a file of the same path, and between two
+    files the entry first in name order. A pack found unusable raises ``PackFailed``.
     """
 
-    def __init__(self, packs: dict[str, tuple[str, int, str]], target: str, budget: int, deadline: float) -> None:
+    def __init__(
+        self,
+        packs: dict[str, tuple[str, int, str]],
+        target: str,
+        budget: int,
+        deadline: float,
+        *,
+        folders: dict[str, str] | None = None,
+    ) -> None:
         self.packs = [_Pack(entry, *found) for entry, found in sorted(packs.items())]
+        self.folders = [
+            _Folder(entry, path, os.path.realpath(os.path.dirname(os.path.dirname(path))) + os.sep)
+            for entry, path in sorted((folders or {}).items())
+        ]
         self.target, self.budget, self.deadline = target, budget, deadline
         self.owner: dict[str, str] = {}
         self.files = 0
@@ -710,15 +903,18 @@ class PackUnpack:
             pack.readers = readers
         try:
             self._each(_Pack.open)
+            first = [(folder, "", folder.path) for folder in self.folders]
+            _drain(lambda task: task[0].scan(task[1], task[2]), first, self.deadline, threading.Event(), lambda: None)
             folders = self._plan()
-            if sum(size for pack in self.packs for _, _, size, _ in pack.files) > self.budget:
+            packed = sum(size for pack in self.packs for _, _, size, _ in pack.files)
+            if packed > self.budget:
                 raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
             for path in folders:  # parents first: one mkdir each, on local disk
                 os.mkdir(path, dir_fd=self.root)
-            self._each(self._unpack)
-            for pack in self.packs:
-                for path, text in pack.links:
-                    if self.owner.get(path) == pack.entry:
+            copied = self._unpack_and_copy(self.budget - packed)
+            for source in self._sources():
+                for path, text in source.links:
+                    if self.owner.get(path) == source.entry:
                         os.symlink(text, path, dir_fd=self.root)
         finally:
             readers.shutdown(wait=False, cancel_futures=True)
@@ -727,21 +923,72 @@ class PackUnpack:
                     pack.close()
             if not any(pack.busy for pack in self.packs):  # nor the folder's, which a late write goes through
                 os.close(self.root)
-        return self.files, self.bytes
+        return self.files + copied[0], self.bytes + copied[1]
+
+    def _unpack_and_copy(self, budget: int) -> tuple[int, int]:
+        """Unpack the packs while a ``TreeCopy`` copies the other entries' files: both bounded by the time limit."""
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        tasks = self._copy_tasks()
+        if not tasks:
+            self._each(self._unpack)
+            return 0, 0
+        copier = TreeCopy(self.target, self.target, budget, self.deadline, first=tasks)
+        background = ThreadPoolExecutor(1)
+        copying = background.submit(copier.run)
+
+        def stop_packs(done: Future[tuple[int, int]]) -> None:
+            if done.exception() is not None:
+                self.stopped.set()  # the packs stop at their next file: the copy failed
+
+        copying.add_done_callback(stop_packs)
+        try:
+            self._each(self._unpack)
+        except BaseException as exc:
+            copier.stopped.set()
+            wait([copying], timeout=STOP_WAIT_SECONDS)
+            if not copying.done():  # its late writes could land in the next attempt's folder: no next attempt
+                raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})") from exc
+            if copying.exception() is not None:
+                raise copying.exception() from None  # type: ignore[misc]
+            raise
+        finally:
+            background.shutdown(wait=False)
+        return copying.result()
+
+    def _copy_tasks(self) -> list[Task]:
+        """The files of entries without a pack that the copy shows, in batches of one folder's files."""
+        batches: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for folder in self.folders:
+            for path, source in folder.files:
+                if self.owner.get(path) == folder.entry:
+                    where = (os.path.dirname(source), os.path.join(self.target, os.path.dirname(path)))
+                    batches.setdefault(where, []).append((os.path.basename(source), os.path.basename(path)))
+        return [
+            (source, target, tuple(names[first : first + FILES_PER_TASK]))
+            for (source, target), names in batches.items()
+            for first in range(0, len(names), FILES_PER_TASK)
+        ]
+
+    def _sources(self) -> list[_Pack | _Folder]:
+        """Every entry, packed or not, in name order."""
+        return sorted([*self.packs, *self.folders], key=lambda source: source.entry)
 
     def _plan(self) -> list[str]:
         """The folders to make (parents first) and, in ``owner``, whose copy of each file or link is kept."""
-        folders = {path for pack in self.packs for path in pack.folders}
-        for pack in self.packs:  # sorted by entry, as the forest resolves a clash
-            for path in [item[0] for item in pack.files] + [path for path, _ in pack.links]:
+        folders = {path for source in self._sources() for path in source.folders}
+        for source in self._sources():  # by entry, as the forest resolves a clash
+            for path in [item[0] for item in source.files] + [path for path, _ in source.links]:
                 if path not in folders:
-                    self.owner.setdefault(path, pack.entry)
+                    self.owner.setdefault(path, source.entry)
         return sorted(folders, key=lambda path: (path.count("/"), path))
 
     def _each(self, action: Callable[[_Pack], None]) -> None:
         """``action`` on every pack, THREADS at a time, within the time limit; the first failure is raised."""
         from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
+        if not self.packs:
+            return
         pool = ThreadPoolExecutor(min(THREADS, len(self.packs)))
         # Largest first: one pack is read front to back by one thread, so the biggest sets the pace.
         futures = [pool.submit(self._busy, action, pack) for pack in sorted(self.packs, key=lambda pack: -pack.size)]
@@ -764,6 +1011,12 @@ class PackUnpack:
         pack.busy = True
         try:
             action(pack)
+        except PackUnusable as exc:
+            raise PackFailed(pack.entry, str(exc)) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # no room on this disk: a copy file by file would not fit either
+            raise PackFailed(pack.entry, exc.strerror or str(exc)) from None
         finally:
             pack.busy = False
 

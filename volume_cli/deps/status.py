@@ -40,6 +40,7 @@ from volume_cli.deps.python import find_interpreter
 from volume_cli.deps.record import reconciled_deps
 from volume_cli.errors import StateError
 from volume_cli.layout import VolumeLayout
+from volume_cli.local_copy import PACKS, parse_pack_name
 from volume_cli.project.definition import ProjectDefinition
 from volume_cli.store.documents import read_document
 from volume_cli.store.lock import describe_lock, lock_path
@@ -228,6 +229,8 @@ class StoreUsage:
     shared_bytes: int  # size of those entries, stored once
     saved_bytes: int  # what storing them once per project would have cost on top
     project_bytes: dict[str, int]
+    packs: int = 0  # one per entry a worker's first start unpacks (python-deps/.packs)
+    packs_bytes: int = 0  # their size, on top of size_bytes: read from their names, no stat per pack
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,6 +266,7 @@ def store_usage(*, layout: VolumeLayout) -> StoreUsage:
         unreferenced_bytes += manifest.info.size_bytes if manifest else 0
     present = [name for name in on_disk if name in users]
     shared = [name for name in present if len(users[name]) > 1]
+    packs = [parsed for parsed in map(parse_pack_name, _listdir(layout.deps_dir / PACKS)) if parsed is not None]
     return StoreUsage(
         entries=len(on_disk),
         size_bytes=sum(sizes[name] for name in present) + unreferenced_bytes,
@@ -273,6 +277,8 @@ def store_usage(*, layout: VolumeLayout) -> StoreUsage:
         shared_bytes=sum(sizes[name] for name in shared),
         saved_bytes=sum(sizes[name] * (len(users[name]) - 1) for name in shared),
         project_bytes=dict(project_bytes),
+        packs=len(packs),
+        packs_bytes=sum(size for _, size, _ in packs),
     )
 
 

@@ -15,27 +15,40 @@ the forest is built. A second apply waits for the lock and then finds
 nothing pending, so two at once build one generation. Killed anywhere, the
 next apply converges: the pending manifest is removed only after the switch
 is recorded.
+
+Then, the lock released, each entry of the current generation without a pack gets one
+(``write_pack``: one file per entry, temp name then rename), read from the volume: a worker's first start then reads a few large
+files instead of every file (``volume_cli/local_copy.py``). The push carries no packs (they would
+double the bytes sent across regions: docs/regions.md) and a worker applying at start writes none (its
+start would wait on it); a later ``sync apply``, with nothing pending, writes what is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from volume_cli import pushed_apply
-from volume_cli.deps.documents import GenerationRecord
+from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, read_generation_record
+from volume_cli.deps.forest import current_generation
+from volume_cli.deps.publish import PACK_THREADS
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.errors import SyncManifestError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
+from volume_cli.local_copy import PACKS, parse_pack_name, write_pack
+from volume_cli.parallel import run_spread
 from volume_cli.progress import Progress
 from volume_cli.store.lock import LeaseLock
-from volume_cli.store.state import ModelsRecord, update_project_state
+from volume_cli.store.state import ModelsRecord, read_project_state, update_project_state
 from volume_cli.store.writer_locks import project_lock
-from volume_cli.sync.manifest import read_pending
+from volume_cli.sync.manifest import GenerationManifest, read_pending
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class ApplyResult:
     forest_links: int
     superseded: tuple[str, ...]  # older pending generations dropped unapplied
     seconds: float
+    packs_written: int = 0  # entries of the current generation given a pack (a worker's first start reads it)
+    packs_error: str | None = None  # why packs are missing still (the apply itself succeeded)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,20 +78,13 @@ def apply_pending(
     started = time.monotonic()
     with project_lock(layout, project, command="sync apply", wait_seconds=wait_seconds, progress=progress) as lease:
         pending = read_pending(layout, project)  # under the lock: a concurrent apply may have just finished
-        if not pending:
-            return ApplyResult(project, None, None, False, 0, deep, 0, 0, 0, (), time.monotonic() - started)
-        python_version = pending[-1].python_version
-        guard_volume(layout, project=project, python_version=python_version)
-        outcome = pushed_apply.apply_newest(
-            str(layout.root),
-            [manifest.model_dump(mode="json") for manifest in pending],
-            CliRecords(layout, lease, project, python_version),
-            deep=deep,
-            step=progress.step,
-        )
-        from volume_cli.consumer_env import write_boot
-
-        write_boot(layout, project, python_version)
+        outcome = _apply_locked(layout, project, pending, lease, deep=deep, progress=progress) if pending else None
+    # After the lock: packs are immutable files written under temp names, so nothing waits on them. A
+    # generation a worker applied at start (or an apply killed while packing) gets its packs here too.
+    written, error = pack_current_generation(layout, project, progress)
+    if outcome is None:
+        seconds = time.monotonic() - started
+        return ApplyResult(project, None, None, False, 0, deep, 0, 0, 0, (), seconds, written, error)
     return ApplyResult(
         project=project,
         generation=outcome.generation,
@@ -89,7 +97,70 @@ def apply_pending(
         forest_links=outcome.forest_links,
         superseded=tuple(item.generation for item in pending[:-1]),
         seconds=time.monotonic() - started,
+        packs_written=written,
+        packs_error=error,
     )
+
+
+def _apply_locked(
+    layout: VolumeLayout,
+    project: str,
+    pending: list[GenerationManifest],
+    lease: LeaseLock,
+    *,
+    deep: bool,
+    progress: Progress,
+) -> pushed_apply.Outcome:
+    """The apply of the newest of ``pending`` and the boot refresh, the project's lock held."""
+    python_version = pending[-1].python_version
+    guard_volume(layout, project=project, python_version=python_version)
+    outcome = pushed_apply.apply_newest(
+        str(layout.root),
+        [manifest.model_dump(mode="json") for manifest in pending],
+        CliRecords(layout, lease, project, python_version),
+        deep=deep,
+        step=progress.step,
+    )
+    from volume_cli.consumer_env import write_boot
+
+    write_boot(layout, project, python_version)
+    return outcome
+
+
+def pack_current_generation(layout: VolumeLayout, project: str, progress: Progress) -> tuple[int, str | None]:
+    """Write a pack for each entry of ``project``'s current generation that has none: (how many, why not all).
+
+    Run after the switch, the project's lock released: the generation serves meanwhile (its workers copy
+    the unpacked entries file by file); packs are written under temp names and renamed, so two runs at
+    once only write one twice, and an entry gc removes meanwhile fails its pack (reported) or leaves an
+    orphan gc removes later. A failure leaves the apply done: packs only speed up a first start.
+    """
+    state = read_project_state(layout, project)
+    generation = current_generation(layout, project, state.python_version) if state else None
+    record = read_generation_record(layout, project, generation) if generation else None
+    if state is None or record is None:
+        return 0, None
+    guard_volume(layout, project=project, python_version=state.python_version)
+    folder = layout.deps_dir / PACKS
+    try:
+        packed = {parsed[0] for parsed in map(parse_pack_name, os.listdir(folder)) if parsed is not None}
+    except FileNotFoundError:
+        packed = set()
+    missing = {
+        entry.entry: layout.store_dir / entry.entry
+        for entry in record.entries
+        if entry.entry not in packed
+        and (layout.store_dir / entry.entry).is_dir()
+        and not (layout.store_dir / entry.entry).is_symlink()
+    }
+    if not missing:
+        return 0, None
+    progress.step(f"packing {len(missing)} store entries for workers' first start")
+    try:
+        _pack_entries(missing, folder)
+    except OSError as exc:
+        return 0, f"{exc.strerror or exc} (workers copy those entries file by file; run sync apply again)"
+    return len(missing), None
 
 
 class CliRecords:
@@ -139,6 +210,27 @@ class CliRecords:
             self.python_version,
             lambda state: state if state.models == source else state.model_copy(update={"models": source}),
         )
+
+
+# Files of one entry read at once from the volume while it is packed: its round trips overlap
+# (the small benchmark set's 8 entries, 1,879 files: see docs/regions.md).
+PACK_READERS = 8
+
+
+def _pack_entries(entries: dict[str, Path], folder: Path) -> None:
+    """``write_packs`` for entries on the volume: each entry's files read ahead by ``PACK_READERS`` threads."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder)
+    handle = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a planted link
+    skip = frozenset({ENTRY_MANIFEST})
+    try:
+        run_spread(
+            ((name, (name, source)) for name, source in sorted(entries.items())),
+            lambda item: write_pack(str(item[1]), handle, item[0], skip=skip, readers=PACK_READERS),
+            threads=PACK_THREADS,
+        )
+    finally:
+        os.close(handle)
 
 
 RecordT = TypeVar("RecordT", bound=BaseModel)

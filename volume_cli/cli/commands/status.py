@@ -115,6 +115,7 @@ def render_status(console: Console, report: StatusReport) -> None:
             f"[bold]store[/]  {store.entries} distributions, {format_bytes(store.size_bytes)}; "
             f"{store.shared_entries} shared by several projects ({format_bytes(store.saved_bytes)} saved)"
             + (f"; {store.unreferenced_entries} unused (volume-cli gc)" if store.unreferenced_entries else "")
+            + (f"; packs {format_bytes(store.packs_bytes)} ({store.packs} entries)" if store.packs else "")
         )
     for item in report.projects:
         if item.deps is not None and item.deps.installed:

@@ -147,6 +147,14 @@ def apply_command(
 
 
 def _render_apply(console: Console, result: ApplyResult) -> None:
+    _render_apply_switch(console, result)
+    if result.packs_written:
+        console.print(f"{result.project}: {result.packs_written} store entries packed for workers", markup=False)
+    if result.packs_error:
+        console.print(f"warning: packs not written: {result.packs_error}", markup=False)
+
+
+def _render_apply_switch(console: Console, result: ApplyResult) -> None:
     if result.generation is None:
         console.print(f"{result.project}: no pushed generation is pending on this volume", markup=False)
         return
