@@ -67,7 +67,7 @@ from volume_cli.deps.forest import (
     switch_current,
     temp_generation_dir,
 )
-from volume_cli.deps.lock import CurrentLock, read_current_lock, report_locked, resolve, store_lock
+from volume_cli.deps.lock import CurrentLock, read_current_lock, report_locked, resolve, write_lock_files
 from volume_cli.deps.plan import InstalledDistribution, InstallPlan, compute_plan, read_installed
 from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
@@ -173,7 +173,7 @@ def _fresh_lock(
     cache_dir: Path,
     progress: Progress,
 ) -> CurrentLock:
-    """The stored lock when it still fits, else a fresh one, not stored yet (``store_lock``)."""
+    """The stored lock when it still fits, else a fresh one, not stored yet (``write_lock_files``)."""
     current = read_current_lock(layout, project.name)
     if (
         not upgrade
@@ -375,15 +375,15 @@ def install(
         ) as lease:
             _prepare(job)
             generation = new_generation_name()
-            with _EarlyForest(job, generation) as early, _LockStore(job) as storing:
+            with _EarlyForest(job, generation) as early, _LockFiles(job) as lock_files:
                 plan, lock, target, current_record = job.plan(on_current=early.speculate)
-                storing.start(lock)
+                lock_files.start(lock)
                 current = plan.current_generation
                 if not plan.has_changes and current is not None and current_record is not None:
                     early.discard()
-                    storing.wait()
+                    lock_files.wait()
                     return _record_unchanged(job, plan, lock, current, current_record)
-                result = _build_and_switch(job, lease, plan, lock, target, current_record, early, storing)
+                result = _build_and_switch(job, lease, plan, lock, target, current_record, early, lock_files)
         assert result.generation is not None
         _follow_up(layout, project, result.generation, only_if_due=False)
     finally:
@@ -469,7 +469,7 @@ def _build_and_switch(
     target: TargetPython,
     current_record: GenerationRecord | None,
     early: _EarlyForest,
-    storing: _LockStore,
+    lock_files: _LockFiles,
 ) -> InstallResult:
     """Record the intent, materialize the entries, commit a new generation and switch to it."""
     layout, project = job.layout, job.project
@@ -492,7 +492,7 @@ def _build_and_switch(
         on_picked=early.start,
         background=job.background,
     )
-    storing.wait()  # the generation's record names the lock: it is stored first
+    lock_files.wait()  # the generation's record names the lock: it is stored first
     repaired = {entries[name].entry for name in harvested.repaired}
     record = _commit_generation(job, generation, entries, lock, early.result(), repaired=repaired)
     lease.ensure_held()
@@ -531,12 +531,12 @@ def _record_and_clear(job: _Install, record: GenerationRecord, *, previous: str 
         clearing.result()
 
 
-class _LockStore:
+class _LockFiles:
     """A fresh lock written while the install goes on: it waits on the volume, uv and the compile on the pod.
 
     It is stored before the generation that names it is recorded (``wait``).
     A run killed before that leaves a lock that no generation uses, as when
-    it was stored first; lock.json still comes last (``store_lock``).
+    it was stored first; lock.json still comes last (``write_lock_files``).
     """
 
     def __init__(self, job: _Install) -> None:
@@ -549,14 +549,14 @@ class _LockStore:
     def start(self, lock: CurrentLock) -> None:
         if lock.uv_lock is None:
             return  # the stored one
-        self._future = self._pool.submit(store_lock, self.job.layout, lock)
+        self._future = self._pool.submit(write_lock_files, self.job.layout, lock)
         report_locked(self.job.progress, lock)
 
     def wait(self) -> None:
         if self._future is not None:
             self._future.result()
 
-    def __enter__(self) -> _LockStore:
+    def __enter__(self) -> _LockFiles:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:

@@ -149,7 +149,7 @@ def select_packages(
 class CurrentLock:
     info: LockInfo
     text: str
-    uv_lock: str | None = None  # uv.lock's text, when resolved and not stored yet (``store_lock``)
+    uv_lock: str | None = None  # uv.lock's text, when resolved and not stored yet (``write_lock_files``)
 
 
 def _toml(value: object) -> str:
@@ -283,7 +283,7 @@ def resolve(
     resolved = CurrentLock(info=info, text=pylock_text, uv_lock=uv_lock_text)
     if not store:
         return resolved
-    stored = store_lock(layout, resolved)
+    stored = write_lock_files(layout, resolved)
     report_locked(progress, stored)
     return stored
 
@@ -292,7 +292,7 @@ def report_locked(progress: Progress, lock: CurrentLock) -> None:
     progress.info(f"locked {len(lock.info.packages)} packages")
 
 
-def store_lock(layout: VolumeLayout, lock: CurrentLock) -> CurrentLock:
+def write_lock_files(layout: VolumeLayout, lock: CurrentLock) -> CurrentLock:
     """Keep a lock ``resolve`` returned unstored (pylock.toml, uv.lock, lock.json); the caller holds the project lock."""
     project = lock.info.project
     assert lock.uv_lock is not None, "stored already"
