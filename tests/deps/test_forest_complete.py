@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,29 @@ def test_completing_lists_again_the_entries_repaired_in_place(tmp_path: Path) ->
         patch.setattr(forest_module, "_make", lambda *args, **kwargs: None)
         forest_module.complete_forest(VolumeLayout(tmp_path), tmp_path, [], made=made, repaired={"fixed"})
     assert seen == [{("kept", "ns"): [("k", True)]}]
+
+
+def test_the_store_folders_a_level_needs_are_listed_at_once(
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    progress: NullProgress,
+    isolated_uv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ns/ and other/ are shared by two entries each: their four listings meet at a barrier (one after the
+    other, the first would wait in vain), so a forest costs a round trip per level, not per folder."""
+    barrier = threading.Barrier(4, timeout=10)
+    real_scandir = os.scandir
+    store = str(layout.store_dir)
+
+    def scandir(path: Any) -> Any:
+        if str(path).startswith(store) and Path(path).name in ("ns", "other"):
+            barrier.wait()
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    project = projects.make("demo", {"main": {"packages": ["nsa", "nsb==1.0", "oa", "ob"]}})
+    install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
+    values = {"a": "ns.a.A", "b": "ns.b.B", "x": "other.oa.X", "y": "other.ob.Y"}
+    assert import_values(layout.deps_path("demo", PY), values) == {"a": "a", "b": "1.0", "x": 1, "y": 2}

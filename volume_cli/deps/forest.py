@@ -150,23 +150,46 @@ def _make(folder: Path, forest: Forest, *, made: Forest) -> None:
 def _plan(
     layout: VolumeLayout, folder: Path, prefix: str, nodes: dict[str, _Node], real_paths: set[str], forest: Forest
 ) -> None:
-    for name, node in sorted(nodes.items()):
-        path = f"{prefix}{name}"
-        dirs = [entry for entry, is_dir in node.providers if is_dir]
-        if len(dirs) > 1 or (dirs and path in real_paths):
-            forest.folders.append(folder / name)
-            children: dict[str, _Node] = {}
-            for entry in dirs:
-                if (entry, path) not in forest.listed:
-                    found = os.scandir(layout.store_dir / entry / path)
-                    forest.listed[entry, path] = [(child.name, child.is_dir(follow_symlinks=False)) for child in found]
-                for child_name, is_dir in forest.listed[entry, path]:
-                    children.setdefault(child_name, _Node(providers=[])).providers.append((entry, is_dir))
-            _plan(layout, folder / name, f"{path}/", children, real_paths, forest)
-            continue
-        entry = dirs[0] if dirs else node.providers[0][0]
-        link = folder / name
-        forest.links.append((link, os.path.relpath(layout.store_dir / entry / path, link.parent)))
+    """Real folders and links, a level at a time: a level's store folders are listed at once, not one by one."""
+    level = [(folder, prefix, nodes)]
+    while level:
+        real: list[tuple[Path, str, list[str]]] = []  # (forest folder, path in the entries, entries providing it)
+        for base, parent_path, children in level:
+            for name, node in sorted(children.items()):
+                path = f"{parent_path}{name}"
+                dirs = [entry for entry, is_dir in node.providers if is_dir]
+                if len(dirs) > 1 or (dirs and path in real_paths):
+                    forest.folders.append(base / name)
+                    real.append((base / name, path, dirs))
+                    continue
+                entry = dirs[0] if dirs else node.providers[0][0]
+                link = base / name
+                forest.links.append((link, os.path.relpath(layout.store_dir / entry / path, link.parent)))
+        _list(layout, forest.listed, [(entry, path) for _, path, dirs in real for entry in dirs])
+        level = [(real_folder, f"{path}/", _children(forest.listed, path, dirs)) for real_folder, path, dirs in real]
+
+
+def _list(
+    layout: VolumeLayout, listed: dict[tuple[str, str], list[tuple[str, bool]]], wanted: list[tuple[str, str]]
+) -> None:
+    """Add the children of each (entry, path) not ``listed`` yet, listed at once (a round trip each on a volume)."""
+
+    def read(key: tuple[str, str]) -> None:
+        with os.scandir(layout.store_dir / key[0] / key[1]) as found:
+            listed[key] = [(child.name, child.is_dir(follow_symlinks=False)) for child in found]
+
+    run_spread(
+        ((f"{entry}/{path}", (entry, path)) for entry, path in dict.fromkeys(wanted) if (entry, path) not in listed),
+        read,
+    )
+
+
+def _children(listed: dict[tuple[str, str], list[tuple[str, bool]]], path: str, dirs: list[str]) -> dict[str, _Node]:
+    children: dict[str, _Node] = {}
+    for entry in dirs:
+        for name, is_dir in listed[entry, path]:
+            children.setdefault(name, _Node(providers=[])).providers.append((entry, is_dir))
+    return children
 
 
 def temp_generation_dir(layout: VolumeLayout, project: str, python_version: str, generation: str) -> Path:
