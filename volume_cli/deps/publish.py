@@ -349,8 +349,10 @@ def _copy_scanned(
     run_spread(made, make, threads=threads)
 
 
-def write_packs(sources: dict[str, Path], packs: Path, *, threads: int | None = None) -> None:
+def write_packs(sources: dict[str, Path], packs: Path, *, threads: int | None = None, readers: int = 1) -> None:
     """One pack per entry in ``packs`` (the folder exists or is made; its parent is checked by the caller).
+
+    ``readers``: each entry's files read ahead by that many threads (sources on a network volume).
 
     A pack may land before its entry is renamed into the store: workers read packs
     only for the entries of a recorded generation, and gc removes one whose entry
@@ -358,7 +360,7 @@ def write_packs(sources: dict[str, Path], packs: Path, *, threads: int | None = 
     """
     folder = _Packs(packs)
     try:
-        folder.write(sources, threads=threads)
+        folder.write(sources, threads=threads, readers=readers)
     finally:
         folder.close()
 
@@ -373,10 +375,17 @@ class _Packs:
         # An entry packed before (a rerun after a kill, a racing install) keeps its pack: packs are immutable too.
         self.packed = {parsed[0] for parsed in map(parse_pack_name, os.listdir(packs)) if parsed is not None}
 
-    def write(self, sources: dict[str, Path], *, threads: int | None, check: Callable[[], None] = lambda: None) -> None:
+    def write(
+        self,
+        sources: dict[str, Path],
+        *,
+        threads: int | None,
+        readers: int = 1,
+        check: Callable[[], None] = lambda: None,
+    ) -> None:
         def pack(item: tuple[str, Path]) -> None:
             check()
-            write_pack(str(item[1]), self.handle, item[0], skip=frozenset({ENTRY_MANIFEST}))
+            write_pack(str(item[1]), self.handle, item[0], skip=frozenset({ENTRY_MANIFEST}), readers=readers)
 
         wanted = sorted((name, source) for name, source in sources.items() if name not in self.packed)
         run_spread(((name, (name, source)) for name, source in wanted), pack, threads=threads)

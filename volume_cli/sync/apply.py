@@ -25,7 +25,6 @@ start would wait on it); a later ``sync apply``, with nothing pending, writes wh
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -35,15 +34,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from volume_cli import pushed_apply
-from volume_cli.deps.documents import ENTRY_MANIFEST, GenerationRecord, read_generation_record
+from volume_cli.deps.documents import GenerationRecord, read_generation_record
 from volume_cli.deps.forest import current_generation
-from volume_cli.deps.publish import PACK_THREADS
+from volume_cli.deps.publish import PACK_THREADS, write_packs
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.errors import SyncManifestError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
-from volume_cli.local_copy import PACKS, parse_pack_name, write_pack
-from volume_cli.parallel import run_spread
+from volume_cli.local_copy import PACKS, parse_pack_name
 from volume_cli.progress import Progress
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import ModelsRecord, read_project_state, update_project_state
@@ -219,18 +217,7 @@ PACK_READERS = 8
 
 def _pack_entries(entries: dict[str, Path], folder: Path) -> None:
     """``write_packs`` for entries on the volume: each entry's files read ahead by ``PACK_READERS`` threads."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(folder)
-    handle = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a planted link
-    skip = frozenset({ENTRY_MANIFEST})
-    try:
-        run_spread(
-            ((name, (name, source)) for name, source in sorted(entries.items())),
-            lambda item: write_pack(str(item[1]), handle, item[0], skip=skip, readers=PACK_READERS),
-            threads=PACK_THREADS,
-        )
-    finally:
-        os.close(handle)
+    write_packs(entries, folder, threads=PACK_THREADS, readers=PACK_READERS)
 
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
