@@ -179,3 +179,11 @@ def test_the_worker_apply_refuses_what_fsguard_refuses(tmp_path: Path) -> None:
         except UnsafePathError:
             worker = "refused"
         assert worker == cli, path
+
+
+def test_the_local_copy_skips_the_entry_manifest_the_store_writes() -> None:
+    # local_copy.py is standard-library only (copied onto the volume), so it names the manifest itself.
+    from volume_cli import local_copy
+    from volume_cli.deps.documents import ENTRY_MANIFEST
+
+    assert local_copy.ENTRY_MANIFEST == ENTRY_MANIFEST
