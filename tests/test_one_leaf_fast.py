@@ -33,6 +33,7 @@ from tests.test_netvol_install import (  # noqa: F401 (fixtures)
 )
 from tests.wheelfactory import build_wheel
 from volume_cli.deps import check, install
+from volume_cli.deps import lock as lock_module
 from volume_cli.deps import scratch as scratch_module
 from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
 from volume_cli.deps.documents import EntryInfo, TopItem, install_intent_path, read_generation_record
@@ -245,7 +246,7 @@ def _temporary_generations(layout: VolumeLayout) -> list[str]:
 def test_the_kept_entries_are_linked_while_uv_locks(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     bench.install(bench.project())
     seen: list[int] = []
-    real_resolve = install_module.resolve
+    real_resolve = lock_module.resolve
 
     def resolve(**kwargs: object) -> object:
         deadline = time.monotonic() + 10
@@ -261,7 +262,7 @@ def test_the_kept_entries_are_linked_while_uv_locks(bench: Bench, monkeypatch: p
         seen.append(len(links))
         return real_resolve(**kwargs)
 
-    monkeypatch.setattr(install_module, "resolve", resolve)
+    monkeypatch.setattr(lock_module, "resolve", resolve)  # a changed config is resolved early, beside the lock
     intents: list[list[str]] = []
     real_intent = install_module.record_intent
 
@@ -297,7 +298,7 @@ def test_a_failed_lock_leaves_no_forest_and_no_intent(bench: Bench, monkeypatch:
         time.sleep(0.3)  # the guess is being linked meanwhile
         raise ResolutionError("no resolver here")
 
-    monkeypatch.setattr(install_module, "resolve", resolve)
+    monkeypatch.setattr(lock_module, "resolve", resolve)  # a changed config is resolved early, beside the lock
     with pytest.raises(ResolutionError):
         _install(bench, bench.project(leaf="2.0"))
     assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]

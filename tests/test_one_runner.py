@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import volume_cli
 from volume_cli.deps.python import _interpreter_full_version, _uv_find
 from volume_cli.deps.uvtool import uv_binary
 from volume_cli.errors import SubprocessError
-from volume_cli.runner import run
+from volume_cli.runner import Cancel, run
 
 PACKAGE = Path(volume_cli.__file__).parent
 
@@ -37,6 +38,37 @@ def test_a_command_past_its_timeout_is_stopped_and_named() -> None:
     with pytest.raises(SubprocessError, match=r"timed out after 0\.5s"):
         run([sys.executable, "-c", "import time; time.sleep(30)"], label="sleeper", timeout=0.5)
     assert time.monotonic() - started < 10
+
+
+def test_a_cancelled_command_is_stopped_from_another_thread_and_named() -> None:
+    cancel = Cancel()
+    outcome: list[BaseException] = []
+
+    def sleeper() -> None:
+        try:
+            run([sys.executable, "-c", "import time; time.sleep(30)"], label="sleeper", cancel=cancel)
+        except SubprocessError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=sleeper)
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.5)
+    cancel.cancel()
+    thread.join(timeout=20)
+    assert not thread.is_alive() and time.monotonic() - started < 10
+    assert len(outcome) == 1 and "sleeper cancelled" in str(outcome[0])
+
+
+def test_a_command_cancelled_before_it_starts_does_not_run(tmp_path: Path) -> None:
+    cancel = Cancel()
+    cancel.cancel()
+    marker = tmp_path / "ran"
+    script = f"import time, pathlib; time.sleep(2); pathlib.Path({str(marker)!r}).touch()"
+    with pytest.raises(SubprocessError, match="cancelled"):
+        run([sys.executable, "-c", script], label="late", cancel=cancel)
+    time.sleep(2.5)
+    assert not marker.exists()
 
 
 def test_stderr_can_be_left_out_of_a_value_read_from_stdout() -> None:

@@ -40,6 +40,32 @@ class RunResult:
         return "\n".join(self.lines)
 
 
+class Cancel:
+    """Lets another thread stop the commands ``run`` runs for it: work that turned out not to be needed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            process = self._process
+        if process is not None:
+            _stop(process)
+
+    def _attach(self, process: subprocess.Popen[str] | None) -> bool:
+        """Watch ``process`` (None: the one before ended); False when cancelled already, so the caller stops it."""
+        with self._lock:
+            self._process = process
+            return not self._cancelled
+
+
 def format_command(command: Sequence[str]) -> str:
     return " ".join(shlex.quote(part) for part in command)
 
@@ -55,6 +81,7 @@ def run(
     check: bool = True,
     timeout: float | None = None,
     keep_stderr: bool = True,
+    cancel: Cancel | None = None,
 ) -> RunResult:
     """Run ``command`` to completion and return its merged output.
 
@@ -64,7 +91,8 @@ def run(
     ``log_dir`` is given. ``env`` replaces the environment entirely.
     A command still running after ``timeout`` seconds is stopped and raises
     ``SubprocessError``. ``keep_stderr=False`` discards stderr, for a value
-    read from stdout that a warning on stderr must not corrupt.
+    read from stdout that a warning on stderr must not corrupt. A command
+    stopped through ``cancel`` raises ``SubprocessError`` too.
     """
     argv = [os.fspath(part) for part in command]
     log.info("running %s", format_command(argv))
@@ -72,6 +100,8 @@ def run(
     lines: list[str] = []
     process = _start(argv, label=label, env=env, cwd=cwd, keep_stderr=keep_stderr)
     assert process.stdout is not None
+    if cancel is not None and not cancel._attach(process):
+        _stop(process)
     # The watchdog stops the child; reading then sees end of file and the loop ends.
     timed_out = threading.Event()
     watchdog = threading.Timer(timeout, _time_out, args=(process, timed_out)) if timeout is not None else None
@@ -93,7 +123,11 @@ def run(
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if cancel is not None:
+                cancel._attach(None)
     returncode = process.wait()
+    if cancel is not None and cancel.cancelled:
+        raise SubprocessError(f"{label} cancelled: {format_command(argv)}", command=argv, returncode=returncode)
     if timed_out.is_set():
         raise SubprocessError(
             f"{label} timed out after {timeout}s: {format_command(argv)}", command=argv, returncode=returncode

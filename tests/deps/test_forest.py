@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.wheelfactory import (
     pyenv_python,
 )
 from volume_cli.deps import install
+from volume_cli.deps import python as python_module
 from volume_cli.deps.elf import search_paths
 from volume_cli.errors import ResolutionError
 from volume_cli.layout import VolumeLayout
@@ -143,8 +143,7 @@ def test_without_an_interpreter_wheels_install_by_tag(
     isolated_uv: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The package re-exports the function install, which shadows the module of that name for dotted lookups.
-    monkeypatch.setattr(sys.modules["volume_cli.deps.install"], "find_interpreter", lambda version, uv=None: None)
+    monkeypatch.setattr(python_module, "find_interpreter", lambda version, uv=None: None)
     project = projects.make("old", {"main": {"packages": ["alpha==2.0"]}}, python="3.10")
     install(layout=layout, project=project, mirror=index.url, cache_dir=isolated_uv, progress=progress)
     path = layout.deps_path("old", "3.10")

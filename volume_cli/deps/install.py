@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,9 +68,16 @@ from volume_cli.deps.forest import (
     switch_current,
     temp_generation_dir,
 )
-from volume_cli.deps.lock import CurrentLock, read_current_lock, report_locked, resolve, write_lock_files
+from volume_cli.deps.lock import (
+    CurrentLock,
+    EarlyResolve,
+    read_current_lock,
+    report_locked,
+    resolve,
+    write_lock_files,
+)
 from volume_cli.deps.plan import InstalledDistribution, InstallPlan, compute_plan, read_installed
-from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_interpreter
+from volume_cli.deps.python import UV_PLATFORM, TargetPython, find_target
 from volume_cli.deps.record import clear_intent, record_intent, record_switch, repair_state
 from volume_cli.deps.scratch import cleanup_stale_scratch, new_local_staging, remove_in_background, scratch_dir
 from volume_cli.deps.scripts import rewrite_console_scripts
@@ -172,8 +180,9 @@ def _fresh_lock(
     upgrade: bool,
     cache_dir: Path,
     progress: Progress,
+    resolving: EarlyResolve | None,
 ) -> CurrentLock:
-    """The stored lock when it still fits, else a fresh one, not stored yet (``write_lock_files``)."""
+    """The stored lock when it still fits, else a fresh one (the one resolved early if still valid), not stored yet."""
     current = read_current_lock(layout, project.name)
     if (
         not upgrade
@@ -181,7 +190,12 @@ def _fresh_lock(
         and current.info.config_hash == config_hash
         and current.info.python_version == target.version
     ):
+        if resolving is not None:
+            resolving.discard()
         return current
+    early = resolving.take() if resolving is not None else None
+    if early is not None:
+        return early
     return resolve(
         layout=layout,
         definition=project,
@@ -259,6 +273,8 @@ def _plan(
     cache_dir: Path,
     progress: Progress,
     on_current: Callable[[_Current], None] = lambda current: None,
+    target: TargetPython | None = None,
+    resolving: EarlyResolve | None = None,
 ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
     """The plan, the lock, the target and the current generation's record.
 
@@ -268,7 +284,7 @@ def _plan(
     from concurrent.futures import ThreadPoolExecutor
 
     python_version = project.python_version
-    target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
+    target = target or find_target(python_version)
 
     def read_current() -> _Current:
         current = _read_current(layout, project.name, python_version)
@@ -286,6 +302,7 @@ def _plan(
             upgrade=upgrade,
             cache_dir=cache_dir,
             progress=progress,
+            resolving=resolving,
         )
         current = reading.result()
     plan = compute_plan(
@@ -331,10 +348,16 @@ class _Install:
         )
 
     def plan(
-        self, *, on_current: Callable[[_Current], None] = lambda current: None
+        self,
+        *,
+        on_current: Callable[[_Current], None] = lambda current: None,
+        target: TargetPython | None = None,
+        resolving: EarlyResolve | None = None,
     ) -> tuple[InstallPlan, CurrentLock, TargetPython, GenerationRecord | None]:
         return _plan(
             on_current=on_current,
+            target=target,
+            resolving=resolving,
             layout=self.layout,
             project=self.project,
             mirror=self.mirror,
@@ -363,20 +386,31 @@ def install(
     job = _Install(
         layout, project, mirror, force, upgrade, cache_dir or default_cache_dir(), progress, config_hash, started
     )
+    relock = upgrade
     if not force and not upgrade:
-        noop = _fast_noop(job, dry_run=dry_run)
+        state = read_project_state(layout, project.name)
+        noop = _fast_noop(job, state, dry_run=dry_run)
         if noop is not None:
             return noop
+        relock = state is None or state.deps is None or state.deps.config_hash != config_hash
     if dry_run:
         return _dry_run(job)
+    # Before anything is written, even the failure log of the resolve begun next.
+    guard_volume(layout, project=project.name, python_version=project.python_version)
+    target = find_target(project.python_version)
     try:
-        with project_lock(
-            layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
-        ) as lease:
+        with (
+            _resolve_early(job, target) if relock else nullcontext() as resolving,
+            project_lock(
+                layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
+            ) as lease,
+        ):
             _prepare(job)
             generation = new_generation_name()
             with _EarlyForest(job, generation) as early, _LockFiles(job) as lock_files:
-                plan, lock, target, current_record = job.plan(on_current=early.speculate)
+                plan, lock, target, current_record = job.plan(
+                    on_current=early.speculate, target=target, resolving=resolving
+                )
                 lock_files.start(lock)
                 current = plan.current_generation
                 if not plan.has_changes and current is not None and current_record is not None:
@@ -392,9 +426,8 @@ def install(
     return result
 
 
-def _fast_noop(job: _Install, *, dry_run: bool) -> InstallResult | None:
+def _fast_noop(job: _Install, state: ProjectState | None, *, dry_run: bool) -> InstallResult | None:
     """The recorded state already matches: no lock, no resolver, a handful of file operations."""
-    state = read_project_state(job.layout, job.project.name)
     fast = fast_noop_record(job.layout, job.project.name, job.python_version, job.config_hash, state=state)
     if fast is None or _follow_up_due(job.layout, job.project, state, fast[0].generation):
         return None
@@ -424,9 +457,21 @@ def _dry_run(job: _Install) -> InstallResult:
     )
 
 
+def _resolve_early(job: _Install, target: TargetPython) -> EarlyResolve:
+    """The config changed (or --upgrade): uv resolves while the project's lock is taken and the volume tidied."""
+    return EarlyResolve(
+        layout=job.layout,
+        definition=job.project,
+        target=target,
+        mirror=job.mirror,
+        upgrade=job.upgrade,
+        cache_dir=job.cache_dir,
+        progress=job.progress,
+    )
+
+
 def _prepare(job: _Install) -> None:
-    """Under the project's lock, before planning: refuse a hostile volume, clear what killed runs left."""
-    guard_volume(job.layout, project=job.project.name, python_version=job.python_version)  # before anything is written
+    """Under the project's lock, before planning: clear what killed runs left."""
     _cleanup(job.layout, job.project.name, job.python_version)
     # We hold the project's lock: an intent left here is a killed run's, and
     # state.json may be one switch behind the link; record the truth first.

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -44,7 +46,7 @@ from volume_cli.deps.documents import (
     read_lock_info,
     uv_lock_path,
 )
-from volume_cli.deps.python import TargetPython, find_interpreter, marker_matches, wheel_rank
+from volume_cli.deps.python import TargetPython, find_target, marker_matches, wheel_rank
 from volume_cli.deps.uvtool import (
     default_cache_dir,
     error_excerpt,
@@ -55,12 +57,12 @@ from volume_cli.deps.uvtool import (
     uv_binary,
     uv_environment,
 )
-from volume_cli.errors import ResolutionError, StateError, SubprocessError
+from volume_cli.errors import ResolutionError, StateError, SubprocessError, VolumeCliError
 from volume_cli.fileops import atomic_write_text
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
-from volume_cli.runner import run
+from volume_cli.runner import Cancel, run
 from volume_cli.store.documents import write_document
 from volume_cli.store.writer_locks import project_lock
 
@@ -249,6 +251,7 @@ def resolve(
     cache_dir: Path,
     progress: Progress,
     store: bool = True,
+    cancel: Cancel | None = None,
 ) -> CurrentLock:
     """Resolve the lock; with ``store`` keep it (pylock.toml, uv.lock, lock.json) under the project lock."""
     project, config, config_hash = definition.name, definition.dependencies, definition.config_hash(mirror=mirror)
@@ -264,6 +267,7 @@ def resolve(
         upgrade=upgrade,
         cache_dir=cache_dir,
         progress=progress,
+        cancel=cancel,
     )
     pylock_text = _with_tool_table(exported, project=project, python_version=target.version, config_hash=config_hash)
     packages = select_packages(
@@ -286,6 +290,75 @@ def resolve(
     stored = write_lock_files(layout, resolved)
     report_locked(progress, stored)
     return stored
+
+
+class EarlyResolve:
+    """A fresh lock resolved while an install still starts (project lock, clean-up, reading the volume).
+
+    Resolving only reads the volume (uv.lock, so that uv keeps the versions it locked before) and
+    writes there nothing but a log on failure, so it may begin before the project's lock is held.
+    Under the lock, ``take`` hands its lock over only if the uv.lock it began from is still the
+    volume's (a replaced file is a new inode); else the caller resolves again. Leaving the
+    ``with`` block without ``take`` stops uv and waits for the thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        layout: VolumeLayout,
+        definition: ProjectDefinition,
+        target: TargetPython,
+        mirror: str | None,
+        upgrade: bool,
+        cache_dir: Path,
+        progress: Progress,
+    ) -> None:
+        self._previous = None if upgrade else uv_lock_path(layout, definition.name)  # uv --upgrade ignores it
+        self._began_from = _identity(self._previous)
+        self._cancel = Cancel()
+        self._outcome: CurrentLock | VolumeCliError | None = None
+        arguments = {"layout": layout, "definition": definition, "target": target, "mirror": mirror}
+        arguments |= {"upgrade": upgrade, "cache_dir": cache_dir, "progress": progress}
+        self._thread = threading.Thread(target=self._resolve, kwargs=arguments, name="early-resolve", daemon=True)
+        self._thread.start()
+
+    def _resolve(self, **arguments: Any) -> None:
+        try:
+            self._outcome = resolve(**arguments, store=False, cancel=self._cancel)
+        except VolumeCliError as exc:  # anything else is a bug: it ends the thread loudly and take() re-resolves
+            self._outcome = exc
+
+    def take(self) -> CurrentLock | None:
+        """The lock resolved early (or its error), None if its uv.lock was replaced meanwhile or it failed oddly."""
+        self._thread.join()
+        outcome, self._outcome = self._outcome, None
+        if outcome is None or _identity(self._previous) != self._began_from:
+            return None
+        if isinstance(outcome, VolumeCliError):
+            raise outcome
+        return outcome
+
+    def discard(self) -> None:
+        self._cancel.cancel()
+        self._thread.join()
+        self._outcome = None
+
+    def __enter__(self) -> EarlyResolve:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        self.discard()
+
+
+def _identity(path: Path | None) -> tuple[int, int, int, int] | None:
+    """What tells a replaced file from the one seen before: every write replaces the file by a rename."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def report_locked(progress: Progress, lock: CurrentLock) -> None:
@@ -316,6 +389,7 @@ def _uv_lock_and_export(
     upgrade: bool,
     cache_dir: Path,
     progress: Progress,
+    cancel: Cancel | None,
 ) -> tuple[str, str]:
     """uv's exported pylock.toml and its uv.lock, resolved in a scratch project with no user config."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -329,8 +403,9 @@ def _uv_lock_and_export(
             generated_pyproject(config, project=project, python_version=target.version, mirror=mirror)
         )
         previous = uv_lock_path(layout, project)
-        if previous.is_file() and not upgrade:
-            # uv keeps every locked version that still satisfies the config.
+        if previous.is_file() and not previous.is_symlink() and not upgrade:
+            # uv keeps every locked version that still satisfies the config. A planted link is not
+            # followed: its target's text would reach uv's error output.
             shutil.copyfile(previous, work / "uv.lock")
         env = uv_environment(cache_dir=cache_dir, config_home=config_home)
         uv = uv_binary()
@@ -357,9 +432,12 @@ def _uv_lock_and_export(
                 cwd=work,
                 log_dir=layout.logs_dir,
                 on_line=_resolver_line(progress),
+                cancel=cancel,
             )
-            run(export_command, label="uv-export", env=env, cwd=work, log_dir=layout.logs_dir)
+            run(export_command, label="uv-export", env=env, cwd=work, log_dir=layout.logs_dir, cancel=cancel)
         except SubprocessError as exc:
+            if cancel is not None and cancel.cancelled:
+                raise
             raise_for_network(exc)
             culprit = failing_package(exc.tail, _groups_by_package(config))
             about = f" for {culprit}" if culprit else ""
@@ -433,7 +511,7 @@ def lock_project(
     config_hash = project.config_hash(mirror=mirror)
     with project_lock(layout, project.name, command="deps lock", wait_seconds=wait_seconds, progress=progress):
         before = read_current_lock(layout, project.name)
-        target = TargetPython(python_version, find_interpreter(python_version, uv_binary()))
+        target = find_target(python_version)
         lock = resolve(
             layout=layout,
             definition=project,

@@ -19,6 +19,7 @@ from packaging.markers import Marker
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from volume_cli.deps.uvtool import uv_binary
 from volume_cli.errors import SubprocessError
 from volume_cli.runner import run
 
@@ -152,6 +153,11 @@ def _uv_find(version: str, uv: str) -> Path | None:
         return None
     found = completed.output.strip()
     return Path(found) if completed.returncode == 0 and found else None
+
+
+def find_target(version: str) -> TargetPython:
+    """Python X.Y as installs target it, with its interpreter when one is found (else wheels only, no bytecode)."""
+    return TargetPython(version, find_interpreter(version, uv_binary()))
 
 
 @functools.cache
