@@ -212,9 +212,9 @@ def test_not_run_entries_still_appear_in_the_docs() -> None:
 def _root_command() -> Any:
     from typer.main import get_command
 
-    from volume_cli.cli.main import app
+    from volume_cli.cli.main import make_app
 
-    return get_command(app)
+    return get_command(make_app())
 
 
 def _click_command(words: list[str]) -> tuple[Any, list[str]]:

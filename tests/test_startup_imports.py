@@ -114,3 +114,33 @@ def test_deps_install_imports_none_of_the_other_engines() -> None:
         assert f"'volume_cli.deps.{engine}'" not in done.stdout, engine
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+OTHER_COMMANDS = tuple(
+    f"volume_cli.cli.commands.{name}" for name in ("models", "remote", "sync", "projects", "status", "consumer")
+)
+
+
+def test_a_command_builds_only_its_own_branch_of_the_cli(tmp_path: Path) -> None:
+    modules = _modules_after(_run(["deps", "list", "--help"]), tmp_path)
+    assert "volume_cli.cli.commands.deps" in modules
+    assert _loaded(modules, OTHER_COMMANDS) == []
+    everything = _modules_after(_run(["--help"]), tmp_path)
+    assert _loaded(everything, OTHER_COMMANDS) == sorted(OTHER_COMMANDS)
+
+
+def test_a_branch_built_alone_is_the_branch_of_the_whole_cli() -> None:
+    from volume_cli.cli.main import GROUPS, build_cli
+    from volume_cli.cli.reference import _walk
+
+    def helps(command: object) -> dict[str, str]:
+        # Contexts chained as at run time (the reference's walk), so -h is inherited as there.
+        return {" ".join(path): found.get_help(context) for path, found, context in _walk(command, ["volume-cli"])}
+
+    build = build_cli.__wrapped__  # fresh trees: a run's --help leaves click's caches on the one it used
+    whole = helps(build())
+    for word in GROUPS:
+        alone = helps(build(word))
+        assert {path.split(" ")[1] for path in alone if " " in path} == {word}
+        branch = {path: text for path, text in alone.items() if path != "volume-cli"}
+        assert branch == {path: whole[path] for path in whole if path.startswith(f"volume-cli {word}")}

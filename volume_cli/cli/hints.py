@@ -44,10 +44,10 @@ def remember(argv: Sequence[str]) -> None:
 
 def _accepted(path: list[str]) -> tuple[int, set[str]]:
     """How many words of ``path`` name a command, and the options that command takes."""
-    from volume_cli.cli.main import build_cli
+    from volume_cli.cli.main import build_cli, command_word
 
     # Duck-typed: typer may ship its own click, whose groups are not ``click.Group``.
-    command: Any = build_cli()
+    command: Any = build_cli(command_word(path))
     used = 0
     for word in path:
         subcommands = getattr(command, "commands", None)

@@ -105,3 +105,7 @@ IndexTimeoutOption = Annotated[
         min=1,
     ),
 ]
+YesOption = Annotated[
+    bool,
+    typer.Option("-y", "--yes", help="Remove without asking (needed when stdin is not a terminal, or with --json)."),
+]

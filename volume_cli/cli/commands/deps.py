@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from volume_cli.cli.commands.gc import register_gc
 from volume_cli.cli.hints import with_user_options
 from volume_cli.cli.options import (
     DryRunOption,
@@ -299,3 +300,6 @@ def check_command(
             f"dependencies of {definition.name} do not match the lock",
             hint=next_step(report),
         )
+
+
+register_gc(app)

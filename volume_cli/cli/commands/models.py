@@ -15,6 +15,7 @@ from volume_cli.cli.options import (
     ProjectOption,
     ProjectsDirOption,
     RootOption,
+    YesOption,
 )
 from volume_cli.cli.render import emit, format_bytes, plain_table
 
@@ -69,10 +70,6 @@ DeadlineOption = Annotated[
         help="Seconds the whole run may take; partial files are kept and resume next time (0: no limit).",
         min=0,
     ),
-]
-YesOption = Annotated[
-    bool,
-    typer.Option("-y", "--yes", help="Remove without asking (needed when stdin is not a terminal, or with --json)."),
 ]
 
 
