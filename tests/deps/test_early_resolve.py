@@ -159,6 +159,26 @@ def test_a_failed_early_resolve_fails_the_install_with_its_own_error(
     assert _early_threads() == []
 
 
+def test_an_unexpected_error_in_the_early_resolve_is_raised_by_the_install_without_a_traceback(
+    layout: VolumeLayout,
+    projects: Projects,
+    index: IndexServer,
+    isolated_uv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _install(layout, projects.make("demo", ALPHA), index, isolated_uv)
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("a bug in resolving")
+
+    monkeypatch.setattr(lock_module, "resolve", broken)
+    with pytest.raises(RuntimeError, match="a bug in resolving"):  # the CLI maps it as any other bug
+        _install(layout, projects.make("demo", ALPHA_GAMMA), index, isolated_uv)
+    assert "Traceback" not in capsys.readouterr().err  # not printed by the thread on its way out
+    assert _early_threads() == []
+
+
 def test_a_planted_uv_lock_link_is_not_followed(
     layout: VolumeLayout,
     projects: Projects,

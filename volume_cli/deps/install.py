@@ -7,6 +7,8 @@
    installed from disk, plan, install the missing distributions with ONE uv
    call into a staging folder, move them into store entries, link a new
    generation, record it, and switch ``pyX.Y/<project>`` with one rename.
+   A changed config is resolved while the lock is taken (``EarlyResolve``:
+   it only reads the volume), and used only if still valid under the lock.
 
 Before it creates or reuses any store entry the install records its intent
 (``deps/record.py``), so a concurrent gc keeps what it is about to link.

@@ -57,7 +57,7 @@ from volume_cli.deps.uvtool import (
     uv_binary,
     uv_environment,
 )
-from volume_cli.errors import ResolutionError, StateError, SubprocessError, VolumeCliError
+from volume_cli.errors import ResolutionError, StateError, SubprocessError
 from volume_cli.fileops import atomic_write_text
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
@@ -316,7 +316,7 @@ class EarlyResolve:
         self._previous = None if upgrade else uv_lock_path(layout, definition.name)  # uv --upgrade ignores it
         self._began_from = _identity(self._previous)
         self._cancel = Cancel()
-        self._outcome: CurrentLock | VolumeCliError | None = None
+        self._outcome: CurrentLock | Exception | None = None
         arguments = {"layout": layout, "definition": definition, "target": target, "mirror": mirror}
         arguments |= {"upgrade": upgrade, "cache_dir": cache_dir, "progress": progress}
         self._thread = threading.Thread(target=self._resolve, kwargs=arguments, name="early-resolve", daemon=True)
@@ -325,16 +325,16 @@ class EarlyResolve:
     def _resolve(self, **arguments: Any) -> None:
         try:
             self._outcome = resolve(**arguments, store=False, cancel=self._cancel)
-        except VolumeCliError as exc:  # anything else is a bug: it ends the thread loudly and take() re-resolves
+        except Exception as exc:  # raised by take() in the install's thread, as if resolved there
             self._outcome = exc
 
     def take(self) -> CurrentLock | None:
-        """The lock resolved early (or its error), None if its uv.lock was replaced meanwhile or it failed oddly."""
+        """The lock resolved early (or its error), None if the uv.lock it began from was replaced meanwhile."""
         self._thread.join()
         outcome, self._outcome = self._outcome, None
         if outcome is None or _identity(self._previous) != self._began_from:
             return None
-        if isinstance(outcome, VolumeCliError):
+        if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
