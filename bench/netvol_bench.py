@@ -221,6 +221,7 @@ class Bench:
 
     def cold_import(self, tool: str, target: Path) -> tuple[float | None, int | None]:
         env = self.worker_env(tool, target)
+        settle(self)
         time.sleep(self.cache_seconds + 0.5)  # the kernel's attribute and entry caches expire: a cold worker
         return self.measured([sys.executable, "-c", self.wheels.imports], env)
 
@@ -250,6 +251,7 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
     for step in INSTALL_STEPS:
         command = bench.install_command(tool, target, step)
         if command is not None:
+            settle(bench)
             results.add(tool, step, *bench.measured(command))
         if step == "full install":
             results.add(tool, ENTRIES, 0.0, files_under(bench.counter.backing / name))
@@ -257,6 +259,20 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
     if tool == VOLUME_CLI:  # the first start made the local copy; a later process on this machine uses it
         results.add(tool, "cold import, copy present", *bench.cold_import(tool, target))
         serial_and_concurrent(bench, results, target, run)
+
+
+def settle(bench: Bench, *, limit: float = 120.0) -> None:
+    """Each step starts on a quiet machine, whatever the step before left running.
+
+    After a full install volume-cli's detached ``rm -rf`` of its local staging folder (19k files)
+    runs for 1-3 s, and the kernel writes back what every tool wrote for up to 30 s; both ran
+    during the next step (no-op, one leaf) and made it 0.1-0.6 s slower at random.
+    """
+    scratch = bench.work / "uv-cache-scratch"  # VOLUME_CLI_UV_CACHE's sibling: deps/scratch.py
+    deadline = time.monotonic() + limit
+    while scratch.is_dir() and any(scratch.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.sync()
 
 
 def serial_and_concurrent(bench: Bench, results: Results, target: Path, run: int) -> None:
