@@ -49,7 +49,9 @@ def render_reference() -> str:
     from volume_cli.cli.main import build_cli
 
     sections = [HEADER]
-    for path, command, context in _walk(build_cli(), ["volume-cli"]):
+    # A fresh tree: click keeps each command's help option from the first context that asked for it,
+    # and the process's cached tree may have been parsed without the parent that adds -h.
+    for path, command, context in _walk(build_cli.__wrapped__(), ["volume-cli"]):
         help_text = command.get_help(context)
         sections.append(f"## `{' '.join(path)}`\n\n```text\n{help_text.rstrip()}\n```\n")
     return "\n".join(sections)
