@@ -438,9 +438,13 @@ def main() -> None:
             save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
 
     if args.runs > 0:
-        with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
-            bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
-            run_benchmark(bench, results, tools, args.runs, after_each=save_so_far)
+        try:
+            with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
+                bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
+                run_benchmark(bench, results, tools, args.runs, after_each=save_so_far)
+        finally:
+            if args.work is None:  # a full run leaves ~4 GB of targets and caches: a temp folder is ours to remove
+                shutil.rmtree(work, ignore_errors=True)
     for path in args.load:
         load_into(results, path)
     report(results, args, tools if args.runs > 0 else [])
