@@ -430,6 +430,8 @@ def install(
 
 def _fast_noop(job: _Install, state: ProjectState | None, *, dry_run: bool) -> InstallResult | None:
     """The recorded state already matches: no lock, no resolver, a handful of file operations."""
+    if state is None:  # nothing recorded yet (fast_noop_record would read state.json again)
+        return None
     fast = fast_noop_record(job.layout, job.project.name, job.python_version, job.config_hash, state=state)
     if fast is None or _follow_up_due(job.layout, job.project, state, fast[0].generation):
         return None
