@@ -12,7 +12,7 @@ import pytest
 import volume_cli
 from volume_cli import fileops
 from volume_cli.errors import UnsafePathError
-from volume_cli.fileops import TRASH_PREFIX, relative_symlink, remove_tree
+from volume_cli.fileops import TRASH_PREFIX, read_regular_file, relative_symlink, remove_tree
 
 PACKAGE = Path(volume_cli.__file__).parent
 
@@ -110,3 +110,19 @@ def test_a_folder_removed_by_another_run_meanwhile_is_not_an_error(
     monkeypatch.setattr(os, "fstat", stale)
     fileops.discard_tree(folder)  # raised OSError(ESTALE) through shutil.rmtree(ignore_errors=True) before
     fileops.discard_tree(tmp_path / "never-there")
+
+
+def test_reading_a_regular_file_never_follows_a_link_nor_waits_on_a_fifo(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"version = 1\n")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"SECRET")
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert read_regular_file(plain) == b"version = 1\n"
+    assert read_regular_file(link) is None
+    assert read_regular_file(fifo) is None  # no writer: a blocking open would wait forever
+    assert read_regular_file(tmp_path) is None
+    assert read_regular_file(tmp_path / "missing") is None

@@ -91,6 +91,30 @@ def open_partial_for_append(path: Path) -> int:
         raise
 
 
+def read_regular_file(path: Path) -> bytes | None:
+    """``path``'s bytes if it is a regular file; None when missing, a symlink (never followed) or not a file.
+
+    One open instead of a check and then a read: a link planted in between is not followed, and a
+    FIFO (opened without waiting for a writer) is refused instead of blocking the read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        handle = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the last component is a symlink
+            return None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        with os.fdopen(handle, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(handle)
+
+
 def relative_symlink(link: Path, target: Path, *, replace: bool = True) -> None:
     """Point ``link`` at ``target`` with a relative path.
 

@@ -58,7 +58,7 @@ from volume_cli.deps.uvtool import (
     uv_environment,
 )
 from volume_cli.errors import ResolutionError, StateError, SubprocessError
-from volume_cli.fileops import atomic_write_text
+from volume_cli.fileops import atomic_write_text, read_regular_file
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import Progress
 from volume_cli.project.definition import ProjectDefinition
@@ -402,11 +402,11 @@ def _uv_lock_and_export(
         (work / "pyproject.toml").write_text(
             generated_pyproject(config, project=project, python_version=target.version, mirror=mirror)
         )
-        previous = uv_lock_path(layout, project)
-        if previous.is_file() and not previous.is_symlink() and not upgrade:
-            # uv keeps every locked version that still satisfies the config. A planted link is not
-            # followed: its target's text would reach uv's error output.
-            shutil.copyfile(previous, work / "uv.lock")
+        # uv keeps every locked version that still satisfies the config. A planted link is not
+        # followed: its target's text would reach uv's error output.
+        previous = None if upgrade else read_regular_file(uv_lock_path(layout, project))
+        if previous is not None:
+            (work / "uv.lock").write_bytes(previous)
         env = uv_environment(cache_dir=cache_dir, config_home=config_home)
         uv = uv_binary()
         lock_command = [uv, "lock", "--python", sys.executable]
