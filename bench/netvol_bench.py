@@ -70,6 +70,7 @@ from wheelsets import FULL, SMALL, WheelSet, ensure_wheelhouse, make_project, sm
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
 from tests.wheelfactory import IndexServer  # noqa: E402
+from volume_cli.deps.scratch import SCRATCH_ENV  # noqa: E402
 
 TOOLS = (VOLUME_CLI, UV, PIP, LOCAL)
 PROJECT = "bench"
@@ -268,7 +269,7 @@ def settle(bench: Bench, *, limit: float = 120.0) -> None:
     runs for 1-3 s, and the kernel writes back what every tool wrote for up to 30 s; both ran
     during the next step (no-op, one leaf) and made it 0.1-0.6 s slower at random.
     """
-    scratch = bench.work / "uv-cache-scratch"  # VOLUME_CLI_UV_CACHE's sibling: deps/scratch.py
+    scratch = Path(bench.env[SCRATCH_ENV])
     deadline = time.monotonic() + limit
     while scratch.is_dir() and any(scratch.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -365,6 +366,7 @@ def bench_env(work: Path, tmp: Path | None = None) -> dict[str, str]:
         UV_CACHE_DIR=str(work / "uv-cache"),
         VOLUME_CLI_UV_CACHE=str(work / "uv-cache"),
         VOLUME_CLI_LOCAL_CACHE=str(work / "local-cache"),
+        **{SCRATCH_ENV: str(work / "scratch")},  # named, so that settle() knows where to look
         UV_PYTHON_DOWNLOADS="never",
         PIP_CACHE_DIR=str(work / "pip-cache"),
         PIP_CONFIG_FILE=os.devnull,
