@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +95,27 @@ class Chain:
             folder = self.layout.generations_dir("demo", PY) / str(generation)
             self.expect(folder.is_dir(), f"{label} generation {generation} folder is gone")
 
+    def imports(self) -> tuple[dict[str, str], Sequence[Mapping[str, object]]]:
+        """What a worker imports through the stable path, and every whole set it may see."""
+        return {"a": "alpha.VERSION", "e": "epsilon.VERSION"}, WHOLE
+
+    def installing(self) -> ProjectDefinition:
+        """The project the run being killed installs."""
+        return self.project(self.turn % 2)
+
     def consistent(self) -> tuple[str | None, str | None]:
         link, previous = self.view()
         self.expect(link is not None, "no current generation")
         self.whole(link, "current")
         if previous is not None:
             self.whole(previous, "previous")
+        expressions, whole = self.imports()
         try:
-            values = import_values(self.layout.deps_path("demo", PY), {"a": "alpha.VERSION", "e": "epsilon.VERSION"})
-            self.expect(values in WHOLE, f"the stable path imports a mix: {values}")
+            values = import_values(self.layout.deps_path("demo", PY), expressions)
+            self.expect(values in whole, f"the stable path imports {values}, not one of {whole}")
         except AssertionError as exc:
             self.expect(False, f"the stable path does not import: {exc}")
-        definition = self.project(self.turn % 2)
+        definition = self.installing()
         detail = deps_status(layout=self.layout, project=definition, mirror=self.index.url)
         self.expect(
             (detail.current_generation, detail.previous_generation) == (link, previous),
