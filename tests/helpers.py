@@ -316,3 +316,17 @@ class Volume:
             groups=packages_groups(packages),
             extra=models,
         )
+
+
+def command_lines_naming(text: str) -> dict[int, list[bytes]]:
+    """Every process whose command line names ``text``: its pid and its arguments, read from /proc."""
+    found: dict[int, list[bytes]] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as stream:
+                arguments = stream.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if any(text.encode() in argument for argument in arguments):
+            found[int(name)] = arguments
+    return found

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import command_lines_naming
 from tests.wheelfactory import pyenv_python
 from volume_cli.deps import bytecode
 from volume_cli.errors import SubprocessError
@@ -64,16 +65,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def _naming(text: str) -> list[int]:
     """Running processes whose command line names ``text`` (the compile script and its forked workers do)."""
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as stream:
-                arguments = stream.read().split(b"\0")
-        except OSError:
-            continue
-        if any(text.encode() in argument for argument in arguments) and _running(int(name)):
-            found.append(int(name))
-    return found
+    return [pid for pid in command_lines_naming(text) if _running(pid)]
 
 
 def _left_after(pids: list[int], text: str, bound: float = GONE_WITHIN) -> list[int]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.deps.helpers import PY, import_values, run_install_subprocess
-from tests.helpers import Projects
+from tests.helpers import Projects, command_lines_naming
 from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
 from tests.netvol.mount import NetVol
 from tests.wheelfactory import IndexServer, build_wheel
@@ -252,15 +252,7 @@ def test_compiled_in_process_each_entry_is_published_whole_once_compiled(
 
 def _no_process_mentions(text: str) -> bool:
     """No process but the detached ``rm -rf`` removing the scratch folder (deps/scratch.py) names ``text``."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as stream:
-                arguments = stream.read().split(b"\0")
-        except OSError:
-            continue
-        if any(text.encode() in argument for argument in arguments) and arguments[:2] != [b"rm", b"-rf"]:
-            return False
-    return True
+    return all(arguments[:2] == [b"rm", b"-rf"] for arguments in command_lines_naming(text).values())
 
 
 def _install_with_compiler(
