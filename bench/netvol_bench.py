@@ -23,6 +23,12 @@ thread setting: after the steps above (the old generations, the old leaf and the
 package's entries go) and after the requirements then drop the big packages (most of the
 store goes); besides the process's time, the time spent in its ``gc()`` call is shown.
 
+The pod's local disk (caches, temp, volume-cli's staging folder, the worker's local copy, the
+"local disk" target) and the simulated volume's backing files are on a journaled ext4 made for
+the run (``--disk fresh``, the default; bench/freshdisk.py says why: this machine's own disk is
+an aged ext4 without a journal, whose inode allocation made every create after a mass removal
+slow); ``--disk here`` keeps them on the disk of ``--work``.
+
 ``--save F`` writes every sample as JSON; ``--load F`` adds the tools saved in F to this
 run's table (a tool measured in both is shown as "<tool> (baseline)"). So raw uv and pip, measured
 once, combine with a later volume-cli run::
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import datetime
 import json
 import os
@@ -42,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +73,7 @@ from benchtable import (  # noqa: E402
     save,
 )
 from benchtable import GOALS as BENCH_GOALS  # noqa: E402
+from freshdisk import DISKS, fresh_disk  # noqa: E402
 from wheelsets import FULL, SMALL, WheelSet, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
@@ -217,6 +225,7 @@ class Bench:
         if tool != VOLUME_CLI:
             return {"PATH": os.environ["PATH"], "PYTHONPATH": str(target)}
         command = self.volume_cli("env", "-p", PROJECT, "--root", str(target), "--projects-dir", str(self.projects))
+        command += ["--local-cache", str(self.work / "worker-cache")]  # the worker's local disk: the bench's
         printed = subprocess.run([*command, "--json"], env=self.env, capture_output=True, text=True, check=True)
         return {"PATH": os.environ["PATH"], **json.loads(printed.stdout)}
 
@@ -377,6 +386,16 @@ def bench_env(work: Path, tmp: Path | None = None) -> dict[str, str]:
     )
 
 
+@contextlib.contextmanager
+def local_disk(where: Path, disk: str) -> Iterator[Path]:
+    """The pod's local disk, which also holds the simulated volume's backing: ``where`` or a fresh ext4 in it."""
+    if disk == "here":
+        yield where
+        return
+    with fresh_disk(where) as mounted_disk:
+        yield mounted_disk
+
+
 def commit() -> str:
     done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return done.stdout.strip() or "?"
@@ -397,6 +416,8 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     print(
         f"(min–max of time in brackets), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
     )
+    disk = "a fresh journaled ext4 (bench/freshdisk.py)" if args.disk == "fresh" else "the disk of --work"
+    print(f"local disk and the volume's backing on {disk}, ", end="")
     print(
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
     )
@@ -415,6 +436,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--cache-seconds", type=float, default=1.0)
     parser.add_argument("--wheelhouse", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
+    parser.add_argument(
+        "--disk",
+        choices=DISKS,
+        default="fresh",
+        help="fresh: local disk and the volume's backing on a new journaled ext4 (bench/freshdisk.py); here: --work's disk",
+    )
     return parser.parse_args()
 
 
@@ -428,7 +455,7 @@ def main() -> None:
         wheels, wheelhouse = SMALL, small_wheelhouse(args.wheelhouse or cache_root / "netvol-small")
     else:
         wheels, wheelhouse = FULL, ensure_wheelhouse(args.wheelhouse or cache_root / "wheelhouse")
-    work = args.work or Path(tempfile.mkdtemp(prefix="netvol-bench-"))
+    where = args.work or Path(tempfile.mkdtemp(prefix="netvol-bench-"))
     results = Results(f"{wheels.name}, {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s cache")
     tools = list(dict.fromkeys(args.tools))  # the order given is the first run's order
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
@@ -436,17 +463,22 @@ def main() -> None:
 
     def save_so_far() -> None:
         if args.save is not None:
-            meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set}
+            meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set, "disk": args.disk}
             save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
 
     if args.runs > 0:
         try:
-            with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt", **options) as volume:
-                bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), args.cache_seconds)
+            with (
+                local_disk(where, args.disk) as work,
+                IndexServer(wheelhouse) as index,
+                mounted(work / "backing", work / "mnt", **options) as volume,
+            ):
+                env = bench_env(work)
+                bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, env, args.cache_seconds)
                 run_benchmark(bench, results, tools, args.runs, after_each=save_so_far)
         finally:
             if args.work is None:  # a full run leaves ~4 GB of targets and caches: a temp folder is ours to remove
-                shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(where, ignore_errors=True)
     for path in args.load:
         load_into(results, path)
     report(results, args, tools if args.runs > 0 else [])

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from netvol_bench import UV, VOLUME_CLI, Bench, VolumeCounter, bench_env, warm_caches  # noqa: E402
+from freshdisk import DISKS  # noqa: E402
+from netvol_bench import UV, VOLUME_CLI, Bench, VolumeCounter, bench_env, local_disk, warm_caches  # noqa: E402
 from wheelsets import FULL, SMALL, ensure_wheelhouse, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import mounted  # noqa: E402
@@ -103,16 +104,21 @@ def main() -> None:
     parser.add_argument("--set", choices=("small", "full"), default="full")
     parser.add_argument("--step", choices=STEPS, default="full install")
     parser.add_argument("--sample", type=float, default=2.0, help="seconds between CPU samples")
+    parser.add_argument("--disk", choices=DISKS, default="fresh", help="as bench/netvol_bench.py's --disk")
     args = parser.parse_args()
     cache_root = Path.home() / ".cache" / "volume-cli-bench"
     if args.set == "small":
         wheels, wheelhouse = SMALL, small_wheelhouse(cache_root / "netvol-small")
     else:
         wheels, wheelhouse = FULL, ensure_wheelhouse(cache_root / "wheelhouse")
-    work = Path(tempfile.mkdtemp(prefix="netvol-timeline-"))
+    where = Path(tempfile.mkdtemp(prefix="netvol-timeline-"))
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     try:
-        with IndexServer(wheelhouse) as index, mounted(work / "backing", work / "mnt") as volume:
+        with (
+            local_disk(where, args.disk) as work,
+            IndexServer(wheelhouse) as index,
+            mounted(work / "backing", work / "mnt") as volume,
+        ):
             bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), 1.0)
             warm_caches(bench, [UV, VOLUME_CLI])
             target = volume.path / "target"
@@ -121,7 +127,7 @@ def main() -> None:
                 subprocess.run(bench.install_command(VOLUME_CLI, target, step), env=bench.env, check=True)
             run_step(bench, target, args.step, args.sample)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(where, ignore_errors=True)
 
 
 if __name__ == "__main__":

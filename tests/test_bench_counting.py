@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -212,3 +213,29 @@ def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) ->
     assert results.samples[LOCAL]["cold import"][0][1] is None, "local disk: nothing on the volume"
     assert (volume.backing / "run0-uv" / "leaf").is_dir() and not (volume.backing / "run0-uv" / "alpha").exists()
     assert os.path.isdir(volume.backing / "run0-pip" / "beta")
+    # The worker's local copy went to the bench's local disk, not to /tmp on whatever disk that is.
+    assert list((work / "worker-cache" / "deps").glob("bench-py*/g*/.volume-cli-copy.json"))
+
+
+def test_a_fresh_disk_is_a_journaled_ext4_removed_afterwards(tmp_path: Path) -> None:
+    """bench/freshdisk.py: a new ext4 with its journal is mounted for the run, and both mount and image go after."""
+    import freshdisk
+    import netvol_bench
+
+    with netvol_bench.local_disk(tmp_path, "here") as here:
+        assert here == tmp_path
+    reason = freshdisk.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no fresh disk here: {reason}")
+    try:
+        with netvol_bench.local_disk(tmp_path, "fresh") as disk:
+            assert os.path.ismount(disk) and disk.parent == tmp_path
+            mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+            assert any(fields[1] == str(disk) and fields[2] == "ext4" for fields in mounts)
+            image = tmp_path / "disk.img"
+            features = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True, check=True)
+            assert "has_journal" in features.stdout, "the point of a fresh disk is its journal"
+            (disk / "written").write_text("x")
+    except subprocess.CalledProcessError as exc:  # a container may have loop-control but no free loop device
+        pytest.skip(f"no fresh disk here: {exc}")
+    assert not os.path.ismount(disk) and os.listdir(tmp_path) == []
