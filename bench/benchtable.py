@@ -53,8 +53,12 @@ class Results:
         values = [sample[0] for sample in self.samples.get(tool, {}).get(step, []) if sample[0] is not None]
         return (min(values), max(values)) if values else None
 
-    def runs(self, tool: str, step: str) -> int:
-        return len(self.samples.get(tool, {}).get(step, []))
+    def runs(self, tool: str, step: str | None = None) -> int:
+        """How many runs measured ``step`` for ``tool`` (default: the most of any of its steps)."""
+        steps = self.samples.get(tool, {})
+        if step is not None:
+            return len(steps.get(step, []))
+        return max((len(samples) for samples in steps.values()), default=0)
 
 
 def save(results: Results, path: Path, *, meta: dict[str, Any]) -> None:

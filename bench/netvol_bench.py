@@ -406,7 +406,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     columns = list(dict.fromkeys(columns))
     load = os.getloadavg()
     print(f"\n{render_table(results, columns)}")
-    runs = ", ".join(f"{tool} {results.runs(tool, 'cold import')}" for tool in columns)
+    runs = ", ".join(f"{tool} {results.runs(tool)}" for tool in columns)
     if not tools:  # only loaded files: where each came from is below the table
         print(f"Medians of interleaved runs ({runs}), min–max of time in brackets.")
         print(render_sources(results, columns))

@@ -147,6 +147,13 @@ def test_the_table_shows_medians_with_the_spread_and_operations_per_entry() -> N
     assert "no-op, time" not in rows, "a step nobody measured has no row"
 
 
+def test_a_tool_s_runs_are_counted_by_its_most_measured_step() -> None:
+    results = _results()
+    results.add("volume-cli, 1 thread", "deps check", 9.0, 100)  # the serial reference has no cold import
+    assert results.runs(VOLUME_CLI) == 3 and results.runs(PIP) == 1 and results.runs("volume-cli, 1 thread") == 1
+    assert results.runs(PIP, "cold import") == 0 and results.runs("nobody") == 0
+
+
 def test_goals_are_met_missed_or_not_measured() -> None:
     results = _results()
     by_label = {goal.label: evaluate(results, goal) for goal in GOALS}
