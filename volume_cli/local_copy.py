@@ -764,7 +764,8 @@ class _Pack:
         magic, length = self.take(len(PACK_MAGIC)), b""
         while not length.endswith(b"\n") and len(length) <= 21:
             length += self.take(1)
-        if magic != PACK_MAGIC or not length[:-1].isdigit() or int(length[:-1]) > MAX_INDEX_BYTES:
+        sized = length.endswith(b"\n") and length[:-1].isdigit() and int(length[:-1]) <= MAX_INDEX_BYTES
+        if magic != PACK_MAGIC or not sized:
             raise PackUnusable(f"{self.path} is not a volume-cli pack")
         try:
             index = json.loads(self.take(int(length[:-1])))
