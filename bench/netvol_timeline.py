@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from freshdisk import DISKS  # noqa: E402
-from netvol_bench import UV, VOLUME_CLI, Bench, VolumeCounter, bench_env, local_disk, warm_caches  # noqa: E402
+from netvol_bench import UV, VOLUME_CLI, Bench, VolumeCounter, bench_env, local_disk, settle, warm_caches  # noqa: E402
 from wheelsets import FULL, SMALL, ensure_wheelhouse, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import mounted  # noqa: E402
@@ -125,6 +125,8 @@ def main() -> None:
             target.mkdir()
             for step in STEPS[: STEPS.index(args.step)]:
                 subprocess.run(bench.install_command(VOLUME_CLI, target, step), env=bench.env, check=True)
+            settle(bench)  # as the benchmark does before each step: the steps before it leave writeback behind
+            time.sleep(1.5)  # and the kernel's 1 s cache expires, as before a user's next command
             run_step(bench, target, args.step, args.sample)
     finally:
         shutil.rmtree(where, ignore_errors=True)
