@@ -447,15 +447,7 @@ def parse_arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_arguments()
-    reason = unavailable_reason()
-    if reason is not None:
-        raise SystemExit(f"the simulated volume is unavailable: {reason}")
-    cache_root = Path.home() / ".cache" / "volume-cli-bench"
-    if args.set == "small":
-        wheels, wheelhouse = SMALL, small_wheelhouse(args.wheelhouse or cache_root / "netvol-small")
-    else:
-        wheels, wheelhouse = FULL, ensure_wheelhouse(args.wheelhouse or cache_root / "wheelhouse")
-    where = args.work or Path(tempfile.mkdtemp(prefix="netvol-bench-"))
+    wheels = SMALL if args.set == "small" else FULL
     results = Results(f"{wheels.name}, {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s cache")
     tools = list(dict.fromkeys(args.tools))  # the order given is the first run's order
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
@@ -466,7 +458,16 @@ def main() -> None:
             meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set, "disk": args.disk}
             save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
 
-    if args.runs > 0:
+    if args.runs > 0:  # --runs 0 only renders --load: no volume, no wheels, no temp folder
+        reason = unavailable_reason()
+        if reason is not None:
+            raise SystemExit(f"the simulated volume is unavailable: {reason}")
+        cache_root = Path.home() / ".cache" / "volume-cli-bench"
+        if args.set == "small":
+            wheelhouse = small_wheelhouse(args.wheelhouse or cache_root / "netvol-small")
+        else:
+            wheelhouse = ensure_wheelhouse(args.wheelhouse or cache_root / "wheelhouse")
+        where = args.work or Path(tempfile.mkdtemp(prefix="netvol-bench-"))
         try:
             with (
                 local_disk(where, args.disk) as work,

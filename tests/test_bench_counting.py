@@ -184,6 +184,26 @@ def test_saved_tools_load_next_to_a_new_run_and_a_measured_twice_tool_becomes_th
     assert only_loaded.title == "tiny" and VOLUME_CLI in only_loaded.samples, "nothing measured: no baseline"
 
 
+def test_rendering_saved_runs_needs_no_volume_no_wheels_and_leaves_no_temp_folder(tmp_path: Path) -> None:
+    """``--runs 0 --load F`` prints the table of F: it used to fetch the wheel set and leave an empty temp folder."""
+    save(_results(), tmp_path / "saved.json", meta={"commit": "abc1234"})
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = BENCH / "netvol_bench.py"
+    env = dict(os.environ, TMPDIR=str(temp), HOME=str(tmp_path / "home"))  # an empty home: no cached wheels
+    done = subprocess.run(
+        [sys.executable, str(script), "--set", "full", "--runs", "0", "--load", str(tmp_path / "saved.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| full install, time | 0.55 s (0.50–0.60) | 11.00 s (10.00–12.00) |" in done.stdout
+    assert list(temp.iterdir()) == [] and not (tmp_path / "home").exists()
+
+
 def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) -> None:
     """bench/netvol_bench.py end to end on three tiny wheels, no latency: every cell it claims, filled."""
     reason = unavailable_reason()
