@@ -736,10 +736,11 @@ class _Pack:
     ``readers``, into ``segments``) and written out from them (``stream``): no copy per file.
     """
 
-    def __init__(self, entry: str, path: str, size: int, digest: str) -> None:
+    def __init__(self, entry: str, path: str, size: int, digest: str, *, chunks: _Buffers, segments: _Buffers) -> None:
         import hashlib
 
         self.entry, self.path, self.size, self.digest = entry, path, size, digest
+        self.chunks, self.segments = chunks, segments
         self.hasher = hashlib.sha256()
         self.current = memoryview(b"")  # the bytes read and hashed, not yet taken
         self.owned: tuple[_Buffers, bytearray] | None = None  # the buffer ``current`` lies in
@@ -747,8 +748,6 @@ class _Pack:
         self.offset = 0  # where the next read starts
         self.ahead: deque[Future[tuple[bytearray, int]]] = deque()
         self.readers: ThreadPoolExecutor | None = None
-        self.chunks = _Buffers(lambda: PACK_CHUNK)
-        self.segments = _Buffers(lambda: SEGMENT_BYTES)
         self.fd = -1
         self.busy = False  # a thread is reading it
         self.folders: list[str] = []
@@ -786,8 +785,7 @@ class _Pack:
     def stream(self, count: int, sink: Callable[[memoryview], object]) -> None:
         """Hand the next ``count`` bytes to ``sink``, in parts that are views of the read buffers."""
         while count > 0:
-            if not self.current and not self._advance():
-                raise PackUnusable(f"{self.path} ends early (torn)")
+            self.wait_for_bytes()
             part = self.current[:count]
             sink(part)
             self.current = self.current[len(part) :]
@@ -848,7 +846,8 @@ def _read_segment(fd: int, buffer: bytearray, offset: int) -> tuple[bytearray, i
     return buffer, filled
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (a write may take only part of it)."""
     while data:
         data = data[os.write(fd, data) :]
 
@@ -933,7 +932,9 @@ class PackUnpack:
         *,
         folders: dict[str, str] | None = None,
     ) -> None:
-        self.packs = [_Pack(entry, *found) for entry, found in sorted(packs.items())]
+        # Read buffers shared by the packs: a pack unpacked reuses those of the packs done before it.
+        chunks, segments = _Buffers(lambda: PACK_CHUNK), _Buffers(lambda: SEGMENT_BYTES)
+        self.packs = [_Pack(entry, *found, chunks=chunks, segments=segments) for entry, found in sorted(packs.items())]
         self.folders = [
             _Folder(entry, path, os.path.realpath(os.path.dirname(os.path.dirname(path))) + os.sep)
             for entry, path in sorted((folders or {}).items())
@@ -951,9 +952,8 @@ class PackUnpack:
 
         self.root = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         readers = ThreadPoolExecutor(THREADS)
-        chunks, segments = _Buffers(lambda: PACK_CHUNK), _Buffers(lambda: SEGMENT_BYTES)
-        for pack in self.packs:  # buffers shared: a pack unpacked reuses those of the packs done before it
-            pack.readers, pack.chunks, pack.segments = readers, chunks, segments
+        for pack in self.packs:
+            pack.readers = readers
         try:
             self._each(_Pack.open)
             first = [(folder, "", folder.path) for folder in self.folders]
@@ -1088,7 +1088,7 @@ class PackUnpack:
                 path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.root
             )
             try:
-                pack.stream(size, functools.partial(_write_all, writer))
+                pack.stream(size, functools.partial(write_all, writer))
                 # Timestamp-based bytecode is checked against the source's mtime: keep it.
                 os.utime(writer, ns=(mtime, mtime))
             finally:

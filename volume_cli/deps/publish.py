@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from volume_cli.deps.documents import ENTRY_MANIFEST
-from volume_cli.local_copy import TEMP_PREFIX, parse_pack_name, write_pack
+from volume_cli.local_copy import TEMP_PREFIX, parse_pack_name, write_all, write_pack
 from volume_cli.parallel import allow_open_files, run_spread
 
 CHUNK_BYTES = 1 << 20
@@ -104,9 +104,7 @@ def copy_file(source: Path, destination: Path | str, mode: int, *, umask: int, d
                 chunk = stream.read(CHUNK_BYTES)
                 if not chunk:
                     break
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(handle, view) :]
+                write_all(handle, memoryview(chunk))
     finally:
         os.close(handle)
 
