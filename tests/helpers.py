@@ -37,6 +37,20 @@ FAST: dict[str, Any] = {"timeout": 3.0, "retries": 2, "backoff": 0.01}
 # -- project folders -----------------------------------------------------------------------------------
 
 
+def generation_folders(layout: VolumeLayout, project: str, python: str = PY) -> tuple[list[str], list[str]]:
+    """A project's generation folders, and its leftovers: any dot folder but the spare of a generation there.
+
+    A spare (volume_cli/deps/forest.py) is the one folder besides the generations that a finished
+    install leaves on purpose (a rollback makes its generation the previous one); a temp folder,
+    trash or a spare of a generation that is gone is a leftover.
+    """
+    from volume_cli.deps.forest import spare_source
+
+    names = sorted(os.listdir(layout.generations_dir(project, python)))
+    generations = [name for name in names if not name.startswith(".")]
+    return generations, [name for name in names if name.startswith(".") and spare_source(name) not in generations]
+
+
 def write_project(
     folder: Path,
     *,

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.deps.helpers import PY, import_values, run_install_subprocess, tree_snapshot
+from tests.helpers import generation_folders
 from tests.netvol.fixture import netvol  # noqa: F401 (fixture)
 from tests.netvol.mount import NetVol
 from tests.test_netvol_install import (  # noqa: F401 (fixtures)
@@ -119,13 +120,12 @@ def test_a_kill_after_the_early_forest_keeps_the_old_generation_and_the_rerun_co
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     path = bench.layout.deps_path(PROJECT, PY)
     assert os.readlink(path).endswith(str(first.generation))
-    generations = bench.layout.generations_dir(PROJECT, PY)
-    assert [name for name in os.listdir(generations) if name.startswith(".")], "the kill came before the early forest"
+    assert generation_folders(bench.layout, PROJECT)[1], "the kill came before the early forest"
     assert import_values(path, {"leaf": "publeaf.VERSION"}) == {"leaf": "1.0"}
     rerun = _install(bench, new)
     assert rerun.previous_generation == first.generation
     assert import_values(path, {"leaf": "publeaf.VERSION", "core": "pubcore.sub0.m1.X"}) == {"leaf": "2.0", "core": 1}
-    assert not [name for name in os.listdir(generations) if name.startswith(".")]
+    assert not generation_folders(bench.layout, PROJECT)[1]
     assert check(layout=bench.layout, project=new, progress=NullProgress(), imports=False).ok
 
 
@@ -134,7 +134,7 @@ def test_a_failed_uv_install_leaves_no_early_forest_behind(bench: Bench, monkeyp
     monkeypatch.setattr(install_module, "_uv_install", _failing_uv_install)
     with pytest.raises(InstallError, match="no uv here"):
         _install(bench, bench.project(leaf="2.0"))
-    assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
+    assert generation_folders(bench.layout, PROJECT) == ([str(first.generation)], [])
     assert os.readlink(bench.layout.deps_path(PROJECT, PY)).endswith(str(first.generation))
 
 
@@ -150,7 +150,7 @@ def test_the_forest_completed_from_an_early_part_equals_one_built_at_once(tmp_pa
     early = layout.generations_dir(PROJECT, PY) / "early"
     early.mkdir(parents=True)
     made = start_forest(layout, early, [other])  # ns/ is a link to two-1 here, a real folder when both are in
-    links = complete_forest(layout, early, [shared, other], made=made)
+    links = len(complete_forest(layout, early, [shared, other], made=made).links)
     whole = early.with_name("whole")
     whole.mkdir()
     assert links == build_forest(layout, whole, [shared, other])
@@ -240,7 +240,7 @@ def test_a_detached_command_that_cannot_start_says_so(tmp_path: Path) -> None:
 
 
 def _temporary_generations(layout: VolumeLayout) -> list[str]:
-    return [name for name in os.listdir(layout.generations_dir(PROJECT, PY)) if name.startswith(".")]
+    return generation_folders(layout, PROJECT)[1]
 
 
 def test_the_kept_entries_are_linked_while_uv_locks(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
@@ -286,7 +286,7 @@ def test_a_guess_that_installs_nothing_leaves_no_forest_and_no_intent(bench: Ben
     same = bench.projects.make(PROJECT, {"main": {"packages": ["pubcore", "pubio", "pubtiny", "publeaf>=1.0,<2"]}})
     result = _install(bench, same)
     assert result.noop and result.generation == first.generation
-    assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
+    assert generation_folders(bench.layout, PROJECT) == ([str(first.generation)], [])
     assert not install_intent_path(bench.layout, PROJECT).exists()
     assert fast_noop_record(bench.layout, PROJECT, PY, same.config_hash(mirror=bench.index.url)) is not None
 
@@ -301,7 +301,7 @@ def test_a_failed_lock_leaves_no_forest_and_no_intent(bench: Bench, monkeypatch:
     monkeypatch.setattr(lock_module, "resolve", resolve)  # a changed config is resolved early, beside the lock
     with pytest.raises(ResolutionError):
         _install(bench, bench.project(leaf="2.0"))
-    assert os.listdir(bench.layout.generations_dir(PROJECT, PY)) == [first.generation]
+    assert generation_folders(bench.layout, PROJECT) == ([str(first.generation)], [])
     assert not install_intent_path(bench.layout, PROJECT).exists()
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Projects
+from tests.helpers import Projects, generation_folders
 from tests.wheelfactory import IndexServer
 from volume_cli.deps import deps_status, gc, install, rollback
 from volume_cli.deps.documents import GenerationRecord, generation_record_path, install_intent_path
@@ -131,7 +131,7 @@ class Chain:
         recorded = (state.deps.generation, state.deps.previous_generation) if state and state.deps else None
         self.expect(recorded == (link, previous), f"state.json {recorded} != link {link, previous}")
         self.expect(not install_intent_path(self.layout, "demo").exists(), "an install intent was left")
-        leftovers = [n for n in os.listdir(self.layout.generations_dir("demo", PY)) if n.startswith(".")]
+        leftovers = generation_folders(self.layout, "demo")[1]
         self.expect(not leftovers, f"leftover generations {leftovers}")
 
     def rollback_is_one_back(self) -> None:

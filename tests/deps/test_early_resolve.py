@@ -78,10 +78,10 @@ def test_a_changed_config_is_resolved_while_the_project_lock_is_taken(
     runs = UvRuns(monkeypatch)
     real_prepare = install_module._prepare
 
-    def prepare(job: Any) -> None:
+    def prepare(job: Any) -> list[str]:
         # Resolving after the lock, as before, would leave this waiting in vain.
         assert runs.lock_began.wait(timeout=20), "uv began resolving only after the project's lock was held"
-        real_prepare(job)
+        return real_prepare(job)
 
     monkeypatch.setattr(install_module, "_prepare", prepare)
     result = _install(layout, projects.make("demo", ALPHA_GAMMA), index, isolated_uv)
@@ -112,13 +112,13 @@ def test_a_uv_lock_replaced_meanwhile_is_resolved_again_under_the_lock(
     runs = UvRuns(monkeypatch)
     real_prepare = install_module._prepare
 
-    def prepare(job: Any) -> None:
+    def prepare(job: Any) -> list[str]:
         # Another writer stored its lock after ours began: ours started from a uv.lock that is gone.
         assert runs.exported.wait(timeout=20)
         path = uv_lock_path(layout, "demo")
         shutil.copyfile(path, path.with_name("uv.lock.new"))
         os.replace(path.with_name("uv.lock.new"), path)
-        real_prepare(job)
+        return real_prepare(job)
 
     monkeypatch.setattr(install_module, "_prepare", prepare)
     result = _install(layout, projects.make("demo", ALPHA_GAMMA), index, isolated_uv)

@@ -44,24 +44,24 @@ def _watch_completion(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[
     listed: list[str] = []
     opened: list[str] = []
     real_complete, real_scandir, real_open = forest_module.complete_forest, os.scandir, os.open
-    active = [False]
+    active = threading.local()  # only the thread completing the generation: the spare is brought up beside it
 
     def scandir(path: Any) -> Any:
-        if active[0]:
+        if getattr(active, "on", False):
             listed.append("/".join(Path(path).parts[-2:]))
         return real_scandir(path)
 
     def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if active[0] and flags & os.O_DIRECTORY:
+        if getattr(active, "on", False) and flags & os.O_DIRECTORY:
             opened.append(str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    def complete(*args: Any, **kwargs: Any) -> int:
-        active[0] = True
+    def complete(layout: VolumeLayout, folder: Path, *args: Any, **kwargs: Any) -> forest_module.Forest:
+        active.on = not folder.name.startswith(".tmp-spare-")
         try:
-            return real_complete(*args, **kwargs)
+            return real_complete(layout, folder, *args, **kwargs)
         finally:
-            active[0] = False
+            active.on = False
 
     monkeypatch.setattr(os, "scandir", scandir)
     monkeypatch.setattr(os, "open", open_)

@@ -28,6 +28,7 @@ POINTS = (
     "generation-recorded",  # generation record written, folder not yet renamed
     "before-switch",  # generation in place, current link not yet switched
     "switched",  # current link switched, state.json not yet written
+    "spare-built",  # the next install's spare forest linked under its temp name, not renamed into place yet
 )
 
 

@@ -6,6 +6,14 @@ entry. A folder several entries provide (``nvidia/``, ``google/``, a shared
 becomes a real folder whose children link onward, recursively.
 ``pyX.Y/<project>`` is a relative symlink to the current generation, replaced
 atomically, so a worker sees the whole old set or the whole new set.
+
+A spare (``.spare-<format>-<generation>``) is a finished copy of a generation's
+forest that no one serves. The next install renames it in as its new generation
+folder and changes only the links that differ (``adopt_forest``), instead of
+making every link again one after another in a folder the kernel locks for each
+create; the install makes the next spare while uv runs. Spares live beside the
+generations, are made under a temp name and renamed when complete, and go with
+the generation they copy (``deps/gc.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ from volume_cli.parallel import run_spread
 from volume_cli.store.documents import write_document
 
 TEMP_PREFIX = ".tmp-"
+SPARE_PREFIX = ".spare-"
+# Part of a spare's name: bumped whenever _plan_forest would make another forest from the same entries, so
+# that a spare an older volume-cli made is never taken for this one's.
+SPARE_FORMAT = "1"
+_BUILDING_SPARE = "spare-"
 
 
 def new_generation_name() -> str:
@@ -70,7 +83,7 @@ def start_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -
 
 def complete_forest(
     layout: VolumeLayout, folder: Path, entries: list[EntryInfo], *, made: Forest, repaired: Collection[str] = ()
-) -> int:
+) -> Forest:
     """Bring ``folder``, where ``build_forest`` already made ``made`` (part of ``entries``), to all of ``entries``.
 
     Only the difference is made: an install links the unchanged entries while
@@ -79,6 +92,7 @@ def complete_forest(
     a folder made early is not in the full forest, the folder is built again.
     ``folder`` was checked by ``start_forest`` and is ours: the caller holds the project's lock.
     Entries ``repaired`` in place since (``--force``) have their folders listed again.
+    Returns the forest of ``entries``, which ``folder`` now holds.
     """
     listed = {key: children for key, children in made.listed.items() if key[0] not in repaired}
     forest = _plan_forest(layout, folder, entries, listed=listed)
@@ -86,13 +100,47 @@ def complete_forest(
         for child in os.listdir(folder):
             remove_tree(folder / child)
         _make(folder, forest, made=Forest(folders=[], links=[]))
-        return len(forest.links)
+        return forest
     wanted = set(forest.links)
     stale = [link for link in made.links if link not in wanted]
     for link, _ in stale:
         os.unlink(link)
     _make(folder, forest, made=Forest(folders=made.folders, links=[link for link in made.links if link in wanted]))
-    return len(forest.links)
+    return forest
+
+
+def adopt_forest(layout: VolumeLayout, folder: Path, entries: list[EntryInfo]) -> Forest | None:
+    """What ``folder`` (a spare renamed in) holds, as ``start_forest`` returns it, when it is the forest of ``entries``.
+
+    None when any forest folder holds another set of names or is a link: the
+    caller then builds the forest anew. Each forest folder is listed once (all at
+    once); names only, since a listing without types (some network file systems)
+    would cost a stat per name. Link targets are not read back (a round trip
+    each): a spare is only made by ``start_forest`` from the same entries, under a
+    name that changes with ``SPARE_FORMAT``, and the store entries it points into
+    never change. The names are checked because an entry repaired in place
+    (``--force``) may now hold files the spare was made without.
+    """
+    forest = _plan_forest(layout, folder, entries, listed={})
+    expected: dict[Path, set[str]] = {folder: set(), **{path: set() for path in forest.folders}}
+    for path in forest.folders:
+        expected[path.parent].add(path.name)
+    for link, _ in forest.links:
+        expected[link.parent].add(link.name)
+    found: dict[Path, set[str]] = {}
+
+    def read(path: Path) -> None:
+        handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a link fails here
+        try:
+            found[path] = set(os.listdir(handle))
+        finally:
+            os.close(handle)
+
+    try:
+        run_spread(((str(path), path) for path in expected), read)
+    except OSError:
+        return None
+    return forest if found == expected else None
 
 
 def _plan_forest(
@@ -126,6 +174,8 @@ def _make(folder: Path, forest: Forest, *, made: Forest) -> None:
     # A handle per folder that gets something (and its parents): a link made through it looks up one
     # name, not the whole path. Opening the others would cost a round trip each, one after another.
     wanted = {link.parent for link, _ in todo} | {path for path in forest.folders if path not in existing}
+    if not wanted:
+        return  # a spare already the forest wanted: not even the folder is opened
     for path in list(wanted):
         wanted.update(path.parents)
     handles = {folder: os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
@@ -198,6 +248,27 @@ def temp_generation_dir(layout: VolumeLayout, project: str, python_version: str,
 
 def generation_dir(layout: VolumeLayout, project: str, python_version: str, generation: str) -> Path:
     return layout.generations_dir(project, python_version) / generation
+
+
+def spare_dir(layout: VolumeLayout, project: str, python_version: str, source: str) -> Path:
+    """Where the spare copy of generation ``source``'s forest is kept."""
+    return layout.generations_dir(project, python_version) / f"{SPARE_PREFIX}{SPARE_FORMAT}-{source}"
+
+
+def building_spare_dir(layout: VolumeLayout, project: str, python_version: str, generation: str) -> Path:
+    """Where the install making ``generation`` builds the next spare (a temp folder: a killed run's is cleaned up)."""
+    return layout.generations_dir(project, python_version) / f"{TEMP_PREFIX}{_BUILDING_SPARE}{generation}"
+
+
+def spare_source(name: str) -> str | None:
+    """The generation a spare folder named ``name`` copies; None when it is no spare of this format."""
+    prefix = f"{SPARE_PREFIX}{SPARE_FORMAT}-"
+    return name[len(prefix) :] or None if name.startswith(prefix) else None
+
+
+def building_generation(name: str) -> str:
+    """The generation whose install owns the temp folder ``name`` (its own forest, or the spare it builds)."""
+    return name.removeprefix(TEMP_PREFIX).removeprefix(_BUILDING_SPARE)
 
 
 def current_generation(layout: VolumeLayout, project: str, python_version: str) -> str | None:

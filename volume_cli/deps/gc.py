@@ -33,7 +33,7 @@ from volume_cli.deps.entries import (
     staging_parent,
 )
 from volume_cli.deps.faults import crash_point
-from volume_cli.deps.forest import TEMP_PREFIX
+from volume_cli.deps.forest import building_generation, spare_source
 from volume_cli.deps.publish import remove_packs
 from volume_cli.deps.record import live_intent, store_lock
 from volume_cli.errors import StateError
@@ -196,8 +196,11 @@ def _decide(
         if project.installing is not None:
             decision.installing.add(project.installing)
         _decide_generations(layout, project, protected, grace_seconds, now, decision, referenced, progress)
-    recorded = {project.name: set(project.records) for project in projects}
-    decision.orphans = _orphan_generations(layout, linked, protected_by_project, recorded, grace_seconds, now, known)
+    recorded = {project.name: {name.removesuffix(".json") for name in project.records} for project in projects}
+    removing = {(folder.parent.name, folder.name) for _, folder, _ in decision.generations}
+    decision.orphans = _orphan_generations(
+        layout, linked, protected_by_project, recorded, removing, grace_seconds, now, known
+    )
     progress.step("collecting store entries")
     _decide_entries(layout, referenced, in_progress, grace_seconds, now, decision)
     return decision
@@ -373,11 +376,17 @@ def _orphan_generations(
     linked: dict[tuple[str, str], str],
     protected_by_project: dict[str, set[str]],
     recorded: dict[str, set[str]],
+    removing: set[tuple[str, str]],
     grace_seconds: float,
     now: float,
     known: set[Path],
 ) -> list[tuple[str, Path]]:
-    """Generation folders with no record (a run killed before recording, or an unfinished temp one)."""
+    """Generation folders with no record (a run killed before recording, or an unfinished temp one).
+
+    ``recorded``: the generations each project has a record of; ``removing``: (project,
+    generation) this gc removes. A spare forest goes with the generation it copies; a
+    spare of another format goes.
+    """
     candidates: list[tuple[str, Path]] = []
     for python_dir in _listdir(layout.deps_dir):
         generations_root = layout.deps_dir / python_dir / ".generations"
@@ -389,11 +398,15 @@ def _orphan_generations(
             records = recorded.get(project, set())  # listed under this lock: the same answer as asking again
             protected = protected_by_project.get(project, set())
             for name in _listdir(generations_root / project):
-                generation = name.removeprefix(TEMP_PREFIX)
-                if linked.get((python_dir, project)) == name or (
-                    f"{generation}.json" in records and name == generation
-                ):
-                    continue
+                source = spare_source(name)
+                if source is not None:
+                    generation = source
+                    if source in records and (project, source) not in removing:
+                        continue
+                else:
+                    generation = building_generation(name)  # a temp folder's owner: an install may be building it
+                    if linked.get((python_dir, project)) == name or (generation in records and name == generation):
+                        continue
                 if "*" in protected or generation in protected:  # an install is building it
                     continue
                 candidates.append((f"{project}/{name}", generations_root / project / name))

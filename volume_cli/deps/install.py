@@ -20,6 +20,8 @@ reconciles with the link and the next writer records.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -61,11 +63,15 @@ from volume_cli.deps.faults import crash_point
 from volume_cli.deps.forest import (
     TEMP_PREFIX,
     Forest,
+    adopt_forest,
     build_forest,
+    building_spare_dir,
     complete_forest,
     current_generation,
     generation_dir,
     new_generation_name,
+    spare_dir,
+    spare_source,
     start_forest,
     switch_current,
     temp_generation_dir,
@@ -93,7 +99,7 @@ from volume_cli.deps.uvtool import (
     uv_binary,
     uv_environment,
 )
-from volume_cli.errors import InstallError, StateError, SubprocessError
+from volume_cli.errors import InstallError, StateError, SubprocessError, VolumeCliError
 from volume_cli.fileops import TRASH_PREFIX
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
@@ -112,6 +118,8 @@ from volume_cli.store.state import (
     utc_now,
 )
 from volume_cli.store.writer_locks import project_lock
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -210,18 +218,22 @@ def _fresh_lock(
     )
 
 
-def _cleanup(layout: VolumeLayout, project: str, python_version: str) -> None:
-    """Remove what killed runs left: stale staging folders, this project's unfinished generations."""
+def _cleanup(layout: VolumeLayout, project: str, python_version: str) -> list[str]:
+    """Remove what killed runs left: stale staging folders, this project's unfinished generations.
+
+    Returns the generations whose spare forests the same listing found (``deps/forest.py``).
+    """
     cleanup_stale_staging(layout)
     folder = layout.generations_dir(project, python_version)
     try:
         children = list(os.scandir(folder))
     except FileNotFoundError:
-        return
+        return []
     for child in children:
         # We hold the project's lock, so no live run is building these.
         if child.name.startswith((TEMP_PREFIX, TRASH_PREFIX)):
             remove_tree(Path(child.path))
+    return sorted(filter(None, (spare_source(child.name) for child in children)))
 
 
 def plan_install(
@@ -407,9 +419,9 @@ def install(
                 layout, project.name, command="deps install", wait_seconds=wait_seconds, progress=progress
             ) as lease,
         ):
-            _prepare(job)
+            spares = _prepare(job)
             generation = new_generation_name()
-            with _EarlyForest(job, generation) as early, _LockFiles(job) as lock_files:
+            with _EarlyForest(job, generation, spares) as early, _LockFiles(job) as lock_files:
                 plan, lock, target, current_record = job.plan(
                     on_current=early.speculate, target=target, resolving=resolving
                 )
@@ -474,13 +486,14 @@ def _resolve_early(job: _Install, target: TargetPython) -> EarlyResolve:
     )
 
 
-def _prepare(job: _Install) -> None:
-    """Under the project's lock, before planning: clear what killed runs left."""
-    _cleanup(job.layout, job.project.name, job.python_version)
+def _prepare(job: _Install) -> list[str]:
+    """Under the project's lock, before planning: clear what killed runs left; returns the spares' generations."""
+    spares = _cleanup(job.layout, job.project.name, job.python_version)
     # We hold the project's lock: an intent left here is a killed run's, and
     # state.json may be one switch behind the link; record the truth first.
     clear_intent(job.layout, job.project.name)
     repair_state(job.layout, job.project.name, job.python_version)
+    return spares
 
 
 def _record_unchanged(
@@ -543,7 +556,7 @@ def _build_and_switch(
     )
     lock_files.wait()  # the generation's record names the lock: it is stored first
     repaired = {entries[name].entry for name in harvested.repaired}
-    record = _commit_generation(job, generation, entries, lock, early.result(), repaired=repaired)
+    record = _commit_generation(job, generation, entries, lock, early, repaired=repaired)
     lease.ensure_held()
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
@@ -613,7 +626,7 @@ class _LockFiles:
 
 
 class _EarlyForest:
-    """The links of the entries an install keeps, made while uv locks or installs.
+    """The links of the entries an install keeps, made while uv locks or installs; and the next install's spare.
 
     While uv locks, the current generation's entries are linked on the guess
     that most stay (``speculate``; one intent names the temporary generation
@@ -622,16 +635,25 @@ class _EarlyForest:
     ones (``start``). ``complete_forest`` then fixes the guess. The forest is
     built in the generation's temporary folder, which no one serves: a failure
     removes it, and a kill leaves it to the next run's cleanup.
+
+    A spare forest found on the volume is renamed in as that folder and only
+    its differing links change (``deps/forest.py``). Beside it, a new spare of
+    the same entries is built in another folder (creates in two folders do not
+    queue behind each other), kept when the install ends (``keep_spare``).
     """
 
-    def __init__(self, job: _Install, generation: str) -> None:
+    def __init__(self, job: _Install, generation: str, spares: list[str]) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.job = job
         self.generation = generation
         self.building = temp_generation_dir(job.layout, job.project.name, job.python_version, generation)
+        self._spares = spares  # the generations whose spares are on the volume
+        self._spare_entries: dict[str, list[EntryInfo]] = {}  # those whose records were read already
         self._pool = ThreadPoolExecutor(1)
         self._future: Future[Forest] | None = None
+        self._spare_pool = ThreadPoolExecutor(1)
+        self._spare_future: Future[tuple[Forest, str]] | None = None  # the spare being built, and what it copies
         self._intent: set[str] | None = None  # the entries the early intent names
 
     def speculate(self, current: _Current) -> None:
@@ -647,9 +669,13 @@ class _EarlyForest:
             entries=sorted(named),
         )
         self._intent = named
+        self._spare_entries[current.record.generation] = list(current.record.entries)
         # Only entries the store still holds (read_installed listed it): a lost one is installed again first.
         linked = {name: dist.entry for name, dist in current.installed.items()}
-        self.start({info.name: info for info in current.record.entries if linked.get(info.name) == info.entry})
+        kept = {info.name: info for info in current.record.entries if linked.get(info.name) == info.entry}
+        self.start(kept)
+        if len(kept) == len(current.record.entries):
+            self.spare_of(list(kept.values()), source=current.record.generation)
 
     def covers(self, intended: list[str]) -> bool:
         return self._intent is not None and set(intended) <= self._intent
@@ -657,14 +683,94 @@ class _EarlyForest:
     def start(self, kept: dict[str, EntryInfo]) -> None:
         if self._future is not None or not kept:
             return  # linked on a guess already (complete_forest brings it to the entries picked), or nothing kept
-        self.building.mkdir(parents=True)
         ordered = [kept[name] for name in sorted(kept)]
         self._future = self._pool.submit(self._link, ordered)
 
     def _link(self, ordered: list[EntryInfo]) -> Forest:
-        made = start_forest(self.job.layout, self.building, ordered)
+        made = self._from_spare(ordered)
+        if made is None:
+            self.building.mkdir(parents=True)
+            made = start_forest(self.job.layout, self.building, ordered)
         crash_point("early-forest-built")
         return made
+
+    def _from_spare(self, ordered: list[EntryInfo]) -> Forest | None:
+        """The spare renamed in and brought to ``ordered``; None (nothing left in ``building``) when there is none."""
+        layout, project, python_version = self.job.layout, self.job.project.name, self.job.python_version
+        for source in self._spares:
+            entries = self._entries_of(source)
+            if entries is None:
+                continue  # its generation is gone: gc removes the spare with it
+            try:
+                os.rename(spare_dir(layout, project, python_version, source), self.building)
+            except OSError:
+                continue  # a concurrent gc took it
+            self._spares = [other for other in self._spares if other != source]
+            try:
+                made = adopt_forest(layout, self.building, entries)
+                if made is not None:
+                    return complete_forest(layout, self.building, ordered, made=made)
+            except OSError as exc:  # an entry it links went (gc --drop-previous): built anew below
+                log.debug("spare of %s not used: %s", source, exc)
+            remove_tree(self.building)
+            return None
+        return None
+
+    def _entries_of(self, source: str) -> list[EntryInfo] | None:
+        if source not in self._spare_entries:
+            try:
+                record = read_generation_record(self.job.layout, self.job.project.name, source)
+            except (OSError, StateError):
+                record = None
+            if record is None:
+                return None
+            self._spare_entries[source] = list(record.entries)
+        return self._spare_entries[source]
+
+    def spare_of(self, entries: list[EntryInfo], *, source: str) -> None:
+        """Begin the next install's spare: the forest of ``entries``, which generation ``source`` links."""
+        if self._spare_future is None:
+            self._spare_future = self._spare_pool.submit(self._build_spare, entries, source)
+
+    def spare_to(self, entries: list[EntryInfo], *, generation: str, repaired: set[str]) -> None:
+        """The spare becomes a copy of the new ``generation`` (its ``entries``): begun now, or the begun one brought to it.
+
+        So the next install finds a spare of its current generation, and gc keeps it as long as that.
+        """
+        begun = self._spare_future
+        if begun is None:
+            self.spare_of(entries, source=generation)
+        else:
+            self._spare_future = self._spare_pool.submit(self._bring_spare, begun, entries, generation, repaired)
+
+    def _build_spare(self, entries: list[EntryInfo], source: str) -> tuple[Forest, str]:
+        folder = building_spare_dir(self.job.layout, self.job.project.name, self.job.python_version, self.generation)
+        folder.mkdir(parents=True)  # a first install makes the generations' folder at the same moment
+        made = start_forest(self.job.layout, folder, entries)
+        crash_point("spare-built")
+        return made, source
+
+    def _bring_spare(
+        self, begun: Future[tuple[Forest, str]], entries: list[EntryInfo], generation: str, repaired: set[str]
+    ) -> tuple[Forest, str]:
+        made, _ = begun.result()  # done: the one thread ran it first
+        folder = building_spare_dir(self.job.layout, self.job.project.name, self.job.python_version, self.generation)
+        return complete_forest(self.job.layout, folder, entries, made=made, repaired=repaired), generation
+
+    def keep_spare(self) -> None:
+        """The spare built during this install goes in place for the next one; a failed one goes (never fatal)."""
+        if self._spare_future is None:
+            return
+        layout, project, python_version = self.job.layout, self.job.project.name, self.job.python_version
+        folder = building_spare_dir(layout, project, python_version, self.generation)
+        try:
+            _, source = self._spare_future.result()
+            os.rename(folder, spare_dir(layout, project, python_version, source))
+        except (OSError, VolumeCliError) as exc:
+            log.debug("no spare kept: %s", exc)
+            with contextlib.suppress(OSError, VolumeCliError):
+                remove_tree(folder)  # else the next install's cleanup removes it
+        self._spare_future = None
 
     def result(self) -> Forest | None:
         """What was linked early; None (and the folder gone) when that failed: the forest is then built whole."""
@@ -692,10 +798,12 @@ class _EarlyForest:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
         self._pool.shutdown(wait=True)  # never leave a thread linking behind our back
+        self._spare_pool.shutdown(wait=True)
         if error is not None and self._future is not None:
             remove_tree(self.building)
         if error is not None and self._intent is not None:
             clear_intent(self.job.layout, self.job.project.name)  # a failed lock left nothing to protect
+        self.keep_spare()  # a spare is the forest of entries a generation links, whatever became of this install
 
 
 def _commit_generation(
@@ -703,7 +811,7 @@ def _commit_generation(
     generation: str,
     entries: dict[str, EntryInfo],
     lock: CurrentLock,
-    made: Forest | None,
+    early: _EarlyForest,
     *,
     repaired: set[str],
 ) -> GenerationRecord:
@@ -712,11 +820,13 @@ def _commit_generation(
     job.progress.step(f"linking {len(entries)} distributions")
     building = temp_generation_dir(layout, project, python_version, generation)
     ordered = [entries[name] for name in sorted(entries)]
+    made = early.result()
+    early.spare_to(ordered, generation=generation, repaired=repaired)
     if made is None:
         building.mkdir(parents=True)
         links = build_forest(layout, building, ordered)
     else:
-        links = complete_forest(layout, building, ordered, made=made, repaired=repaired)
+        links = len(complete_forest(layout, building, ordered, made=made, repaired=repaired).links)
     crash_point("forest-built")
     record = GenerationRecord(
         generation=generation,
