@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ProjectsFolder, volume_cli_command
 from volume_cli.layout import VolumeLayout
 from volume_cli.store.state import DepsRecord, ModelsRecord, ProjectState, write_project_state
@@ -180,6 +182,38 @@ def test_help_does_not_import_hub_libraries() -> None:
 def test_python_dash_m_and_version() -> None:
     result = subprocess.run([sys.executable, "-m", "volume_cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("volume-cli ")
+
+
+_LEAVING = """
+import atexit, sys, threading, time
+from volume_cli.cli.main import run
+def late() -> None:
+    time.sleep(0.3)
+    print("thread finished", flush=True)
+atexit.register(lambda: print("exit handler ran"))
+threading.Thread(target=late).start()
+class TornDown:
+    def __del__(self) -> None:
+        print("torn down", flush=True)
+kept = TornDown()  # freed only when the interpreter tears its modules down
+sys.argv = ["volume-cli", *sys.argv[1:]]
+run()
+print("never reached")
+"""
+
+
+@pytest.mark.parametrize(("words", "code"), [(["--version"], 0), (["no-such-command"], 2)])
+def test_the_console_entry_ends_as_the_interpreter_would_without_its_teardown(words: list[str], code: int) -> None:
+    """Threads are waited for and exit handlers run, then the process ends with the command's code and output.
+
+    What it skips is freeing every module and object the command loaded (40-100 ms).
+    """
+    result = subprocess.run([sys.executable, "-c", _LEAVING, *words], capture_output=True, text=True, timeout=60)
+    assert result.returncode == code, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == ["thread finished", "exit handler ran"] and "never reached" not in result.stdout
+    assert "torn down" not in result.stdout
+    assert (lines[0].startswith("volume-cli ") and len(lines) == 3) if code == 0 else "No such command" in result.stderr
 
 
 def test_status_never_imports_hub_libraries(volume_root: Path) -> None:

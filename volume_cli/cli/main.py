@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.main
@@ -313,8 +313,18 @@ def _settings_parsed() -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Console-script entry point; exits with the command's status."""
-    words = list(sys.argv[1:] if argv is None else argv)
+    """Console-script entry point; exits with the command's status.
+
+    Without ``argv`` (the console script, ``python -m volume_cli``) the process
+    ends through ``_leave``; in-process callers get the usual ``SystemExit``.
+    """
+    if argv is None:
+        try:
+            run(sys.argv[1:])
+        except SystemExit as done:
+            _leave(done.code)
+        _leave(0)
+    words = list(argv)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like Ctrl-C: locks are released and partial files kept for the resume.
         signal.signal(signal.SIGTERM, _raise_terminated)
@@ -327,6 +337,29 @@ def run(argv: list[str] | None = None) -> None:
         completion_init()  # typer's completion classes answer the scripts `completion SHELL` prints
     with _output_settings():
         _run(words)
+
+
+def _leave(code: int | str | None) -> NoReturn:
+    """End the process the way the interpreter would, without tearing down every module first.
+
+    The interpreter's own exit first waits for threads and runs the exit handlers
+    (both done here, in its order), then frees every module and object a command
+    loaded: 40-100 ms of every command, measured with the deps engine imported.
+    Everything we write is closed and renamed into place before a command returns.
+    """
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_Finalize runs first: the pools' exit hooks, joins
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code or 0)
 
 
 def _run(words: list[str]) -> None:
