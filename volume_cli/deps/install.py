@@ -561,7 +561,7 @@ def _build_and_switch(
     legacy = switch_current(layout, project.name, job.python_version, generation)
     crash_point("switched")
     current = plan.current_generation or legacy  # a plain folder of an older tool is kept as the previous generation
-    _record_and_clear(job, record, previous=current, new_bytes=harvested.new_bytes)
+    _record_and_clear(job, record, previous=current, new_bytes=harvested.new_bytes, before_clearing=early.keep_spare)
     return job.result(
         plan=plan,
         noop=False,
@@ -578,17 +578,30 @@ def _build_and_switch(
     )
 
 
-def _record_and_clear(job: _Install, record: GenerationRecord, *, previous: str | None, new_bytes: int) -> None:
+def _record_and_clear(
+    job: _Install,
+    record: GenerationRecord,
+    *,
+    previous: str | None,
+    new_bytes: int,
+    before_clearing: Callable[[], None],
+) -> None:
     """state.json names the generation the link now does, and the intent goes: at once, each a few round trips.
 
     Either order is safe: gc and the no-op check follow the link, not state.json
     (``deps/record.py``), and a run killed between the two is repaired by the next.
+    ``before_clearing`` (the spare put in place) runs while the intent still keeps gc off its temp folder.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     layout, project = job.layout, job.project
+
+    def clear() -> None:
+        before_clearing()
+        clear_intent(layout, project.name)
+
     with ThreadPoolExecutor(1) as pool:
-        clearing = pool.submit(clear_intent, layout, project.name)
+        clearing = pool.submit(clear)
         record_switch(layout, project.name, project.python_version, record, previous=previous, new_bytes=new_bytes)
         clearing.result()
 
