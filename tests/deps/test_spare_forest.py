@@ -7,6 +7,7 @@ the forest of its entries, and go with the generation it copies.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -138,3 +139,23 @@ def test_gc_keeps_the_spare_of_a_kept_generation_and_removes_the_others(
     )
     assert generation_folders(layout, "demo") == (sorted([second, third]), [])
     assert spare_dir(layout, "demo", PY, third).is_dir()
+
+
+def test_the_spare_is_in_place_before_the_intent_that_protects_its_temp_folder_is_cleared(
+    layout: VolumeLayout, projects: Projects, index: IndexServer, isolated_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else a gc between the two would take the spare's temp folder, no longer named by an intent, for a leftover."""
+    _install(layout, projects, index, isolated_uv, ["alpha==1.0"])
+    install_module = importlib.import_module("volume_cli.deps.install")
+    real_clear = install_module.clear_intent
+    seen: list[list[str]] = []
+
+    def clear_intent(layout: VolumeLayout, project: str) -> None:
+        seen.append(sorted(os.listdir(layout.generations_dir(project, PY))))
+        real_clear(layout, project)
+
+    monkeypatch.setattr(install_module, "clear_intent", clear_intent)
+    second = _install(layout, projects, index, isolated_uv, ["alpha==2.0"])
+    assert seen, "the install cleared no intent"
+    assert not [name for name in seen[-1] if name.startswith(".tmp-")], seen[-1]
+    assert spare_dir(layout, "demo", PY, second).name in seen[-1]
