@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.deps.helpers import PY, import_values, run_install_subprocess, tree_snapshot
+from tests.deps.helpers import PY, import_values, run_install_subprocess, store_entry, tree_snapshot
 from tests.helpers import generation_folders
 from tests.netvol.fixture import netvol  # noqa: F401 (fixture)
 from tests.netvol.mount import NetVol
@@ -37,7 +37,7 @@ from volume_cli.deps import check, install
 from volume_cli.deps import lock as lock_module
 from volume_cli.deps import scratch as scratch_module
 from volume_cli.deps.bytecode import IN_PROCESS_MAX_SOURCES, compile_bytecode
-from volume_cli.deps.documents import EntryInfo, TopItem, install_intent_path, read_generation_record
+from volume_cli.deps.documents import EntryInfo, install_intent_path, read_generation_record
 from volume_cli.deps.faults import CRASH_ENV
 from volume_cli.deps.forest import build_forest, complete_forest, start_forest
 from volume_cli.deps.install import InstallResult, fast_noop_record
@@ -145,8 +145,8 @@ def _failing_uv_install(**_: object) -> None:
 
 def test_the_forest_completed_from_an_early_part_equals_one_built_at_once(tmp_path: Path) -> None:
     layout = VolumeLayout(tmp_path / "volume")
-    shared = _entry(layout, "one-1", {"ns/a.py": "", "one.py": "", "bin/one": ""})
-    other = _entry(layout, "two-1", {"ns/b.py": "", "two.py": ""})
+    shared = store_entry(layout, "one-1", {"ns/a.py": "", "one.py": "", "bin/one": ""})
+    other = store_entry(layout, "two-1", {"ns/b.py": "", "two.py": ""})
     early = layout.generations_dir(PROJECT, PY) / "early"
     early.mkdir(parents=True)
     made = start_forest(layout, early, [other])  # ns/ is a link to two-1 here, a real folder when both are in
@@ -155,18 +155,6 @@ def test_the_forest_completed_from_an_early_part_equals_one_built_at_once(tmp_pa
     whole.mkdir()
     assert links == build_forest(layout, whole, [shared, other])
     assert tree_snapshot(early) == tree_snapshot(whole)
-
-
-def _entry(layout: VolumeLayout, key: str, files: dict[str, str]) -> EntryInfo:
-    top: dict[str, bool] = {}
-    for path, text in files.items():
-        target = layout.store_dir / key / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        head, _, rest = path.partition("/")
-        top[head] = top.get(head, False) or bool(rest)
-    items = [TopItem(name=name, is_dir=is_dir) for name, is_dir in sorted(top.items())]
-    return EntryInfo(entry=key, name=key.split("-")[0], version="1", top_level=items)
 
 
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import PY as PY  # re-exported: the deps tests import it from here
+from volume_cli.deps.documents import EntryInfo, TopItem
 from volume_cli.layout import VolumeLayout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +21,7 @@ from pathlib import Path
 from volume_cli.deps import install
 from volume_cli.errors import VolumeCliError
 from tests.helpers import PY as PY  # re-exported: the deps tests import it from here
+from volume_cli.deps.documents import EntryInfo, TopItem
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 from volume_cli.project.discovery import load_project_folder
@@ -89,3 +91,16 @@ def tree_snapshot(root: Path) -> dict[str, str]:
                 "link:" + os.readlink(path) if path.is_symlink() else ("dir" if path.is_dir() else "file")
             )
     return snapshot
+
+
+def store_entry(layout: VolumeLayout, key: str, files: dict[str, str]) -> EntryInfo:
+    """A store entry ``key`` holding ``files`` (path -> text), and its record, as an install would list it."""
+    top: dict[str, bool] = {}
+    for path, text in files.items():
+        target = layout.store_dir / key / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        head, _, rest = path.partition("/")
+        top[head] = top.get(head, False) or bool(rest)
+    items = [TopItem(name=name, is_dir=is_dir) for name, is_dir in sorted(top.items())]
+    return EntryInfo(entry=key, name=key.split("-")[0], version="1", top_level=items)

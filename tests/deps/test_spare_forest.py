@@ -17,28 +17,18 @@ import pytest
 from tests.helpers import Projects, generation_folders
 from tests.wheelfactory import IndexServer
 from volume_cli.deps import check, gc, install
-from volume_cli.deps.documents import EntryInfo, TopItem
+from volume_cli.deps.documents import EntryInfo
 from volume_cli.deps.forest import adopt_forest, build_forest, complete_forest, spare_dir, start_forest
 from volume_cli.layout import VolumeLayout
 from volume_cli.progress import NullProgress
 
-from .helpers import PY, import_values, tree_snapshot
-
-
-def _entry(layout: VolumeLayout, key: str, files: dict[str, str]) -> EntryInfo:
-    for name, text in files.items():
-        path = layout.store_dir / key / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    tops = sorted({name.split("/")[0] for name in files})
-    top_level = [TopItem(name=top, is_dir=(layout.store_dir / key / top).is_dir()) for top in tops]
-    return EntryInfo(entry=key, name=key.split("-")[0], version="1", top_level=top_level)
+from .helpers import PY, import_values, store_entry, tree_snapshot
 
 
 def _entries(layout: VolumeLayout) -> tuple[EntryInfo, EntryInfo, EntryInfo]:
-    one = _entry(layout, "one-1", {"ns/a.py": "", "one.py": "", "bin/one": ""})
-    two = _entry(layout, "two-1", {"ns/b.py": "", "two.py": ""})
-    three = _entry(layout, "three-1", {"three.py": ""})
+    one = store_entry(layout, "one-1", {"ns/a.py": "", "one.py": "", "bin/one": ""})
+    two = store_entry(layout, "two-1", {"ns/b.py": "", "two.py": ""})
+    three = store_entry(layout, "three-1", {"three.py": ""})
     return one, two, three
 
 
