@@ -316,15 +316,22 @@ def test_a_failed_publish_stops_the_compile_and_leaves_nothing(
     monkeypatch.setattr(bytecode, "IN_PROCESS_MAX_SOURCES", 0)
     monkeypatch.setattr(bytecode, "CHUNK_SOURCES", 1)  # many lines: the compile hears of the failure early
     real_copy_file = publish.copy_file
+    real_fail = publish.Publisher.fail
     failed = threading.Event()
 
     def failing_copy(source: Path, destination: Path | str, mode: int, **kwargs: Any) -> None:
         if "table.csv" in str(destination):  # of the entry without sources: published first
-            failed.set()
             raise OSError(28, "No space left on device (simulated)")
         real_copy_file(source, destination, mode, **kwargs)
 
+    def fail(self: publish.Publisher, failure: BaseException) -> None:
+        real_fail(self, failure)
+        # Entries' lines go on once the publisher knows: lines the pool printed meanwhile are read at once
+        # after the gate, and gated on the raise they would race the publisher thread's bookkeeping.
+        failed.set()
+
     monkeypatch.setattr(publish, "copy_file", failing_copy)
+    monkeypatch.setattr(publish.Publisher, "fail", fail)
     events: list[str] = []
     _record_events(monkeypatch, events, gate=failed)
     layout = VolumeLayout(tmp_path / "volume")
