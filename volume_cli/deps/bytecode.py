@@ -121,13 +121,15 @@ def die_with_parent(parent):
         os._exit(1)
 
 def parent_gone(parent):
-    if os.getppid() == parent:
-        return False
-    try:  # not our parent: an interpreter started through a wrapper still runs while volume-cli does
+    # Dead, or dying: a dying process is marked exiting (PF_EXITING, 0x4 in its flags) before it closes its
+    # files, and may hand us to another parent before it turns zombie; a check of its state alone saw it
+    # running then and let us compile on. Through a wrapper (not our parent) volume-cli still runs.
+    try:
         with open("/proc/%d/stat" % parent) as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+            fields = stream.read().rsplit(")", 1)[1].split()
+        return fields[0] in ("Z", "X") or int(fields[6]) & 0x4 != 0
+    except (OSError, IndexError, ValueError):
+        return os.getppid() != parent
 
 def start_worker():
     # The pool's terminate() ends idle workers with SIGTERM: the parent's handler (inherited by fork) would
