@@ -16,8 +16,8 @@ import itertools
 import os
 import resource
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,12 +89,9 @@ def allow_open_files(count: int) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Folder:
-    parent: int  # handle of the folder it is in
-    name: str
-    handle: int
-    depth: int
+# Calls in flight in one folder: the kernel runs one unlink or rmdir there at a time (the folder's lock),
+# and a second queued behind it starts the moment the first ends.
+IN_FLIGHT_PER_FOLDER = 2
 
 
 def remove_trees(paths: Iterable[Path], *, threads: int | None = None) -> None:
@@ -105,70 +102,168 @@ def remove_trees(paths: Iterable[Path], *, threads: int | None = None) -> None:
     we work makes that call fail instead of reaching another tree. Links are
     removed as links. Errors are ignored like ``rmtree(ignore_errors=True)``:
     what is left is removed next time.
+
+    No folder waits for another: a subfolder is listed as soon as it is found,
+    and a folder is removed as soon as its last name is. On a network volume a
+    folder's unlinks run one at a time (its lock), so a generation's ~100
+    links set the pace, and the trees beside it are emptied meanwhile, not
+    level after level behind it.
     """
-    handles: list[int] = []
+    targets: dict[int, list[str]] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            handle = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            targets[handle] = [path.name]
+    if not targets:
+        return
+    removal = _Removal(threads or volume_threads())
     try:
-        folders = _empty_folders(paths, handles, threads)
-        by_depth: dict[int, list[tuple[str, tuple[int, str]]]] = {}
-        for folder in folders:
-            by_depth.setdefault(folder.depth, []).append((str(folder.parent), (folder.parent, folder.name)))
-        for depth in sorted(by_depth, reverse=True):  # children before their parents
-            run_spread(by_depth[depth], _rmdir_at, threads=threads)
+        removal.run([(_Folder(None, "", handle), names) for handle, names in targets.items()])
     finally:
-        for handle in handles:
+        for handle in targets:
             os.close(handle)
 
 
-def _empty_folders(paths: Iterable[Path], handles: list[int], threads: int | None) -> list[_Folder]:
-    """Unlink everything under ``paths`` but the folders, one level at a time; returns the folders.
+class _Folder:
+    """A folder whose names are being removed; ``left`` of them are still to go."""
 
-    Each name is unlinked before anything else is asked about it: most names
-    are files, and a listing's entry type is not always known (a network file
-    system may answer DT_UNKNOWN), so asking first would cost a stat per file.
-    A folder refuses the unlink (EISDIR) and is opened and listed instead.
-    """
-    folders: list[_Folder] = []
-    level: list[tuple[int, str]] = []
-    for path in paths:
-        with contextlib.suppress(OSError):
-            handles.append(os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-            level.append((handles[-1], path.name))
-    depth = 0
-    while level:
-        found: list[tuple[int, str]] = []
+    __slots__ = ("handle", "in_flight", "left", "name", "parent", "ready", "tasks")
 
-        def remove(item: tuple[int, str], depth: int = depth, found: list[tuple[int, str]] = found) -> None:
-            parent, name = item
+    def __init__(self, parent: _Folder | None, name: str, handle: int) -> None:
+        self.parent, self.name, self.handle = parent, name, handle  # parent None: a folder of the paths given
+        self.left = 0
+        self.tasks: deque[tuple[str, bool]] = deque()  # (name, is the rmdir of an emptied subfolder)
+        self.in_flight = 0
+        self.ready = False  # in the removal's ready queue
+
+
+class _Removal:
+    """Names to remove, queued by the folder they are in; threads take them folder by folder in turn."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.condition = threading.Condition()
+        self.ready: deque[_Folder] = deque()
+        self.outstanding = 0  # calls queued or running
+        self.open_handles = 0
+        self.failures: list[BaseException] = []
+
+    def run(self, targets: list[tuple[_Folder, list[str]]]) -> None:
+        with self.condition:
+            for folder, names in targets:
+                self._add(folder, [(name, False) for name in names])
+        if self.threads <= 1:
+            self._work()
+        else:
+            workers = [
+                threading.Thread(target=self._work, name=f"volume-cli-spread-{number}")
+                for number in range(self.threads)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        if self.failures:
+            raise self.failures[0]
+
+    def _add(self, folder: _Folder, tasks: list[tuple[str, bool]]) -> None:
+        """Queue calls in ``folder`` (the condition is held)."""
+        folder.tasks.extend(tasks)
+        folder.left += sum(1 for _, is_rmdir in tasks if not is_rmdir)
+        self.outstanding += len(tasks)
+        self._mark_ready(folder)
+        self.condition.notify(len(tasks))
+
+    def _mark_ready(self, folder: _Folder) -> None:
+        if folder.tasks and not folder.ready and folder.in_flight < IN_FLIGHT_PER_FOLDER:
+            folder.ready = True
+            self.ready.append(folder)
+
+    def _work(self) -> None:
+        while True:
+            with self.condition:
+                while not self.ready:
+                    if not self.outstanding:
+                        self.condition.notify_all()
+                        return
+                    self.condition.wait()
+                folder = self.ready.popleft()
+                folder.ready = False
+                name, is_rmdir = folder.tasks.popleft()
+                folder.in_flight += 1
+                self._mark_ready(folder)
+            found = None
             try:
-                os.unlink(name, dir_fd=parent)
-                return
-            except IsADirectoryError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.EPERM:  # POSIX's answer for a folder; Linux says EISDIR
-                    return
-            try:
-                handle = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped for a link or a file meanwhile
-                    _unlink_at(item)
-                return
-            handles.append(handle)
-            folders.append(_Folder(parent, name, handle, depth))
-            with contextlib.suppress(OSError):
-                found.extend((handle, child) for child in os.listdir(handle))
+                if is_rmdir:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(name, dir_fd=folder.handle)
+                else:
+                    found = self._remove(folder, name)
+            except BaseException as exc:  # raised by run() once every thread ended: none may stop half-way
+                self.failures.append(exc)
+            emptied: list[int] = []
+            with self.condition:
+                folder.in_flight -= 1
+                self.outstanding -= 1
+                if found is not None:
+                    self._opened(*found, emptied)
+                else:  # a name gone, or failed to go (left for next time): either way not waited for
+                    self._one_gone(folder, emptied)
+                self._mark_ready(folder)
+            for handle in emptied:  # outside the lock: on a network volume a close may be a round trip
+                os.close(handle)
 
-        allow_open_files(len(handles) + len(level) + 1024)
-        run_spread(((str(parent), (parent, name)) for parent, name in level), remove, threads=threads)
-        level, depth = found, depth + 1
-    return folders
+    def _remove(self, folder: _Folder, name: str) -> tuple[_Folder, list[str]] | None:
+        """Unlink ``name``; a folder refuses (EISDIR) and is opened and listed instead: it and its names."""
+        # Unlinked before anything else is asked about it: most names are files, and a listing's entry type is
+        # not always known (a network file system may answer DT_UNKNOWN), so asking first would cost a stat each.
+        try:
+            os.unlink(name, dir_fd=folder.handle)
+            return None
+        except IsADirectoryError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EPERM:  # POSIX's answer for a folder; Linux says EISDIR
+                return None
+        try:
+            with self.condition:
+                self.open_handles += 1
+                allow_open_files(self.open_handles + 1024)
+            handle = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder.handle)
+        except OSError as exc:
+            with self.condition:
+                self.open_handles -= 1
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped for a link or a file meanwhile
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=folder.handle)
+            return None
+        names: list[str] = []
+        try:
+            names = os.listdir(handle)
+        except OSError:
+            pass  # removed as far as it goes: its rmdir fails, and the next removal takes the rest
+        except BaseException:
+            os.close(handle)
+            with self.condition:
+                self.open_handles -= 1
+            raise
+        return _Folder(folder, name, handle), names
 
+    def _opened(self, child: _Folder, names: list[str], emptied: list[int]) -> None:
+        """A subfolder listed (the condition is held): its names are queued, or it is removed now if it has none."""
+        if names:
+            self._add(child, [(name, False) for name in names])
+        else:
+            self._emptied(child, emptied)
 
-def _unlink_at(item: tuple[int, str]) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(item[1], dir_fd=item[0])
+    def _one_gone(self, folder: _Folder, emptied: list[int]) -> None:
+        folder.left -= 1
+        if folder.left == 0 and folder.parent is not None:
+            self._emptied(folder, emptied)
 
-
-def _rmdir_at(item: tuple[int, str]) -> None:
-    with contextlib.suppress(OSError):
-        os.rmdir(item[1], dir_fd=item[0])
+    def _emptied(self, folder: _Folder, emptied: list[int]) -> None:
+        """Every name of ``folder`` is gone (or failed to go): its handle is to close, its rmdir queued in its parent."""
+        emptied.append(folder.handle)
+        self.open_handles -= 1
+        assert folder.parent is not None
+        self._add(folder.parent, [(folder.name, True)])

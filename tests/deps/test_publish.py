@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,62 @@ def test_remove_trees_removes_links_as_links(tmp_path: Path) -> None:
     remove_trees([tree, tmp_path / "trash" / "toplink", tmp_path / "trash" / "gone"], threads=8)
     assert os.listdir(tmp_path / "trash") == []
     assert (outside / "keep" / "file").read_text() == "precious"
+
+
+def test_remove_trees_never_holds_a_tree_back_behind_a_slow_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A generation's ~100 links sit in one folder, whose unlinks a network volume runs one at a time: the
+    # trees beside it are emptied and removed meanwhile, not level after level behind it.
+    big, small = tmp_path / "trash" / "big", tmp_path / "trash" / "small"
+    big.mkdir(parents=True)
+    for number in range(20):
+        (big / f"link{number}").write_text("")
+    (small / "a" / "b" / "c").mkdir(parents=True)
+    (small / "a" / "b" / "c" / "module.py").write_text("")
+    small_gone = threading.Event()
+    waited: list[bool] = []
+    real_unlink, real_rmdir = os.unlink, os.rmdir
+
+    def unlink(path: Any, *, dir_fd: int | None = None) -> None:
+        if str(path).startswith("link"):
+            waited.append(small_gone.wait(timeout=10))
+        real_unlink(path, dir_fd=dir_fd)
+
+    def rmdir(path: Any, *, dir_fd: int | None = None) -> None:
+        real_rmdir(path, dir_fd=dir_fd)
+        if path == "small":
+            small_gone.set()
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    remove_trees([big, small], threads=4)
+    assert os.listdir(tmp_path / "trash") == []
+    assert waited and all(waited), "the small tree waited for the big folder's unlinks"
+
+
+def test_remove_trees_raises_an_unforeseen_failure_once_every_thread_ended_and_leaks_no_handle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for number in range(6):
+        _entry(tmp_path / "trash" / f"tree{number}")
+    real_listdir = os.listdir
+
+    def listdir(path: Any) -> list[str]:
+        names = real_listdir(path)
+        if "sub2" in names:
+            raise RuntimeError("unforeseen")
+        return names
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    handles = len(real_listdir("/proc/self/fd"))
+    with pytest.raises(RuntimeError, match="unforeseen"):
+        remove_trees([tmp_path / "trash" / f"tree{number}" for number in range(6)], threads=8)
+    assert len(real_listdir("/proc/self/fd")) == handles
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("volume-cli-spread")]
+    monkeypatch.undo()
+    remove_trees([tmp_path / "trash" / f"tree{number}" for number in range(6)], threads=8)  # the next one ends it
+    assert os.listdir(tmp_path / "trash") == []
 
 
 def test_publishing_overlaps_calls_and_costs_one_create_per_file(netvol: NetVol, tmp_path: Path) -> None:  # noqa: F811
