@@ -357,9 +357,30 @@ def run_benchmark(
     for run in range(runs):
         shift = run % len(tools)
         for tool in tools[shift:] + tools[:shift]:
+            before, started = machine_seconds(), time.monotonic()
             run_tool(bench, results, tool, run)
-            print(f"run {run + 1}/{runs}: {tool} done", file=sys.stderr, flush=True)
+            spent = [after - first for after, first in zip(machine_seconds(), before, strict=True)]
+            # Time the hypervisor gave to others (steal) slows every step at random: said, not corrected.
+            print(
+                f"run {run + 1}/{runs}: {tool} done in {time.monotonic() - started:.0f} s "
+                f"(the machine's CPU: {spent[0]:.1f} s busy, {spent[1]:.1f} s stolen by the hypervisor)",
+                file=sys.stderr,
+                flush=True,
+            )
             after_each()
+
+
+def machine_seconds() -> tuple[float, float]:
+    """CPU-seconds the machine has been busy and had stolen (all cores, /proc/stat), or zeros off Linux."""
+    try:
+        with open("/proc/stat") as stream:
+            fields = [int(value) for value in stream.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = sum(fields[:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq
+    steal = fields[7] if len(fields) > 7 else 0
+    return busy / tick, steal / tick
 
 
 def bench_env(work: Path, tmp: Path | None = None) -> dict[str, str]:
