@@ -8,12 +8,14 @@ the target; never pipe or socket traffic, link contents, readlink answers or loc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -242,6 +244,46 @@ def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) ->
     assert os.path.isdir(volume.backing / "run0-pip" / "beta")
     # The worker's local copy went to the bench's local disk, not to /tmp on whatever disk that is.
     assert list((work / "worker-cache" / "deps").glob("bench-py*/g*/.volume-cli-copy.json"))
+
+
+def test_each_tool_run_measures_on_a_volume_of_its_own(tmp_path: Path) -> None:
+    """The simulated volume's server costs more CPU per call as its disk fills: no run inherits another's volume."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"simulated network volume unavailable: {reason}")
+    import netvol_bench
+    from wheelsets import WheelSet
+
+    wheels = tmp_path / "wheels"
+    for name, version in (("alpha", "1.0"), ("beta", "1.0"), ("leaf", "1.0"), ("leaf", "1.1")):
+        build_wheel(wheels, name, version)
+    tiny = WheelSet("tiny", ("alpha", "beta"), "leaf==1.0", "leaf==1.1", "alpha", "import beta, leaf")
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    results = Results("tiny")
+    mounts: list[Path] = []
+
+    @contextlib.contextmanager
+    def volumes(name: str) -> Iterator[netvol_bench.Counter]:
+        with mounted(tmp_path / name / "backing", tmp_path / name / "mnt", latency_ms=0, cache_seconds=0) as volume:
+            mounts.append(volume.path)
+            yield netvol_bench.VolumeCounter(volume)
+
+    work = tmp_path / "work"
+    with IndexServer(wheels) as index:
+        bench = netvol_bench.Bench(
+            netvol_bench.Unmounted(), work, tiny, index.url, uv, netvol_bench.bench_env(work), 0.0
+        )
+        netvol_bench.run_benchmark(bench, results, [LOCAL, UV], 2, volumes)
+    names = [path.parent.name for path in mounts]
+    assert names == ["volume-run1-local", "volume-run1-uv", "volume-run2-uv", "volume-run2-local"]
+    assert not any(os.path.ismount(path) for path in mounts)
+    assert [sample[1] for sample in results.samples[UV]["full install"]] == [
+        results.samples[UV]["full install"][0][1]
+    ] * 2
+    assert (tmp_path / "volume-run2-uv" / "backing" / "run1-uv" / "leaf").is_dir()  # run 2's target, on run 2's volume
+    assert not (tmp_path / "volume-run2-uv" / "backing" / "run0-uv").exists()
+    with pytest.raises(RuntimeError, match="no volume is mounted"):
+        _ = bench.counter.path
 
 
 def test_a_fresh_disk_is_a_journaled_ext4_removed_afterwards(tmp_path: Path) -> None:
