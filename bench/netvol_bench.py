@@ -24,10 +24,11 @@ package's entries go) and after the requirements then drop the big packages (mos
 store goes); besides the process's time, the time spent in its ``gc()`` call is shown.
 
 The pod's local disk (caches, temp, volume-cli's staging folder, the worker's local copy, the
-"local disk" target) and the simulated volume's backing files are on a journaled ext4 made for
-the run (``--disk fresh``, the default; bench/freshdisk.py says why: this machine's own disk is
-an aged ext4 without a journal, whose inode allocation made every create after a mass removal
-slow); ``--disk here`` keeps them on the disk of ``--work``.
+"local disk" target) is a journaled ext4 made for the benchmark (``--disk fresh``, the default;
+bench/freshdisk.py says why: this machine's own disk is an aged ext4 without a journal, whose
+inode allocation made every create after a mass removal slow), and each tool's run mounts a
+simulated volume of its own, its backing on an ext4 of its own (``run_benchmark`` says why);
+``--disk here`` keeps them all on the disk of ``--work``.
 
 ``--save F`` writes every sample as JSON; ``--load F`` adds the tools saved in F to this
 run's table (a tool measured in both is shown as "<tool> (baseline)"). So raw uv and pip, measured
