@@ -468,8 +468,8 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     print(
         f"(min–max of time in brackets), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
     )
-    disk = "a fresh journaled ext4 (bench/freshdisk.py)" if args.disk == "fresh" else "the disk of --work"
-    print(f"local disk and the volume's backing on {disk}, ", end="")
+    disk = "fresh journaled ext4s (bench/freshdisk.py)" if args.disk == "fresh" else "the disk of --work"
+    print(f"local disk and each tool run's own volume backing on {disk}, ", end="")
     print(
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
     )
