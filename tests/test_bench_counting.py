@@ -277,9 +277,10 @@ def test_each_tool_run_measures_on_a_volume_of_its_own(tmp_path: Path) -> None:
     names = [path.parent.name for path in mounts]
     assert names == ["volume-run1-local", "volume-run1-uv", "volume-run2-uv", "volume-run2-local"]
     assert not any(os.path.ismount(path) for path in mounts)
-    assert [sample[1] for sample in results.samples[UV]["full install"]] == [
-        results.samples[UV]["full install"][0][1]
-    ] * 2
+    first, second = (operations for _, operations in results.samples[UV]["full install"])
+    # The same install on a fresh volume each time: the same calls, up to a FLUSH that lands before or after the
+    # counter's reset (see docs/performance.md).
+    assert first and second and abs(first - second) <= 2, (first, second)
     assert (tmp_path / "volume-run2-uv" / "backing" / "run1-uv" / "leaf").is_dir()  # run 2's target, on run 2's volume
     assert not (tmp_path / "volume-run2-uv" / "backing" / "run0-uv").exists()
     with pytest.raises(RuntimeError, match="no volume is mounted"):
