@@ -42,6 +42,7 @@ from benchtable import (  # noqa: E402 (after the bench folder joins sys.path)
     save,
 )
 from stracecount import count_calls, split_arguments  # noqa: E402
+from wheelsets import WheelSet  # noqa: E402
 
 T = "/vol/run0-uv"
 
@@ -206,19 +207,25 @@ def test_rendering_saved_runs_needs_no_volume_no_wheels_and_leaves_no_temp_folde
     assert list(temp.iterdir()) == [] and not (tmp_path / "home").exists()
 
 
-def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) -> None:
-    """bench/netvol_bench.py end to end on three tiny wheels, no latency: every cell it claims, filled."""
+def _tiny_set(tmp_path: Path) -> tuple[Path, WheelSet, str]:
+    """Three tiny wheels (and the leaf's upgrade) in a folder, their wheel set, and uv; skips without the simulator."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"simulated network volume unavailable: {reason}")
-    import netvol_bench
     from wheelsets import WheelSet
 
     wheels = tmp_path / "wheels"
     for name, version in (("alpha", "1.0"), ("beta", "1.0"), ("leaf", "1.0"), ("leaf", "1.1")):
         build_wheel(wheels, name, version)
     tiny = WheelSet("tiny", ("alpha", "beta"), "leaf==1.0", "leaf==1.1", "alpha", "import beta, leaf")
-    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    return wheels, tiny, shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+
+
+def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) -> None:
+    """bench/netvol_bench.py end to end on three tiny wheels, no latency: every cell it claims, filled."""
+    import netvol_bench
+
+    wheels, tiny, uv = _tiny_set(tmp_path)
     results = Results("tiny")
     started = time.monotonic()
     with (
@@ -248,17 +255,9 @@ def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) ->
 
 def test_each_tool_run_measures_on_a_volume_of_its_own(tmp_path: Path) -> None:
     """The simulated volume's server costs more CPU per call as its disk fills: no run inherits another's volume."""
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"simulated network volume unavailable: {reason}")
     import netvol_bench
-    from wheelsets import WheelSet
 
-    wheels = tmp_path / "wheels"
-    for name, version in (("alpha", "1.0"), ("beta", "1.0"), ("leaf", "1.0"), ("leaf", "1.1")):
-        build_wheel(wheels, name, version)
-    tiny = WheelSet("tiny", ("alpha", "beta"), "leaf==1.0", "leaf==1.1", "alpha", "import beta, leaf")
-    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    wheels, tiny, uv = _tiny_set(tmp_path)
     results = Results("tiny")
     mounts: list[Path] = []
 
