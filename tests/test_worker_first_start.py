@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import stat
 import subprocess
@@ -387,25 +388,37 @@ def test_big_packs_read_in_parallel_segments_are_checked_the_same(
 def test_a_first_start_reads_every_pack_into_a_few_reused_buffers(
     packed: VolumeLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The copy reads a big pack's segments into buffers it reuses, and writes files from them without a copy each.
+    """The copy reads a big pack's segments into buffers it reuses, and writes files from them without a copy each;
+    the indexes come first, without reading any pack ahead.
 
     A new buffer per read faulted fresh pages in for every byte of the generation (on a VM that
     hands freed memory back to its host, each a host fault too): 360 MB of packs cost ~0.5 s more.
     """
     monkeypatch.setattr(local_copy, "SEGMENT_BYTES", 64)  # every pack here is "big": many segments each
-    buffers: set[int] = set()
+    monkeypatch.setattr(local_copy, "PACK_CHUNK", 64)  # the index is read in chunks: the rest is left to segments
+    buffers: dict[int, type] = {}
     reads: list[int] = []
-    original = local_copy._read_segment
+    original, plan = local_copy._read_segment, local_copy.PackUnpack._plan
+    read_before_unpacking: list[int] = []
 
-    def read_segment(fd: int, buffer: bytearray, offset: int) -> tuple[bytearray, int]:
-        buffers.add(id(buffer))
+    def read_segment(fd: int, buffer: mmap.mmap, offset: int) -> tuple[mmap.mmap, int]:
+        buffers[id(buffer)] = type(buffer)
         done = original(fd, buffer, offset)
         reads.append(done[1])
         return done
 
+    def planned(self: local_copy.PackUnpack) -> list[str]:
+        read_before_unpacking.append(len(reads))  # every index is read by now
+        return plan(self)
+
     monkeypatch.setattr(local_copy, "_read_segment", read_segment)
+    monkeypatch.setattr(local_copy.PackUnpack, "_plan", planned)
     _first_start(packed, tmp_path / "cache", monkeypatch, files=False)
     packs = len(list(_packs(packed).iterdir()))
     assert len(reads) >= 3 * packs * (local_copy.SEGMENTS_AHEAD + 1), "the test needs packs of many segments"
     # Each pack holds at most SEGMENTS_AHEAD read ahead and the one it writes from, whatever its size.
     assert len(buffers) <= packs * (local_copy.SEGMENTS_AHEAD + 1)
+    # Not bytearrays, which the process zeroes before the reads fault their pages in.
+    assert set(buffers.values()) == {mmap.mmap}
+    # The indexes are read without read-ahead: segments are read once unpacking starts.
+    assert read_before_unpacking == [0]
