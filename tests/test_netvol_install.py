@@ -86,8 +86,10 @@ def test_budget_full_install_publishes_files_not_round_trips(bench: Bench) -> No
     print(f"full install: {counts}; {files} files in the store; {counts.total / files:.1f} ops per file")
     assert counts["create"] <= files + 20  # each file created once, where it stays (plus records and locks)
     # one per entry and one per its pack; the rest are records, the switch and the worker files (boot, runtime
-    # copy, their pushed_apply)
-    assert counts["rename"] <= 2 * len(SHAPES) + 14
+    # copy, their pushed_apply). Plus at most one that is the simulator's, not ours: libfuse's high-level API
+    # renames a file unlinked before the kernel's RELEASE of its last handle reached it (close() returns first)
+    # to .fuse_hidden*, and the lock's temp file is unlinked right after its close (CI saw 23 once).
+    assert counts["rename"] <= 2 * len(SHAPES) + 14 + 1
     assert counts.total <= BUDGET_FULL_INSTALL, counts
 
 
