@@ -212,8 +212,6 @@ def _tiny_set(tmp_path: Path) -> tuple[Path, WheelSet, str]:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"simulated network volume unavailable: {reason}")
-    from wheelsets import WheelSet
-
     wheels = tmp_path / "wheels"
     for name, version in (("alpha", "1.0"), ("beta", "1.0"), ("leaf", "1.0"), ("leaf", "1.1")):
         build_wheel(wheels, name, version)
