@@ -7,11 +7,13 @@ network volume, where auto copies, is in tests/test_netvol_worker.py.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -84,7 +86,7 @@ def test_the_default_makes_no_copy_on_the_volumes_own_disk(volume: VolumeLayout,
     del environment["VOLUME_CLI_LOCAL_COPY"]
     done = _start(environment)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[1].startswith(str(volume.root)) and not (tmp_path / "cache").exists()
+    assert done.stdout.split()[1].startswith(str(volume.root)) and not (tmp_path / "cache" / local_copy.COPIES).exists()
 
 
 def test_opting_out_imports_from_the_volume(volume: VolumeLayout, tmp_path: Path) -> None:
@@ -326,6 +328,79 @@ def test_the_runtime_copy_on_the_volume_activates_from_a_local_copy(volume: Volu
     assert not list(runtime.parent.rglob("*.pyc"))  # the sibling was loaded without writing bytecode
 
 
+def test_the_standalone_runtime_keeps_the_copy_code_compiled_on_local_disk(
+    volume: VolumeLayout, tmp_path: Path
+) -> None:
+    write_installed_state(volume, PROJECT)
+    runtime = write_runtime_copy(volume)
+    cache = tmp_path / "cache"
+    code = (
+        "import runpy, sys\n"
+        f"runtime = runpy.run_path({str(runtime)!r})\n"
+        f"runtime['activate']({PROJECT!r}, {str(volume.root)!r}, local_cache={str(cache)!r})\n"
+        "import a\n"
+        "print(a.__file__, 'volume_cli' in sys.modules)\n"
+    )
+    for _ in range(2):  # -S: no site-packages, so no volume_cli package; the copy beside the runtime runs
+        done = subprocess.run(
+            [sys.executable, "-S", "-c", code],
+            env={"PATH": os.environ["PATH"], "VOLUME_CLI_LOCAL_COPY": "1"},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert done.stdout.split() == [str(_copies(volume, cache) / "gen-a" / "a.py"), "False"]
+        assert _kept_code(cache).name.startswith("volume_cli_local_copy.")
+
+
+def _kept_code(cache: Path) -> Path:
+    kept = list((cache / "boot-code").iterdir())
+    assert len(kept) == 1, kept
+    return kept[0]
+
+
+def test_the_copy_code_is_compiled_once_and_kept_with_its_source_on_local_disk(
+    volume: VolumeLayout, tmp_path: Path
+) -> None:
+    import marshal
+
+    cache = tmp_path / "cache"
+    environment = _env(volume, cache)
+    assert _start(environment).stderr == ""
+    kept = _kept_code(cache)
+    sibling = Path(environment["PYTHONPATH"]) / "volume_cli_local_copy.py"
+    source = sibling.read_bytes()
+    head = kept.read_bytes()[: -len(marshal.dumps(compile(source, str(sibling), "exec", dont_inherit=True))) - 4]
+    assert head.endswith(source)  # kept with the source it was compiled from
+    # Kept code runs instead of compiling: a planted body (with a valid check) shows it.
+    planted = marshal.dumps(compile(source + b"\nsys.stderr.write('from kept code\\n')\n", "x", "exec"))
+    kept.write_bytes(head + zlib.crc32(planted).to_bytes(4, "little") + planted)
+    assert _start(environment).stderr == "from kept code\n"
+    # A changed source never runs older code: it is compiled, and kept beside.
+    sibling.write_bytes(source + b"\n# a newer volume-cli\n")
+    assert _start(environment).stderr == ""
+    assert len(list((cache / "boot-code").iterdir())) == 2
+    # A torn or corrupt kept file is compiled again.
+    sibling.write_bytes(source)
+    kept.write_bytes(head + planted[: len(planted) // 2])
+    done = _start(environment)
+    assert (done.returncode, done.stderr) == (0, "")
+    kept.write_bytes(head + b"\0\0\0\0" + planted)
+    assert _start(environment).stderr == ""
+    assert not [path for path in (cache / "boot-code").iterdir() if path.name.endswith(".tmp")]
+
+
+def test_an_unwritable_code_cache_still_pins_the_copy(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "boot-code").write_text("a file where the folder would be\n")  # unwritable, even for root
+    done = _start(_env(volume, cache))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[1] == str(_copies(volume, cache) / "gen-a" / "a.py")
+
+
 def test_the_boot_folder_holds_the_copy_code(volume: VolumeLayout) -> None:
     boot = Path(consumer_env(layout=volume, project=PROJECT, python_version=PY, mount=None).variables["PYTHONPATH"])
     assert (boot / "volume_cli_local_copy.py").read_bytes() == Path(local_copy.__file__).read_bytes()
@@ -480,6 +555,8 @@ def test_every_copy_of_the_local_copy_names_agrees() -> None:
     assert worker_boot.LOCAL_COPY_FILE == runtime.LOCAL_COPY_FILE == "volume_cli_local_copy.py"
     assert local_copy.TRASH_PREFIX == fileops.TRASH_PREFIX
     assert runtime.LOCAL_CACHE_ENV == worker_boot.LOCAL_CACHE_ENV
+    assert runtime.BOOT_CODE == worker_boot.BOOT_CODE
+    assert inspect.getsource(runtime._run_sibling) == inspect.getsource(worker_boot._run_sibling)
 
 
 HOLDER = """
