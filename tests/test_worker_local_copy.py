@@ -374,6 +374,7 @@ def test_the_copy_code_is_compiled_once_and_kept_with_its_source_on_local_disk(
     source = sibling.read_bytes()
     head = kept.read_bytes()[: -len(marshal.dumps(compile(source, str(sibling), "exec", dont_inherit=True))) - 4]
     assert head.endswith(source)  # kept with the source it was compiled from
+    assert marshal.loads(kept.read_bytes()[len(head) + 4 :]).co_filename == str(sibling)  # its tracebacks name it
     # Kept code runs instead of compiling: a planted body (with a valid check) shows it.
     planted = marshal.dumps(compile(source + b"\nsys.stderr.write('from kept code\\n')\n", "x", "exec"))
     kept.write_bytes(head + zlib.crc32(planted).to_bytes(4, "little") + planted)

@@ -124,8 +124,8 @@ def _run_sibling(path: str, name: str, cache: str) -> ModuleType:
 
     Compiling volume_cli_local_copy.py took 16-30 ms at every start: the boot
     folder's ``__pycache__`` is a file, so that no worker writes bytecode onto
-    the volume. The code is kept under ``cache`` instead, with the source it
-    was compiled from, and used only when that source is the one read now
+    the volume. The code is kept under ``cache`` instead, with the path and
+    source it was compiled from, and used only when they are the ones read now
     (for this interpreter's magic number and -O), so a changed source never
     runs stale code; a kept file that is missing, torn or unwritable only means
     compiling again. No hashlib: importing it (OpenSSL) costs what is saved.
@@ -138,9 +138,12 @@ def _run_sibling(path: str, name: str, cache: str) -> ModuleType:
 
     with open(path, "rb") as stream:
         source = stream.read()
-    tag = f"{sys.implementation.cache_tag}.opt{sys.flags.optimize}.{zlib.crc32(source):08x}"
-    kept = os.path.join(cache, BOOT_CODE, f"{name}.{tag}")
-    head = importlib.util.MAGIC_NUMBER + len(source).to_bytes(8, "little") + source
+    # The code names its file (tracebacks): the same source at another path is another entry.
+    checksum = zlib.crc32(source, zlib.crc32(os.fsencode(path)))
+    kept = os.path.join(
+        cache, BOOT_CODE, f"{name}.{sys.implementation.cache_tag}.opt{sys.flags.optimize}.{checksum:08x}"
+    )
+    head = importlib.util.MAGIC_NUMBER + os.fsencode(path) + b"\0" + len(source).to_bytes(8, "little") + source
     code = None
     try:
         with open(kept, "rb") as stream:
