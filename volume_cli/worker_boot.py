@@ -122,7 +122,7 @@ def _local_copy(boot_folder: str, generation: str, project: str) -> str:
 def _run_sibling(path: str, name: str, cache: str) -> ModuleType:
     """Run the file ``path`` as a new module ``name``, its compiled code kept on local disk.
 
-    Compiling volume_cli_local_copy.py took 16-30 ms at every start: the boot
+    Compiling volume_cli_local_copy.py took 16-31 ms at every start: the boot
     folder's ``__pycache__`` is a file, so that no worker writes bytecode onto
     the volume. The code is kept under ``cache`` instead, with the path and
     source it was compiled from, and used only when they are the ones read now
