@@ -393,6 +393,29 @@ def test_the_copy_code_is_compiled_once_and_kept_with_its_source_on_local_disk(
     assert not [path for path in (cache / "boot-code").iterdir() if path.name.endswith(".tmp")]
 
 
+def _small_files_only() -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+
+def test_a_code_cache_that_cannot_be_written_whole_keeps_no_partial_file(volume: VolumeLayout, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-c", CODE],
+        env=_env(volume, cache),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_small_files_only,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[1] == str(_copies(volume, cache) / "gen-a" / "a.py")
+    assert list((cache / "boot-code").iterdir()) == []
+
+
 def test_an_unwritable_code_cache_still_pins_the_copy(volume: VolumeLayout, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()

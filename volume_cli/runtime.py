@@ -148,15 +148,18 @@ def _run_sibling(path: str, name: str, cache: str) -> ModuleType:
     if code is None:
         code = compile(source, path, "exec", dont_inherit=True)
         body = marshal.dumps(code)
+        temp = f"{kept}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(kept), exist_ok=True)
-            temp = f"{kept}.{os.getpid()}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # never through a link left there
             with os.fdopen(os.open(temp, flags, 0o644), "wb") as stream:
                 stream.write(head + zlib.crc32(body).to_bytes(4, "little") + body)
             os.replace(temp, kept)
-        except OSError:
-            pass  # compiled again next time
+        except OSError:  # compiled again next time; a full disk keeps no partial file
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None:
         raise ImportError(f"{path} is not a Python source file")
