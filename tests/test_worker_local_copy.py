@@ -317,31 +317,9 @@ def test_the_runtime_copy_on_the_volume_activates_from_a_local_copy(volume: Volu
         f"runtime = runpy.run_path({str(runtime)!r})\n"
         f"runtime['activate']({PROJECT!r}, {str(volume.root)!r}, local_cache={str(cache)!r})\n"
         "import a\n"
-        "print(a.__file__)\n"
-    )
-    environment = {
-        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
-    }
-    done = _start({**environment, "VOLUME_CLI_LOCAL_COPY": "1"}, code)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(_copies(volume, cache) / "gen-a" / "a.py")
-    assert not list(runtime.parent.rglob("*.pyc"))  # the sibling was loaded without writing bytecode
-
-
-def test_the_standalone_runtime_keeps_the_copy_code_compiled_on_local_disk(
-    volume: VolumeLayout, tmp_path: Path
-) -> None:
-    write_installed_state(volume, PROJECT)
-    runtime = write_runtime_copy(volume)
-    cache = tmp_path / "cache"
-    code = (
-        "import runpy, sys\n"
-        f"runtime = runpy.run_path({str(runtime)!r})\n"
-        f"runtime['activate']({PROJECT!r}, {str(volume.root)!r}, local_cache={str(cache)!r})\n"
-        "import a\n"
         "print(a.__file__, 'volume_cli' in sys.modules)\n"
     )
-    for _ in range(2):  # -S: no site-packages, so no volume_cli package; the copy beside the runtime runs
+    for _ in range(2):  # -S: no site-packages, so no volume_cli package: the copy code beside the runtime runs
         done = subprocess.run(
             [sys.executable, "-S", "-c", code],
             env={"PATH": os.environ["PATH"], "VOLUME_CLI_LOCAL_COPY": "1"},
@@ -352,7 +330,8 @@ def test_the_standalone_runtime_keeps_the_copy_code_compiled_on_local_disk(
         )
         assert done.returncode == 0 and done.stderr == "", done.stderr
         assert done.stdout.split() == [str(_copies(volume, cache) / "gen-a" / "a.py"), "False"]
-        assert _kept_code(cache).name.startswith("volume_cli_local_copy.")
+        assert not list(runtime.parent.rglob("*.pyc"))  # the sibling was loaded without writing bytecode
+        assert _kept_code(cache).name.startswith("volume_cli_local_copy.")  # compiled once, kept on local disk
 
 
 def _kept_code(cache: Path) -> Path:
