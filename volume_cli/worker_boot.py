@@ -45,7 +45,7 @@ TOKEN_PATHS = {"HF_TOKEN_PATH": "~/.cache/huggingface/token"}
 LOCAL_COPY_FILE = "volume_cli_local_copy.py"
 # volume_cli/pushed_apply.py, copied beside this file: applies a generation `sync push` left pending.
 PUSHED_APPLY_FILE = "volume_cli_pushed_apply.py"
-# Under the local cache: the compiled code of the siblings (_run_sibling).
+# Under the local cache: the compiled copy code (_run_sibling).
 BOOT_CODE = "boot-code"
 
 
