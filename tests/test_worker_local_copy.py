@@ -472,6 +472,16 @@ def test_env_local_cache_option_also_places_the_copy(volume: VolumeLayout, tmp_p
     assert done.stdout.split()[1] == str(_copies(volume, chosen) / "gen-a" / "a.py"), done.stderr
 
 
+def test_a_boot_without_the_copy_code_imports_from_the_volume_without_a_word(
+    volume: VolumeLayout, tmp_path: Path
+) -> None:
+    environment = _env(volume, tmp_path / "cache")
+    (Path(environment["PYTHONPATH"]) / "volume_cli_local_copy.py").unlink()  # as an older install's boot
+    done = _start(environment)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[:2] == ["AA", str(generation_dir(volume, PROJECT, PY, "gen-a").resolve() / "a.py")]
+
+
 def test_a_broken_copy_module_in_the_boot_folder_still_imports_from_the_volume(
     volume: VolumeLayout, tmp_path: Path
 ) -> None:

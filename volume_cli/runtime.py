@@ -103,9 +103,7 @@ def _load_local_copy(local_cache: Path) -> Any:
     except ImportError:
         pass
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), LOCAL_COPY_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
+    try:  # read once, not looked up first; missing from an older volume: None, as any failure
         return _run_sibling(path, "volume_cli_local_copy", str(local_cache))
     except Exception:
         return None  # the volume path then: never a failed activation for want of a speed-up

@@ -106,15 +106,15 @@ def _local_copy(boot_folder: str, generation: str, project: str) -> str:
     boot folder leaves ``sys.path`` and a boot written by an older install has none.
     """
     path = os.path.join(boot_folder, LOCAL_COPY_FILE)
-    if not os.path.isfile(path):
-        return generation
     python_version = os.path.basename(os.path.dirname(os.path.dirname(boot_folder)))[len("py") :]
     cache = os.environ.get(LOCAL_CACHE_ENV) or LOCAL_CACHE_DEFAULT
     try:
+        # Read once, not looked up first: each lookup is a round trip on the volume.
         module = _run_sibling(path, "volume_cli_local_copy", cache)
         pinned: str = module.local_generation(generation, project=project, python_version=python_version, cache=cache)
     except Exception as exc:  # never a worker without its packages for want of a speed-up
-        sys.stderr.write(f"volume-cli: importing from the volume, not a local copy: {exc!r}\n")
+        if not (isinstance(exc, FileNotFoundError) and exc.filename == path):  # else: an older boot, no copy code
+            sys.stderr.write(f"volume-cli: importing from the volume, not a local copy: {exc!r}\n")
         return generation
     return pinned
 
