@@ -24,10 +24,10 @@ from volume_cli.consumer_env import consumer_env, write_runtime_copy
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 IMPORT = "import netapp.core, netapp.util; print(netapp.core.__file__)"
 
-# measured 234 from the 4 entries' packs (1,241 file by file: 45 files in 14 folders); no kernel cache,
+# measured 225 from the 4 entries' packs (1,232 file by file: 45 files in 14 folders); no kernel cache,
 # so each path walk is a getattr per component
 BUDGET_ENV_FIRST_START = 258
-BUDGET_ENV_LATER_START = 180  # measured 163 (26 calls: reading the boot, resolving the link); through the forest 639
+BUDGET_ENV_LATER_START = 180  # measured 154 (reading the boot, resolving the link); through the forest 639
 BUDGET_ACTIVATE_FIRST_START = 545  # measured 493 from packs (1,500 file by file)
 BUDGET_ACTIVATE_LATER_START = 425  # measured 386, most of it the runtime folder on sys.path[0] looked up by each stdlib import; 830 through the forest
 
