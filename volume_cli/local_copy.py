@@ -81,6 +81,14 @@ class CopySkipped(Exception):
     """Why the volume path is used instead of a local copy."""
 
 
+class CopyTooBig(CopySkipped):
+    """The copy needs at least ``needed`` bytes (its big libraries linked), more than the ceiling or the free space."""
+
+    def __init__(self, needed: int, budget: int) -> None:
+        super().__init__(f"the generation is over {budget >> 20} MB ({MAX_MB_ENV} or free space)")
+        self.needed = needed
+
+
 def local_generation(generation: str, *, project: str, python_version: str, cache: str) -> str:
     """The folder to pin for ``generation``: its complete local copy under ``cache``, else ``generation``.
 
@@ -243,21 +251,21 @@ def _build(folder: str, generation: str, deadline: float) -> None:
     _remove_leftovers(folder, name)
     ceiling, entries = _max_bytes(), _recorded_entries(generation)
     expected = None if entries is None else sum(int(str(entry["size_bytes"])) for entry in entries)
-    if expected is not None and expected > ceiling:
-        with open(os.path.join(folder, name + SKIP_SUFFIX), "w") as note:  # later starts skip at once
-            note.write(f"{expected}\n")  # the size: a ceiling raised later lets the copy happen
-        raise CopySkipped(_over_ceiling(name, expected))
     free = shutil.disk_usage(folder).free - FREE_SPACE_KEPT
-    budget = min(ceiling, free)
-    if expected is not None and expected > free:
-        raise CopySkipped(f"{name} needs {expected >> 20} MB and {folder} has {max(free, 0) >> 20} MB to spare")
+    packs = _usable_packs(generation, entries)
+    if expected is not None and max(expected - ceiling, expected - free) > 0 and packs is None:
+        _too_big(folder, name, expected, ceiling, free)  # with packs, linking big libraries may make it fit
     temp = os.path.join(folder, f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
     os.mkdir(temp)
     try:
-        files, size = _fill(generation, temp, budget, deadline, entries)
+        files, size, linked = _fill(generation, temp, min(ceiling, free), deadline, entries, packs)
         with open(os.path.join(temp, MARKER), "w") as stream:
-            json.dump({"format": 1, "generation": name, "source": generation, "files": files, "bytes": size}, stream)
+            record = {"format": 1, "generation": name, "source": generation, "files": files, "bytes": size}
+            json.dump({**record, "linked": linked}, stream)
         os.rename(temp, os.path.join(folder, name))
+    except CopyTooBig as big:
+        shutil.rmtree(temp, ignore_errors=True)
+        _too_big(folder, name, big.needed, ceiling, free)
     except OSError as exc:
         shutil.rmtree(temp, ignore_errors=True)
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
@@ -268,23 +276,38 @@ def _build(folder: str, generation: str, deadline: float) -> None:
         raise
 
 
+def _too_big(folder: str, name: str, needed: int, ceiling: int, free: int) -> None:
+    """Raise why a copy of ``needed`` bytes is not made; over the ceiling, later starts skip at once."""
+    if needed > ceiling:
+        with open(os.path.join(folder, name + SKIP_SUFFIX), "w") as note:
+            note.write(f"{needed}\n")  # the size: a ceiling raised later lets the copy happen
+        raise CopySkipped(_over_ceiling(name, needed))
+    raise CopySkipped(f"{name} needs {needed >> 20} MB and {folder} has {max(free, 0) >> 20} MB to spare")
+
+
 def _fill(
-    generation: str, temp: str, budget: int, deadline: float, entries: list[dict[str, object]] | None
-) -> tuple[int, int]:
+    generation: str,
+    temp: str,
+    budget: int,
+    deadline: float,
+    entries: list[dict[str, object]] | None,
+    packs: dict[str, tuple[str, int, str]] | None,
+) -> tuple[int, int, int]:
     """Fill the empty ``temp`` with the generation: each entry from its pack when it has a usable one, else file by file.
 
-    A pack found bad while unpacking (torn, altered, unreadable) is left out and the copy made again,
-    that entry's files copied one by one: the others still come from their packs.
+    Files and bytes copied, and libraries linked to the store. A pack found bad while unpacking (torn,
+    altered, unreadable) is left out and the copy made again, that entry's files copied one by one:
+    the others still come from their packs.
     """
-    packs = _usable_packs(generation, entries)
     if packs is None:
-        return TreeCopy(generation, temp, budget, deadline).run()
+        return (*TreeCopy(generation, temp, budget, deadline).run(), 0)
     store = _store_of(generation)
     names = [str(entry["entry"]) for entry in entries or []]
     while True:
         folders = {name: os.path.join(store, name) for name in names if name not in packs}
         try:
-            return PackUnpack(packs, temp, budget, deadline, folders=folders).run()
+            unpack = PackUnpack(packs, temp, budget, deadline, folders=folders, store=store)
+            return (*unpack.run(), unpack.linked)
         except PackFailed as failed:
             sys.stderr.write(
                 f"volume-cli: copying {failed.entry} of {os.path.basename(generation)} file by file, "
@@ -499,6 +522,13 @@ class TreeCopy:
 PACKS = ".packs"
 PACK_SUFFIX = ".pack"
 PACK_MAGIC = b"volume-cli-pack 1\n"
+# Format 2 adds "libraries" to the index: an entry's big native libraries, listed (mode, size, mtime)
+# but left out of its bytes. A copy under the ceiling copies them from the store entry; a generation
+# over it links them there and copies the rest: a CUDA build of torch is 4.6 GB of such libraries of
+# its 5.3 GB, of which an import maps in a small part. A pack without any stays format 1, which every
+# volume-cli reads; an older worker finds a format-2 pack unusable and copies that entry file by file.
+PACK_MAGIC_LIBRARIES = b"volume-cli-pack 2\n"
+LIBRARY_MIN_BYTES = 16 << 20  # CUDA torch: 30 libraries, 4.67 GB of 5.26; 8-16 MB holds none there
 PACKS_ENV = "VOLUME_CLI_LOCAL_COPY_PACKS"  # "0" copies file by file even where packs exist
 PACK_CHUNK = 1 << 20
 # A big pack is read in segments by several threads at once: one reader of one file gets ~190 MB/s from
@@ -537,14 +567,20 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
     import hashlib
 
     folders, files, links = _pack_members(source, skip)
-    index = json.dumps({"folders": folders, "files": files, "links": links}, separators=(",", ":")).encode()
+    libraries = [item for item in files if is_big_library(item[0], item[2])]
+    files = [item for item in files if not is_big_library(item[0], item[2])]
+    members: dict[str, object] = {"folders": folders, "files": files, "links": links}
+    magic = PACK_MAGIC_LIBRARIES if libraries else PACK_MAGIC
+    if libraries:
+        members["libraries"] = libraries
+    index = json.dumps(members, separators=(",", ":")).encode()
     digest = hashlib.sha256()
     temp = f"{TEMP_PREFIX}{entry}-{uuid.uuid4().hex[:8]}"
     size = 0
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         with open(os.open(temp, flags, 0o644, dir_fd=packs), "wb", buffering=PACK_CHUNK) as stream:
-            for part in (PACK_MAGIC, b"%d\n" % len(index), index):
+            for part in (magic, b"%d\n" % len(index), index):
                 stream.write(part)
                 digest.update(part)
                 size += len(part)
@@ -559,6 +595,12 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
             os.unlink(temp, dir_fd=packs)
         raise
     return final
+
+
+def is_big_library(path: str, size: int) -> bool:
+    """A native library a pack lists but leaves in its store entry (``PACK_MAGIC_LIBRARIES``)."""
+    name = path.rsplit("/", 1)[-1]
+    return size >= LIBRARY_MIN_BYTES and (name.endswith(".so") or ".so." in name)
 
 
 def _member_bytes(source: str, files: list[tuple[str, int, int, int]], readers: int) -> Iterator[bytes]:
@@ -756,6 +798,7 @@ class _Pack:
         self.folders: list[str] = []
         self.files: list[tuple[str, int, int, int]] = []
         self.links: list[tuple[str, str]] = []
+        self.libraries: list[tuple[str, int, int, int]] = []  # left in the store entry (format 2)
 
     def open(self) -> None:
         """Open it and read its index (checked member by member)."""
@@ -767,16 +810,18 @@ class _Pack:
         while not length.endswith(b"\n") and len(length) <= 21:
             length += self.take(1)
         sized = length.endswith(b"\n") and length[:-1].isdigit() and int(length[:-1]) <= MAX_INDEX_BYTES
-        if magic != PACK_MAGIC or not sized:
+        if magic not in (PACK_MAGIC, PACK_MAGIC_LIBRARIES) or not sized:
             raise PackUnusable(f"{self.path} is not a volume-cli pack")
         try:
             index = json.loads(self.take(int(length[:-1])))
             self.folders = [_member(path) for path in index["folders"]]
             self.files = [(_member(p), int(m) & 0o777, int(s), int(t)) for p, m, s, t in index["files"]]
             self.links = [(_member(path), _link_text(path, text)) for path, text in index["links"]]
+            if magic == PACK_MAGIC_LIBRARIES:
+                self.libraries = [(_member(p), int(m) & 0o777, int(s), int(t)) for p, m, s, t in index["libraries"]]
         except (ValueError, TypeError, KeyError) as exc:
             raise PackUnusable(f"{self.path} has an unreadable index: {exc}") from None
-        if any(size < 0 for _, _, size, _ in self.files):
+        if any(size < 0 for _, _, size, _ in self.files + self.libraries):
             raise PackUnusable(f"{self.path} lists a negative size")
 
     def take(self, count: int) -> bytes:
@@ -880,6 +925,7 @@ class _Folder:
         self.folders: list[str] = []
         self.files: list[tuple[str, str]] = []  # (path in the copy, file on the volume)
         self.links: list[tuple[str, str]] = []
+        self.libraries: list[tuple[str, int, int, int]] = []  # none: every file is listed in ``files``
 
     def scan(self, relative: str, source: str) -> list[tuple[_Folder, str, str]]:
         """List the folder ``source`` (``relative`` in the copy); its subfolders are the next tasks."""
@@ -924,6 +970,10 @@ class PackUnpack:
     by one (``TreeCopy``) while the packs are unpacked. The copy shows what the generation's forest
     shows (deps/forest.py): entries merged, a folder beating a file of the same path, and between two
     files the entry first in name order. A pack found unusable raises ``PackFailed``.
+
+    The big native libraries a pack lists but leaves in its store entry (format 2) are copied from the
+    store in segments or, when the copy with them would be over ``budget``, linked to the store: the
+    copy then holds every other file, and the loader maps those libraries from the volume.
     """
 
     def __init__(
@@ -934,9 +984,11 @@ class PackUnpack:
         deadline: float,
         *,
         folders: dict[str, str] | None = None,
+        store: str = "",
     ) -> None:
         # Read buffers shared by the packs: a pack unpacked reuses those of the packs done before it.
         chunks, segments = _Buffers(lambda: PACK_CHUNK), _Buffers(lambda: SEGMENT_BYTES)
+        self.segments = segments
         self.packs = [_Pack(entry, *found, chunks=chunks, segments=segments) for entry, found in sorted(packs.items())]
         self.folders = [
             _Folder(entry, path, os.path.realpath(os.path.dirname(os.path.dirname(path))) + os.sep)
@@ -949,12 +1001,17 @@ class PackUnpack:
         self.counting = threading.Lock()
         self.stopped = threading.Event()
         self.root = -1
+        self.store = store
+        self.real_store = ""
+        self.readers: ThreadPoolExecutor | None = None
+        self.link_libraries = False  # set by run(): the copy with its libraries would be over budget
+        self.linked = 0
 
     def run(self) -> tuple[int, int]:
         from concurrent.futures import ThreadPoolExecutor
 
         self.root = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        readers = ThreadPoolExecutor(THREADS)
+        readers = self.readers = ThreadPoolExecutor(THREADS)
         try:
             self._each(_Pack.open)
             # Indexes first, each from one chunk read; a big pack's segments are read ahead once
@@ -966,10 +1023,14 @@ class PackUnpack:
             folders = self._plan()
             packed = sum(size for pack in self.packs for _, _, size, _ in pack.files)
             if packed > self.budget:
-                raise CopySkipped(f"the generation is over {self.budget >> 20} MB ({MAX_MB_ENV} or free space)")
+                raise CopyTooBig(packed, self.budget)
+            libraries = sum(size for pack in self.packs for path, _, size, _ in self._owned_libraries(pack))
+            self.link_libraries = packed + libraries > self.budget
+            if libraries:
+                self.real_store = os.path.realpath(self.store)
             for path in folders:  # parents first: one mkdir each, on local disk
                 os.mkdir(path, dir_fd=self.root)
-            copied = self._unpack_and_copy(self.budget - packed)
+            copied = self._unpack_and_copy(self.budget - packed - (0 if self.link_libraries else libraries))
             for source in self._sources():
                 for path, text in source.links:
                     if self.owner.get(path) == source.entry:
@@ -1036,7 +1097,8 @@ class PackUnpack:
         """The folders to make (parents first) and, in ``owner``, whose copy of each file or link is kept."""
         folders = {path for source in self._sources() for path in source.folders}
         for source in self._sources():  # by entry, as the forest resolves a clash
-            for path in [item[0] for item in source.files] + [path for path, _ in source.links]:
+            libraries = [item[0] for item in source.libraries]
+            for path in [item[0] for item in source.files] + [path for path, _ in source.links] + libraries:
                 if path not in folders:
                     self.owner.setdefault(path, source.entry)
         return sorted(folders, key=lambda path: (path.count("/"), path))
@@ -1049,7 +1111,7 @@ class PackUnpack:
             return
         pool = ThreadPoolExecutor(min(THREADS, len(self.packs)))
         # Largest first: one pack is read front to back by one thread, so the biggest sets the pace.
-        futures = [pool.submit(self._busy, action, pack) for pack in sorted(self.packs, key=lambda pack: -pack.size)]
+        futures = [pool.submit(self._busy, action, pack) for pack in sorted(self.packs, key=self._weight)]
         try:
             done, pending = wait(
                 futures, timeout=max(self.deadline - time.monotonic(), 0.0), return_when=FIRST_EXCEPTION
@@ -1102,6 +1164,83 @@ class PackUnpack:
                 self.files += 1
                 self.bytes += size
         pack.finish()
+        for library in self._owned_libraries(pack):
+            self._library(pack.entry, *library)
+
+    def _weight(self, pack: _Pack) -> int:
+        """Bytes a pack's thread reads (negated: largest first), its libraries' when they are copied."""
+        copied = 0 if self.link_libraries else sum(item[2] for item in pack.libraries)
+        return -(pack.size + copied)
+
+    def _owned_libraries(self, pack: _Pack) -> list[tuple[str, int, int, int]]:
+        return [item for item in pack.libraries if self.owner.get(item[0]) == pack.entry]
+
+    def _library(self, entry: str, path: str, mode: int, size: int, mtime: int) -> None:
+        """One big library a pack leaves in its store entry: linked there, or copied in segments read at once."""
+        if self.stopped.is_set() or time.monotonic() > self.deadline:
+            raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
+        from concurrent.futures import wait
+
+        source = os.path.join(self.store, entry, path)
+        reader = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        reading: deque[Future[tuple[mmap.mmap, int]]] = deque()
+        try:
+            status = os.fstat(reader)
+            real = _opened_path(reader, source)
+            # Where the file opened really is: no folder of the entry may have become a link out of it.
+            inside = real.startswith(os.path.join(self.real_store, entry) + os.sep)
+            if not stat.S_ISREG(status.st_mode) or status.st_size != size or not inside:
+                raise PackUnusable(f"{source} is not the {size}-byte library its pack lists")
+            if self.link_libraries:
+                os.symlink(real, path, dir_fd=self.root)
+                with self.counting:
+                    self.linked += 1
+                return
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            writer = os.open(path, flags, mode, dir_fd=self.root)
+            try:
+                self._copy_segments(reader, writer, size, source, reading)
+                os.utime(writer, ns=(mtime, mtime))
+            finally:
+                os.close(writer)
+        finally:
+            wait(reading, timeout=STOP_WAIT_SECONDS)  # reads left by a failure end before the descriptor closes
+            if all(segment.done() for segment in reading):  # one hung on the volume keeps it: never a reused number
+                os.close(reader)
+        with self.counting:
+            self.files += 1
+            self.bytes += size
+
+    def _copy_segments(
+        self, reader: int, writer: int, size: int, source: str, ahead: deque[Future[tuple[mmap.mmap, int]]]
+    ) -> None:
+        """Copy ``size`` bytes, SEGMENTS_AHEAD segments read at once by the readers (the reads in flight: ``ahead``)."""
+        assert self.readers is not None
+        offset = written = 0
+        while written < size:
+            while len(ahead) < SEGMENTS_AHEAD and offset < size:
+                buffer = self.segments.get()
+                ahead.append(self.readers.submit(_read_segment, reader, buffer, offset))
+                offset += len(buffer)
+            buffer, count = ahead.popleft().result()
+            try:
+                wanted = min(len(buffer), size - written)
+                if count < wanted:
+                    raise PackUnusable(f"{source} ends before the {size} bytes its pack lists")
+                write_all(writer, memoryview(buffer)[:wanted])
+            finally:
+                self.segments.put(buffer)
+            written += wanted
+            if self.stopped.is_set() or time.monotonic() > self.deadline:
+                raise CopySkipped(f"copying took longer than the time limit ({TIMEOUT_ENV})")
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The real path of the file open on ``fd`` (no round trip: the kernel knows it), else of ``path``."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
 
 
 def prune(folder: str, *, keep: str) -> None:
