@@ -16,10 +16,13 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import Projects
+from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
+from tests.netvol.mount import Counts, NetVol
 from tests.test_netvol_budgets import _uv_cache
 from tests.test_worker_first_start import _tree
 from tests.wheelfactory import IndexServer, build_wheel, compile_extension, compile_shared_library, gcc_available
@@ -267,3 +270,40 @@ def test_a_copy_made_file_by_file_links_nothing(
     folder = _first_start(volume, tmp_path / "cache", monkeypatch, max_mb=2048)
     marker = json.loads((Path(folder) / local_copy.MARKER).read_text())
     assert marker["linked"] == 0 and stat.S_ISREG(os.lstat(Path(folder) / LIBRARY).st_mode)
+
+
+@pytest.fixture
+def netvol_options() -> dict[str, Any]:  # noqa: F811 (this module's settings)
+    return {"latency_ms": 0.0, "cache_seconds": 0.0}
+
+
+def test_on_a_network_volume_a_linked_library_is_read_only_where_the_loader_maps_it(
+    netvol: NetVol,  # noqa: F811
+    wheels: Path,
+    tmp_path: Path,
+) -> None:
+    """The install onto the volume writes the format-2 pack; a first start that links the library reads
+    a few pages of it through the loader, one that copies it reads all of its 16 MB."""
+    layout = VolumeLayout(netvol.path / "volume")
+    layout.root.mkdir()
+    with IndexServer(wheels) as index:
+        project = Projects(tmp_path / "projects").make(PROJECT, {"main": {"packages": ["user"]}})
+        install(layout=layout, project=project, mirror=index.url, cache_dir=_uv_cache(), progress=NullProgress())
+    assert _index(_pack(layout, "bigcore"))[0] == local_copy.PACK_MAGIC_LIBRARIES
+    variables = consumer_env(layout=layout, project=PROJECT, python_version=PY, mount=None).variables
+    env = {"PATH": os.environ["PATH"], **variables}
+    code = "import user; print(user.value(), user.__file__)"
+    starts: dict[str, tuple[Counts, str]] = {}
+    for how, ceiling in (("copied", 2048.0), ("linked", _packed_megabytes(layout))):
+        netvol.reset()
+        cache = tmp_path / how
+        started = {**env, "VOLUME_CLI_LOCAL_CACHE": str(cache), local_copy.MAX_MB_ENV: str(ceiling)}
+        done = subprocess.run([sys.executable, "-c", code], env=started, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert done.stdout.split()[0] == "21" and done.stdout.split()[1].startswith(str(cache))
+        starts[how] = netvol.reset(), done.stdout
+    copied, linked = starts["copied"][0], starts["linked"][0]
+    print(f"copied {copied}\nlinked {linked}")
+    # 16 MB copied is at least 128 reads of 128 KB; the loader maps a few pages of the linked one.
+    assert copied["read"] >= linked["read"] + BIG // (128 << 10) - 16, (copied, linked)
+    assert linked.total < copied.total
