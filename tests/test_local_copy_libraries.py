@@ -62,7 +62,7 @@ def _wheels(folder: Path, scratch: Path) -> None:
     libtorch_cuda.so finds nvidia's libraries; user's extension finds libbig.so by ``$ORIGIN``.
     """
     small = compile_shared_library("int small_value(void) { return 20; }\n", scratch / "libsmall.so")
-    files = {"smalldep/__init__.py": "", "smalldep/lib/libsmall.so": small.read_bytes()}
+    files: dict[str, str | bytes] = {"smalldep/__init__.py": "", "smalldep/lib/libsmall.so": small.read_bytes()}
     build_wheel(folder, "smalldep", "1.0", tag="py3-none-manylinux_2_17_x86_64", files=files)
     big = compile_shared_library(
         _BIG_LIBRARY % (BIG + 4096),
