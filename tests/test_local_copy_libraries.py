@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -307,3 +308,20 @@ def test_on_a_network_volume_a_linked_library_is_read_only_where_the_loader_maps
     # 16 MB copied is at least 128 reads of 128 KB; the loader maps a few pages of the linked one.
     assert copied["read"] >= linked["read"] + BIG // (128 << 10) - 16, (copied, linked)
     assert linked.total < copied.total
+
+
+@pytest.mark.parametrize(
+    ("setting", "free_mb", "ceiling_mb"),
+    [(None, 1000, 2048), (None, 20000, 10000), ("", 20000, 10000), ("512", 20000, 512), ("not a number", 100, 2048)],
+)
+def test_the_default_ceiling_is_the_larger_of_2048_mb_and_half_the_free_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, free_mb: int, ceiling_mb: int
+) -> None:
+    """A CUDA torch copied whole starts faster than linked, first and later: a worker's disk with room copies it."""
+    if setting is None:
+        monkeypatch.delenv(local_copy.MAX_MB_ENV, raising=False)
+    else:
+        monkeypatch.setenv(local_copy.MAX_MB_ENV, setting)
+    usage = shutil.disk_usage(tmp_path)._replace(free=free_mb << 20)
+    monkeypatch.setattr(local_copy.shutil, "disk_usage", lambda path: usage)
+    assert local_copy._max_bytes(str(tmp_path)) == ceiling_mb << 20

@@ -223,11 +223,12 @@ def test_a_generation_over_the_recorded_ceiling_is_not_read_again(volume: Volume
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"entries": [{"size_bytes": 5 << 30}]}))
     cache = tmp_path / "cache"
-    line = _one_fallback_line(_start(_env(volume, cache)), volume)
+    ceiling = {"VOLUME_CLI_LOCAL_COPY_MAX_MB": "2048"}  # by default also half the free disk: this machine's
+    line = _one_fallback_line(_start(_env(volume, cache, **ceiling)), volume)
     assert "5120 MB, over the 2048 MB ceiling" in line
     assert (_copies(volume, cache) / "gen-a.skip").is_file()
     record.unlink()  # the note alone decides now
-    assert "5120 MB, over the 2048 MB ceiling" in _one_fallback_line(_start(_env(volume, cache)), volume)
+    assert "5120 MB, over the 2048 MB ceiling" in _one_fallback_line(_start(_env(volume, cache, **ceiling)), volume)
     done = _start(_env(volume, cache, VOLUME_CLI_LOCAL_COPY_MAX_MB="8192"))  # a ceiling raised since
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.split()[1] == str(_copies(volume, cache) / "gen-a" / "a.py")
