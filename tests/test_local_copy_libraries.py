@@ -26,7 +26,14 @@ from tests.netvol.fixture import netvol, netvol_options  # noqa: F401 (fixtures)
 from tests.netvol.mount import Counts, NetVol
 from tests.test_netvol_budgets import _uv_cache
 from tests.test_worker_first_start import _tree
-from tests.wheelfactory import IndexServer, build_wheel, compile_extension, compile_shared_library, gcc_available
+from tests.wheelfactory import (
+    IndexServer,
+    build_wheel,
+    compile_extension,
+    compile_shared_library,
+    extension_source,
+    gcc_available,
+)
 from volume_cli import local_copy
 from volume_cli.consumer_env import consumer_env
 from volume_cli.deps import install
@@ -40,19 +47,11 @@ PROJECT = "big"
 LIBRARY = "bigcore/lib/libbig.so"
 BIG = local_copy.LIBRARY_MIN_BYTES
 
-_EXTENSION = """
-#include <Python.h>
-extern int big_value(void);
-static PyObject *value(PyObject *self, PyObject *args) { return PyLong_FromLong(big_value()); }
-static PyMethodDef methods[] = {{"value", value, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef definition = {PyModuleDef_HEAD_INIT, "_C", NULL, -1, methods};
-PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&definition); }
-"""
 # Over LIBRARY_MIN_BYTES by what it holds: an exported constant the code reads, so nothing drops it.
 _BIG_LIBRARY = """
 extern int small_value(void);
 const char big_padding[%d] = {1};
-int big_value(void) { return small_value() + *(const volatile char *)big_padding; }
+int vendor_value(void) { return small_value() + *(const volatile char *)big_padding; }
 """
 
 
@@ -74,7 +73,9 @@ def _wheels(folder: Path, scratch: Path) -> None:
     assert big.stat().st_size > BIG
     files = {"bigcore/__init__.py": "", LIBRARY: big.read_bytes(), "bigcore/lib/data.bin": os.urandom(BIG + 1)}
     build_wheel(folder, "bigcore", "1.0", tag="py3-none-manylinux_2_17_x86_64", requires=["smalldep"], files=files)
-    extension = compile_extension("_C", _EXTENSION, scratch / "ext", rpath="$ORIGIN/../bigcore/lib", libraries=[big])
+    extension = compile_extension(
+        "_C", extension_source("_C", "vendor_value()"), scratch / "ext", rpath="$ORIGIN/../bigcore/lib", libraries=[big]
+    )
     files = {"user/__init__.py": "from ._C import value\n", "user/_C.abi3.so": extension.read_bytes()}
     tag = f"cp{PY.replace('.', '')}-abi3-manylinux_2_17_x86_64"
     build_wheel(folder, "user", "1.0", tag=tag, requires=["bigcore"], files=files)
