@@ -326,3 +326,24 @@ def test_the_default_ceiling_is_the_larger_of_2048_mb_and_half_the_free_space(
     usage = shutil.disk_usage(tmp_path)._replace(free=free_mb << 20)
     monkeypatch.setattr(local_copy.shutil, "disk_usage", lambda path: usage)
     assert local_copy._max_bytes(str(tmp_path)) == ceiling_mb << 20
+
+
+def test_sync_apply_repacks_an_entry_whose_older_pack_holds_its_big_libraries(
+    volume: VolumeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume packed by an older volume-cli: `sync apply` rewrites only the packs that hold a big library."""
+    from volume_cli.sync.apply import pack_current_generation
+
+    _pack(volume, "bigcore").unlink()
+    with monkeypatch.context() as older:
+        older.setattr(local_copy, "LIBRARY_MIN_BYTES", 1 << 40)  # no library is big: packs of format 1
+        entry = _entry(volume, "bigcore")
+        write_packs({entry.name: entry}, volume.deps_dir / local_copy.PACKS)
+    magic, index = _index(_pack(volume, "bigcore"))
+    assert magic == local_copy.PACK_MAGIC and LIBRARY in [item[0] for item in index["files"]]
+    others = sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir() if "bigcore" not in path.name)
+    assert pack_current_generation(volume, PROJECT, NullProgress()) == (1, None)
+    packs = sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir())
+    assert [name for name in packs if "bigcore" not in name] == others  # format 1 without big libraries: kept
+    assert len(packs) == len(others) + 1 and _index(_pack(volume, "bigcore"))[0] == local_copy.PACK_MAGIC_LIBRARIES
+    assert pack_current_generation(volume, PROJECT, NullProgress()) == (0, None)  # nothing left to do

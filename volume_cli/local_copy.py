@@ -604,6 +604,28 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
     return final
 
 
+def holds_big_libraries(path: str) -> bool:
+    """Whether the pack at ``path`` is of format 1 and holds a big library: written before packs left them out.
+
+    Such a pack still works, but a copy over the ceiling cannot link its libraries; it is rewritten by
+    ``sync apply`` (``volume_cli.sync.apply.pack_current_generation``). Anything unreadable is not one.
+    """
+    try:
+        with open(path, "rb") as stream:
+            if (
+                stream.readline(len(PACK_MAGIC) + 1) != PACK_MAGIC
+                or os.fstat(stream.fileno()).st_size < LIBRARY_MIN_BYTES
+            ):
+                return False
+            length = stream.readline(22)
+            if not length.endswith(b"\n") or not length[:-1].isdigit() or int(length[:-1]) > MAX_INDEX_BYTES:
+                return False
+            files = json.loads(stream.read(int(length[:-1])))["files"]
+            return any(is_big_library(str(item[0]), int(item[2])) for item in files)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
 def is_big_library(path: str, size: int) -> bool:
     """A native library a pack lists but leaves in its store entry (``PACK_MAGIC_LIBRARIES``)."""
     name = path.rsplit("/", 1)[-1]

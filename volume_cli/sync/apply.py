@@ -25,6 +25,7 @@ start would wait on it); a later ``sync apply``, with nothing pending, writes wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from volume_cli.deps.record import clear_intent, record_intent, record_switch, r
 from volume_cli.errors import SyncManifestError
 from volume_cli.fsguard import guard_volume
 from volume_cli.layout import VolumeLayout
-from volume_cli.local_copy import PACKS, parse_pack_name
+from volume_cli.local_copy import LIBRARY_MIN_BYTES, PACKS, holds_big_libraries, parse_pack_name
 from volume_cli.progress import Progress
 from volume_cli.store.lock import LeaseLock
 from volume_cli.store.state import ModelsRecord, read_project_state, update_project_state
@@ -128,6 +129,10 @@ def _apply_locked(
 def pack_current_generation(layout: VolumeLayout, project: str, progress: Progress) -> tuple[int, str | None]:
     """Write a pack for each entry of ``project``'s current generation that has none: (how many, why not all).
 
+    A pack written before packs left big native libraries out (format 1, ``holds_big_libraries``) is
+    replaced: a worker's copy over its ceiling can then link those libraries instead of importing
+    the whole generation from the volume.
+
     Run after the switch, the project's lock released: the generation serves meanwhile (its workers copy
     the unpacked entries file by file); packs are written under temp names and renamed, so two runs at
     once only write one twice, and an entry gc removes meanwhile fails its pack (reported) or leaves an
@@ -141,18 +146,26 @@ def pack_current_generation(layout: VolumeLayout, project: str, progress: Progre
     guard_volume(layout, project=project, python_version=state.python_version)
     folder = layout.deps_dir / PACKS
     try:
-        packed = {parsed[0] for parsed in map(parse_pack_name, os.listdir(folder)) if parsed is not None}
+        parsed = [(found, name) for name in os.listdir(folder) if (found := parse_pack_name(name)) is not None]
     except FileNotFoundError:
-        packed = set()
+        parsed = []
+    names = {found[0]: name for found, name in parsed}
+    wanted = {entry.entry for entry in record.entries}
+    # Only a pack as big as a big library can hold one: the others are not opened.
+    big = [found[0] for found, name in parsed if found[0] in wanted and found[1] >= LIBRARY_MIN_BYTES]
+    outdated = [entry for entry in big if holds_big_libraries(str(folder / names[entry]))]
+    for entry in outdated:  # removed first: an entry without a pack is copied file by file meanwhile
+        with contextlib.suppress(FileNotFoundError):
+            (folder / names.pop(entry)).unlink()
     missing = {
-        entry.entry: layout.store_dir / entry.entry
-        for entry in record.entries
-        if entry.entry not in packed
-        and (layout.store_dir / entry.entry).is_dir()
-        and not (layout.store_dir / entry.entry).is_symlink()
+        entry: layout.store_dir / entry
+        for entry in sorted(wanted)
+        if entry not in names and (layout.store_dir / entry).is_dir() and not (layout.store_dir / entry).is_symlink()
     }
     if not missing:
         return 0, None
+    if outdated:
+        progress.step(f"repacking {len(outdated)} store entries whose packs hold their big native libraries")
     progress.step(f"packing {len(missing)} store entries for workers' first start")
     try:
         _pack_entries(missing, folder)
