@@ -381,7 +381,10 @@ def parse_arguments() -> argparse.Namespace:
         parser.error("--rounds must be 1 or more")
     args.wheel_count = len(list(args.wheels.glob("*.whl")))
     if not any(args.wheels.glob("torch-2.14.1-*.whl")):
-        parser.error(f"no torch 2.14.1 wheel in {args.wheels}")
+        parser.error(
+            f"no torch 2.14.1 wheel in {args.wheels}: download it and its dependencies once with "
+            f"`python -m pip download {REQUIREMENT} --only-binary=:all: -d {args.wheels}` (2.9 GB)"
+        )
     return args
 
 
