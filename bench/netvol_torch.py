@@ -2,7 +2,8 @@
 
 Run by hand as root, never in CI (it writes ~5 GB onto a simulated volume and as much on local disk)::
 
-    .venv/bin/python bench/netvol_torch.py [--wheels DIR] [--rounds 2] [--ceiling-mb MB] [--skip-local] [--save F]
+    .venv/bin/python bench/netvol_torch.py [--wheels DIR] [--rounds 2] [--ceiling-mb MB] [--keep-cache]
+        [--skip-local] [--save F]
 
 The wheels come from ``--wheels`` (default /work/torchcuda/wheels: torch 2.14.1's CUDA build for
 the running CPython and its nvidia-*, triton and cuda-* dependencies, downloaded once with
@@ -30,7 +31,10 @@ worker writes one line when it falls back to the volume path). Before each start
 settles, the kernel's attribute and entry caches expire (``--cache-seconds`` + 0.5 s) and the
 page cache is dropped (``echo 3 > /proc/sys/vm/drop_caches``), so the volume's file data and
 the local copy's are read from their disks, not memory; but before "later start, page cache
-kept", which follows the later start as a handler restarted on the same machine would. After each round's first start the
+kept", which follows the later start as a handler restarted on the same machine would. By default
+the simulated volume drops a file's page cache at each open (libfuse's default), so a library mapped
+from the volume is read anew by every process; ``--keep-cache`` keeps it, as mfsmount's default cache
+mode does for an unchanged file. After each round's first start the
 local copy is described: bytes on local disk (as du: allocated blocks), files, symlinks and
 how many of those point onto the volume.
 
@@ -337,6 +341,7 @@ def summary(args: argparse.Namespace) -> str:
     return (
         f"Measured {datetime.date.today()} at commit {commit()}: {REQUIREMENT} (CUDA build, {args.wheel_count} wheels), "
         f"{args.rounds} round(s), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
+        f"page cache {'kept' if args.keep_cache else 'dropped'} at each open, "
         f"page cache dropped before each start but the warm one, copy ceiling {ceiling}; local disk and the volume's backing on {disk}; "
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end."
     )
@@ -351,6 +356,7 @@ def save(run: Run, args: argparse.Namespace, path: Path) -> None:
         "rounds": args.rounds,
         "latency_ms": args.latency_ms,
         "cache_seconds": args.cache_seconds,
+        "keep_cache": args.keep_cache,
         "ceiling_mb": args.ceiling_mb,
         "disk": args.disk,
         "loadavg": os.getloadavg(),
@@ -376,6 +382,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--disk", choices=DISKS, default="fresh", help="as bench/netvol_bench.py's --disk")
     parser.add_argument("--save", type=Path, default=None, help="write every sample as JSON")
     parser.add_argument("--skip-local", action="store_true", help="no local disk reference")
+    parser.add_argument(
+        "--keep-cache", action="store_true", help="a file's page cache outlives its next open (mfsmount's default)"
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
@@ -405,7 +414,11 @@ def main() -> None:
                 with (
                     local_disk(place, args.disk, size_gb=VOLUME_DISK_GB) as disk,
                     mounted(
-                        disk / "backing", disk / "mnt", latency_ms=args.latency_ms, cache_seconds=args.cache_seconds
+                        disk / "backing",
+                        disk / "mnt",
+                        latency_ms=args.latency_ms,
+                        cache_seconds=args.cache_seconds,
+                        keep_cache=args.keep_cache,
                     ) as volume,
                 ):
                     bench = Bench(

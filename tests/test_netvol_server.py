@@ -232,3 +232,17 @@ def test_the_skip_reason_names_the_missing_build_tool(monkeypatch: pytest.Monkey
     assert "libfuse3-dev" in (unavailable_reason() or "")
     monkeypatch.setattr(mount, "_fuse3_flags", lambda: ["-lfuse3"])
     assert unavailable_reason() is None
+
+
+@pytest.mark.parametrize(("keep_cache", "reads"), [(False, 2), (True, 1)])
+def test_keep_cache_lets_a_file_s_page_cache_outlive_its_next_open(
+    tmp_path: Path, keep_cache: bool, reads: int
+) -> None:
+    """As mfsmount's default cache mode, ``--keep-cache`` serves a second open's read from memory."""
+    _need_fuse()
+    with mounted(tmp_path / "backing", tmp_path / "mnt", latency_ms=0, cache_seconds=0, keep_cache=keep_cache) as vol:
+        (vol.path / "seed").write_bytes(b"abc")
+        vol.reset()
+        for _ in range(2):  # two processes' worth of opens, one after the other
+            _open_read_close(vol.path)
+        assert vol.reset()["read"] == reads

@@ -150,15 +150,20 @@ def mounted(
     latency_ms: float = 1.0,
     cache_seconds: float = 1.0,
     max_threads: int = 64,
+    keep_cache: bool = False,
 ) -> Iterator[NetVol]:
-    """Mount ``backing`` at ``mountpoint`` through the simulated volume for the duration of the block."""
+    """Mount ``backing`` at ``mountpoint`` through the simulated volume for the duration of the block.
+
+    ``keep_cache``: a file's page cache survives its next open, as with mfsmount's default cache mode;
+    by default each open drops it (libfuse's default), so every process reads a file's bytes anew.
+    """
     backing.mkdir(parents=True, exist_ok=True)
     mountpoint.mkdir(parents=True, exist_ok=True)
     # A unix socket path is limited to 108 bytes, which a pytest tmp_path can exceed.
     control = Path(f"/tmp/netvol-{os.getpid()}-{time.monotonic_ns()}.sock")
     command = [str(server_binary()), str(backing), str(mountpoint), "--control", str(control)]
     command += ["--latency-ms", str(latency_ms), "--cache-seconds", str(cache_seconds)]
-    command += ["--max-threads", str(max_threads)]
+    command += ["--max-threads", str(max_threads), *(["--keep-cache"] if keep_cache else [])]
     process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL)
     try:
         _wait_mounted(mountpoint, process, control)

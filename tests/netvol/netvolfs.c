@@ -65,6 +65,9 @@ static struct {
 
 static struct timespec latency;
 static int latency_on;
+/* --keep-cache: a file's page cache survives its next open (FOPEN_KEEP_CACHE), as mfsmount's default
+ * cache mode keeps an unchanged file's; off, each open drops it (libfuse's default). */
+static int keep_cache_on;
 static int backing_fd = -1;
 static char *backing_path;
 
@@ -232,6 +235,7 @@ static int nv_open(const char *path, struct fuse_file_info *fi)
 	if (fd == -1)
 		return end(-errno);
 	fi->fh = (uint64_t)fd;
+	fi->keep_cache = keep_cache_on;
 	return end(0);
 }
 
@@ -503,12 +507,13 @@ struct options {
 	double cache_seconds;
 	long max_threads;
 	double quiet_ms;
+	int keep_cache;
 };
 
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: netvolfs BACKING MOUNTPOINT --control SOCKET [--latency-ms 1] "
-		     "[--cache-seconds 1] [--max-threads 64] [--quiet-ms 30]\n");
+		     "[--cache-seconds 1] [--max-threads 64] [--quiet-ms 30] [--keep-cache]\n");
 }
 
 /* "--name VALUE" or "--name=VALUE"; returns the value or NULL when argv[*i] is not --name. */
@@ -534,6 +539,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			exit(0);
 		} else if ((value = option_value(argc, argv, &i, "--control"))) {
 			o->control = value;
+		} else if (strcmp(argv[i], "--keep-cache") == 0) {
+			o->keep_cache = 1;
 		} else if ((value = option_value(argc, argv, &i, "--latency-ms"))) {
 			o->latency_ms = strtod(value, NULL);
 		} else if ((value = option_value(argc, argv, &i, "--cache-seconds"))) {
@@ -578,6 +585,7 @@ int main(int argc, char **argv)
 		latency_on = 1;
 	}
 	default_quiet = o.quiet_ms / 1000;
+	keep_cache_on = o.keep_cache;
 	tally.last_end_ns = now_ns();
 	if (start_control(o.control) != 0)
 		return 1;
