@@ -604,26 +604,21 @@ def write_pack(source: str, packs: int, entry: str, *, skip: frozenset[str] = fr
     return final
 
 
-def holds_big_libraries(path: str) -> bool:
-    """Whether the pack at ``path`` is of format 1 and holds a big library: written before packs left them out.
+def holds_big_libraries(path: str, size: int, digest: str) -> bool:
+    """Whether the pack at ``path`` (of ``size`` and ``digest``, from its name) holds a big library's bytes.
 
-    Such a pack still works, but a copy over the ceiling cannot link its libraries; it is rewritten by
-    ``sync apply`` (``volume_cli.sync.apply.pack_current_generation``). Anything unreadable is not one.
+    Only a pack written before packs left them out (format 1) does. It still works, but a copy over the
+    ceiling cannot link those libraries; ``sync apply`` rewrites it
+    (``volume_cli.sync.apply.pack_current_generation``). A pack its index cannot be read from is not one.
     """
+    pack = _Pack("", path, size, digest, chunks=_Buffers(lambda: PACK_CHUNK), segments=_Buffers(lambda: SEGMENT_BYTES))
     try:
-        with open(path, "rb") as stream:
-            if (
-                stream.readline(len(PACK_MAGIC) + 1) != PACK_MAGIC
-                or os.fstat(stream.fileno()).st_size < LIBRARY_MIN_BYTES
-            ):
-                return False
-            length = stream.readline(22)
-            if not length.endswith(b"\n") or not length[:-1].isdigit() or int(length[:-1]) > MAX_INDEX_BYTES:
-                return False
-            files = json.loads(stream.read(int(length[:-1])))["files"]
-            return any(is_big_library(str(item[0]), int(item[2])) for item in files)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pack.open()  # the header and index only, checked as a worker checks them
+        return any(is_big_library(item[0], item[2]) for item in pack.files)
+    except (OSError, PackUnusable):
         return False
+    finally:
+        pack.close()
 
 
 def is_big_library(path: str, size: int) -> bool:

@@ -152,8 +152,11 @@ def pack_current_generation(layout: VolumeLayout, project: str, progress: Progre
     names = {found[0]: name for found, name in parsed}
     wanted = {entry.entry for entry in record.entries}
     # Only a pack as big as a big library can hold one: the others are not opened.
-    big = [found[0] for found, name in parsed if found[0] in wanted and found[1] >= LIBRARY_MIN_BYTES]
-    outdated = [entry for entry in big if holds_big_libraries(str(folder / names[entry]))]
+    outdated = [
+        entry
+        for (entry, size, digest), name in parsed
+        if entry in wanted and size >= LIBRARY_MIN_BYTES and holds_big_libraries(str(folder / name), size, digest)
+    ]
     for entry in outdated:  # removed first: an entry without a pack is copied file by file meanwhile
         with contextlib.suppress(FileNotFoundError):
             (folder / names.pop(entry)).unlink()
