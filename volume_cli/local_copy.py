@@ -259,13 +259,14 @@ def _build(folder: str, generation: str, deadline: float) -> None:
     ceiling, entries = _max_bytes(folder), _recorded_entries(generation)
     expected = None if entries is None else sum(int(str(entry["size_bytes"])) for entry in entries)
     free = shutil.disk_usage(folder).free - FREE_SPACE_KEPT
+    budget = min(ceiling, free)
     packs = _usable_packs(generation, entries)
-    if expected is not None and max(expected - ceiling, expected - free) > 0 and packs is None:
+    if expected is not None and expected > budget and packs is None:
         _too_big(folder, name, expected, ceiling, free)  # with packs, linking big libraries may make it fit
     temp = os.path.join(folder, f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
     os.mkdir(temp)
     try:
-        files, size, linked = _fill(generation, temp, min(ceiling, free), deadline, entries, packs)
+        files, size, linked = _fill(generation, temp, budget, deadline, entries, packs)
         with open(os.path.join(temp, MARKER), "w") as stream:
             record = {"format": 1, "generation": name, "source": generation, "files": files, "bytes": size}
             json.dump({**record, "linked": linked}, stream)
@@ -621,10 +622,14 @@ def holds_big_libraries(path: str, size: int, digest: str) -> bool:
         pack.close()
 
 
+def is_shared_library(name: str) -> bool:
+    """A native shared library by its file name (``libx.so``, ``libx.so.12``)."""
+    return name.endswith(".so") or ".so." in name
+
+
 def is_big_library(path: str, size: int) -> bool:
     """A native library a pack lists but leaves in its store entry (``PACK_MAGIC_LIBRARIES``)."""
-    name = path.rsplit("/", 1)[-1]
-    return size >= LIBRARY_MIN_BYTES and (name.endswith(".so") or ".so." in name)
+    return size >= LIBRARY_MIN_BYTES and is_shared_library(path.rsplit("/", 1)[-1])
 
 
 def _member_bytes(source: str, files: list[tuple[str, int, int, int]], readers: int) -> Iterator[bytes]:

@@ -13,10 +13,6 @@ _DT_NULL, _DT_STRTAB, _DT_RPATH, _DT_RUNPATH = 0, 5, 15, 29
 _PT_LOAD, _PT_DYNAMIC = 1, 2
 
 
-def is_shared_library(name: str) -> bool:
-    return name.endswith(".so") or ".so." in name
-
-
 def search_paths(path: Path) -> list[str]:
     """The RPATH and RUNPATH entries of ``path``; [] for anything that is not a 64-bit little-endian ELF."""
     try:

@@ -35,7 +35,7 @@ from packaging.utils import canonicalize_name
 from volume_cli.deps.bytecode import compile_entries
 from volume_cli.deps.dist_info import read_metadata_fields, read_record, record_digest, record_problems
 from volume_cli.deps.documents import ENTRY_MANIFEST, EntryInfo, EntryManifest, LockedPackage, TopItem
-from volume_cli.deps.elf import is_shared_library, search_paths
+from volume_cli.deps.elf import search_paths
 from volume_cli.deps.faults import crash_point
 from volume_cli.deps.publish import Publisher, copy_file, process_umask
 from volume_cli.errors import InstallError, StateError
@@ -43,7 +43,7 @@ from volume_cli.fileops import TRASH_PREFIX, discard_tree
 from volume_cli.fileops import remove_tree as remove_tree
 from volume_cli.fsguard import check_folder, check_inside, planted_link
 from volume_cli.layout import VolumeLayout
-from volume_cli.local_copy import PACKS
+from volume_cli.local_copy import PACKS, is_shared_library
 from volume_cli.store.documents import read_document, write_document
 from volume_cli.store.lock import process_tag, tagged_process_gone
 
