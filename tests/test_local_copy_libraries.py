@@ -347,3 +347,25 @@ def test_sync_apply_repacks_an_entry_whose_older_pack_holds_its_big_libraries(
     assert [name for name in packs if "bigcore" not in name] == others  # format 1 without big libraries: kept
     assert len(packs) == len(others) + 1 and _index(_pack(volume, "bigcore"))[0] == local_copy.PACK_MAGIC_LIBRARIES
     assert pack_current_generation(volume, PROJECT, NullProgress()) == (0, None)  # nothing left to do
+
+
+def test_sync_apply_that_cannot_remove_an_older_pack_reports_it_and_keeps_it(
+    volume: VolumeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume it cannot write (read-only, permissions): a warning in the result, never a failed apply."""
+    from volume_cli.sync.apply import pack_current_generation
+
+    _pack(volume, "bigcore").unlink()
+    with monkeypatch.context() as older:
+        older.setattr(local_copy, "LIBRARY_MIN_BYTES", 1 << 40)
+        entry = _entry(volume, "bigcore")
+        write_packs({entry.name: entry}, volume.deps_dir / local_copy.PACKS)
+    before = sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir())
+
+    def refused(path: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    written, error = pack_current_generation(volume, PROJECT, NullProgress())
+    assert written == 0 and error is not None and error.startswith("Permission denied (") and "sync apply" in error
+    assert sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir()) == before

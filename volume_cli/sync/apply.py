@@ -157,9 +157,13 @@ def pack_current_generation(layout: VolumeLayout, project: str, progress: Progre
         for (entry, size, digest), name in parsed
         if entry in wanted and size >= LIBRARY_MIN_BYTES and holds_big_libraries(str(folder / name), size, digest)
     ]
-    for entry in outdated:  # removed first: an entry without a pack is copied file by file meanwhile
-        with contextlib.suppress(FileNotFoundError):
-            (folder / names.pop(entry)).unlink()
+    try:
+        for entry in outdated:  # removed first: an entry without a pack is copied file by file meanwhile
+            with contextlib.suppress(FileNotFoundError):
+                (folder / names[entry]).unlink()
+            del names[entry]
+    except OSError as exc:  # the apply is done: packs only speed up a first start
+        return 0, f"{exc.strerror or exc} (workers copy those entries from their older packs; run sync apply again)"
     missing = {
         entry: layout.store_dir / entry
         for entry in sorted(wanted)
