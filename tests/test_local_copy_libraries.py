@@ -365,7 +365,18 @@ def test_sync_apply_that_cannot_remove_an_older_pack_reports_it_and_keeps_it(
     def refused(path: Path, missing_ok: bool = False) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "unlink", refused)
-    written, error = pack_current_generation(volume, PROJECT, NullProgress())
+    with monkeypatch.context() as read_only:
+        read_only.setattr(Path, "unlink", refused)
+        written, error = pack_current_generation(volume, PROJECT, NullProgress())
     assert written == 0 and error is not None and error.startswith("Permission denied (") and "sync apply" in error
+    assert sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir()) == before
+    # Refused only there: another entry's missing pack is still written, and the refusal still reported.
+    smalldep = _pack(volume, "smalldep")
+    smalldep.unlink()
+    with monkeypatch.context() as refusing:
+        refusing.setattr(
+            Path, "unlink", lambda path, missing_ok=False: path.name.startswith("bigcore") and refused(path)
+        )
+        written, error = pack_current_generation(volume, PROJECT, NullProgress())
+    assert written == 1 and error is not None and error.startswith("Permission denied (")
     assert sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir()) == before

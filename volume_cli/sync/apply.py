@@ -157,28 +157,34 @@ def pack_current_generation(layout: VolumeLayout, project: str, progress: Progre
         for (entry, size, digest), name in parsed
         if entry in wanted and size >= LIBRARY_MIN_BYTES and holds_big_libraries(str(folder / name), size, digest)
     ]
-    try:
-        for entry in outdated:  # removed first: an entry without a pack is copied file by file meanwhile
+    refused: str | None = None  # an older pack it cannot remove stays: workers still copy its entry from it
+    for entry in outdated:  # removed first: an entry without a pack is copied file by file meanwhile
+        try:
             with contextlib.suppress(FileNotFoundError):
                 (folder / names[entry]).unlink()
-            del names[entry]
-    except OSError as exc:  # the apply is done: packs only speed up a first start
-        return 0, f"{exc.strerror or exc} (workers copy those entries from their older packs; run sync apply again)"
+        except OSError as exc:
+            refused = (
+                refused
+                or f"{exc.strerror or exc} (workers copy those entries from their older packs; run sync apply again)"
+            )
+            continue
+        del names[entry]
+    repacked = [entry for entry in outdated if entry not in names]
     missing = {
         entry: layout.store_dir / entry
         for entry in sorted(wanted)
         if entry not in names and (layout.store_dir / entry).is_dir() and not (layout.store_dir / entry).is_symlink()
     }
     if not missing:
-        return 0, None
-    if outdated:
-        progress.step(f"repacking {len(outdated)} store entries whose packs hold their big native libraries")
+        return 0, refused
+    if repacked:
+        progress.step(f"repacking {len(repacked)} store entries whose packs hold their big native libraries")
     progress.step(f"packing {len(missing)} store entries for workers' first start")
     try:
         _pack_entries(missing, folder)
     except OSError as exc:
         return 0, f"{exc.strerror or exc} (workers copy those entries file by file; run sync apply again)"
-    return len(missing), None
+    return len(missing), refused
 
 
 class CliRecords:
