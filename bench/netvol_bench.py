@@ -190,6 +190,7 @@ class Bench:
     uv: str
     env: dict[str, str]
     cache_seconds: float
+    memory_gb: float = 0.0  # touched before each measured step: settle() says why
 
     @property
     def projects(self) -> Path:
@@ -248,8 +249,7 @@ class Bench:
 
     def cold_import(self, tool: str, target: Path) -> tuple[float | None, int | None]:
         env = self.worker_env(tool, target)
-        settle(self)
-        time.sleep(self.cache_seconds + 0.5)  # the kernel's attribute and entry caches expire: a cold worker
+        settle(self, expire_caches=True)  # a cold worker
         return self.measured([sys.executable, "-c", self.wheels.imports], env)
 
 
@@ -267,6 +267,7 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
         command = bench.install_command(UV, target, "full install")
         assert command is not None
         subprocess.run(command, env=bench.env, check=True, capture_output=True)
+        settle(bench)
         started = time.monotonic()
         subprocess.run([sys.executable, "-c", bench.wheels.imports], env=bench.worker_env(UV, target), check=True)
         results.add(LOCAL, "cold import", time.monotonic() - started, None)
@@ -288,18 +289,64 @@ def run_tool(bench: Bench, results: Results, tool: str, run: int) -> None:
         serial_and_concurrent(bench, results, target, run)
 
 
-def settle(bench: Bench, *, limit: float = 120.0) -> None:
+def settle(bench: Bench, *, expire_caches: bool = False, limit: float = 120.0) -> None:
     """Each step starts on a quiet machine, whatever the step before left running.
 
     After a full install volume-cli's detached ``rm -rf`` of its local staging folder (19k files)
     runs for 1-3 s, and the kernel writes back what every tool wrote for up to 30 s; both ran
     during the next step (no-op, one leaf) and made it 0.1-0.6 s slower at random.
+    ``expire_caches``: then wait until the kernel's attribute and entry caches of the volume expire.
+
+    Last, ``bench.memory_gb`` of memory is touched by a child process that then exits: on a VM
+    whose balloon hands free memory back to its host (free page reporting, as on the Firecracker
+    VMs here), the first touch of each such page costs a fault in the host, ~10 µs per 4 KB page.
+    A step that fills fresh page cache paid it (the worker's first start, ~1 GB: +0.9-1.4 s), a
+    step that reads a warm cache did not (the local disk's import). A GPU pod's memory is backed
+    (bare metal, or pinned for the GPU's passthrough), so each step starts with backed free pages.
     """
     scratch = Path(bench.env[SCRATCH_ENV])
     deadline = time.monotonic() + limit
     while scratch.is_dir() and any(scratch.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
     os.sync()
+    if expire_caches:
+        time.sleep(bench.cache_seconds + 0.5)
+    touch_memory(bench.memory_gb)
+
+
+def touch_memory(gb: float) -> None:
+    """Write one byte in every page of ``gb`` GB (at most half the memory available) in a child that exits."""
+    if gb <= 0:
+        return
+    size = min(int(gb * 2**30), available_memory() // 2)
+    toucher = "import sys; b = bytearray(int(sys.argv[1])); b[::4096] = b'\\1' * len(b[::4096])"
+    subprocess.run([sys.executable, "-c", toucher, str(size)], check=True)
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes, or 0 off Linux."""
+    try:
+        with open("/proc/meminfo") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def free_page_reporting() -> str:
+    """What this machine's kernel says about handing free memory back to its host, for the report."""
+    parameters = Path("/sys/module/page_reporting/parameters")
+    try:
+        order = (parameters / "page_reporting_order").read_text().strip()
+    except OSError:
+        return "no free page reporting"
+    try:
+        handed_back = int((parameters / "reported_kib").read_text()) / 2**20
+    except (OSError, ValueError):
+        return f"free page reporting (order {order})"
+    return f"free page reporting (order {order}, {handed_back:.0f} GB handed back since boot)"
 
 
 def serial_and_concurrent(bench: Bench, results: Results, target: Path, run: int) -> None:
@@ -315,7 +362,7 @@ def serial_and_concurrent(bench: Bench, results: Results, target: Path, run: int
         "deps", "check", "-p", PROJECT, "--root", str(target), "--projects-dir", str(bench.projects)
     )
     for label, env in order:
-        time.sleep(bench.cache_seconds + 0.5)  # the kernel's caches expire: each run reads the volume
+        settle(bench, expire_caches=True)  # each run reads the volume
         results.add(label, "deps check", *bench.measured([*check, "--no-imports", "-q"], bench.env | env))
     gc_copies(bench, results, target, "gc", order)
     # The project's requirements then drop its big packages: most of the store is no longer used.
@@ -334,7 +381,7 @@ def gc_copies(bench: Bench, results: Results, target: Path, step: str, order: li
         subprocess.run(copy, check=True)
         call_file = bench.work / f"{name}.call"
         gc = [sys.executable, "-c", GC_DRIVER, "gc", "--root", str(bench.counter.path / name), "--grace-hours", "0"]
-        time.sleep(bench.cache_seconds + 0.5)
+        settle(bench, expire_caches=True)
         run_env = bench.env | env | {"BENCH_GC_CALL_FILE": str(call_file)}
         results.add(label, step, *bench.measured([*gc, "--drop-previous", "-y", "-q"], run_env))
         results.add(label, f"{step} {CALL}", sum(map(float, call_file.read_text().split())), None)
@@ -470,6 +517,7 @@ def report(results: Results, args: argparse.Namespace, tools: list[str]) -> None
     )
     disk = "fresh journaled ext4s (bench/freshdisk.py)" if args.disk == "fresh" else "the disk of --work"
     print(f"local disk and each tool run's own volume backing on {disk}, ", end="")
+    print(f"{args.touch_memory_gb:g} GB of memory touched before each step ({free_page_reporting()}), ", end="")
     print(
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; tools run here: {', '.join(tools)}."
     )
@@ -486,6 +534,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--load", type=Path, action="append", default=[], help="add the tools saved by --save")
     parser.add_argument("--latency-ms", type=float, default=1.0)
     parser.add_argument("--cache-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--touch-memory-gb",
+        type=float,
+        default=4.0,
+        help="memory written by a child before each measured step (settle() says why); 0: none",
+    )
     parser.add_argument("--wheelhouse", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
     parser.add_argument(
@@ -504,11 +558,12 @@ def main() -> None:
     tools = list(dict.fromkeys(args.tools))  # the order given is the first run's order
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     options = {"latency_ms": args.latency_ms, "cache_seconds": args.cache_seconds}
+    memory = {"touch_memory_gb": args.touch_memory_gb, "memory": free_page_reporting()}
 
     def save_so_far() -> None:
         if args.save is not None:
             meta = {"date": str(datetime.date.today()), "commit": commit(), "set": args.set, "disk": args.disk}
-            save(results, args.save, meta=meta | options | {"loadavg": os.getloadavg()})
+            save(results, args.save, meta=meta | options | memory | {"loadavg": os.getloadavg()})
 
     if args.runs > 0:  # --runs 0 only renders --load: no volume, no wheels, no temp folder
         reason = unavailable_reason()
@@ -538,7 +593,7 @@ def main() -> None:
                         shutil.rmtree(place, ignore_errors=True)
 
                 env = bench_env(work)
-                bench = Bench(Unmounted(), work, wheels, index.url, uv, env, args.cache_seconds)
+                bench = Bench(Unmounted(), work, wheels, index.url, uv, env, args.cache_seconds, args.touch_memory_gb)
                 run_benchmark(bench, results, tools, args.runs, volume_of_its_own, after_each=save_so_far)
         finally:
             if args.work is None:  # a full run leaves ~4 GB of targets and caches: a temp folder is ours to remove

@@ -231,9 +231,8 @@ def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) ->
         mounted(tmp_path / "backing", tmp_path / "mnt", latency_ms=0, cache_seconds=0) as volume,
     ):
         work = tmp_path / "work"
-        bench = netvol_bench.Bench(
-            netvol_bench.VolumeCounter(volume), work, tiny, index.url, uv, netvol_bench.bench_env(work), 0.0
-        )
+        env = netvol_bench.bench_env(work)
+        bench = netvol_bench.Bench(netvol_bench.VolumeCounter(volume), work, tiny, index.url, uv, env, 0.0, 0.01)
         for tool in (VOLUME_CLI, UV, PIP, LOCAL):  # the index is local: no cache to warm
             netvol_bench.run_tool(bench, results, tool, 0)
     assert time.monotonic() - started < 120
@@ -249,6 +248,21 @@ def test_a_tiny_netvol_bench_run_measures_every_tool_and_step(tmp_path: Path) ->
     assert os.path.isdir(volume.backing / "run0-pip" / "beta")
     # The worker's local copy went to the bench's local disk, not to /tmp on whatever disk that is.
     assert list((work / "worker-cache" / "deps").glob("bench-py*/g*/.volume-cli-copy.json"))
+
+
+def test_the_memory_touched_before_a_step_is_written_page_by_page() -> None:
+    """A child writes every page of what it is asked (its peak resident size shows it), and nothing when asked 0."""
+    measure = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1]); import netvol_bench; "
+        "netvol_bench.touch_memory(float(sys.argv[2])); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    peaks = {}
+    for gb in (0.0, 0.25):
+        done = subprocess.run([sys.executable, "-c", measure, str(BENCH), str(gb)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        peaks[gb] = int(done.stdout) * 1024
+    assert peaks[0.0] == 0, "asked for nothing: no child ran"
+    assert peaks[0.25] >= 0.25 * 2**30, peaks
 
 
 def test_each_tool_run_measures_on_a_volume_of_its_own(tmp_path: Path) -> None:
