@@ -28,7 +28,9 @@ The pod's local disk (caches, temp, volume-cli's staging folder, the worker's lo
 bench/freshdisk.py says why: this machine's own disk is an aged ext4 without a journal, whose
 inode allocation made every create after a mass removal slow), and each tool's run mounts a
 simulated volume of its own, its backing on an ext4 of its own (``run_benchmark`` says why);
-``--disk here`` keeps them all on the disk of ``--work``.
+``--disk here`` keeps them all on the disk of ``--work``. Before each measured step a child writes
+``--touch-memory-gb`` of memory (4 by default), so no step pays for pages the VM handed back to its
+host (``settle()`` says why).
 
 ``--save F`` writes every sample as JSON; ``--load F`` adds the tools saved in F to this
 run's table (a tool measured in both is shown as "<tool> (baseline)"). So raw uv and pip, measured
