@@ -302,8 +302,8 @@ def settle(bench: Bench, *, expire_caches: bool = False, limit: float = 120.0) -
     Last, ``bench.memory_gb`` of memory is touched by a child process that then exits: on a VM
     whose balloon hands free memory back to its host (free page reporting, as on the Firecracker
     VMs here), the first touch of each such page costs a fault in the host, ~10 µs per 4 KB page.
-    A step that fills fresh page cache paid it (the worker's first start, ~1 GB: +0.9-1.4 s), a
-    step that reads a warm cache did not (the local disk's import). A GPU pod's memory is backed
+    A step that fills fresh page cache paid it (the worker's first start, ~1 GB: up to +1.4 s, as
+    the host had the pages or not), a step that reads a warm cache did not (the local disk's import). A GPU pod's memory is backed
     (bare metal, or pinned for the GPU's passthrough), so each step starts with backed free pages.
     """
     scratch = Path(bench.env[SCRATCH_ENV])
