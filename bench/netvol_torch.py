@@ -152,8 +152,7 @@ def drop_caches() -> None:
 
 def cold(bench: Bench, *, page_cache: bool = False) -> None:
     """A cold worker: a quiet machine, the kernel's attribute and entry caches expired, no page cache (unless kept)."""
-    settle(bench)
-    time.sleep(bench.cache_seconds + 0.5)
+    settle(bench, expire_caches=True)
     if not page_cache:
         drop_caches()
 
