@@ -373,10 +373,15 @@ def test_sync_apply_that_cannot_remove_an_older_pack_reports_it_and_keeps_it(
     # Refused only there: another entry's missing pack is still written, and the refusal still reported.
     smalldep = _pack(volume, "smalldep")
     smalldep.unlink()
+    unlink = Path.unlink
+
+    def refused_for_bigcore(path: Path, missing_ok: bool = False) -> None:
+        if path.name.startswith("bigcore"):
+            refused(path)
+        unlink(path, missing_ok=missing_ok)
+
     with monkeypatch.context() as refusing:
-        refusing.setattr(
-            Path, "unlink", lambda path, missing_ok=False: path.name.startswith("bigcore") and refused(path)
-        )
+        refusing.setattr(Path, "unlink", refused_for_bigcore)
         written, error = pack_current_generation(volume, PROJECT, NullProgress())
     assert written == 1 and error is not None and error.startswith("Permission denied (")
     assert sorted(path.name for path in (volume.deps_dir / local_copy.PACKS).iterdir()) == before
