@@ -325,6 +325,16 @@ def touch_memory(gb: float) -> None:
     subprocess.run([sys.executable, "-c", toucher, str(size)], check=True)
 
 
+def add_touch_memory_option(parser: argparse.ArgumentParser) -> None:
+    """``--touch-memory-gb``, shared by every benchmark that times a step on this VM."""
+    parser.add_argument(
+        "--touch-memory-gb",
+        type=float,
+        default=4.0,
+        help="memory written by a child before each measured step (settle() says why); 0: none",
+    )
+
+
 def available_memory() -> int:
     """MemAvailable from /proc/meminfo in bytes, or 0 off Linux."""
     try:
@@ -536,12 +546,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--load", type=Path, action="append", default=[], help="add the tools saved by --save")
     parser.add_argument("--latency-ms", type=float, default=1.0)
     parser.add_argument("--cache-seconds", type=float, default=1.0)
-    parser.add_argument(
-        "--touch-memory-gb",
-        type=float,
-        default=4.0,
-        help="memory written by a child before each measured step (settle() says why); 0: none",
-    )
+    add_touch_memory_option(parser)
     parser.add_argument("--wheelhouse", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
     parser.add_argument(

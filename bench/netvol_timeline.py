@@ -2,13 +2,14 @@
 
 Run by hand as root, never in CI::
 
-    .venv/bin/python bench/netvol_timeline.py [--set small|full] [--step "one leaf upgraded"]
+    .venv/bin/python bench/netvol_timeline.py [--set small|full] [--step "one leaf upgraded"] [--touch-memory-gb 4]
 
 Installs the set's full requirements (and, for a later ``--step``, first untimed), then runs the
 step once with its progress on stderr and prints every progress line with the seconds since the
 start, the CPU of the simulated volume's server and of the whole machine every ``--sample``
 seconds, and at the end the operations the volume served by kind. uv's cache is warmed first,
-as in ``bench/netvol_bench.py``. The figures in docs/performance.md's phase profiles come from it.
+as in ``bench/netvol_bench.py``, and the step starts after a child wrote ``--touch-memory-gb`` of memory,
+as there. The figures in docs/performance.md's phase profiles come from it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from freshdisk import DISKS  # noqa: E402
-from netvol_bench import UV, VOLUME_CLI, Bench, VolumeCounter, bench_env, local_disk, settle, warm_caches  # noqa: E402
+from netvol_bench import (  # noqa: E402
+    UV,
+    VOLUME_CLI,
+    Bench,
+    VolumeCounter,
+    add_touch_memory_option,
+    bench_env,
+    local_disk,
+    settle,
+    warm_caches,
+)
 from wheelsets import FULL, SMALL, ensure_wheelhouse, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import mounted  # noqa: E402
@@ -105,6 +116,7 @@ def main() -> None:
     parser.add_argument("--step", choices=STEPS, default="full install")
     parser.add_argument("--sample", type=float, default=2.0, help="seconds between CPU samples")
     parser.add_argument("--disk", choices=DISKS, default="fresh", help="as bench/netvol_bench.py's --disk")
+    add_touch_memory_option(parser)
     args = parser.parse_args()
     cache_root = Path.home() / ".cache" / "volume-cli-bench"
     if args.set == "small":
@@ -119,7 +131,9 @@ def main() -> None:
             IndexServer(wheelhouse) as index,
             mounted(work / "backing", work / "mnt") as volume,
         ):
-            bench = Bench(VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), 1.0)
+            bench = Bench(
+                VolumeCounter(volume), work, wheels, index.url, uv, bench_env(work), 1.0, args.touch_memory_gb
+            )
             warm_caches(bench, [UV, VOLUME_CLI])
             target = volume.path / "target"
             target.mkdir()

@@ -3,7 +3,7 @@
 Run by hand as root, never in CI (it writes ~5 GB onto a simulated volume and as much on local disk)::
 
     .venv/bin/python bench/netvol_torch.py [--wheels DIR] [--rounds 2] [--ceiling-mb MB] [--keep-cache]
-        [--skip-local] [--save F]
+        [--skip-local] [--touch-memory-gb 4] [--save F]
 
 The wheels come from ``--wheels`` (default /work/torchcuda/wheels: torch 2.14.1's CUDA build for
 the running CPython and its nvidia-*, triton and cuda-* dependencies, downloaded once with
@@ -28,7 +28,8 @@ what reached the volume):
 Each start runs ``import torch; print(torch.__file__)``: where torch came from is the "path"
 column (local copy, volume or local disk), and the start's stderr is printed (volume-cli's
 worker writes one line when it falls back to the volume path). Before each start the machine
-settles, the kernel's attribute and entry caches expire (``--cache-seconds`` + 0.5 s) and the
+settles, the kernel's attribute and entry caches expire (``--cache-seconds`` + 0.5 s), a child writes
+``--touch-memory-gb`` of memory (bench/netvol_bench.py's ``settle()`` says why) and the
 page cache is dropped (``echo 3 > /proc/sys/vm/drop_caches``), so the volume's file data and
 the local copy's are read from their disks, not memory; but before "later start, page cache
 kept", which follows the later start as a handler restarted on the same machine would. By default
@@ -76,8 +77,10 @@ from freshdisk import DISKS  # noqa: E402
 from netvol_bench import (  # noqa: E402
     Bench,
     VolumeCounter,
+    add_touch_memory_option,
     bench_env,
     commit,
+    free_page_reporting,
     local_disk,
     machine_seconds,
     settle,
@@ -342,6 +345,7 @@ def summary(args: argparse.Namespace) -> str:
         f"{args.rounds} round(s), {args.latency_ms:g} ms per operation, {args.cache_seconds:g} s kernel cache, "
         f"page cache {'kept' if args.keep_cache else 'dropped'} at each open, "
         f"page cache dropped before each start but the warm one, copy ceiling {ceiling}; local disk and the volume's backing on {disk}; "
+        f"{args.touch_memory_gb:g} GB of memory touched before each step ({free_page_reporting()}); "
         f"{os.cpu_count()} cores, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end."
     )
 
@@ -358,6 +362,8 @@ def save(run: Run, args: argparse.Namespace, path: Path) -> None:
         "keep_cache": args.keep_cache,
         "ceiling_mb": args.ceiling_mb,
         "disk": args.disk,
+        "touch_memory_gb": args.touch_memory_gb,
+        "memory": free_page_reporting(),
         "loadavg": os.getloadavg(),
     }
     document = {
@@ -381,6 +387,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--disk", choices=DISKS, default="fresh", help="as bench/netvol_bench.py's --disk")
     parser.add_argument("--save", type=Path, default=None, help="write every sample as JSON")
     parser.add_argument("--skip-local", action="store_true", help="no local disk reference")
+    add_touch_memory_option(parser)
     parser.add_argument(
         "--keep-cache", action="store_true", help="a file's page cache outlives its next open (mfsmount's default)"
     )
@@ -421,7 +428,14 @@ def main() -> None:
                     ) as volume,
                 ):
                     bench = Bench(
-                        VolumeCounter(volume), work, TORCH, index.url, uv, bench_env(work), args.cache_seconds
+                        VolumeCounter(volume),
+                        work,
+                        TORCH,
+                        index.url,
+                        uv,
+                        bench_env(work),
+                        args.cache_seconds,
+                        args.touch_memory_gb,
                     )
                     rounds(bench, volume, run, args, index)
             finally:

@@ -2,7 +2,7 @@
 
 Run by hand as root, never in CI (it downloads real wheels from PyPI once)::
 
-    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1] [--work DIR] [--with-tar] [--skip NAME ...]
+    .venv/bin/python bench/worker_bench.py [--set small|full] [--runs 3] [--latency-ms 1] [--cache-seconds 1] [--touch-memory-gb 4] [--work DIR] [--with-tar] [--skip NAME ...]
 
 ``--work DIR`` keeps the installs there and reuses them on the next run.
 
@@ -28,8 +28,9 @@ processes import them, configured as a worker is:
   one file and extracted by ``tarfile`` onto local disk, then imported (measured, not shipped).
 
 Between starts the benchmark sleeps past the kernel cache, so every start is cold for the
-volume; cells are medians over ``--runs`` interleaved runs; operations are what reached
-the volume.
+volume, and then a child writes ``--touch-memory-gb`` of memory, so that no start pays for pages
+this VM handed back to its host (bench/netvol_bench.py's ``settle()`` says why); cells are
+medians over ``--runs`` interleaved runs; operations are what reached the volume.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from netvol_bench import add_touch_memory_option, free_page_reporting, touch_memory  # noqa: E402
 from wheelsets import FULL, SMALL, ensure_wheelhouse, make_project, small_wheelhouse  # noqa: E402
 
 from tests.netvol.mount import NetVol, mounted, unavailable_reason  # noqa: E402
@@ -109,8 +111,8 @@ def worker_env(volume: NetVol, cache: Path, *, copy: bool, packs: bool = True) -
     )
 
 
-def timed(volume: NetVol, command: list[str], env: dict[str, str], settle: float) -> Sample:
-    time.sleep(settle)  # past the kernel cache: a cold start for the volume
+def timed(volume: NetVol, command: list[str], env: dict[str, str], settle: Callable[[], None]) -> Sample:
+    settle()
     volume.reset()
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd="/")
@@ -122,7 +124,7 @@ def timed(volume: NetVol, command: list[str], env: dict[str, str], settle: float
 
 def cases(
     volume: NetVol, work: Path, code: str, *, with_tar: bool, skip: list[str]
-) -> dict[str, Callable[[float], Sample]]:
+) -> dict[str, Callable[[Callable[[], None]], Sample]]:
     plain = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"}
     runtime = str(volume.path / "volume" / ".metadata" / "runtime" / "volume_cli_runtime.py")
     activate = ACTIVATE.format(runtime=runtime, root=str(volume.path / "volume")) + code
@@ -137,12 +139,12 @@ def cases(
     def last(name: str) -> Path:
         return made[name]
 
-    def unpack(settle: float) -> Sample:
+    def unpack(settle: Callable[[], None]) -> Sample:
         target = fresh("unpacked")
         script = f"import tarfile, sys; tarfile.open({str(volume.path / 'generation.tar')!r}).extractall({str(target)!r}, filter='tar'); sys.path.insert(0, {str(target)!r}); {code}"
         return timed(volume, [sys.executable, "-c", script], plain, settle)
 
-    def without_packs(every: int, settle: float) -> Sample:
+    def without_packs(every: int, settle: Callable[[], None]) -> Sample:
         packs = volume.backing / "volume" / "python-deps" / ".packs"
         aside = work / "packs-aside"
         aside.mkdir(exist_ok=True)
@@ -157,7 +159,7 @@ def cases(
                 os.rename(aside / name, packs / name)
 
     py = sys.executable
-    table: dict[str, Callable[[float], Sample]] = {
+    table: dict[str, Callable[[Callable[[], None]], Sample]] = {
         "forest (no copy)": lambda s: timed(
             volume, [py, "-c", code], worker_env(volume, work / "unused", copy=False), s
         ),
@@ -184,6 +186,12 @@ def cases(
     return {name: run for name, run in table.items() if not skip or not any(part in name for part in skip)}
 
 
+def quiet(args: argparse.Namespace) -> None:
+    """Before a start: past the kernel cache (a cold start for the volume), then backed memory."""
+    time.sleep(args.cache_seconds + 0.5)
+    touch_memory(args.touch_memory_gb)
+
+
 def print_table(runs: list[dict[str, Sample]], args: argparse.Namespace) -> None:
     """Medians; the ratios are medians of each run's own ratio (the run's starts ran close together)."""
     names = list(runs[0])
@@ -195,7 +203,11 @@ def print_table(runs: list[dict[str, Sample]], args: argparse.Namespace) -> None
         return f"{statistics.median(run[name][0] / run[base][0] for run in runs):.2f}×"
 
     print(f"\n{args.set} set (`{IMPORTS[args.set]}`), {args.latency_ms:g} ms per operation, ", end="")
-    print(f"{args.cache_seconds:g} s kernel cache, median of {len(runs)} runs\n")
+    print(
+        f"{args.cache_seconds:g} s kernel cache, {args.touch_memory_gb:g} GB of memory touched before each start ",
+        end="",
+    )
+    print(f"({free_page_reporting()}), median of {len(runs)} runs\n")
     print("| worker start | time (min–max) | operations on the volume | / plain --target | / local disk |")
     print("|---|---|---|---|---|")
     for name in names:
@@ -215,6 +227,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder on local disk (default: a temp dir)")
     parser.add_argument("--with-tar", action="store_true", help="also the one-tar candidate (tarfile)")
     parser.add_argument("--skip", nargs="*", default=[], help="leave out the cases whose name contains one of these")
+    add_touch_memory_option(parser)
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason is not None:
@@ -237,7 +250,7 @@ def main() -> None:
             groups += [[name for name in table if name.startswith(prefix)] for prefix in paired]
             samples = {}
             for group in groups if run % 2 == 0 else groups[::-1]:
-                samples |= {name: table[name](args.cache_seconds + 0.5) for name in group}
+                samples |= {name: table[name](lambda: quiet(args)) for name in group}
             runs.append({name: samples[name] for name in table})
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
     print_table(runs, args)
