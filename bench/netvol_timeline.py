@@ -92,7 +92,6 @@ def run_step(bench: Bench, target: Path, step: str, every: float) -> None:
     counter = bench.counter
     assert isinstance(counter, VolumeCounter)
     servers = server_pids(counter.path)
-    time.sleep(bench.cache_seconds + 0.5)  # the kernel's caches expire, as before a step of the benchmark
     counter.volume.reset()
     cpu_before = sum(map(process_cpu, servers))
     started = time.monotonic()
@@ -139,8 +138,9 @@ def main() -> None:
             target.mkdir()
             for step in STEPS[: STEPS.index(args.step)]:
                 subprocess.run(bench.install_command(VOLUME_CLI, target, step), env=bench.env, check=True)
-            settle(bench)  # as the benchmark does before each step: the steps before it leave writeback behind
-            time.sleep(1.5)  # and the kernel's 1 s cache expires, as before a user's next command
+            # As the benchmark does before each step: the steps before it leave writeback behind, the kernel's
+            # caches expire (as before a user's next command), and memory is touched last, right before the step.
+            settle(bench, expire_caches=True)
             run_step(bench, target, args.step, args.sample)
     finally:
         shutil.rmtree(where, ignore_errors=True)
